@@ -1,0 +1,1 @@
+"""Configuration: one frozen dataclass tree and the loaders that build it."""

@@ -1,0 +1,88 @@
+"""The configuration as one frozen dataclass tree.
+
+Every loader (the classic ``key = value`` file, the command line) builds a
+``Config``; the server and the supervisor only ever read one. A reload (SIGHUP)
+builds a new ``Config`` and swaps it in for new sessions, so nothing here is
+ever mutated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from blackhole.policy.modes import Delay, Mode
+
+DEFAULT_TIMEOUT = 60.0
+MAX_TIMEOUT = 180.0
+DEFAULT_MAX_MESSAGE_SIZE = 512_000
+# RFC 5321 section 4.5.3.1.8: a server must accept at least 100 recipients.
+DEFAULT_MAX_RECIPIENTS = 1000
+# With no config file: unprivileged loopback ports, so a laptop user needs no root.
+DEFAULT_SMTP_PORT = 2525
+DEFAULT_SMTPS_PORT = 4650
+DEFAULT_HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    """One ``listen`` / ``tls_listen`` entry.
+
+    ``host`` is what to bind: ``"0.0.0.0"`` for the classic ``:PORT`` (all IPv4
+    addresses), ``"::"`` for ``:::PORT`` (all IPv6 addresses), else a literal
+    address or a host name. ``mode`` and ``delay`` are the per-listener flags;
+    ``None`` means "not set on this listener".
+    """
+
+    host: str
+    port: int
+    tls: bool = False
+    mode: Mode | None = None
+    delay: Delay | None = None
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'smtps' if self.tls else 'smtp'}://{host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything that shapes a running server."""
+
+    listeners: tuple[Listener, ...] = (
+        Listener(DEFAULT_HOST, DEFAULT_SMTP_PORT),
+        Listener(DEFAULT_HOST, DEFAULT_SMTPS_PORT, tls=True),
+    )
+    # --- classic keys -----------------------------------------------------
+    user: str | None = None
+    group: str | None = None
+    pidfile: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_dhparams: str | None = None
+    delay: Delay | None = None
+    mode: Mode = Mode.ACCEPT
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    dynamic_switch: bool = True
+    workers: int = 1
+    # --- new keys -----------------------------------------------------------
+    mailname: str | None = None  # greeting name; else /etc/mailname, else FQDN
+    max_recipients: int = DEFAULT_MAX_RECIPIENTS
+    seed: int | None = None  # seeds random.Random so a run can be replayed
+    auth_required: bool = False  # MAIL before a successful AUTH gets 530 5.7.0
+    auth_tls_only: bool = False  # offer AUTH only once TLS is on
+    log_file: str | None = None
+    log_format: str = "text"  # "text" or "json"
+    grace_period: float = 30.0  # seconds sessions get to finish at SIGTERM
+    heartbeat_interval: float = 5.0  # supervisor -> worker liveness ping
+    # --- command line only ---------------------------------------------------
+    less_secure: bool = False  # -ls: skip single-use DH keys (classic meaning)
+    debug: bool = False
+    quiet: bool = False
+    background: bool = False
+    config_file: str | None = None  # where this came from, for SIGHUP reloads
+    generated_cert: bool = field(default=False)  # True: no tls_cert, self-signed at start
+
+    @property
+    def tls_configured(self) -> bool:
+        return self.tls_cert is not None
