@@ -1,0 +1,21 @@
+"""The sans-IO SMTP core: RFC 5321 and its extensions, and nothing else.
+
+No module in this package imports asyncio, ssl, socket, time or random (a test
+enforces it). Bytes go in with ``receive_data``, replies come out of
+``data_to_send``, and anything the adapter must act on (a finished message, a
+STARTTLS switch, closing) comes out of ``next_event``.
+"""
+
+from blackhole.protocol.core import SessionSettings, SMTPConnection
+from blackhole.protocol.events import Close, Event, MessageReceived, StartTLS
+from blackhole.protocol.replies import Reply
+
+__all__ = [
+    "Close",
+    "Event",
+    "MessageReceived",
+    "Reply",
+    "SMTPConnection",
+    "SessionSettings",
+    "StartTLS",
+]

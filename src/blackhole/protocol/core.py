@@ -1,0 +1,544 @@
+"""The SMTP session as a sans-IO state machine.
+
+``SMTPConnection`` is fed bytes and produces reply bytes and events. It never
+blocks, sleeps, reads a clock or touches a socket; everything it needs from the
+outside (the mail name, limits, a CRAM-MD5 challenge maker) comes in through
+``SessionSettings``. Feeding the same bytes in any chunking, one byte at a time
+included, gives the same replies: lines are cut from one input buffer, and the
+DATA reader keeps back what a terminator split across reads needs.
+
+Input modes (``_mode``) say how the next bytes are read; the command state
+(``state``, see ``states.py``) says which commands are allowed.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from blackhole.protocol import replies as R
+from blackhole.protocol import sasl
+from blackhole.protocol.events import Close, Event, MessageReceived, StartTLS
+from blackhole.protocol.grammar import MailParams, parse_mail, parse_rcpt
+from blackhole.protocol.limits import MAX_AUTH_LINE, MAX_COMMAND_LINE, MAX_UNKNOWN_COMMANDS
+from blackhole.protocol.reader import DATA_PREFIX, DataReader, HeaderScanner
+from blackhole.protocol.replies import Reply
+from blackhole.protocol.states import (
+    COMMANDS,
+    EXTENSIONS,
+    HELP_SUMMARY,
+    TABLE,
+    State,
+    bad_sequence,
+)
+
+# Control characters other than HT are not allowed in a command line
+# (RFC 5321 section 4.1.1: commands are printable US-ASCII, or UTF-8 with
+# SMTPUTF8); NUL in particular has broken C servers and must not pass.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_BDAT_ARGS = re.compile(r"([0-9]{1,20})(?: +(LAST))? *", re.IGNORECASE)
+
+EXPN_LISTS: dict[str, tuple[str, ...]] = {
+    "list1": ("Shadow", "Wednesday", "Low-key Liesmith"),
+    "list2": ("Jim Holden", "Naomi Nagata", "Alex Kamal", "Amos Burton"),
+    "list3": (
+        "Takeshi Kovacs",
+        "Laurens Bancroft",
+        "Kristin Ortega",
+        "Quellcrist Falconer",
+        "Virginia Vidaura",
+        "Reileen Kawahara",
+    ),
+}
+
+
+def _no_challenge() -> str:
+    return "<0.0@localhost>"
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """What one session needs to know; the server builds it per listener."""
+
+    mailname: str = "localhost"
+    max_message_size: int = 512_000
+    max_recipients: int = 1000
+    dynamic_switch: bool = True
+    tls_available: bool = False  # STARTTLS can be offered
+    tls_active: bool = False  # the connection is TLS from the start (SMTPS)
+    auth_required: bool = False  # MAIL needs AUTH first (530 5.7.0)
+    auth_tls_only: bool = False  # AUTH only once TLS is on (538 5.7.11)
+    # RFC 2195: a unique challenge "<random.timestamp@host>"; made by the adapter
+    # because the core has no clock and no randomness of its own.
+    challenge: Callable[[], str] = field(default=_no_challenge)
+
+
+class _Mode(enum.IntEnum):
+    COMMAND = 0
+    SASL = 1
+    DATA = 2
+    BDAT = 3
+    # Modes at or above WAITING do not process input.
+    WAITING = 4  # a message is complete; the adapter owes the final reply
+    TLS = 5  # STARTTLS answered; everything until the handshake is discarded
+    CLOSED = 6
+
+
+class SMTPConnection:
+    """One SMTP session, from greeting to close."""
+
+    def __init__(self, settings: SessionSettings) -> None:
+        self.settings = settings
+        self.state = State.CONNECTED
+        self.tls = settings.tls_active
+        self.authenticated = False
+        self.messages = 0
+        self.discarded_after_starttls = 0
+        self._mode = _Mode.COMMAND
+        self._in = bytearray()
+        self._out: list[bytes] = []
+        self._events: deque[Event] = deque()
+        self._unknown = 0
+        self._overlong = False  # inside a command line that is too long
+        self._draining = False  # shutting down: close once the transaction ends
+        self._sasl: sasl.Exchange | None = None
+        self._reader: DataReader | None = None
+        self._headers: HeaderScanner | None = None
+        self._bdat_left = 0
+        self._bdat_last = False
+        self._bdat_refusal: Reply | None = None
+        self._reset_transaction()
+
+    # --- the adapter's API --------------------------------------------------
+
+    def start(self) -> None:
+        """Queue the greeting (RFC 5321 section 4.3.1: 220 first)."""
+        self._out.append(R.greeting(self.settings.mailname).wire)
+
+    def receive_data(self, data: bytes) -> None:
+        mode = self._mode
+        if mode >= _Mode.WAITING:
+            if mode is _Mode.WAITING:
+                self._in += data  # pipelined after the message: kept for later
+            elif mode is _Mode.TLS:
+                self.discarded_after_starttls += len(data)
+            return
+        self._in += data
+        self._process()
+
+    def data_to_send(self) -> bytes:
+        out = self._out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        return data
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def send(self, reply: Reply) -> None:
+        """Answer the message reported by ``MessageReceived``, then read on."""
+        if self._mode is not _Mode.WAITING:
+            raise RuntimeError("send() is only for the final reply to a message")
+        self._out.append(reply.wire)
+        self._end_transaction()
+        self._mode = _Mode.COMMAND
+        if self._draining:
+            self._close(R.R421_SHUTDOWN, "shutdown")
+            return
+        if self._in:
+            self._process()
+
+    def tls_started(self) -> None:
+        """The STARTTLS handshake succeeded (RFC 3207 section 4.2: start over)."""
+        self.tls = True
+        self.state = State.CONNECTED
+        self.authenticated = False
+        self._reset_transaction()
+        self._in.clear()
+        self._mode = _Mode.COMMAND
+
+    def timeout(self) -> None:
+        """The client was idle too long (RFC 5321 4.5.3.2: 421 then close)."""
+        if self._mode is not _Mode.CLOSED:
+            self._close(R.R421_TIMEOUT, "timeout")
+
+    def shutdown(self) -> None:
+        """Server stopping: idle sessions get 421 now, others after their transaction."""
+        if self._mode is _Mode.CLOSED:
+            return
+        if self.in_transaction:
+            self._draining = True
+        else:
+            self._close(R.R421_SHUTDOWN, "shutdown")
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.state in (State.MAIL, State.RCPT, State.BDAT) or self._mode in (
+            _Mode.DATA,
+            _Mode.BDAT,
+            _Mode.WAITING,
+        )
+
+    @property
+    def waiting(self) -> bool:
+        """True while the final reply to a message is owed (input is held)."""
+        return self._mode is _Mode.WAITING
+
+    @property
+    def closed(self) -> bool:
+        return self._mode is _Mode.CLOSED
+
+    # --- input ----------------------------------------------------------------
+
+    def _process(self) -> None:
+        buf = self._in
+        while buf:
+            mode = self._mode
+            if mode is _Mode.DATA:
+                reader = self._reader
+                assert reader is not None
+                if not reader.consume(buf):
+                    return
+                self._data_done(reader)
+            elif mode is _Mode.BDAT:
+                if not self._bdat_consume(buf):
+                    return
+            elif mode <= _Mode.SASL:
+                nl = buf.find(b"\n")
+                if nl < 0:
+                    if len(buf) > MAX_AUTH_LINE:
+                        # Far too long for any command: drop it now, answer at its end.
+                        self._overlong = True
+                        buf.clear()
+                    return
+                line = bytes(buf[:nl])
+                del buf[: nl + 1]
+                if self._overlong:
+                    self._overlong = False
+                    self._reply(R.R500_LINE_TOO_LONG)
+                    continue
+                if line.endswith(b"\r"):
+                    line = line[:-1]
+                self._line(line)
+            else:
+                return
+            if self._draining and not self.in_transaction and self._mode < _Mode.WAITING:
+                self._close(R.R421_SHUTDOWN, "shutdown")
+                return
+
+    def _line(self, raw: bytes) -> None:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self._abort_sasl()
+            self._reply(R.R500_BAD_ENCODING)
+            return
+        if _CONTROL.search(text):
+            self._abort_sasl()
+            self._reply(R.R500_BAD_BYTES)
+            return
+        if self._mode is _Mode.SASL:
+            self._sasl_step(text)
+            return
+        verb, _, arg = text.partition(" ")
+        verb = verb.upper()
+        if len(raw) + 2 > MAX_COMMAND_LINE and verb != "AUTH":
+            self._reply(R.R500_LINE_TOO_LONG)
+            return
+        handler = TABLE.get((self.state, verb))
+        if handler is not None:
+            _DISPATCH[handler](self, arg)
+        elif verb in COMMANDS:
+            self._reply(bad_sequence(self.state, verb))
+        else:
+            self._unknown_command()
+
+    def _unknown_command(self) -> None:
+        self._unknown += 1
+        if self._unknown >= MAX_UNKNOWN_COMMANDS:
+            self._close(R.R421_TOO_MANY_UNKNOWN, "too many unknown commands")
+        else:
+            self._reply(R.R502_UNKNOWN)
+
+    # --- helpers --------------------------------------------------------------
+
+    def _reply(self, reply: Reply) -> None:
+        self._out.append(reply.wire)
+
+    def _close(self, reply: Reply, reason: str) -> None:
+        self._out.append(reply.wire)
+        self._mode = _Mode.CLOSED
+        self._in.clear()
+        self._events.append(Close(reason))
+
+    def _reset_transaction(self) -> None:
+        self.recipients = 0
+        self.smtputf8 = False
+        self.binarymime = False
+        self.message_size = 0
+
+    def _end_transaction(self) -> None:
+        self._reset_transaction()
+        self._reader = None
+        self._headers = None
+        if self.state is not State.CONNECTED:
+            self.state = State.GREETED
+
+    # --- commands (names referenced from states.COMMANDS) ------------------------
+
+    def do_ehlo(self, arg: str) -> None:
+        if not arg.strip():
+            self._reply(R.R501_EHLO_SYNTAX)
+            return
+        self._end_transaction()
+        self.state = State.GREETED
+        self._reply(self._ehlo_reply(arg.strip()))
+
+    def _ehlo_reply(self, client: str) -> Reply:
+        s = self.settings
+        offer = {
+            None: True,
+            "tls": s.tls_available and not self.tls,
+            "auth": self.tls or not s.auth_tls_only,
+        }
+        lines = [f"{s.mailname} Hello {client}"]
+        lines += [k.format(max_size=s.max_message_size) for k, need in EXTENSIONS if offer[need]]
+        return Reply(250, None, lines)
+
+    def do_helo(self, arg: str) -> None:
+        if not arg.strip():
+            self._reply(R.R501_HELO_SYNTAX)
+            return
+        self._end_transaction()
+        self.state = State.GREETED
+        self._reply(Reply(250, None, f"{self.settings.mailname} Hello {arg.strip()}"))
+
+    def do_mail(self, arg: str) -> None:
+        if arg[:5].upper() != "FROM:":
+            self._reply(R.R501_MAIL_SYNTAX)
+            return
+        if self.settings.auth_required and not self.authenticated:
+            self._reply(R.R530_AUTH_REQUIRED)
+            return
+        parsed = parse_mail(arg[5:], self.settings.max_message_size)
+        if isinstance(parsed, Reply):
+            self._reply(parsed)
+            return
+        self._start_transaction(parsed)
+        self._reply(R.R250_MAIL_OK)
+
+    def _start_transaction(self, params: MailParams) -> None:
+        self._reset_transaction()
+        self.smtputf8 = params.smtputf8
+        self.binarymime = params.binarymime
+        self.state = State.MAIL
+
+    def do_rcpt(self, arg: str) -> None:
+        if arg[:3].upper() != "TO:":
+            self._reply(R.R501_RCPT_SYNTAX)
+            return
+        if self.recipients >= self.settings.max_recipients:
+            self._reply(R.R452_TOO_MANY_RCPT)  # RFC 5321 4.5.3.1.10
+            return
+        parsed = parse_rcpt(arg[3:], self.smtputf8)
+        if isinstance(parsed, Reply):
+            self._reply(parsed)
+            return
+        self.recipients += 1
+        self.state = State.RCPT
+        self._reply(R.R250_RCPT_OK)
+
+    def do_data(self, arg: str) -> None:
+        if arg.strip():
+            self._reply(R.R501_NO_ARGS)
+            return
+        if self.binarymime:
+            self._reply(R.R503_BINARYMIME_DATA)  # RFC 3030 section 3
+            return
+        self._reply(R.R354_DATA)
+        self._reader = DataReader(self.settings.max_message_size, self.settings.dynamic_switch)
+        self._mode = _Mode.DATA
+        self._in[0:0] = DATA_PREFIX
+
+    def _data_done(self, reader: DataReader) -> None:
+        self.message_size = reader.size
+        if reader.oversize:
+            self._refuse_message(R.R552_TOO_BIG)
+        elif reader.long_line:
+            self._refuse_message(R.R500_LINE_TOO_LONG)
+        else:
+            self._message_complete(reader.size, reader.headers)
+
+    def _refuse_message(self, reply: Reply) -> None:
+        self._reply(reply)
+        self._end_transaction()
+        self._mode = _Mode.COMMAND
+
+    def _message_complete(self, size: int, headers: HeaderScanner | None) -> None:
+        mode, delay = headers.switches() if headers is not None else (None, None)
+        self.messages += 1
+        self._events.append(MessageReceived(size, self.recipients, mode, delay))
+        self._mode = _Mode.WAITING
+
+    def do_bdat(self, arg: str) -> None:
+        m = _BDAT_ARGS.fullmatch(arg)
+        if m is None:
+            # The chunk size is unknown, so its bytes cannot be skipped: they
+            # will be read as commands and fail as such.
+            self._reply(R.R501_BDAT_SYNTAX)
+            return
+        self._bdat_left = int(m.group(1))
+        self._bdat_last = m.group(2) is not None
+        # RFC 3030 section 2: a refused BDAT still has its chunk read and dropped.
+        if self.state not in (State.RCPT, State.BDAT):
+            self._bdat_refusal = bad_sequence(self.state, "BDAT")
+        else:
+            self._bdat_refusal = None
+            self.state = State.BDAT
+            if self._headers is None and self.settings.dynamic_switch:
+                self._headers = HeaderScanner()
+        self._mode = _Mode.BDAT
+        if self._bdat_left == 0:
+            self._bdat_chunk_done()
+
+    def _bdat_consume(self, buf: bytearray) -> bool:
+        n = min(self._bdat_left, len(buf))
+        if self._bdat_refusal is None:
+            self.message_size += n
+            headers = self._headers
+            if headers is not None and not headers.done:
+                headers.feed(buf[:n])
+        del buf[:n]
+        self._bdat_left -= n
+        if self._bdat_left:
+            return False
+        self._bdat_chunk_done()
+        return True
+
+    def _bdat_chunk_done(self) -> None:
+        self._mode = _Mode.COMMAND
+        if self._bdat_refusal is not None:
+            self._reply(self._bdat_refusal)
+        elif self.message_size > self.settings.max_message_size:
+            # RFC 3030 section 2: an error on any chunk fails the transaction.
+            self._refuse_message(R.R552_TOO_BIG)
+        elif self._bdat_last:
+            self._message_complete(self.message_size, self._headers)
+        else:
+            self._reply(R.bdat_chunk(self.message_size))
+
+    def do_rset(self, arg: str) -> None:
+        self._end_transaction()
+        self._reply(R.R250_OK)
+
+    def do_noop(self, arg: str) -> None:
+        self._reply(R.R250_OK)
+
+    def do_quit(self, arg: str) -> None:
+        self._close(R.R221_BYE, "quit")
+
+    def do_help(self, arg: str) -> None:
+        topic = arg.strip().upper()
+        if not topic:
+            self._reply(Reply(214, "2.0.0", HELP_SUMMARY))
+        elif topic in COMMANDS:
+            self._reply(Reply(214, "2.0.0", f"Syntax: {COMMANDS[topic][2]}"))
+        else:
+            self._reply(R.R504_HELP_UNKNOWN)
+
+    def do_vrfy(self, arg: str) -> None:
+        address = arg.strip()
+        if not address:
+            self._reply(R.R501_VRFY_SYNTAX)
+        elif "pass=" in address:
+            self._reply(R.vrfy_pass(address.strip("<>")))
+        elif "fail=" in address:
+            self._reply(R.vrfy_fail(address.strip("<>")))
+        else:
+            self._reply(R.R252_VRFY)
+
+    def do_expn(self, arg: str) -> None:
+        name = arg.strip().strip("<>").lower()
+        if "fail=" in name:
+            self._reply(R.R550_EXPN_DENIED)
+            return
+        if name == "all":
+            members = [m for group in EXPN_LISTS.values() for m in group]
+        elif name in EXPN_LISTS:
+            members = list(EXPN_LISTS[name])
+        else:
+            self._reply(R.R550_EXPN_DENIED)
+            return
+        host = self.settings.mailname
+        lines = [f"{m} <{m.lower().replace(' ', '.')}@{host}>" for m in members]
+        self._reply(Reply(250, "2.1.5", lines))
+
+    def do_etrn(self, arg: str) -> None:
+        if not arg.strip():
+            self._reply(Reply(501, "5.5.4", f"Syntax: {COMMANDS['ETRN'][2]}"))
+        else:
+            self._reply(R.R250_ETRN)
+
+    def do_auth(self, arg: str) -> None:
+        if self.authenticated:
+            self._reply(R.R503_ALREADY_AUTH)  # RFC 4954 section 4
+            return
+        if self.settings.auth_tls_only and not self.tls:
+            self._reply(R.R538_ENCRYPTION_REQUIRED)
+            return
+        mechanism, _, initial = arg.strip().partition(" ")
+        if not mechanism:
+            self._reply(R.R501_AUTH_SYNTAX)
+            return
+        exchange = sasl.exchange_for(mechanism.upper(), self.settings.challenge)
+        if exchange is None:
+            self._reply(R.R504_AUTH_MECHANISM)
+            return
+        self._sasl = exchange
+        self._sasl_reply(exchange.start(initial.strip() or None))
+
+    def _sasl_step(self, text: str) -> None:
+        assert self._sasl is not None
+        self._sasl_reply(self._sasl.step(text.strip()))
+
+    def _sasl_reply(self, reply: Reply) -> None:
+        self._reply(reply)
+        if reply.code == 334:
+            self._mode = _Mode.SASL
+            return
+        self._sasl = None
+        self._mode = _Mode.COMMAND
+        if reply.code == 235:
+            self.authenticated = True
+
+    def _abort_sasl(self) -> None:
+        # A line that is not even text ends an AUTH exchange (it gets a 500).
+        self._sasl = None
+        if self._mode is _Mode.SASL:
+            self._mode = _Mode.COMMAND
+
+    def do_starttls(self, arg: str) -> None:
+        if arg.strip():
+            self._reply(Reply(501, "5.5.4", "Syntax: STARTTLS"))
+        elif self.tls:
+            self._reply(R.R503_TLS_ACTIVE)
+        elif not self.settings.tls_available:
+            self._reply(R.R502_STARTTLS_UNAVAILABLE)
+        else:
+            self._reply(R.R220_STARTTLS)
+            # RFC 3207 section 6 / CVE-2011-0411: anything the client pipelined
+            # behind STARTTLS arrived in plaintext and must never be executed.
+            self.discarded_after_starttls += len(self._in)
+            self._in.clear()
+            self._mode = _Mode.TLS
+            self._events.append(StartTLS())
+
+
+_DISPATCH: dict[str, Callable[[SMTPConnection, str], None]] = {
+    name: getattr(SMTPConnection, name) for name in {h for h, _, _ in COMMANDS.values()}
+}

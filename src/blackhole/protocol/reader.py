@@ -1,0 +1,159 @@
+"""Message content readers: DATA (dot-stuffed) and the header switch scanner.
+
+Both work on the connection's input ``bytearray`` in place and throw content
+away as soon as it is counted, so memory stays flat whatever the message size.
+All searching is done by ``bytes.find``/``count`` over whole chunks (C speed);
+nothing here loops over lines in Python on the hot path.
+"""
+
+from __future__ import annotations
+
+from blackhole.protocol.limits import MAX_HEADER_SCAN, MAX_TEXT_LINE
+
+# RFC 5321 section 4.1.1.4: the content ends with <CRLF>.<CRLF>, and only that:
+# a bare <LF>.<LF> (or <CR>.<CR>, <LF>.<CRLF>...) never ends it, which is what
+# defeats SMTP smuggling (CVE-2023-51764 and friends).
+TERMINATOR = b"\r\n.\r\n"
+# Bytes kept back after a chunk with no terminator: enough for a terminator
+# that straddles two reads to be found whole in the next one.
+_KEEP = len(TERMINATOR) - 1
+# RFC 5321 section 4.5.2: a line that starts with "." had one more "." put in
+# front by the client; every "<CRLF>." inside the content is one stuffed dot.
+_STUFFED = b"\r\n."
+DATA_PREFIX = b"\r\n"
+
+
+class HeaderScanner:
+    """Keeps the header section (up to a cap) to read X-Blackhole-* switches.
+
+    RFC 5322 section 2.1: the header section ends at the first empty line. The
+    classic server also read switches from the body; this one never does.
+    """
+
+    __slots__ = ("_buf", "done")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.done = False
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> None:
+        if self.done:
+            return
+        buf = self._buf
+        start = max(0, len(buf) - 3)
+        buf += chunk
+        if buf.startswith(b"\r\n") or buf.startswith(b"\n"):
+            buf.clear()  # no header section at all
+            self.done = True
+            return
+        ends = [i for i in (buf.find(b"\r\n\r\n", start), buf.find(b"\n\n", start)) if i >= 0]
+        if ends:
+            del buf[min(ends) + 1 :]
+            self.done = True
+        elif len(buf) > MAX_HEADER_SCAN:
+            del buf[MAX_HEADER_SCAN:]
+            self.done = True
+
+    def switches(self) -> tuple[str | None, str | None]:
+        """(X-Blackhole-Mode, X-Blackhole-Delay) raw values; the last one wins."""
+        buf = bytes(self._buf)
+        if b"x-blackhole-" not in buf.lower():
+            return None, None
+        mode = delay = None
+        for name, value in _header_fields(buf):
+            if name == "x-blackhole-mode":
+                mode = value
+            elif name == "x-blackhole-delay":
+                delay = value
+        return mode, delay
+
+
+def _header_fields(buf: bytes) -> list[tuple[str, str]]:
+    """Unfolded ``(lower-case name, stripped value)`` pairs (RFC 5322 2.2.3)."""
+    fields: list[tuple[str, str]] = []
+    for raw in buf.replace(b"\r\n", b"\n").split(b"\n"):
+        line = raw.decode("latin-1")
+        if line[:1] in (" ", "\t") and fields:
+            name, value = fields[-1]
+            fields[-1] = (name, f"{value} {line.strip()}".strip())
+            continue
+        name, colon, value = line.partition(":")
+        if colon:
+            fields.append((name.strip().lower(), value.strip()))
+    return fields
+
+
+class DataReader:
+    """Reads one DATA content section from the front of the input buffer.
+
+    The core puts ``DATA_PREFIX`` in front of the buffer when DATA starts, so
+    that an empty message (``.<CRLF>`` right after 354) and a first line that
+    starts with a dot look like every other line.
+    """
+
+    __slots__ = ("_line", "_skip", "headers", "long_line", "max_size", "size")
+
+    def __init__(self, max_size: int, scan_headers: bool) -> None:
+        self.max_size = max_size
+        self.size = 0
+        self.long_line = False
+        self._skip = len(DATA_PREFIX)  # prefix bytes not yet consumed: not content
+        self._line = 0  # length of the partial line left at the end of the last chunk
+        self.headers = HeaderScanner() if scan_headers else None
+
+    @property
+    def oversize(self) -> bool:
+        return self.size > self.max_size
+
+    def consume(self, buf: bytearray) -> bool:
+        """Count and drop content from ``buf``; True once the terminator is consumed.
+
+        On True, ``buf`` holds what followed the terminator (pipelined commands).
+        """
+        end = buf.find(TERMINATOR)
+        if end >= 0:
+            # The content ends with the CRLF that starts the terminator; the
+            # stuffed dots are those whose CRLF starts before ``end``.
+            self._account(buf, end + 2, buf.count(_STUFFED, 0, end + 2))
+            del buf[: end + len(TERMINATOR)]
+            return True
+        n = len(buf) - _KEEP
+        if n > 0:
+            # count(_STUFFED, 0, n + 2) counts the occurrences that *start*
+            # before n, so one straddling the cut is counted now and never again.
+            self._account(buf, n, buf.count(_STUFFED, 0, n + 2))
+            del buf[:n]
+        return False
+
+    def _account(self, buf: bytearray, n: int, stuffed: int) -> None:
+        skip = min(self._skip, n)
+        self._skip -= skip
+        self.size += n - skip - stuffed
+        if self.oversize:
+            return  # discarding: nothing more to learn from this message
+        if self.headers is not None and not self.headers.done:
+            self.headers.feed(buf[skip : min(n, skip + MAX_HEADER_SCAN)])
+        if not self.long_line:
+            self._check_lines(buf, n)
+
+    def _check_lines(self, buf: bytearray, n: int) -> None:
+        # RFC 5321 4.5.3.1.6: text lines of at most 1000 octets (+1 for a
+        # stuffed dot). Only lines that could be too long are looked at.
+        if self._line + n <= MAX_TEXT_LINE:
+            last = buf.rfind(b"\n", 0, n)
+            self._line = n - last - 1 if last >= 0 else self._line + n
+            return
+        first = buf.find(b"\n", 0, n)
+        if first < 0:
+            self._line += n
+        else:
+            last = buf.rfind(b"\n", 0, n)
+            longest = self._line + first + 1
+            if last > first + MAX_TEXT_LINE:
+                longest = max(longest, max(map(len, buf[first + 1 : last].split(b"\n"))) + 1)
+            self._line = n - last - 1
+            if longest > MAX_TEXT_LINE:
+                self.long_line = True
+        # A partial line that is already too long will be too long when it ends.
+        if self._line + 1 > MAX_TEXT_LINE:
+            self.long_line = True

@@ -1,0 +1,158 @@
+"""Replies as values, and the catalogue every reply of the server comes from.
+
+A ``Reply`` is serialised once, when it is made: the catalogue's constants are
+built at import time, so answering a command costs a dictionary lookup, not a
+string format. Enhanced status codes (RFC 2034, RFC 3463) go on every reply
+where the RFCs define one; the greeting, the EHLO lines, 354 and 334 carry none
+(RFC 2034 section 3 excludes the greeting and EHLO; 354 and 334 are
+intermediate replies).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class Reply:
+    """An SMTP reply: a code, an optional enhanced status code, one or more lines."""
+
+    __slots__ = ("code", "enhanced", "lines", "wire")
+
+    def __init__(self, code: int, enhanced: str | None, text: str | Sequence[str]) -> None:
+        if not 200 <= code <= 599:
+            raise ValueError(f"reply code out of range: {code}")
+        self.code = code
+        self.enhanced = enhanced
+        self.lines: tuple[str, ...] = (text,) if isinstance(text, str) else tuple(text)
+        if not self.lines:
+            raise ValueError("a reply needs at least one line")
+        self.wire = serialise(code, enhanced, self.lines)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Reply) and self.wire == other.wire
+
+    def __hash__(self) -> int:
+        return hash(self.wire)
+
+    def __repr__(self) -> str:
+        return f"Reply({self.code}, {self.enhanced!r}, {self.text!r})"
+
+
+def serialise(code: int, enhanced: str | None, lines: Sequence[str]) -> bytes:
+    """RFC 5321 section 4.2.1: ``code-text`` on every line but the last, ``code text``.
+
+    With an enhanced code, it starts the text of every line (RFC 2034 section 4).
+    Text never contains CR or LF: a line break inside would let the text forge
+    a reply, so it is refused here, in the one place replies are made.
+    """
+    prefix = f"{enhanced} " if enhanced else ""
+    out = []
+    last = len(lines) - 1
+    for i, line in enumerate(lines):
+        if "\r" in line or "\n" in line:
+            raise ValueError("reply text must not contain CR or LF")
+        out.append(f"{code}{' ' if i == last else '-'}{prefix}{line}\r\n")
+    return "".join(out).encode("utf-8")
+
+
+# --- 2xx ---------------------------------------------------------------------
+R211_STATUS = Reply(211, "2.0.0", "System status OK")
+R221_BYE = Reply(221, "2.0.0", "Goodbye")
+R235_AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
+R250_OK = Reply(250, "2.0.0", "OK")
+R250_MAIL_OK = Reply(250, "2.1.0", "OK")
+R250_RCPT_OK = Reply(250, "2.1.5", "OK")
+R250_ETRN = Reply(250, "2.0.0", "Queueing started")
+R252_VRFY = Reply(252, "2.0.0", "Will attempt delivery")
+R220_STARTTLS = Reply(220, "2.0.0", "Ready to start TLS")
+# --- 3xx ---------------------------------------------------------------------
+R354_DATA = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
+R334_EMPTY = Reply(334, None, "")
+R334_USERNAME = Reply(334, None, "VXNlcm5hbWU6")  # base64("Username:")
+R334_PASSWORD = Reply(334, None, "UGFzc3dvcmQ6")  # base64("Password:")
+# --- 4xx ---------------------------------------------------------------------
+R421_TIMEOUT = Reply(421, "4.4.2", "Idle timeout, closing connection")
+R421_SHUTDOWN = Reply(421, "4.3.2", "Service shutting down, closing connection")
+R421_TOO_MANY_UNKNOWN = Reply(421, "4.7.0", "Too many unrecognised commands, closing connection")
+R451_INTERNAL = Reply(451, "4.3.0", "Internal error, try again later")
+R452_TOO_MANY_RCPT = Reply(452, "4.5.3", "Too many recipients")
+R454_TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available")
+# --- 5xx ---------------------------------------------------------------------
+R500_LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
+R500_BAD_ENCODING = Reply(500, "5.5.2", "Syntax error, command is not valid UTF-8")
+R500_BAD_BYTES = Reply(500, "5.5.2", "Syntax error, command contains forbidden bytes")
+R501_EHLO_SYNTAX = Reply(501, "5.5.4", "Syntax: EHLO hostname")
+R501_HELO_SYNTAX = Reply(501, "5.5.4", "Syntax: HELO hostname")
+R501_MAIL_SYNTAX = Reply(501, "5.5.4", "Syntax: MAIL FROM:<address> [parameters]")
+R501_RCPT_SYNTAX = Reply(501, "5.5.4", "Syntax: RCPT TO:<address> [parameters]")
+R501_SENDER_SYNTAX = Reply(501, "5.1.7", "Bad sender address syntax")
+R501_RCPT_ADDR_SYNTAX = Reply(501, "5.1.3", "Bad recipient address syntax")
+R501_VRFY_SYNTAX = Reply(501, "5.5.4", "Syntax: VRFY <address>")
+R501_NO_ARGS = Reply(501, "5.5.4", "Syntax error, no parameters allowed")
+R501_PARAM_SYNTAX = Reply(501, "5.5.4", "Syntax error in parameters")
+R501_DUPLICATE_PARAM = Reply(501, "5.5.4", "Duplicate parameter")
+R501_AUTH_SYNTAX = Reply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
+R501_AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")
+R501_AUTH_BASE64 = Reply(501, "5.5.2", "Cannot decode base64 response")
+R501_BDAT_SYNTAX = Reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]")
+R502_UNKNOWN = Reply(502, "5.5.2", "Command not recognised")
+R502_STARTTLS_UNAVAILABLE = Reply(502, "5.5.1", "STARTTLS not available")
+R503_BAD_SEQUENCE = Reply(503, "5.5.1", "Bad sequence of commands")
+R503_NEED_EHLO = Reply(503, "5.5.1", "Bad sequence of commands, send EHLO or HELO first")
+R503_NEED_MAIL = Reply(503, "5.5.1", "Bad sequence of commands, send MAIL first")
+R503_NEED_RCPT = Reply(503, "5.5.1", "Bad sequence of commands, send RCPT first")
+R503_ALREADY_AUTH = Reply(503, "5.5.1", "Already authenticated")
+R503_TLS_ACTIVE = Reply(503, "5.5.1", "TLS already active")
+R503_BINARYMIME_DATA = Reply(503, "5.5.1", "BODY=BINARYMIME requires BDAT, not DATA")
+R503_BDAT_THEN_DATA = Reply(503, "5.5.1", "DATA is not allowed after BDAT in a transaction")
+R504_AUTH_MECHANISM = Reply(504, "5.5.4", "Unrecognised authentication mechanism")
+R504_HELP_UNKNOWN = Reply(504, "5.5.1", "No help for that topic")
+R530_AUTH_REQUIRED = Reply(530, "5.7.0", "Authentication required")
+R535_AUTH_FAILED = Reply(535, "5.7.8", "Authentication credentials invalid")
+R538_ENCRYPTION_REQUIRED = Reply(538, "5.7.11", "Encryption required for authentication")
+R550_EXPN_DENIED = Reply(550, "5.7.1", "Not authorised")
+R552_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+R553_NEED_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
+R555_UNKNOWN_PARAM = Reply(555, "5.5.4", "Unsupported parameter")
+
+# The classic bounce answers, with the enhanced code (RFC 3463) that fits each.
+BOUNCES: tuple[Reply, ...] = (
+    Reply(450, "4.2.0", "Requested mail action not taken: mailbox unavailable"),
+    Reply(451, "4.3.0", "Requested action aborted: local error in processing"),
+    Reply(452, "4.3.1", "Requested action not taken: insufficient system storage"),
+    Reply(458, "4.3.0", "Unable to queue message"),
+    Reply(521, "5.3.2", "Machine does not accept mail"),
+    Reply(550, "5.1.1", "Requested action not taken: mailbox unavailable"),
+    Reply(551, "5.1.6", "User not local"),
+    Reply(552, "5.2.2", "Requested mail action aborted: exceeded storage allocation"),
+    Reply(553, "5.1.3", "Requested action not taken: mailbox name not allowed"),
+    Reply(571, "5.7.1", "Blocked"),
+)
+
+
+def queued(queue_id: str) -> Reply:
+    return Reply(250, "2.0.0", f"OK: queued as {queue_id}")
+
+
+def greeting(mailname: str) -> Reply:
+    return Reply(220, None, f"{mailname} ESMTP")
+
+
+def bdat_chunk(size: int) -> Reply:
+    return Reply(250, "2.0.0", f"{size} octets received")
+
+
+def vrfy_pass(address: str) -> Reply:
+    return Reply(250, "2.0.0", f"<{address}> OK")
+
+
+def vrfy_fail(address: str) -> Reply:
+    return Reply(550, "5.7.1", f"<{address}> unknown")
+
+
+def challenge(b64: str) -> Reply:
+    return Reply(334, None, b64)

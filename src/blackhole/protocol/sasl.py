@@ -1,0 +1,111 @@
+"""SASL exchanges for AUTH (RFC 4954): PLAIN (RFC 4616), LOGIN, CRAM-MD5 (RFC 2195).
+
+Blackhole checks no password. What the client sends decides the answer, the
+classic convention: credentials containing ``pass=`` succeed, credentials
+containing ``fail=`` fail, anything else succeeds. The decoded credentials
+never leave this module: no reply and no event carries them, so they cannot
+end up in a log.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from blackhole.protocol import replies as R
+from blackhole.protocol.replies import Reply
+
+MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
+
+
+def verdict(credentials: bytes) -> Reply:
+    """235 unless the credentials say ``fail=``; ``pass=`` always wins."""
+    lowered = credentials.lower()
+    if b"fail=" in lowered and b"pass=" not in lowered:
+        return R.R535_AUTH_FAILED
+    return R.R235_AUTH_OK
+
+
+def decode(text: str) -> bytes | None:
+    """A client response: base64, or "=" for an empty one (RFC 4954 section 4)."""
+    if text == "=":
+        return b""
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        return None
+
+
+class Exchange(ABC):
+    """One AUTH exchange: ``start`` then ``step`` until a reply other than 334."""
+
+    @abstractmethod
+    def start(self, initial: str | None) -> Reply:
+        """The first reply, given the initial response if the client sent one."""
+
+    def step(self, text: str) -> Reply:
+        if text == "*":
+            # RFC 4954 section 4: "*" cancels the exchange with a 501.
+            return R.R501_AUTH_CANCELLED
+        data = decode(text)
+        if data is None:
+            return R.R501_AUTH_BASE64
+        return self.receive(data)
+
+    @abstractmethod
+    def receive(self, data: bytes) -> Reply:
+        """The reply to one decoded client response."""
+
+
+class Plain(Exchange):
+    """RFC 4616: one message ``authzid NUL authcid NUL passwd``, maybe initial."""
+
+    def start(self, initial: str | None) -> Reply:
+        return R.R334_EMPTY if initial is None else self.step(initial)
+
+    def receive(self, data: bytes) -> Reply:
+        return verdict(data)
+
+
+class Login(Exchange):
+    """The de facto LOGIN mechanism: a ``Username:`` then a ``Password:`` prompt."""
+
+    def __init__(self) -> None:
+        self._username: bytes | None = None
+
+    def start(self, initial: str | None) -> Reply:
+        return R.R334_USERNAME if initial is None else self.step(initial)
+
+    def receive(self, data: bytes) -> Reply:
+        if self._username is None:
+            self._username = data
+            return R.R334_PASSWORD
+        return verdict(self._username + b"\0" + data)
+
+
+class CramMD5(Exchange):
+    """RFC 2195: a challenge, answered with ``user SP hex-digest``."""
+
+    def __init__(self, challenge: str) -> None:
+        self._challenge = challenge
+
+    def start(self, initial: str | None) -> Reply:
+        if initial is not None:
+            return R.R501_AUTH_SYNTAX  # CRAM-MD5 has no initial response
+        return R.challenge(base64.b64encode(self._challenge.encode()).decode("ascii"))
+
+    def receive(self, data: bytes) -> Reply:
+        return verdict(data)
+
+
+def exchange_for(mechanism: str, challenge: Callable[[], str]) -> Exchange | None:
+    """A new exchange for ``mechanism`` (upper case), or None if unknown."""
+    if mechanism == "PLAIN":
+        return Plain()
+    if mechanism == "LOGIN":
+        return Login()
+    if mechanism == "CRAM-MD5":
+        return CramMD5(challenge())
+    return None

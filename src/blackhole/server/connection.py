@@ -1,0 +1,260 @@
+"""The asyncio adapter: one ``asyncio.Protocol`` per connection.
+
+Callbacks, not a coroutine per session: ``data_received`` feeds the sans-IO
+core and writes whatever replies one batch of input produced in one write
+(RFC 2920 section 3.1 asks servers to answer a pipelined batch together).
+Timers, TLS and delays live here; SMTP meaning lives in ``protocol``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import TYPE_CHECKING, cast
+
+from blackhole.protocol import replies as R
+from blackhole.protocol.core import SMTPConnection
+from blackhole.protocol.events import Close, MessageReceived, StartTLS
+from blackhole.protocol.replies import Reply
+
+if TYPE_CHECKING:
+    from blackhole.server.context import ListenerContext
+    from blackhole.server.state import ServerState
+
+log = logging.getLogger("blackhole.session")
+
+
+class SMTPProtocol(asyncio.Protocol):
+    """Glue between a transport and an ``SMTPConnection``."""
+
+    __slots__ = (
+        "_closing",
+        "_delay",
+        "_last",
+        "_timer",
+        "core",
+        "ctx",
+        "loop",
+        "server",
+        "session_id",
+        "transport",
+    )
+
+    def __init__(self, ctx: ListenerContext, server: ServerState) -> None:
+        self.ctx = ctx
+        self.server = server
+        self.loop = server.loop
+        self.session_id = server.next_session_id()
+        self.core: SMTPConnection | None = None
+        self.transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._delay: asyncio.TimerHandle | None = None
+        self._last = 0.0
+        self._closing = False
+
+    # --- transport callbacks --------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self.transport = cast(asyncio.Transport, transport)
+        self.server.sessions.add(self)
+        self.server.stats.connections += 1
+        self._last = self.loop.time()
+        self._arm_timer()
+        if self.ctx.implicit_tls:
+            # SMTPS: TLS first, greeting after (RFC 8314 section 3.3). The
+            # handshake is ours rather than the server's so that a failed one
+            # is seen, counted and closed quietly.
+            self.loop.create_task(self._handshake(greet=True))
+            return
+        self._begin()
+
+    def data_received(self, data: bytes) -> None:
+        core = self.core
+        if core is None:
+            return  # between STARTTLS and the end of the handshake
+        self._last = self.loop.time()
+        try:
+            core.receive_data(data)
+            self._pump(core)
+        except Exception:
+            self._internal_error()
+
+    def eof_received(self) -> bool:
+        # The client hung up (maybe in the middle of DATA or a delay): nothing
+        # is owed to it, and returning False closes our side too.
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._delay is not None:
+            self._delay.cancel()
+        self.server.sessions.discard(self)
+        self.core = None
+
+    # --- the session --------------------------------------------------------------
+
+    def _begin(self) -> None:
+        core = SMTPConnection(self.ctx.settings)
+        self.core = core
+        core.start()
+        self._pump(core)
+
+    def _pump(self, core: SMTPConnection) -> None:
+        """Write what the core produced, then act on its events, until it is quiet."""
+        transport = self.transport
+        assert transport is not None
+        while True:
+            out = core.data_to_send()
+            if out:
+                transport.write(out)
+            event = core.next_event()
+            if event is None:
+                return
+            if isinstance(event, MessageReceived):
+                if self._message(core, event):
+                    return  # delayed: _deliver resumes the pump
+            elif isinstance(event, StartTLS):
+                self.core = None  # nothing is read until the handshake is done
+                transport.pause_reading()
+                self.loop.create_task(self._handshake(greet=False, core=core))
+                return
+            elif isinstance(event, Close):
+                self._close()
+                return
+
+    def _message(self, core: SMTPConnection, event: MessageReceived) -> bool:
+        """Answer a complete message; True if the answer is delayed."""
+        server = self.server
+        server.stats.messages += 1
+        reply, delay = server.policy.decide(self.ctx.defaults, event.mode, event.delay)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "[%s] message of %d bytes to %d recipient(s): %d in %.3gs",
+                self.session_id,
+                event.size,
+                event.recipients,
+                reply.code,
+                delay,
+            )
+        if delay > 0:
+            # Hold input (the client may pipeline the next transaction) and
+            # answer later; other sessions are not blocked by this.
+            assert self.transport is not None
+            self.transport.pause_reading()
+            self._delay = self.loop.call_later(delay, self._deliver, reply)
+            return True
+        core.send(reply)
+        return False
+
+    def _deliver(self, reply: Reply) -> None:
+        self._delay = None
+        core = self.core
+        if core is None or self.transport is None or self._closing:
+            return
+        self._last = self.loop.time()
+        try:
+            core.send(reply)
+            self._pump(core)
+            if not self._closing:
+                self.transport.resume_reading()
+        except Exception:
+            self._internal_error()
+
+    async def _handshake(self, greet: bool, core: SMTPConnection | None = None) -> None:
+        transport = self.transport
+        ctx = self.ctx.ssl_context
+        assert transport is not None and ctx is not None
+        try:
+            new = await self.loop.start_tls(
+                transport,
+                self,
+                ctx,
+                server_side=True,
+                ssl_handshake_timeout=self.ctx.timeout,
+            )
+        except (TimeoutError, OSError, ssl.SSLError, ConnectionError, EOFError) as exc:
+            self._tls_failed(exc)
+            return
+        if new is None or self._closing:
+            self._tls_failed(None)
+            return
+        self.transport = new
+        self._last = self.loop.time()
+        if greet:
+            self._begin()
+        else:
+            assert core is not None
+            core.tls_started()
+            self.core = core
+            self.server.stats.starttls += 1
+
+    def _tls_failed(self, exc: BaseException | None) -> None:
+        # Plaintext on an SMTPS port, a client gone mid-handshake, a scanner:
+        # counted and logged at debug, never a traceback, never a flood.
+        self.server.stats.tls_failures += 1
+        log.debug("[%s] TLS handshake failed: %r", self.session_id, exc)
+        if self.transport is not None:
+            self.transport.abort()
+
+    # --- timers and endings -------------------------------------------------------
+
+    def _arm_timer(self) -> None:
+        self._timer = self.loop.call_at(self._last + self.ctx.timeout, self._check_idle)
+
+    def _check_idle(self) -> None:
+        # One timer per session, re-armed lazily: data_received only stamps
+        # the time, which is far cheaper than rescheduling on every read.
+        self._timer = None
+        if self._closing:
+            return
+        now = self.loop.time()
+        deadline = self._last + self.ctx.timeout
+        core = self.core
+        if now < deadline:
+            self._arm_timer()
+            return
+        if core is not None and core.waiting:
+            # The client is waiting for our (delayed) answer, not idle.
+            self._last = now
+            self._arm_timer()
+            return
+        if core is None:
+            # Still in a TLS handshake: no plaintext 421 can be sent.
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        self.server.stats.timeouts += 1
+        core.timeout()
+        self._pump(core)
+
+    def shutdown(self) -> None:
+        """Server stopping: 421 now if idle, else after the current transaction."""
+        core = self.core
+        if core is None:
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        core.shutdown()
+        self._pump(core)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _close(self) -> None:
+        self._closing = True
+        if self._delay is not None:
+            self._delay.cancel()
+        if self.transport is not None:
+            self.transport.close()  # flushes what was written first
+
+    def _internal_error(self) -> None:
+        log.exception("[%s] internal error; the session is closed", self.session_id)
+        self.server.stats.errors += 1
+        if self.transport is not None and not self._closing:
+            self.transport.write(R.R451_INTERNAL.wire)
+            self._close()

@@ -1,0 +1,58 @@
+"""What a connection needs from its listener, built once per (config, listener).
+
+A reload (SIGHUP) builds new contexts; connections keep the one they started
+with, so sessions in flight finish under the old settings.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from blackhole.config.model import Config, Listener
+from blackhole.policy.decide import Defaults
+from blackhole.protocol.core import SessionSettings
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerContext:
+    listener: Listener
+    settings: SessionSettings
+    defaults: Defaults
+    timeout: float
+    ssl_context: ssl.SSLContext | None  # SMTPS handshake and STARTTLS
+
+    @property
+    def implicit_tls(self) -> bool:
+        return self.listener.tls
+
+
+def build_context(
+    config: Config,
+    listener: Listener,
+    mailname: str,
+    ssl_context: ssl.SSLContext | None,
+    challenge: Callable[[], str] | None = None,
+) -> ListenerContext:
+    settings = SessionSettings(
+        mailname=mailname,
+        max_message_size=config.max_message_size,
+        max_recipients=config.max_recipients,
+        # Listener flags win over headers (SPEC precedence), and the classic
+        # server stopped reading switches altogether on flagged listeners.
+        dynamic_switch=config.dynamic_switch,
+        tls_available=ssl_context is not None and not listener.tls,
+        tls_active=listener.tls,  # SMTPS: the core starts after the handshake
+        auth_required=config.auth_required,
+        auth_tls_only=config.auth_tls_only,
+        **({"challenge": challenge} if challenge is not None else {}),
+    )
+    defaults = Defaults(
+        mode=config.mode,
+        delay=config.delay,
+        listener_mode=listener.mode,
+        listener_delay=listener.delay,
+        dynamic_switch=config.dynamic_switch,
+    )
+    return ListenerContext(listener, settings, defaults, config.timeout, ssl_context)

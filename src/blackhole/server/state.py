@@ -1,0 +1,40 @@
+"""State shared by the sessions of one worker: policy, statistics, session set."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from blackhole.policy.decide import Policy
+
+if TYPE_CHECKING:
+    from blackhole.server.connection import SMTPProtocol
+
+
+@dataclass(slots=True)
+class Stats:
+    """Counters of one worker, logged at exit and readable by tests."""
+
+    connections: int = 0
+    messages: int = 0
+    starttls: int = 0
+    tls_failures: int = 0
+    timeouts: int = 0
+    errors: int = 0
+
+
+class ServerState:
+    __slots__ = ("_ids", "loop", "policy", "prefix", "sessions", "stats")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, policy: Policy, prefix: str = "") -> None:
+        self.loop = loop
+        self.policy = policy
+        self.prefix = prefix
+        self.sessions: set[SMTPProtocol] = set()
+        self.stats = Stats()
+        self._ids = itertools.count(1)
+
+    def next_session_id(self) -> str:
+        return f"{self.prefix}{next(self._ids)}"
