@@ -1,0 +1,200 @@
+"""The value syntax of ``listen`` / ``tls_listen``, and of modes and delays.
+
+A value is a comma-separated list of entries::
+
+    ADDR:PORT [mode=MODE] [delay=N | delay=A-B]
+
+``ADDR`` may be empty (``:25``, every IPv4 address), ``::`` (``:::25``, every
+IPv6 address), an IPv4 literal, a host name, or an IPv6 literal either in
+brackets (``[::1]:25``) or bare (``::1:25``, where the last colon starts the
+port, as the classic Blackhole read it).
+
+Nothing here knows about files or line numbers: a bad value raises
+``ListenError`` holding every problem in it, and the caller adds the location.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from blackhole.config.model import Listener
+from blackhole.policy.modes import MAX_DELAY, Delay, Mode
+
+ALL_IPV4 = "0.0.0.0"
+ALL_IPV6 = "::"
+
+# RFC 1123 section 2.1: labels of letters, digits and hyphens, 1-63 octets, not
+# starting or ending with a hyphen; 253 octets in all (RFC 1035 section 2.3.4
+# allows 255 including the length octets of the wire form).
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_MAX_HOSTNAME = 253
+
+# A number of seconds: digits with an optional fraction. No sign and no
+# exponent, so "-5" is reported as negative instead of being taken for a range.
+_SECONDS = r"[0-9]+(?:\.[0-9]+)?|\.[0-9]+"
+_DELAY = re.compile(rf"\s*({_SECONDS})\s*(?:([-,])\s*({_SECONDS})\s*)?")
+
+_FLAGS = ("mode", "delay")
+_SPACED_EQUALS = re.compile(r"\s*=\s*")
+
+
+class ListenError(ValueError):
+    """Every problem found in one ``listen``/``tls_listen`` value.
+
+    Each problem is a phrase that reads after the key name, such as
+    ``entry ':0': port must be from 1 to 65535, not 0``.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+def parse_mode(text: str) -> Mode:
+    """``accept``, ``bounce`` or ``random``, in any letter case."""
+    try:
+        return Mode(text.strip().lower())
+    except ValueError:
+        choices = ", ".join(m.value for m in Mode)
+        raise ValueError(f"must be one of {choices}, not {text!r}") from None
+
+
+def parse_delay(text: str, *, allow_comma: bool = True) -> Delay:
+    """Seconds ``N``, or a range ``A-B`` (or ``A, B``), each from 0 to 60.
+
+    ``allow_comma`` is off inside a ``listen`` value, where a comma already
+    separates listeners.
+    """
+    forms = "N or A-B" + (" (or A, B)" if allow_comma else "")
+    match = _DELAY.fullmatch(text)
+    if match is None or (match.group(2) == "," and not allow_comma):
+        if text.strip().startswith("-"):
+            raise ValueError(f"cannot be negative: {text!r}")
+        raise ValueError(f"must be seconds from 0 to {MAX_DELAY:g}, as {forms}, not {text!r}")
+    low = float(match.group(1))
+    high = low if match.group(3) is None else float(match.group(3))
+    for seconds in (low, high):
+        if seconds > MAX_DELAY:
+            raise ValueError(f"{seconds:g} seconds is over the maximum of {MAX_DELAY:g}")
+    if low > high:
+        raise ValueError(f"range {text.strip()!r} runs backwards; write the smaller number first")
+    return Delay(low, high)
+
+
+def is_hostname(text: str) -> bool:
+    """True for a syntactically valid DNS host name (RFC 1123), without resolving it."""
+    name = text.removesuffix(".")
+    if not name or len(name) > _MAX_HOSTNAME:
+        return False
+    return all(_LABEL.fullmatch(label) for label in name.split("."))
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``ADDR:PORT`` -> ``(host, port)``; raises ValueError with a plain message.
+
+    IPv6 literals come back in their compressed form, so that ``::0:1`` and
+    ``::1`` are seen as the same address when duplicates are checked.
+    """
+    if text.startswith("["):
+        close = text.find("]")
+        if close == -1 or text[close + 1 : close + 2] != ":":
+            raise ValueError("a bracketed IPv6 address needs the form [ADDR]:PORT")
+        host, port_text = text[1:close], text[close + 2 :]
+        host = _ipv6(host)
+    elif ":" not in text:
+        raise ValueError("no port; write HOST:PORT, or :PORT for every IPv4 address")
+    else:
+        host, _, port_text = text.rpartition(":")
+        if host == "":
+            host = ALL_IPV4
+        elif ":" in host:
+            host = _ipv6(host)
+        elif re.fullmatch(r"[0-9.]+", host):
+            try:
+                host = str(ipaddress.IPv4Address(host))
+            except ValueError:
+                raise ValueError(f"{host!r} is not a valid IPv4 address") from None
+        elif is_hostname(host):
+            host = host.lower()
+        else:
+            raise ValueError(f"{host!r} is not an IP address or a host name")
+    return host, _port(port_text)
+
+
+def _ipv6(host: str) -> str:
+    try:
+        return ipaddress.IPv6Address(host).compressed
+    except ValueError:
+        raise ValueError(
+            f"{host!r} is not a valid IPv6 address (write IPv6 as [ADDR]:PORT or ADDR:PORT)"
+        ) from None
+
+
+def _port(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"port must be a number from 1 to 65535, not {text!r}")
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port must be from 1 to 65535, not {port}")
+    return port
+
+
+def parse_listen(value: str, *, tls: bool = False) -> tuple[Listener, ...]:
+    """Parse a whole ``listen`` (or, with ``tls=True``, ``tls_listen``) value.
+
+    Raises ``ListenError`` listing every bad entry and flag, not just the first.
+    """
+    listeners: list[Listener] = []
+    problems: list[str] = []
+    entries = value.split(",")
+    for index, entry in enumerate(entries, start=1):
+        # "mode = bounce" is unambiguous, so spaces around '=' are let through.
+        tokens = _SPACED_EQUALS.sub("=", entry).split()
+        if not tokens:
+            where = "at the end" if index == len(entries) else f"at position {index}"
+            problems.append(f"has an empty entry {where} (a stray comma?)")
+            continue
+        address, flags = tokens[0], tokens[1:]
+        label = f"entry {entry.strip()!r}"
+        try:
+            host, port = parse_address(address)
+        except ValueError as exc:
+            message = str(exc)
+            if index > 1 and re.fullmatch(r"[0-9.]+", address):
+                # Most likely the tail of "delay=1,5": the comma split the entry.
+                message = (
+                    "is not an address; a comma starts a new listener, so write a delay"
+                    " range as delay=A-B"
+                )
+            problems.append(f"{label}: {message}")
+            host, port = "", 0
+        mode: Mode | None = None
+        delay: Delay | None = None
+        seen: set[str] = set()
+        for flag in flags:
+            name, equals, flag_value = flag.partition("=")
+            if not equals:
+                problems.append(f"{label}: {flag!r} is not a flag; flags look like mode=bounce")
+                continue
+            if name not in _FLAGS:
+                problems.append(
+                    f"{label}: unknown flag {name!r}; the flags are mode=MODE and delay=N or A-B"
+                )
+                continue
+            if name in seen:
+                problems.append(f"{label}: {name} is given twice")
+                continue
+            seen.add(name)
+            try:
+                if name == "mode":
+                    mode = parse_mode(flag_value)
+                else:
+                    delay = parse_delay(flag_value, allow_comma=False)
+            except ValueError as exc:
+                problems.append(f"{label}: {name} {exc}")
+        if port:
+            listeners.append(Listener(host, port, tls=tls, mode=mode, delay=delay))
+    if problems:
+        raise ListenError(problems)
+    return tuple(listeners)

@@ -1,0 +1,1 @@
+"""Observing a running server: logging (``observe.logs``), and later metrics."""
