@@ -302,7 +302,7 @@ def test_parse_config_uses_given_name(tmp_path: Path) -> None:
         ("heartbeat_interval = 61", f"{HEARTBEAT}, not 61"),
         ("pidfile = /no-such-dir/b.pid", "pidfile directory '/no-such-dir' does not exist"),
         ("log_file = /no-such-dir/b.log", "log_file directory '/no-such-dir' does not exist"),
-        ("listen = :0", "listen entry ':0': port must be from 1 to 65535, not 0"),
+        ("listen = :65536", "listen entry ':65536': port must be from 0 to 65535, not 65536"),
         ("listen = :25 fast=1", f"listen entry ':25 fast=1': unknown flag 'fast'; {LISTEN_FLAGS}"),
         (
             "listen = :25 delay=1-99",

@@ -32,6 +32,7 @@ from blackhole.policy.modes import Delay, Mode
         ("MX.Example.test:25", ("mx.example.test", 25)),
         ("127.0.0.1:1", ("127.0.0.1", 1)),
         ("127.0.0.1:65535", ("127.0.0.1", 65535)),
+        ("127.0.0.1:0", ("127.0.0.1", 0)),
     ],
 )
 def test_parse_address_accepts(text: str, expected: tuple[str, int]) -> None:
@@ -43,12 +44,11 @@ def test_parse_address_accepts(text: str, expected: tuple[str, int]) -> None:
     [
         ("localhost", "no port; write HOST:PORT, or :PORT for every IPv4 address"),
         ("25", "no port; write HOST:PORT, or :PORT for every IPv4 address"),
-        (":0", "port must be from 1 to 65535, not 0"),
-        (":65536", "port must be from 1 to 65535, not 65536"),
-        (":smtp", "port must be a number from 1 to 65535, not 'smtp'"),
-        (":", "port must be a number from 1 to 65535, not ''"),
-        (":-1", "port must be a number from 1 to 65535, not '-1'"),
-        ("127.0.0.1:²", "port must be a number from 1 to 65535, not '²'"),
+        (":65536", "port must be from 0 to 65535, not 65536"),
+        (":smtp", "port must be a number from 0 to 65535, not 'smtp'"),
+        (":", "port must be a number from 0 to 65535, not ''"),
+        (":-1", "port must be a number from 0 to 65535, not '-1'"),
+        ("127.0.0.1:²", "port must be a number from 0 to 65535, not '²'"),
         ("300.1.1.1:25", "'300.1.1.1' is not a valid IPv4 address"),
         ("bad_host:25", "'bad_host' is not an IP address or a host name"),
         ("-bad:25", "'-bad' is not an IP address or a host name"),

@@ -380,6 +380,8 @@ def _check_listener_clashes(
             continue
         line = settings[key].line
         for listener in _listeners(values.get(key)):
+            if listener.port == 0:
+                continue  # each port-0 listener gets its own port from the kernel
             where = (listener.host, listener.port)
             address = _show(listener)
             if where not in seen:

@@ -43,7 +43,7 @@ class ListenError(ValueError):
     """Every problem found in one ``listen``/``tls_listen`` value.
 
     Each problem is a phrase that reads after the key name, such as
-    ``entry ':0': port must be from 1 to 65535, not 0``.
+    ``entry ':70000': port must be from 0 to 65535, not 70000``.
     """
 
     def __init__(self, problems: list[str]) -> None:
@@ -132,11 +132,13 @@ def _ipv6(host: str) -> str:
 
 
 def _port(text: str) -> int:
+    # Port 0 lets the kernel choose a free port (the start-up line names it):
+    # that is how tests run servers side by side without racing for ports.
     if not (text.isascii() and text.isdigit()):
-        raise ValueError(f"port must be a number from 1 to 65535, not {text!r}")
+        raise ValueError(f"port must be a number from 0 to 65535, not {text!r}")
     port = int(text)
-    if not 1 <= port <= 65535:
-        raise ValueError(f"port must be from 1 to 65535, not {port}")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be from 0 to 65535, not {port}")
     return port
 
 
