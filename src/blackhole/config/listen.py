@@ -159,9 +159,11 @@ def parse_listen(value: str, *, tls: bool = False) -> tuple[Listener, ...]:
             continue
         address, flags = tokens[0], tokens[1:]
         label = f"entry {entry.strip()!r}"
+        valid = True
         try:
             host, port = parse_address(address)
         except ValueError as exc:
+            valid = False
             message = str(exc)
             if index > 1 and re.fullmatch(r"[0-9.]+", address):
                 # Most likely the tail of "delay=1,5": the comma split the entry.
@@ -195,7 +197,7 @@ def parse_listen(value: str, *, tls: bool = False) -> tuple[Listener, ...]:
                     delay = parse_delay(flag_value, allow_comma=False)
             except ValueError as exc:
                 problems.append(f"{label}: {name} {exc}")
-        if port:
+        if valid:
             listeners.append(Listener(host, port, tls=tls, mode=mode, delay=delay))
     if problems:
         raise ListenError(problems)
