@@ -1,0 +1,1 @@
+"""The asyncio adapter: listeners, TLS contexts, connections, timers, shutdown."""
