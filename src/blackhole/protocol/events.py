@@ -1,11 +1,15 @@
-"""Events the core reports to its adapter: the things it cannot do itself."""
+"""Events the core reports to its adapter: the things it cannot do itself.
+
+Not frozen: a frozen dataclass pays an ``object.__setattr__`` per field in
+``__init__``, and a ``MessageReceived`` is made for every message.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class MessageReceived:
     """A message was read to its end; the adapter must answer with ``send()``.
 
@@ -20,12 +24,12 @@ class MessageReceived:
     delay: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StartTLS:
     """The 220 to STARTTLS is queued: write it, then upgrade the transport."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Close:
     """Write what is queued, then close the connection."""
 
