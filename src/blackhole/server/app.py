@@ -50,6 +50,18 @@ def _challenge_maker(rng: random.Random, mailname: str) -> Callable[[], str]:
     return challenge
 
 
+def _listener_keys(listeners: Sequence[Listener]) -> list[tuple[str, int, bool, int]]:
+    """(host, port, tls, rank among the listeners with that host, port and tls)."""
+    seen: dict[tuple[str, int, bool], int] = {}
+    keys = []
+    for listener in listeners:
+        address = (listener.host, listener.port, listener.tls)
+        rank = seen.get(address, 0)
+        seen[address] = rank + 1
+        keys.append((*address, rank))
+    return keys
+
+
 class Worker:
     """Serves a set of bound listeners on the running loop."""
 
@@ -80,11 +92,16 @@ class Worker:
 
         ctx = ssl_context if isinstance(ssl_context, ssl.SSLContext) else None
         challenge = _challenge_maker(self.rng, mailname)
-        by_address = {(lst.host, lst.port, lst.tls): lst for lst in config.listeners}
+        # Listeners are matched by address and by their rank among listeners
+        # with that address: several "127.0.0.1:0" listeners (port 0, each
+        # given its own port by the kernel) share an address but not flags,
+        # and keyed by address alone they all took the flags of the last one.
+        by_address = dict(zip(_listener_keys(config.listeners), config.listeners, strict=True))
+        bound_keys = _listener_keys([listener for listener, _sock in self.bound])
         contexts = []
-        for listener, _sock in self.bound:
+        for key, (listener, _sock) in zip(bound_keys, self.bound, strict=True):
             # Flags come from the new config when the listener is still there.
-            current = by_address.get((listener.host, listener.port, listener.tls), listener)
+            current = by_address.get(key, listener)
             contexts.append(build_context(config, current, mailname, ctx, challenge))
         self.config = config
         self.contexts = contexts
