@@ -238,7 +238,9 @@ class SMTPConnection:
             self._abort_sasl()
             self._reply(R.R500_BAD_ENCODING)
             return
-        if _CONTROL.search(text):
+        # isprintable() is a C fast path that is true for almost every
+        # command; only when it is false (a TAB, or worse) does the regex run.
+        if not text.isprintable() and _CONTROL.search(text):
             self._abort_sasl()
             self._reply(R.R500_BAD_BYTES)
             return
@@ -250,9 +252,9 @@ class SMTPConnection:
         if len(raw) + 2 > MAX_COMMAND_LINE and verb != "AUTH":
             self._reply(R.R500_LINE_TOO_LONG)
             return
-        handler = TABLE.get((self.state, verb))
+        handler = _DISPATCH.get((self.state, verb))
         if handler is not None:
-            _DISPATCH[handler](self, arg)
+            handler(self, arg)
         elif verb in COMMANDS:
             self._reply(bad_sequence(self.state, verb))
         else:
@@ -539,6 +541,7 @@ class SMTPConnection:
             self._events.append(StartTLS())
 
 
-_DISPATCH: dict[str, Callable[[SMTPConnection, str], None]] = {
-    name: getattr(SMTPConnection, name) for name in {h for h, _, _ in COMMANDS.values()}
+# TABLE with the handler names resolved to functions, once, at import.
+_DISPATCH: dict[tuple[State, str], Callable[[SMTPConnection, str], None]] = {
+    key: getattr(SMTPConnection, name) for key, name in TABLE.items()
 }

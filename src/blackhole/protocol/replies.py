@@ -50,6 +50,11 @@ def serialise(code: int, enhanced: str | None, lines: Sequence[str]) -> bytes:
     a reply, so it is refused here, in the one place replies are made.
     """
     prefix = f"{enhanced} " if enhanced else ""
+    if len(lines) == 1:
+        line = lines[0]
+        if "\r" in line or "\n" in line:
+            raise ValueError("reply text must not contain CR or LF")
+        return f"{code} {prefix}{line}\r\n".encode()
     out = []
     last = len(lines) - 1
     for i, line in enumerate(lines):

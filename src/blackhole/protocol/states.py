@@ -30,12 +30,14 @@ from blackhole.protocol import replies as R
 from blackhole.protocol.replies import Reply
 
 
-class State(enum.Enum):
-    CONNECTED = "connected"
-    GREETED = "greeted"
-    MAIL = "mail"
-    RCPT = "rcpt"
-    BDAT = "bdat"
+class State(enum.IntEnum):
+    # IntEnum, not Enum: every command looks up (state, verb) in TABLE, and
+    # Enum.__hash__ is a Python function while int's is C.
+    CONNECTED = 0
+    GREETED = 1
+    MAIL = 2
+    RCPT = 3
+    BDAT = 4
 
 
 ALL = frozenset(State)
@@ -94,8 +96,10 @@ def bad_sequence(state: State, verb: str) -> Reply:
     """The 503 for a verb that is known but not allowed in ``state``."""
     if state is State.CONNECTED:
         return R.R503_NEED_EHLO
-    if verb == "RCPT":
+    if state is State.GREETED and verb in ("RCPT", "DATA", "BDAT"):
         return R.R503_NEED_MAIL
-    if verb == "DATA":
-        return R.R503_BDAT_THEN_DATA if state is State.BDAT else R.R503_NEED_RCPT
+    if state is State.MAIL and verb in ("DATA", "BDAT"):
+        return R.R503_NEED_RCPT
+    if state is State.BDAT and verb == "DATA":
+        return R.R503_BDAT_THEN_DATA
     return R.R503_BAD_SEQUENCE
