@@ -216,12 +216,17 @@ class SMTPConnection:
                         self._overlong = True
                         buf.clear()
                     return
-                line = bytes(buf[:nl])
-                del buf[: nl + 1]
-                if self._overlong:
+                if self._overlong or nl > MAX_AUTH_LINE:
+                    # Over the hard cap whether it came in one read or many:
+                    # one 500 at its end, never parsed (it could be an AUTH
+                    # line or a SASL response), and any exchange is over.
+                    del buf[: nl + 1]
                     self._overlong = False
+                    self._abort_sasl()
                     self._reply(R.R500_LINE_TOO_LONG)
                     continue
+                line = bytes(buf[:nl])
+                del buf[: nl + 1]
                 if line.endswith(b"\r"):
                     line = line[:-1]
                 self._line(line)

@@ -133,7 +133,9 @@ def parse_params(rest: str) -> dict[str, str | None] | Reply:
 def parse_mail(arg: str, max_size: int) -> MailParams | Reply:
     """The argument of MAIL (after ``FROM:``) -> MailParams or the error reply."""
     split = split_path(arg)
-    if split is None or not split[0]:
+    if split is None:
+        return R.R501_SENDER_SYNTAX  # "<" without its ">": a malformed path
+    if not split[0]:
         return R.R501_MAIL_SYNTAX
     token, rest = split
     address = parse_path(token, allow_null=True, allow_postmaster=False)
@@ -179,7 +181,9 @@ def parse_mail(arg: str, max_size: int) -> MailParams | Reply:
 def parse_rcpt(arg: str, smtputf8: bool) -> str | Reply:
     """The argument of RCPT (after ``TO:``) -> the address or the error reply."""
     split = split_path(arg)
-    if split is None or not split[0]:
+    if split is None:
+        return R.R501_RCPT_ADDR_SYNTAX  # "<" without its ">": a malformed path
+    if not split[0]:
         return R.R501_RCPT_SYNTAX
     token, rest = split
     address = parse_path(token, allow_null=False, allow_postmaster=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
@@ -18,6 +19,7 @@ from blackhole.protocol import replies as R
 from blackhole.protocol.replies import Reply
 
 MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
+_MARKER = re.compile(r"(?:pass|fail)=", re.IGNORECASE)
 
 
 def verdict(credentials: bytes) -> Reply:
@@ -51,7 +53,12 @@ class Exchange(ABC):
             return R.R501_AUTH_CANCELLED
         data = decode(text)
         if data is None:
-            return R.R501_AUTH_BASE64
+            if not _MARKER.search(text):
+                return R.R501_AUTH_BASE64
+            # The classic Blackhole documented the markers sent in clear
+            # ("AUTH PLAIN fail=letmein"); that can never be valid base64
+            # ("=" only pads the end), so honour it rather than say 501.
+            data = text.encode()
         return self.receive(data)
 
     @abstractmethod

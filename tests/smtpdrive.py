@@ -1,0 +1,110 @@
+"""Drive the sans-IO core without sockets: the adapter's loop, in a few lines.
+
+Used by the transcript tests and the Hypothesis properties. ``Driver`` plays
+the part of ``server/connection.py``: it feeds bytes, drains replies, and
+answers events (a ``MessageReceived`` with a reply chosen by the test, a
+``StartTLS`` by noting it, a ``Close`` by refusing further input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from blackhole.protocol import Close, MessageReceived, SessionSettings, SMTPConnection, StartTLS
+from blackhole.protocol.replies import Reply, queued
+
+# What the transcripts see as the CRAM-MD5 challenge (RFC 2195: <...@host>).
+TEST_CHALLENGE = "<1896.697170952@mx.test>"
+
+
+def make_settings(**overrides: object) -> SessionSettings:
+    base: dict[str, object] = {"mailname": "mx.test", "challenge": lambda: TEST_CHALLENGE}
+    base.update(overrides)
+    return SessionSettings(**base)  # type: ignore[arg-type]
+
+
+@dataclass
+class Record:
+    """One observable thing: a reply line (``S``) or an event (``E``/``A``)."""
+
+    kind: str  # "S" reply line, "E" event, "A" message answered
+    text: str
+    event: MessageReceived | None = None
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.text}"
+
+
+Answer = Callable[[MessageReceived], Reply]
+
+
+def accept_all(event: MessageReceived) -> Reply:
+    return queued("TESTID")
+
+
+@dataclass
+class Driver:
+    """Feeds a core and records what comes out, as the asyncio adapter would."""
+
+    conn: SMTPConnection
+    answer: Answer = accept_all
+    records: list[Record] = field(default_factory=list)
+    raw: bytearray = field(default_factory=bytearray)
+    messages: list[MessageReceived] = field(default_factory=list)
+    closed: bool = False
+    starttls: bool = False
+
+    @classmethod
+    def start(cls, settings: SessionSettings | None = None, answer: Answer = accept_all) -> Driver:
+        conn = SMTPConnection(settings or make_settings())
+        driver = cls(conn, answer)
+        conn.start()
+        driver.pump()
+        return driver
+
+    def feed(self, data: bytes) -> None:
+        if self.closed:
+            return  # the adapter has closed the transport: nothing is read
+        self.conn.receive_data(data)
+        self.pump()
+
+    def feed_chunks(self, chunks: Iterable[bytes]) -> None:
+        for chunk in chunks:
+            self.feed(chunk)
+
+    def pump(self) -> None:
+        # Bounded: every round either consumes an event or ends the loop, and
+        # a core that keeps making events forever is itself a bug to report.
+        for _ in range(100_000):
+            out = self.conn.data_to_send()
+            if out:
+                self.raw += out
+                self._lines(out)
+            event = self.conn.next_event()
+            if event is None:
+                return
+            if isinstance(event, MessageReceived):
+                self.messages.append(event)
+                self.records.append(Record("A", describe(event), event))
+                self.conn.send(self.answer(event))
+            elif isinstance(event, StartTLS):
+                self.starttls = True
+                self.records.append(Record("E", "starttls"))
+            elif isinstance(event, Close):
+                self.closed = True
+                self.records.append(Record("E", "close"))
+        raise AssertionError("the core produced events without end")
+
+    def _lines(self, out: bytes) -> None:
+        assert out.endswith(b"\r\n"), f"reply bytes do not end with CRLF: {out!r}"
+        for line in out[:-2].split(b"\r\n"):
+            self.records.append(Record("S", line.decode("utf-8")))
+
+
+def describe(event: MessageReceived) -> str:
+    return (
+        f"size={event.size} recipients={event.recipients} "
+        f"mode={event.mode if event.mode is not None else '-'} "
+        f"delay={event.delay if event.delay is not None else '-'}"
+    )
