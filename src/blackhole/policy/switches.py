@@ -6,7 +6,7 @@ classic server did; delays are capped at ``MAX_DELAY``.
 
 from __future__ import annotations
 
-import math
+import re
 
 from blackhole.policy.modes import MAX_DELAY, Delay, Mode
 
@@ -20,20 +20,21 @@ def parse_mode(value: str | None) -> Mode | None:
         return None
 
 
+# Plain decimal seconds. float() alone would also take "1e3", "1_0", "inf",
+# "nan", "+5" and non-ASCII digits, none of which a header should mean.
+_NUMBER = r"\s*([0-9]+(?:\.[0-9]+)?)\s*"
+_DELAY = re.compile(rf"{_NUMBER}(?:[,-]{_NUMBER})?")
+
+
 def parse_delay(value: str | None) -> Delay | None:
     """``N`` or ``A, B`` (also ``A-B``) seconds; None when invalid."""
     if value is None:
         return None
-    text = value.strip()
-    sep = "," if "," in text else ("-" if "-" in text.lstrip("-") else None)
-    parts = [p.strip() for p in text.split(sep, 1)] if sep else [text]
-    try:
-        numbers = [float(p) for p in parts]
-    except ValueError:
+    m = _DELAY.fullmatch(value)
+    if m is None:
         return None
-    if not all(math.isfinite(n) and n >= 0 for n in numbers):
-        return None
-    low, high = (numbers[0], numbers[0]) if len(numbers) == 1 else (numbers[0], numbers[1])
+    low = float(m.group(1))
+    high = low if m.group(2) is None else float(m.group(2))
     if low > high:
         return None
     return Delay(min(low, MAX_DELAY), min(high, MAX_DELAY))
