@@ -87,6 +87,8 @@ class SMTPProtocol(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        # Also called from _tls_failed: the SSL layer does not report a
+        # connection lost in the middle of a handshake to this protocol.
         self._closing = True
         if self._timer is not None:
             self._timer.cancel()
@@ -199,6 +201,11 @@ class SMTPProtocol(asyncio.Protocol):
         log.debug("[%s] TLS handshake failed: %r", self.session_id, exc)
         if self.transport is not None:
             self.transport.abort()
+        # A peer that hangs up mid-handshake never gets connection_lost()
+        # called here (the SSL protocol only forwards it once the handshake is
+        # done): without this the session stayed in server.sessions forever,
+        # and a stop waited out the whole grace period for it.
+        self.connection_lost(exc if isinstance(exc, Exception) else None)
 
     # --- timers and endings -------------------------------------------------------
 
