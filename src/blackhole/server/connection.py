@@ -31,6 +31,7 @@ class SMTPProtocol(asyncio.Protocol):
     __slots__ = (
         "_closing",
         "_delay",
+        "_early",
         "_last",
         "_timer",
         "core",
@@ -52,6 +53,8 @@ class SMTPProtocol(asyncio.Protocol):
         self._delay: asyncio.TimerHandle | None = None
         self._last = 0.0
         self._closing = False
+        # SMTPS only: bytes read before start_tls() took over the transport.
+        self._early: bytearray | None = None
 
     # --- transport callbacks --------------------------------------------------
 
@@ -66,14 +69,30 @@ class SMTPProtocol(asyncio.Protocol):
             # SMTPS: TLS first, greeting after (RFC 8314 section 3.3). The
             # handshake is ours rather than the server's so that a failed one
             # is seen, counted and closed quietly.
+            self._early = bytearray()
             self.loop.create_task(self._handshake(greet=True))
+            # Runs right after the task's first step, in which start_tls()
+            # puts its SSL protocol on the transport (it is synchronous up to
+            # its first await, in asyncio and in uvloop alike).
+            self.loop.call_soon(self._hand_over_early_bytes)
             return
         self._begin()
 
     def data_received(self, data: bytes) -> None:
         core = self.core
         if core is None:
-            return  # between STARTTLS and the end of the handshake
+            early = self._early
+            if early is not None and self.transport is not None:
+                # SMTPS: the loop reads as soon as connection_made() returns
+                # (uvloop ignores a pause_reading() made inside it), so the
+                # ClientHello can arrive before the handshake task has run.
+                # Dropping it left the handshake waiting for bytes already
+                # gone: clients timed out at random. Keep it and stop reading.
+                early += data
+                self.transport.pause_reading()
+            # Otherwise: between STARTTLS and the end of its handshake, where
+            # pipelined plaintext is dropped on purpose (RFC 3207 section 6).
+            return
         self._last = self.loop.time()
         try:
             core.receive_data(data)
@@ -165,6 +184,37 @@ class SMTPProtocol(asyncio.Protocol):
                 self.transport.resume_reading()
         except Exception:
             self._internal_error()
+
+    def _hand_over_early_bytes(self) -> None:
+        """Give the SMTPS bytes read before start_tls() to its SSL protocol.
+
+        The SSL protocol is on the transport but its connection_made() has not
+        run yet; both asyncio's and uvloop's keep bytes given to them then in
+        their incoming buffer for the handshake. Reading stays paused until
+        start_tls() resumes it, so the order of the bytes is kept.
+        """
+        early, self._early = self._early, None
+        transport = self.transport
+        if not early or transport is None or self._closing:
+            return
+        proto = transport.get_protocol()
+        if proto is self:
+            # start_tls() did not take the transport: never read TLS as SMTP.
+            self._tls_failed(None)
+            return
+        # BufferedProtocol API (uvloop's SSLProtocol has it without being a
+        # subclass of asyncio.BufferedProtocol).
+        get_buffer = getattr(proto, "get_buffer", None)
+        if get_buffer is None:
+            cast(asyncio.Protocol, proto).data_received(bytes(early))
+            return
+        view = memoryview(early)
+        while view:
+            buf = get_buffer(len(view))
+            n = min(len(buf), len(view))
+            buf[:n] = view[:n]
+            proto.buffer_updated(n)  # type: ignore[attr-defined]
+            view = view[n:]
 
     async def _handshake(self, greet: bool, core: SMTPConnection | None = None) -> None:
         transport = self.transport
