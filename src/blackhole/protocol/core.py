@@ -185,6 +185,11 @@ class SMTPConnection:
         )
 
     @property
+    def reading_content(self) -> bool:
+        """True inside a message's content (DATA, or a BDAT chunk)."""
+        return self._mode is _Mode.DATA or self._mode is _Mode.BDAT
+
+    @property
     def waiting(self) -> bool:
         """True while the final reply to a message is owed (input is held)."""
         return self._mode is _Mode.WAITING
