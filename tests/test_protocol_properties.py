@@ -207,6 +207,10 @@ _misc = st.sampled_from(
         b"AUTH LOGIN dXNlcg==\r\nZmFpbD14\r\n",
         b"EHLO again\r\n",
         b"\xff\r\n",
+        # Over every line limit (RFC 4954: 12288 for AUTH): 500 however it arrives.
+        b"NOOP " + b"\xff" * 13000 + b"\r\n",
+        b"AUTH PLAIN " + b"QUFB" * 3500 + b"\r\n",
+        b"AUTH PLAIN\r\n" + b"QUFB" * 3500 + b"\r\nNOOP\r\n",
     ]
 )
 
@@ -215,9 +219,12 @@ _misc = st.sampled_from(
 @given(
     parts=st.lists(st.one_of(_transaction(), _misc), max_size=6),
     cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=40),
+    step=st.integers(min_value=1, max_value=4096),
     quit_at_end=st.booleans(),
 )
-def test_chunking_invariance(parts: list[bytes], cuts: list[int], quit_at_end: bool) -> None:
+def test_chunking_invariance(
+    parts: list[bytes], cuts: list[int], step: int, quit_at_end: bool
+) -> None:
     data = b"EHLO c\r\n" + b"".join(parts) + (b"QUIT\r\n" if quit_at_end else b"")
     whole = Driver.start(make_settings(max_recipients=2), _answer)
     whole.feed(data)
@@ -225,6 +232,10 @@ def test_chunking_invariance(parts: list[bytes], cuts: list[int], quit_at_end: b
     cut.feed_chunks(_cut(data, cuts))
     assert [str(r) for r in cut.records] == [str(r) for r in whole.records]
     assert cut.raw == whole.raw
+    # Same-size reads, as a socket gives them: long lines then span many reads.
+    steady = Driver.start(make_settings(max_recipients=2), _answer)
+    steady.feed_chunks(data[i : i + step] for i in range(0, len(data), step))
+    assert steady.raw == whole.raw
     if len(data) < 400:
         bytewise = Driver.start(make_settings(max_recipients=2), _answer)
         bytewise.feed_chunks(data[i : i + 1] for i in range(len(data)))
@@ -326,3 +337,34 @@ def test_size_limit_exact(size: int, limit: int, cuts: list[int]) -> None:
     else:
         assert [m.size for m in driver.messages] == [reported]
     assert driver.records[-1].text == "250 2.0.0 OK"
+
+
+def _filler(n: int) -> bytes:
+    """Header fields of exactly ``n`` octets, short lines (under the text-line limit)."""
+    sizes = [80] * ((n - 88) // 80 + 1) if n > 88 else []
+    rest = n - sum(sizes)
+    sizes += [rest] if rest <= 80 else [rest // 2, rest - rest // 2]
+    out = b"".join(b"X-F: " + b"f" * (size - 7) + b"\r\n" for size in sizes)
+    assert len(out) == n and min(sizes) >= 8
+    return out
+
+
+def test_header_scan_cap_whole_lines_in_any_chunking() -> None:
+    # MAX_HEADER_SCAN bounds the memory spent on switches. A field that the
+    # cap cuts in two must not be read as a shorter valid value ("30" -> "3"),
+    # and where the cap falls must not depend on how the reads were cut.
+    from blackhole.protocol.limits import MAX_HEADER_SCAN
+
+    field = b"X-Blackhole-Delay: 30\r\n"
+    for overhang in range(-1, len(field) + 1):
+        msg = _filler(MAX_HEADER_SCAN - len(field) + overhang) + field + b"\r\nbody\r\n.\r\n"
+        expected = "30" if overhang <= 0 else None
+        for chunks in (
+            [msg],
+            [msg[i : i + 7] for i in range(0, len(msg), 7)],
+            [msg[:60000], msg[60000:65530], msg[65530:]],
+        ):
+            driver = Driver.start(make_settings())
+            driver.feed(b"HELO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n")
+            driver.feed_chunks(chunks)
+            assert [m.delay for m in driver.messages] == [expected], overhang

@@ -56,13 +56,21 @@ class HeaderScanner:
             buf.clear()  # no header section at all
             self.done = True
             return
-        # A blank line split across two reads is found where the parts join.
-        joined = max(0, old - 3)
-        ends = [i for i in (buf.find(b"\r\n\r\n", joined), buf.find(b"\n\n", joined)) if i >= 0]
+        # A blank line split across two reads is found where the parts join:
+        # an LF, then an empty line ended by CRLF or a bare LF ("\r\n\r\n"
+        # holds "\n\r\n"), exactly the two patterns looked for above.
+        joined = max(0, old - 2)
+        ends = [i for i in (buf.find(b"\n\r\n", joined), buf.find(b"\n\n", joined)) if i >= 0]
         if ends:
             del buf[min(ends) + 1 :]
             self.done = True
-        elif cut >= 0 or len(buf) >= MAX_HEADER_SCAN:
+        elif cut >= 0:
+            self.done = True
+        elif len(buf) >= MAX_HEADER_SCAN:
+            # Stopped by the cap, not by the blank line: a field cut in the
+            # middle could read as another valid value ("30" as "3"), so only
+            # whole lines are kept.
+            del buf[buf.rfind(b"\n") + 1 :]
             self.done = True
 
     def switches(self) -> tuple[str | None, str | None]:
