@@ -16,7 +16,8 @@ import re
 import socket
 import ssl
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from tests.serverproc import ServerProcess
+from tests.serverproc import ServerProcess, start_server
 
 HOST = "127.0.0.1"
 # RFC 5321 section 4.2: "code-text" on every line but the last, "code text".
@@ -229,9 +230,14 @@ def swaks(port: int, *args: str, timeout: float = 30.0) -> subprocess.CompletedP
     )
 
 
+# swaks marks server lines "<-" (plain), "<~" (TLS), "<**" / "<~*" (error replies).
+_SWAKS_SERVER_LINE = re.compile(r"<[-~*]{1,2}\s+(.*)")
+
+
 def server_replies(swaks_output: str) -> list[str]:
-    """The server's reply lines in swaks' transcript ("<-" plain, "<~" in TLS)."""
-    return [line[4:] for line in swaks_output.splitlines() if line[:3] in ("<- ", "<~ ")]
+    """The server's reply lines in swaks' transcript, in order."""
+    lines = (_SWAKS_SERVER_LINE.fullmatch(line) for line in swaks_output.splitlines())
+    return [m.group(1) for m in lines if m is not None]
 
 
 def rsa_cert(directory: Path) -> tuple[Path, Path]:
@@ -306,3 +312,20 @@ def start(
     if cert_pair is not None:
         text += f"tls_cert = {cert_pair[0]}\ntls_key = {cert_pair[1]}\n"
     return server_factory(write_config(text + extra), *args)
+
+
+@contextmanager
+def running(
+    directory: Path, cert_pair: tuple[Path, Path] | None, extra: str = "", *args: str
+) -> Iterator[ServerProcess]:
+    """Like ``start`` for a longer-lived (module-scoped) server, stopped on exit."""
+    text = "listen = 127.0.0.1:0\ntls_listen = 127.0.0.1:0\ntimeout = 20\n"
+    if cert_pair is not None:
+        text += f"tls_cert = {cert_pair[0]}\ntls_key = {cert_pair[1]}\n"
+    config = directory / "blackhole.conf"
+    config.write_text(text + extra)
+    server = start_server(config, *args)
+    try:
+        yield server
+    finally:
+        server.stop()
