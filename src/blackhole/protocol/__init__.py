@@ -6,9 +6,10 @@ enforces it). Bytes go in with ``receive_data``, replies come out of
 STARTTLS switch, closing) comes out of ``next_event``.
 """
 
-from blackhole.protocol.core import SessionSettings, SMTPConnection
+from blackhole.protocol.core import SMTPConnection
 from blackhole.protocol.events import Close, Event, MessageReceived, StartTLS
 from blackhole.protocol.replies import Reply
+from blackhole.protocol.settings import SessionSettings
 
 __all__ = [
     "Close",

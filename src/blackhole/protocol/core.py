@@ -17,63 +17,25 @@ import enum
 import re
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
+from blackhole.protocol import info, sasl
 from blackhole.protocol import replies as R
-from blackhole.protocol import sasl
 from blackhole.protocol.events import Close, Event, MessageReceived, StartTLS
 from blackhole.protocol.grammar import MailParams, parse_mail, parse_rcpt
 from blackhole.protocol.limits import MAX_AUTH_LINE, MAX_COMMAND_LINE, MAX_UNKNOWN_COMMANDS
-from blackhole.protocol.reader import DATA_PREFIX, DataReader, HeaderScanner
+from blackhole.protocol.reader import DATA_PREFIX, ChunkReader, DataReader, HeaderScanner
 from blackhole.protocol.replies import Reply
-from blackhole.protocol.states import (
-    COMMANDS,
-    EXTENSIONS,
-    HELP_SUMMARY,
-    TABLE,
-    State,
-    bad_sequence,
-)
+from blackhole.protocol.settings import SessionSettings
+from blackhole.protocol.states import COMMANDS, TABLE, State, bad_sequence, ehlo_reply
+
+# SessionSettings lived here first; the server still imports it from here.
+__all__ = ["SMTPConnection", "SessionSettings"]
 
 # Control characters other than HT are not allowed in a command line
 # (RFC 5321 section 4.1.1: commands are printable US-ASCII, or UTF-8 with
 # SMTPUTF8); NUL in particular has broken C servers and must not pass.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _BDAT_ARGS = re.compile(r"([0-9]{1,20})(?: +(LAST))? *", re.IGNORECASE)
-
-EXPN_LISTS: dict[str, tuple[str, ...]] = {
-    "list1": ("Shadow", "Wednesday", "Low-key Liesmith"),
-    "list2": ("Jim Holden", "Naomi Nagata", "Alex Kamal", "Amos Burton"),
-    "list3": (
-        "Takeshi Kovacs",
-        "Laurens Bancroft",
-        "Kristin Ortega",
-        "Quellcrist Falconer",
-        "Virginia Vidaura",
-        "Reileen Kawahara",
-    ),
-}
-
-
-def _no_challenge() -> str:
-    return "<0.0@localhost>"
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSettings:
-    """What one session needs to know; the server builds it per listener."""
-
-    mailname: str = "localhost"
-    max_message_size: int = 512_000
-    max_recipients: int = 1000
-    dynamic_switch: bool = True
-    tls_available: bool = False  # STARTTLS can be offered
-    tls_active: bool = False  # the connection is TLS from the start (SMTPS)
-    auth_required: bool = False  # MAIL needs AUTH first (530 5.7.0)
-    auth_tls_only: bool = False  # AUTH only once TLS is on (538 5.7.11)
-    # RFC 2195: a unique challenge "<random.timestamp@host>"; made by the adapter
-    # because the core has no clock and no randomness of its own.
-    challenge: Callable[[], str] = field(default=_no_challenge)
 
 
 class _Mode(enum.IntEnum):
@@ -106,9 +68,7 @@ class SMTPConnection:
         self._draining = False  # shutting down: close once the transaction ends
         self._sasl: sasl.Exchange | None = None
         self._reader: DataReader | None = None
-        self._headers: HeaderScanner | None = None
-        self._bdat_left = 0
-        self._bdat_last = False
+        self._chunks: ChunkReader | None = None
         self._bdat_refusal: Reply | None = None
         self._reset_transaction()
 
@@ -211,8 +171,11 @@ class SMTPConnection:
                     return
                 self._data_done(reader)
             elif mode is _Mode.BDAT:
-                if not self._bdat_consume(buf):
+                chunks = self._chunks
+                assert chunks is not None
+                if not chunks.consume(buf):
                     return
+                self._bdat_chunk_done(chunks)
             elif mode <= _Mode.SASL:
                 nl = buf.find(b"\n")
                 if nl < 0:
@@ -292,12 +255,11 @@ class SMTPConnection:
         self.recipients = 0
         self.smtputf8 = False
         self.binarymime = False
-        self.message_size = 0
+        self._reader = None
+        self._chunks = None
 
     def _end_transaction(self) -> None:
         self._reset_transaction()
-        self._reader = None
-        self._headers = None
         if self.state is not State.CONNECTED:
             self.state = State.GREETED
 
@@ -309,18 +271,15 @@ class SMTPConnection:
             return
         self._end_transaction()
         self.state = State.GREETED
-        self._reply(self._ehlo_reply(arg.strip()))
-
-    def _ehlo_reply(self, client: str) -> Reply:
         s = self.settings
-        offer = {
-            None: True,
-            "tls": s.tls_available and not self.tls,
-            "auth": self.tls or not s.auth_tls_only,
-        }
-        lines = [f"{s.mailname} Hello {client}"]
-        lines += [k.format(max_size=s.max_message_size) for k, need in EXTENSIONS if offer[need]]
-        return Reply(250, None, lines)
+        self._reply(
+            ehlo_reply(
+                f"{s.mailname} Hello {arg.strip()}",
+                s.max_message_size,
+                tls=s.tls_available and not self.tls,  # RFC 3207 4.2: not once TLS is on
+                auth=self.tls or not s.auth_tls_only,
+            )
+        )
 
     def do_helo(self, arg: str) -> None:
         if not arg.strip():
@@ -378,7 +337,6 @@ class SMTPConnection:
         self._in[0:0] = DATA_PREFIX
 
     def _data_done(self, reader: DataReader) -> None:
-        self.message_size = reader.size
         if reader.oversize:
             self._refuse_message(R.R552_TOO_BIG)
         elif reader.long_line:
@@ -404,45 +362,31 @@ class SMTPConnection:
             # will be read as commands and fail as such.
             self._reply(R.R501_BDAT_SYNTAX)
             return
-        self._bdat_left = int(m.group(1))
-        self._bdat_last = m.group(2) is not None
+        chunks = self._chunks
+        if chunks is None:
+            chunks = self._chunks = ChunkReader(self.settings.dynamic_switch)
         # RFC 3030 section 2: a refused BDAT still has its chunk read and dropped.
-        if self.state not in (State.RCPT, State.BDAT):
-            self._bdat_refusal = bad_sequence(self.state, "BDAT")
-        else:
+        if self.state in (State.RCPT, State.BDAT):
             self._bdat_refusal = None
             self.state = State.BDAT
-            if self._headers is None and self.settings.dynamic_switch:
-                self._headers = HeaderScanner()
+        else:
+            self._bdat_refusal = bad_sequence(self.state, "BDAT")
+        chunks.start(int(m.group(1)), m.group(2) is not None, self._bdat_refusal is None)
         self._mode = _Mode.BDAT
-        if self._bdat_left == 0:
-            self._bdat_chunk_done()
+        if not chunks.left:
+            self._bdat_chunk_done(chunks)
 
-    def _bdat_consume(self, buf: bytearray) -> bool:
-        n = min(self._bdat_left, len(buf))
-        if self._bdat_refusal is None:
-            self.message_size += n
-            headers = self._headers
-            if headers is not None and not headers.done:
-                headers.feed(buf[:n])
-        del buf[:n]
-        self._bdat_left -= n
-        if self._bdat_left:
-            return False
-        self._bdat_chunk_done()
-        return True
-
-    def _bdat_chunk_done(self) -> None:
+    def _bdat_chunk_done(self, chunks: ChunkReader) -> None:
         self._mode = _Mode.COMMAND
         if self._bdat_refusal is not None:
             self._reply(self._bdat_refusal)
-        elif self.message_size > self.settings.max_message_size:
+        elif chunks.size > self.settings.max_message_size:
             # RFC 3030 section 2: an error on any chunk fails the transaction.
             self._refuse_message(R.R552_TOO_BIG)
-        elif self._bdat_last:
-            self._message_complete(self.message_size, self._headers)
+        elif chunks.last:
+            self._message_complete(chunks.size, chunks.headers)
         else:
-            self._reply(R.bdat_chunk(self.message_size))
+            self._reply(R.bdat_chunk(chunks.size))
 
     def do_rset(self, arg: str) -> None:
         self._end_transaction()
@@ -455,46 +399,16 @@ class SMTPConnection:
         self._close(R.R221_BYE, "quit")
 
     def do_help(self, arg: str) -> None:
-        topic = arg.strip().upper()
-        if not topic:
-            self._reply(Reply(214, "2.0.0", HELP_SUMMARY))
-        elif topic in COMMANDS:
-            self._reply(Reply(214, "2.0.0", f"Syntax: {COMMANDS[topic][2]}"))
-        else:
-            self._reply(R.R504_HELP_UNKNOWN)
+        self._reply(info.help_reply(arg))
 
     def do_vrfy(self, arg: str) -> None:
-        address = arg.strip()
-        if not address:
-            self._reply(R.R501_VRFY_SYNTAX)
-        elif "pass=" in address:
-            self._reply(R.vrfy_pass(address.strip("<>")))
-        elif "fail=" in address:
-            self._reply(R.vrfy_fail(address.strip("<>")))
-        else:
-            self._reply(R.R252_VRFY)
+        self._reply(info.vrfy_reply(arg))
 
     def do_expn(self, arg: str) -> None:
-        name = arg.strip().strip("<>").lower()
-        if "fail=" in name:
-            self._reply(R.R550_EXPN_DENIED)
-            return
-        if name == "all":
-            members = [m for group in EXPN_LISTS.values() for m in group]
-        elif name in EXPN_LISTS:
-            members = list(EXPN_LISTS[name])
-        else:
-            self._reply(R.R550_EXPN_DENIED)
-            return
-        host = self.settings.mailname
-        lines = [f"{m} <{m.lower().replace(' ', '.')}@{host}>" for m in members]
-        self._reply(Reply(250, "2.1.5", lines))
+        self._reply(info.expn_reply(arg, self.settings.mailname))
 
     def do_etrn(self, arg: str) -> None:
-        if not arg.strip():
-            self._reply(Reply(501, "5.5.4", f"Syntax: {COMMANDS['ETRN'][2]}"))
-        else:
-            self._reply(R.R250_ETRN)
+        self._reply(info.etrn_reply(arg))
 
     def do_auth(self, arg: str) -> None:
         if self.authenticated:
@@ -503,16 +417,8 @@ class SMTPConnection:
         if self.settings.auth_tls_only and not self.tls:
             self._reply(R.R538_ENCRYPTION_REQUIRED)
             return
-        mechanism, _, initial = arg.strip().partition(" ")
-        if not mechanism:
-            self._reply(R.R501_AUTH_SYNTAX)
-            return
-        exchange = sasl.exchange_for(mechanism.upper(), self.settings.challenge)
-        if exchange is None:
-            self._reply(R.R504_AUTH_MECHANISM)
-            return
-        self._sasl = exchange
-        self._sasl_reply(exchange.start(initial.strip() or None))
+        self._sasl, reply = sasl.begin(arg, self.settings.challenge)
+        self._sasl_reply(reply)
 
     def _sasl_step(self, text: str) -> None:
         assert self._sasl is not None

@@ -180,3 +180,39 @@ class DataReader:
             start = last + 1
         last = buf.rfind(b"\n", start, n)
         self._line = n - (last + 1 if last >= 0 else start)
+
+
+class ChunkReader:
+    """Reads the BDAT chunks of one message (RFC 3030 section 2).
+
+    A chunk is exactly the announced number of octets, whatever they are: no
+    dot-stuffing, no terminator, no line rules. A refused chunk is read and
+    dropped all the same (its bytes must never be taken for commands), but
+    does not count toward the message.
+    """
+
+    __slots__ = ("counting", "headers", "last", "left", "size")
+
+    def __init__(self, scan_headers: bool) -> None:
+        self.size = 0
+        self.left = 0
+        self.last = False
+        self.counting = False
+        self.headers = HeaderScanner() if scan_headers else None
+
+    def start(self, size: int, last: bool, counting: bool) -> None:
+        self.left = size
+        self.last = last
+        self.counting = counting
+
+    def consume(self, buf: bytearray) -> bool:
+        """Take what belongs to the chunk from ``buf``; True once it is complete."""
+        n = min(self.left, len(buf))
+        if self.counting:
+            self.size += n
+            headers = self.headers
+            if headers is not None and not headers.done:
+                headers.feed(buf, 0, n)
+        del buf[:n]
+        self.left -= n
+        return not self.left

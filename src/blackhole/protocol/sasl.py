@@ -116,3 +116,14 @@ def exchange_for(mechanism: str, challenge: Callable[[], str]) -> Exchange | Non
     if mechanism == "CRAM-MD5":
         return CramMD5(challenge())
     return None
+
+
+def begin(arg: str, challenge: Callable[[], str]) -> tuple[Exchange | None, Reply]:
+    """``AUTH mechanism [initial-response]`` -> (the exchange, or None, and its first reply)."""
+    mechanism, _, initial = arg.strip().partition(" ")
+    if not mechanism:
+        return None, R.R501_AUTH_SYNTAX
+    exchange = exchange_for(mechanism.upper(), challenge)
+    if exchange is None:
+        return None, R.R504_AUTH_MECHANISM
+    return exchange, exchange.start(initial.strip() or None)

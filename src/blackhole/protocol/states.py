@@ -92,6 +92,13 @@ EXTENSIONS: tuple[tuple[str, str | None], ...] = (
 HELP_SUMMARY = "Supported commands: " + " ".join(sorted(COMMANDS))
 
 
+def ehlo_reply(greeting: str, max_size: int, *, tls: bool, auth: bool) -> Reply:
+    """The EHLO answer (RFC 5321 4.1.1.1): the greeting line, then the keywords offered."""
+    offer = {None: True, "tls": tls, "auth": auth}
+    lines = [greeting] + [k.format(max_size=max_size) for k, need in EXTENSIONS if offer[need]]
+    return Reply(250, None, lines)
+
+
 def bad_sequence(state: State, verb: str) -> Reply:
     """The 503 for a verb that is known but not allowed in ``state``."""
     if state is State.CONNECTED:
