@@ -368,3 +368,31 @@ def test_header_scan_cap_whole_lines_in_any_chunking() -> None:
             driver.feed(b"HELO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n")
             driver.feed_chunks(chunks)
             assert [m.delay for m in driver.messages] == [expected], overhang
+
+
+_arg_text = st.text(
+    st.one_of(
+        st.sampled_from(list('<>@:=,;+". \t\\[]*-0123456789abcXYZ')),
+        st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"),
+    ),
+    max_size=60,
+)
+
+
+@FAST
+@given(
+    verb=st.sampled_from(["EHLO", "HELO", "MAIL", "RCPT", "DATA", "BDAT", "AUTH", "VRFY", "EXPN"]),
+    prefix=st.sampled_from(["MAIL FROM:", "RCPT TO:", "MAIL FROM:<", "RCPT TO:<", "", "FROM:"]),
+    arg=_arg_text,
+    state=st.sampled_from([b"", b"EHLO c\r\n", b"EHLO c\r\nMAIL FROM:<a@b.example> SMTPUTF8\r\n"]),
+)
+def test_any_argument_to_any_verb(verb: str, prefix: str, arg: str, state: bytes) -> None:
+    # Every handler and the path/parameter grammar see arbitrary text: a
+    # well-formed reply each time, never an exception.
+    driver = _CheckingDriver.start(make_settings(tls_available=True), _answer)
+    driver.feed(state + b"RCPT TO:<r@example.com>\r\n")
+    line = f"{verb} {prefix.removeprefix(verb + ' ')}{arg}".encode()
+    before = len(driver.records)
+    driver.feed(line + b"\r\n")
+    # Every command line is answered, but for a BDAT whose chunk is still to come.
+    assert len(driver.records) > before or driver.conn.reading_content
