@@ -130,27 +130,40 @@ class SMTPProtocol(asyncio.Protocol):
         self._pump(core)
 
     def _pump(self, core: SMTPConnection) -> None:
-        """Write what the core produced, then act on its events, until it is quiet."""
+        """Act on the core's events until it is quiet, then write what it produced.
+
+        RFC 2920 section 3.1: the replies to a pipelined batch go out together.
+        A message answered at once does not split the batch: its reply joins
+        the core's output after the replies before it and before those after
+        it. Output is written early only before something that has to wait
+        for it (a delayed answer, the TLS handshake, closing).
+        """
         transport = self.transport
         assert transport is not None
         while True:
-            out = core.data_to_send()
-            if out:
-                transport.write(out)
             event = core.next_event()
             if event is None:
-                return
+                break
             if isinstance(event, MessageReceived):
                 if self._message(core, event):
-                    return  # delayed: _deliver resumes the pump
+                    break  # delayed: _deliver resumes the pump
             elif isinstance(event, StartTLS):
+                self._write(transport, core)  # the 220, in plaintext
                 self.core = None  # nothing is read until the handshake is done
                 transport.pause_reading()
                 self.loop.create_task(self._handshake(greet=False, core=core))
                 return
             elif isinstance(event, Close):
+                self._write(transport, core)
                 self._close()
                 return
+        self._write(transport, core)
+
+    @staticmethod
+    def _write(transport: asyncio.Transport, core: SMTPConnection) -> None:
+        out = core.data_to_send()
+        if out:
+            transport.write(out)
 
     def _message(self, core: SMTPConnection, event: MessageReceived) -> bool:
         """Answer a complete message; True if the answer is delayed."""
