@@ -124,9 +124,16 @@ def parse_params(rest: str) -> dict[str, str | None] | Reply:
         if not _KEYWORD_RE.fullmatch(keyword) or (eq and not _VALUE_RE.fullmatch(value)):
             return R.R501_PARAM_SYNTAX
         key = keyword.upper()
+        given = value if eq else None
         if key in params:
-            return R.R501_DUPLICATE_PARAM
-        params[key] = value if eq else None
+            # A parameter repeated with the same value says nothing new, and
+            # real clients send it: smtplib's send_message() adds SMTPUTF8 and
+            # BODY=8BITMIME itself for UTF-8 addresses, after the caller's own
+            # mail_options=["SMTPUTF8"]. Only a contradiction is refused.
+            if params[key] != given:
+                return R.R501_DUPLICATE_PARAM
+            continue
+        params[key] = given
     return params
 
 
