@@ -15,6 +15,7 @@ import ipaddress
 import re
 import socket
 import ssl
+import struct
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -183,6 +184,22 @@ class Smtp:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# struct tcp_info (linux/tcp.h): tcpi_data_segs_in, the data segments received,
+# is the u32 at offset 152 (Linux 4.6 and later).
+_TCPI_DATA_SEGS_IN = 152
+
+
+def data_segments_in(sock: socket.socket) -> int:
+    """How many TCP segments carrying data this socket has received so far.
+
+    On loopback one write() of a few KB arrives as one segment, so the count
+    shows how many writes the server split its replies into.
+    """
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    assert len(info) >= _TCPI_DATA_SEGS_IN + 4, "kernel too old for tcpi_data_segs_in"
+    return int(struct.unpack_from("I", info, _TCPI_DATA_SEGS_IN)[0])
 
 
 def b64(data: str | bytes) -> str:
