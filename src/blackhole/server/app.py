@@ -1,8 +1,9 @@
 """Running the server: one event loop serving already-bound listening sockets.
 
-``Worker`` is what every process that serves mail runs (the single process
-here, each worker under the supervisor). ``run`` is the single-process entry
-point the command line calls: bind, serve, stop cleanly on SIGTERM/SIGINT.
+``Worker`` is what every process that serves mail runs: each worker process
+under the supervisor (``blackhole.supervisor``), or the one loop of ``serve``
+for an in-process server. ``run`` is the entry point the command line calls:
+it always goes through the supervisor (one supervisor, ``workers`` workers).
 """
 
 from __future__ import annotations
@@ -12,21 +13,16 @@ import contextlib
 import logging
 import os
 import random
-import signal
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from blackhole.config.model import Config, Listener
 from blackhole.policy.decide import Policy
 from blackhole.server.connection import SMTPProtocol
 from blackhole.server.context import ListenerContext, build_context
-from blackhole.server.mailname import resolve_mailname
-from blackhole.server.sockets import bind_all, default_backlog, describe
+from blackhole.server.sockets import default_backlog, describe
 from blackhole.server.state import ServerState
-from blackhole.server.tls import make_tls_context
 
 log = logging.getLogger("blackhole.server")
 
@@ -50,7 +46,7 @@ def _challenge_maker(rng: random.Random, mailname: str) -> Callable[[], str]:
     return challenge
 
 
-def _listener_keys(listeners: Sequence[Listener]) -> list[tuple[str, int, bool, int]]:
+def listener_keys(listeners: Sequence[Listener]) -> list[tuple[str, int, bool, int]]:
     """(host, port, tls, rank among the listeners with that host, port and tls)."""
     seen: dict[tuple[str, int, bool], int] = {}
     keys = []
@@ -96,8 +92,8 @@ class Worker:
         # with that address: several "127.0.0.1:0" listeners (port 0, each
         # given its own port by the kernel) share an address but not flags,
         # and keyed by address alone they all took the flags of the last one.
-        by_address = dict(zip(_listener_keys(config.listeners), config.listeners, strict=True))
-        bound_keys = _listener_keys([listener for listener, _sock in self.bound])
+        by_address = dict(zip(listener_keys(config.listeners), config.listeners, strict=True))
+        bound_keys = listener_keys([listener for listener, _sock in self.bound])
         contexts = []
         for key, (listener, _sock) in zip(bound_keys, self.bound, strict=True):
             # Flags come from the new config when the listener is still there.
@@ -118,10 +114,18 @@ class Worker:
 
         return factory
 
-    async def stop(self, grace: float) -> None:
-        """Stop accepting, let transactions finish for ``grace`` seconds, then abort."""
+    def stop_accepting(self) -> None:
+        """Take no new connections; sessions in flight carry on as if nothing happened.
+
+        A worker being replaced after a reload does this: its clients finish at
+        their own pace while its successor takes the new connections.
+        """
         for server in self._servers:
             server.close()
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting, let transactions finish for ``grace`` seconds, then abort."""
+        self.stop_accepting()
         sessions = list(self.state.sessions)
         for session in sessions:
             session.shutdown()
@@ -150,6 +154,22 @@ def describe_all(bound: Bound, starttls: bool) -> str:
     return ", ".join(parts)
 
 
+def startup_line(
+    config: Config, bound: Bound, mailname: str, starttls: bool, workers: int | None = None
+) -> str:
+    """The one line that says where the server listens, with the real ports.
+
+    Scripts (and the test harness) wait for "listening on" and read the
+    ``smtp://HOST:PORT`` URLs from it: keep that wording.
+    """
+    count = "" if workers is None else f"; {workers} worker{'s' if workers != 1 else ''}"
+    delay = f", delay {config.delay}s" if config.delay is not None else ""
+    return (
+        f"Blackhole {mailname} listening on {describe_all(bound, starttls)}; "
+        f"mode {config.mode}{delay}{count} (pid {os.getpid()})"
+    )
+
+
 async def serve(
     config: Config,
     bound: Bound,
@@ -157,43 +177,22 @@ async def serve(
     ssl_context: object,
     stop: asyncio.Event,
 ) -> None:
-    """Serve until ``stop`` is set, then drain."""
+    """One in-process worker: serve until ``stop`` is set, then drain."""
     worker = Worker(config, bound, mailname, ssl_context)
     await worker.start()
-    log.info(
-        "Blackhole %s listening on %s; mode %s%s (pid %d)",
-        mailname,
-        describe_all(bound, ssl_context is not None),
-        config.mode,
-        f", delay {config.delay}s" if config.delay is not None else "",
-        os.getpid(),
-    )
+    log.info("%s", startup_line(config, bound, mailname, ssl_context is not None))
     await stop.wait()
     log.info("stopping: finishing transactions in flight (up to %gs)", config.grace_period)
     await worker.stop(config.grace_period)
 
 
-def run(config: Config) -> None:
-    """Single process: bind, serve until SIGTERM/SIGINT, stop cleanly."""
-    mailname = resolve_mailname(config.mailname)
-    with tempfile.TemporaryDirectory(prefix="blackhole-tls-") as tmp:
-        ssl_context = make_tls_context(config, Path(tmp))
-        bound = bind_all(config.listeners)
-        try:
-            with asyncio.Runner(loop_factory=new_event_loop) as runner:
-                runner.run(_main(config, bound, mailname, ssl_context))
-        finally:
-            for _listener, sock in bound:
-                sock.close()
+def run(config: Config) -> int:
+    """Run the server as the command line asks: supervisor plus workers.
 
+    Blocks until the server stops; returns the exit code (0 after a clean
+    stop). Raises ``BlackholeError`` subclasses for expected failures.
+    """
+    # Imported here: the supervisor imports this module for Worker.
+    from blackhole.supervisor import run as supervise  # noqa: PLC0415
 
-async def _main(config: Config, bound: Bound, mailname: str, ssl_context: object) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await serve(config, bound, mailname, ssl_context, stop)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+    return supervise(config)

@@ -1,0 +1,79 @@
+"""Is a worker alive and answering? Pure bookkeeping, times passed in.
+
+A worker that dies is noticed from its process sentinel at once; this is for
+the other kind of failure, a worker whose event loop is stuck (an endless
+loop, a blocking call, SIGSTOP). The supervisor pings every ``interval``; the
+worker answers from its event loop. A ping that stays unanswered for
+``misses`` intervals means the loop is not running.
+
+The clock starts at the oldest unanswered ping, not at the last answer: if
+the supervisor itself was held up (a slow reload, a suspended machine) no
+ping went out and nobody is blamed for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_MISSES = 3
+
+
+@dataclass(slots=True)
+class Heartbeat:
+    interval: float
+    misses: int = DEFAULT_MISSES
+    seq: int = 0
+    outstanding_since: float | None = None
+
+    @property
+    def timeout(self) -> float:
+        return self.interval * self.misses
+
+    def sent(self, now: float) -> int:
+        """A ping goes out now; returns its sequence number."""
+        self.seq += 1
+        if self.outstanding_since is None:
+            self.outstanding_since = now
+        return self.seq
+
+    def answered(self, seq: int) -> None:
+        # Any answer proves the loop ran after that ping was sent; answers
+        # arrive in order, so the latest one clears everything before it.
+        if seq == self.seq:
+            self.outstanding_since = None
+
+    def overdue(self, now: float) -> float | None:
+        """Seconds the oldest ping has waited, if that is over the timeout."""
+        if self.outstanding_since is None:
+            return None
+        waited = now - self.outstanding_since
+        return waited if waited > self.timeout else None
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Restart damping for one worker slot.
+
+    A worker that dies within ``stable`` seconds of its start counts as a
+    quick failure. The first ``burst`` quick failures in a row are repaired
+    at once (a crash is mended within a second); after that each restart
+    waits twice as long as the one before, from ``base`` up to ``cap``
+    seconds, so that a worker that cannot start does not turn the machine
+    into a fork loop. A worker that ran ``stable`` seconds resets the count.
+    """
+
+    burst: int = 3
+    stable: float = 10.0
+    base: float = 0.5
+    cap: float = 30.0
+    failures: int = 0
+
+    def delay(self, uptime: float) -> float:
+        """A worker died after ``uptime`` seconds: how long to wait to restart it."""
+        if uptime >= self.stable:
+            self.failures = 0
+        self.failures += 1
+        excess = self.failures - self.burst
+        if excess <= 0:
+            return 0.0
+        return float(min(self.cap, self.base * 2 ** (excess - 1)))

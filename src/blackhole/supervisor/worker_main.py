@@ -1,0 +1,277 @@
+"""A worker process: serve the supervisor's listening sockets until told to stop.
+
+Started either as a fresh interpreter (``spawn``: ``spawned_main`` reads its
+``WorkerSpec`` from the control channel) or forked from the supervisor,
+which never runs an event loop or a thread (``forked_main``). Either way it
+builds its own TLS context and event loop; it never binds or resolves
+anything.
+
+Signals: SIGTERM drains (``Worker.stop`` with the grace period); SIGINT and
+SIGHUP are ignored, because a Ctrl-C or a terminal hangup reaches the whole
+process group and the supervisor alone decides (it forwards SIGTERM, and
+sends reloads over the channel). If the supervisor goes away, the channel
+reaches EOF and the worker drains too, so that no orphan keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from blackhole.errors import EX_OK, EX_SOFTWARE, BlackholeError
+from blackhole.observe.logs import setup_logging
+from blackhole.server.app import Worker, new_event_loop
+from blackhole.server.tls import build_server_context
+from blackhole.supervisor.messages import (
+    ChannelError,
+    Failed,
+    FrameReader,
+    Ping,
+    Pong,
+    Ready,
+    Reload,
+    Reloaded,
+    ReloadFailed,
+    ReopenLogs,
+    Retire,
+    Settings,
+    Start,
+    TLSFiles,
+    WorkerSpec,
+    encode,
+)
+
+log = logging.getLogger("blackhole.worker")
+
+# How the supervisor runs a spawned worker: argv is [control fd, *sys.path],
+# so the child imports exactly what the parent imported (as multiprocessing's
+# spawn does), whatever the current directory of a daemon is.
+BOOTSTRAP = (
+    "import sys; sys.path[:] = sys.argv[2:]; "
+    "from blackhole.supervisor.worker_main import spawned_main; "
+    "spawned_main(int(sys.argv[1]))"
+)
+# A supervisor that stops reading must not hang the event loop for long.
+_SEND_TIMEOUT = 5.0
+
+
+def set_title(title: str) -> None:
+    """``blackhole: master`` / ``blackhole: worker N`` in ps and /proc, when possible."""
+    try:
+        import setproctitle  # noqa: PLC0415 - optional at run time
+    except ImportError:  # pragma: no cover - a declared dependency
+        return
+    setproctitle.setproctitle(title)
+
+
+class EarlyStop:
+    """SIGTERM before the event loop exists: remembered, acted on once it runs."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def handler(self, _signum: int, _frame: FrameType | None) -> None:
+        self.requested = True
+
+
+def prepare_signals(early: EarlyStop) -> None:
+    # A forked worker inherits the supervisor's handlers and wakeup fd: a
+    # signal for the worker must never wake (and confuse) the supervisor.
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, early.handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+
+
+def load_tls(files: TLSFiles | None) -> object:
+    if files is None:
+        return None
+    return build_server_context(files.cert, files.key, files.dhparams, files.less_secure)
+
+
+class Channel:
+    """The worker's end of the control socket, driven by the event loop."""
+
+    def __init__(self, sock: socket.socket, reader: FrameReader | None = None) -> None:
+        self.sock = sock
+        self.sock.settimeout(_SEND_TIMEOUT)
+        # A spawned worker's reader may hold the start of the next frame.
+        self.reader = reader if reader is not None else FrameReader()
+
+    def send(self, message: object) -> None:
+        try:
+            self.sock.sendall(encode(message))
+        except OSError as exc:
+            log.debug("cannot write to the supervisor: %s", exc)
+
+    def receive(self) -> list[object] | None:
+        """Messages available now; None at EOF (the supervisor is gone)."""
+        try:
+            data = self.sock.recv(65536)
+        except (BlockingIOError, InterruptedError, TimeoutError):
+            return []
+        except OSError:
+            return None
+        if not data:
+            return None
+        try:
+            return self.reader.feed(data)
+        except ChannelError as exc:
+            log.error("%s", exc)
+            return None
+
+
+class Runner:
+    """One worker's life on its event loop."""
+
+    def __init__(self, spec: WorkerSpec, sockets: Sequence[socket.socket], channel: Channel):
+        self.spec = spec
+        self.number = spec.number
+        self.settings = spec.settings
+        self.sockets = list(sockets)
+        self.channel = channel
+        self.stop = asyncio.Event()
+        self.retire = asyncio.Event()
+        self.worker: Worker | None = None
+
+    async def run(self, ssl_context: object, early: EarlyStop) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.stop.set)
+        bound = list(zip(self.spec.listeners, self.sockets, strict=True))
+        settings = self.settings
+        try:
+            worker = Worker(
+                settings.config, bound, settings.mailname, ssl_context, worker_id=self.number
+            )
+            await worker.start()
+        except Exception as exc:
+            self.channel.send(Failed(EX_SOFTWARE, f"worker {self.number} cannot serve: {exc!r}"))
+            raise
+        self.worker = worker
+        loop.add_reader(self.channel.sock.fileno(), self._on_channel)
+        self.channel.send(Ready(os.getpid()))
+        log.debug("serving (pid %d)", os.getpid())
+        if early.requested:
+            self.stop.set()
+        await self._told_to_go()
+        grace = self.settings.config.grace_period
+        if not self.stop.is_set():
+            await self._retire(worker, grace)
+        loop.remove_reader(self.channel.sock.fileno())
+        log.debug("stopping: up to %gs for sessions in flight", grace)
+        await worker.stop(grace)
+        return EX_OK
+
+    async def _told_to_go(self) -> None:
+        waiters = [asyncio.ensure_future(event.wait()) for event in (self.stop, self.retire)]
+        _done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for waiter in pending:
+            waiter.cancel()
+
+    async def _retire(self, worker: Worker, grace: float) -> None:
+        """Let sessions end on their own (up to ``grace``), unless a stop comes."""
+        count = len(worker.state.sessions)
+        log.debug("replaced: taking no new connections, %d session(s) to finish", count)
+        worker.stop_accepting()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while worker.state.sessions and not self.stop.is_set() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+
+    def _on_channel(self) -> None:
+        messages = self.channel.receive()
+        if messages is None:
+            if not self.stop.is_set():
+                log.warning("the supervisor is gone: stopping")
+            self.stop.set()
+            asyncio.get_running_loop().remove_reader(self.channel.sock.fileno())
+            return
+        for message in messages:
+            if isinstance(message, Ping):
+                self.channel.send(Pong(message.seq))
+            elif isinstance(message, Reload):
+                self._reload(message.settings)
+            elif isinstance(message, ReopenLogs):
+                self._reopen_logs(message)
+            elif isinstance(message, Retire):
+                self.retire.set()
+
+    def _reload(self, settings: Settings) -> None:
+        assert self.worker is not None
+        try:
+            # Blocking file reads on the loop, once per SIGHUP: a few
+            # milliseconds against sessions that time out in seconds.
+            ssl_context = load_tls(settings.tls)
+            setup_logging(settings.config, worker=self.number)
+        except BlackholeError as exc:
+            log.error("cannot apply the new configuration: %s", exc)
+            self.channel.send(ReloadFailed(settings.generation, str(exc)))
+            return
+        self.worker.reload(settings.config, settings.mailname, ssl_context)
+        self.settings = settings
+        log.debug("new sessions use configuration generation %d", settings.generation)
+        self.channel.send(Reloaded(settings.generation))
+
+    def _reopen_logs(self, message: ReopenLogs) -> None:
+        try:
+            setup_logging(message.config, worker=self.number)
+        except BlackholeError as exc:
+            log.error("cannot reopen the log: %s", exc)
+
+
+def serve_worker(
+    spec: WorkerSpec,
+    sockets: Sequence[socket.socket],
+    channel: Channel,
+    early: EarlyStop,
+) -> int:
+    """Run a worker to the end; returns its exit code."""
+    set_title(f"blackhole: worker {spec.number}")
+    try:
+        setup_logging(spec.settings.config, worker=spec.number)
+        ssl_context = load_tls(spec.settings.tls)
+    except BlackholeError as exc:
+        channel.send(Failed(exc.exit_code, str(exc)))
+        return exc.exit_code
+    runner = Runner(spec, sockets, channel)
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as loop_runner:
+            return loop_runner.run(runner.run(ssl_context, early))
+    except Exception:
+        log.exception("worker %d failed", spec.number)
+        return EX_SOFTWARE
+
+
+def forked_main(spec: WorkerSpec, sockets: Sequence[socket.socket], control: socket.socket) -> int:
+    """Entry point in a child forked from the supervisor (signals blocked)."""
+    early = EarlyStop()
+    prepare_signals(early)
+    return serve_worker(spec, sockets, Channel(control), early)
+
+
+def spawned_main(control_fd: int) -> None:
+    """Entry point of a spawned worker (see ``BOOTSTRAP``)."""
+    early = EarlyStop()
+    prepare_signals(early)
+    control = socket.socket(fileno=control_fd)
+    reader = FrameReader()
+    messages: list[object] = []
+    control.settimeout(30.0)
+    while not messages:
+        data = control.recv(65536)
+        if not data:
+            sys.exit(EX_SOFTWARE)  # the supervisor went away before we started
+        messages = reader.feed(data)
+    start = messages[0]
+    if not isinstance(start, Start):
+        sys.exit(EX_SOFTWARE)
+    sockets = [socket.socket(fileno=fd) for fd in start.spec.fds]
+    # The supervisor sends nothing else before Ready, so nothing is lost here.
+    sys.exit(serve_worker(start.spec, sockets, Channel(control, reader), early))

@@ -1,0 +1,248 @@
+"""Signals to the real supervisor: TERM/INT drain, a second TERM, HUP reloads.
+
+Mid-DATA sessions are driven by hand with smtplib's low-level calls, so that
+a signal can arrive between two parts of one message.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import smtplib
+import socket
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.proctools import MailPump, send_mail, wait_until, workers
+from tests.serverproc import ServerProcess
+
+Factory = Callable[..., ServerProcess]
+WriteConfig = Callable[[str], Path]
+
+COMMON = "timeout = 10\nheartbeat_interval = 0.2\n"
+BASE = "listen = 127.0.0.1:0\n" + COMMON
+# RFC 3463: X.3.2 "system not accepting network messages" (we are stopping).
+SHUTDOWN = (421, "4.3.2")
+
+
+def open_transaction(port: int) -> smtplib.SMTP:
+    """A session in the middle of DATA: 354 received, half the message sent."""
+    client = smtplib.SMTP("127.0.0.1", port, timeout=10)
+    client.ehlo()
+    assert client.mail("a@example.com")[0] == 250
+    assert client.rcpt("b@example.com")[0] == 250
+    client.putcmd("data")
+    assert client.getreply()[0] == 354
+    client.send(b"Subject: in flight\r\n\r\nfirst half\r\n")
+    return client
+
+
+def finish_transaction(client: smtplib.SMTP) -> tuple[int, bytes]:
+    client.send(b"second half\r\n.\r\n")
+    return client.getreply()
+
+
+def refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def final_reply(port: int) -> int:
+    """The code of the final reply to a whole message (mode decides it)."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo()
+        client.mail("a@example.com")
+        client.rcpt("b@example.com")
+        return client.data(b"Subject: t\r\n\r\nhi\r\n")[0]
+
+
+# --- TERM / INT ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_stop_lets_the_message_in_flight_finish_and_tells_idle_sessions(
+    server_factory: Factory, write_config: WriteConfig, signum: int
+) -> None:
+    # One worker, so that both sessions are on the one that is stopping.
+    server = server_factory(write_config(BASE + "workers = 1\ngrace_period = 20\n"))
+    port = server.port()
+    busy = open_transaction(port)
+    idle = smtplib.SMTP("127.0.0.1", port, timeout=10)
+    idle.ehlo()
+    server.proc.send_signal(signum)
+    code, text = idle.getreply()  # unsolicited: idle sessions are told at once
+    assert (code, text[:5].decode()) == SHUTDOWN
+    wait_until(lambda: refused(port), what="the port to stop accepting")
+    assert finish_transaction(busy)[0] == 250  # the message in flight was taken
+    code, text = busy.getreply()  # and then the session is closed politely
+    assert (code, text[:5].decode()) == SHUTDOWN
+    assert server.proc.wait(15) == 0
+    name = signal.Signals(signum).name
+    assert f"{name}: stopping; sessions in flight have up to 20s" in server.text()
+
+
+def test_second_term_during_the_grace_period_stops_at_once(
+    server_factory: Factory, write_config: WriteConfig
+) -> None:
+    server = server_factory(write_config(BASE + "workers = 2\ngrace_period = 600\n"))
+    busy = open_transaction(server.port())
+    server.proc.send_signal(signal.SIGTERM)
+    server.wait_for("SIGTERM: stopping")
+    server.proc.send_signal(signal.SIGTERM)
+    # Far below the 600 s of grace: the second signal cut it short.
+    assert server.proc.wait(15) == 0
+    assert "SIGTERM again: stopping now" in server.text()
+    busy.close()
+
+
+# --- HUP ------------------------------------------------------------------------------
+
+
+def test_hup_applies_a_new_mode_to_new_sessions_without_refusing_any(
+    server_factory: Factory, write_config: WriteConfig
+) -> None:
+    config = write_config(BASE + "workers = 2\nmode = accept\n")
+    server = server_factory(config)
+    port = server.port()
+    before = workers(server.pid)
+    in_flight = open_transaction(port)
+    with MailPump(port) as pump:
+        wait_until(lambda: pump.count() >= 2, what="mail flowing")
+        config.write_text(BASE + "workers = 2\nmode = bounce\n")
+        server.proc.send_signal(signal.SIGHUP)
+        server.wait_for(r"configuration reloaded \(generation 2\).*mode bounce")
+        wait_until(lambda: pump.count("bounced") >= 3, what="new sessions bounced")
+    assert final_reply(port) >= 400
+    # The session that started before the reload ends under the old mode.
+    assert finish_transaction(in_flight)[0] == 250
+    in_flight.quit()
+    assert pump.count("refused") == 0
+    assert set(pump.results) <= {"ok", "bounced"}, pump.results
+    assert workers(server.pid) == before  # applied in place: no restart
+    assert server.stop() == 0
+
+
+def test_hup_with_a_broken_config_keeps_the_old_one(
+    server_factory: Factory, write_config: WriteConfig
+) -> None:
+    config = write_config(BASE + "workers = 1\n")
+    server = server_factory(config)
+    config.write_text(BASE + "workers = 1\nmode = loud\n")
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for(r"reload refused: .*blackhole.conf:5: mode must be one of")
+    server.wait_for("still serving with the previous configuration")
+    assert final_reply(server.port()) == 250
+    assert server.stop() == 0
+
+
+def test_hup_with_a_new_listener_binds_it_and_keeps_the_old_port(
+    server_factory: Factory, write_config: WriteConfig
+) -> None:
+    config = write_config(BASE + "workers = 2\n")
+    server = server_factory(config)
+    port = server.port()
+    with MailPump(port) as pump:
+        wait_until(lambda: pump.count() >= 2, what="mail flowing")
+        config.write_text(COMMON + "workers = 2\nlisten = 127.0.0.1:0, 127.0.0.1:0 mode=bounce\n")
+        server.proc.send_signal(signal.SIGHUP)
+        line = server.wait_for(r"configuration reloaded \(generation 2\)")
+        sent = pump.count()
+        wait_until(lambda: pump.count() >= sent + 3, what="mail after the reload")
+    ports = [int(p) for p in re.findall(r"smtp://127\.0\.0\.1:(\d+)", line)]
+    assert ports[0] == port and len(ports) == 2
+    assert final_reply(ports[1]) >= 400  # the new listener has its own flags
+    assert final_reply(port) == 250
+    assert pump.count("refused") == 0
+    assert set(pump.results) == {"ok"}, pump.results
+    assert server.stop() == 0
+
+
+def _certificate(directory: Path, name: str) -> tuple[Path, Path, bytes]:
+    import datetime
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    der = cert.public_bytes(serialization.Encoding.DER)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path, der
+
+
+def _served_certificate(port: int) -> bytes:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return der
+
+
+def test_hup_rereads_the_certificate(
+    server_factory: Factory, write_config: WriteConfig, tmp_path: Path
+) -> None:
+    cert, key, first = _certificate(tmp_path, "first.test")
+    text = BASE + f"workers = 2\ntls_listen = 127.0.0.1:0\ntls_cert = {cert}\ntls_key = {key}\n"
+    server = server_factory(write_config(text))
+    port = server.port("smtps")
+    assert _served_certificate(port) == first
+    _cert, _key, second = _certificate(tmp_path, "second.test")  # same paths, new pair
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for(r"configuration reloaded \(generation 2\)")
+    assert all(_served_certificate(port) == second for _ in range(4))  # every worker
+    assert server.stop() == 0
+
+
+def test_hup_reopens_the_log_file_for_logrotate(
+    server_factory: Factory, write_config: WriteConfig, tmp_path: Path
+) -> None:
+    log = tmp_path / "blackhole.log"
+    config = write_config(BASE + f"workers = 1\nlog_file = {log}\nlog_format = json\n")
+    server = server_factory(config, "-d", ready=False)
+    wait_until(lambda: log.exists() and "listening on" in log.read_text(), what="start-up line")
+    log.rename(tmp_path / "blackhole.log.1")  # what logrotate does
+    server.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: log.exists() and "configuration reloaded" in log.read_text(), what="reopen")
+    found = re.search(r"smtp://127\.0\.0\.1:(\d+)", (tmp_path / "blackhole.log.1").read_text())
+    assert found is not None
+    port = int(found.group(1))
+    assert send_mail(port) == {}
+    # The worker writes to the new file too, and says which worker it is.
+    entries = wait_until(
+        lambda: [e for e in map(json.loads, log.read_text().splitlines()) if e.get("worker")],
+        what="a worker's line in the new file",
+    )
+    assert {entry["worker"] for entry in entries} == {1}
+    assert server.stop() == 0
