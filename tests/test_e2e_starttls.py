@@ -345,6 +345,23 @@ def test_garbage_instead_of_client_hello_closes_quietly(
     assert " ERROR " not in log and "internal error" not in log, log
 
 
+def test_silent_client_during_handshake_is_dropped(
+    server_factory: Factory, write_config: WriteConfig, cert_pair: tuple[Path, Path]
+) -> None:
+    # A client that asks for TLS and then never sends a ClientHello costs a
+    # connection for `timeout` seconds at most, on both kinds of listener.
+    server = start(server_factory, write_config, cert_pair, "timeout = 1\n")
+    with Smtp.connect(server.port("smtp")) as c:
+        c.ehlo()
+        c.expect("STARTTLS", 220)
+        assert c.closed(timeout=15), "a silent STARTTLS client was kept open"
+    with _connect(server.port("smtps")) as sock:
+        assert _closed(sock, timeout=15), "a silent SMTPS client was kept open"
+    with smtplib.SMTP(HOST, server.port("smtp"), timeout=10) as client:
+        client.starttls(context=insecure_context())
+        assert client.noop()[0] == 250
+
+
 def test_smtps_plaintext_client_is_closed_at_once(server: ServerProcess) -> None:
     # Plaintext sent to the SMTPS port as soon as the connection is up: the
     # server must see it as a failed handshake, not wait out the timeout.

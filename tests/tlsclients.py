@@ -325,7 +325,7 @@ def start(
     listen: str = "listen = 127.0.0.1:0\ntls_listen = 127.0.0.1:0\n",
 ) -> ServerProcess:
     """A server with one plain (STARTTLS) and one SMTPS listener, plus ``extra`` config."""
-    text = listen + "timeout = 20\n"
+    text = listen + ("" if "timeout" in extra else "timeout = 20\n")
     if cert_pair is not None:
         text += f"tls_cert = {cert_pair[0]}\ntls_key = {cert_pair[1]}\n"
     return server_factory(write_config(text + extra), *args)
