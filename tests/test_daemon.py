@@ -6,6 +6,7 @@ to learn that the server is up.
 
 from __future__ import annotations
 
+import configparser
 import os
 import re
 import signal
@@ -129,3 +130,16 @@ def test_systemd_is_told_when_the_server_is_ready_and_stopping(
         server.proc.send_signal(signal.SIGTERM)
         assert notify.recv(4096) == b"STOPPING=1"
         assert server.proc.wait(15) == 0
+
+
+def test_the_shipped_systemd_unit_fits_the_server() -> None:
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(Path(__file__).resolve().parent.parent / "contrib" / "blackhole.service")
+    service = unit["Service"]
+    assert service["Type"] == "notify"  # the supervisor sends READY=1 (tested above)
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert service["KillMode"] == "mixed"  # TERM to the supervisor, which drains
+    assert " -b" not in service["ExecStart"]  # foreground under systemd
+    assert int(service["TimeoutStopSec"]) > 30  # above the default grace_period
+    assert set(service["RestartPreventExitStatus"].split()) == {"64", "77"}

@@ -246,3 +246,22 @@ def test_hup_reopens_the_log_file_for_logrotate(
     )
     assert {entry["worker"] for entry in entries} == {1}
     assert server.stop() == 0
+
+
+def test_hup_changes_the_number_of_workers(
+    server_factory: Factory, write_config: WriteConfig
+) -> None:
+    config = write_config(BASE + "workers = 1\n")
+    server = server_factory(config)
+    first = wait_until(lambda: workers(server.pid), what="worker 1")
+    config.write_text(BASE + "workers = 3\n")
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for(r"configuration reloaded \(generation 2\).*; 3 workers")
+    grown = wait_until(lambda: len(w := workers(server.pid)) == 3 and w, what="3 workers")
+    assert grown[1] == first[1]  # the one that was there stays
+    config.write_text(BASE + "workers = 2\n")
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for(r"configuration reloaded \(generation 3\).*; 2 workers")
+    wait_until(lambda: workers(server.pid) == {1: grown[1], 2: grown[2]}, what="worker 3 gone")
+    assert send_mail(server.port()) == {}
+    assert server.stop() == 0

@@ -10,7 +10,12 @@
 
 Calling ``setup_logging`` again replaces the handler it installed before (and
 only that one), so a worker can re-run it after fork and a reload can re-run it
-with a new config.
+with a new config. That is also how the log file is reopened on SIGHUP, after
+logrotate has moved it away: the supervisor and every worker call it again
+(each process has its own handle, opened in append mode, so lines from several
+processes never overwrite each other). The new file is opened before the old
+handler is closed: if it cannot be opened, ``ConfigError`` is raised and the
+old handler keeps logging.
 """
 
 from __future__ import annotations
