@@ -227,7 +227,12 @@ def test_self_signed_default_certificate(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout or ()], daemon=True).start()
+
+    def pump() -> None:
+        for line in proc.stdout or ():
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     server = ServerProcess(proc, lines)
     try:
         ready = server.wait_for("listening on", timeout=20)
