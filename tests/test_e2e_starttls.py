@@ -207,6 +207,17 @@ def test_starttls_on_smtps_is_503(server: ServerProcess) -> None:
         c.expect("NOOP", 250)
 
 
+# Run inside a fresh network namespace: bring its loopback up (SIOCGIFFLAGS,
+# SIOCSIFFLAGS with IFF_UP; no iproute2 needed), then become `blackhole -d`.
+_LO_UP_THEN_BLACKHOLE = """
+import fcntl, os, socket, struct, sys
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    flags = struct.unpack("16sH", fcntl.ioctl(s, 0x8913, struct.pack("16sH", b"lo", 0)))[1]
+    fcntl.ioctl(s, 0x8914, struct.pack("16sH", b"lo", flags | 1))
+os.execv(sys.executable, [sys.executable, "-m", "blackhole", "-d"])
+"""
+
+
 def test_self_signed_default_certificate(tmp_path: Path) -> None:
     """No config file: STARTTLS and SMTPS on a certificate made at start-up.
 
@@ -215,11 +226,7 @@ def test_self_signed_default_certificate(tmp_path: Path) -> None:
     else on the machine, however the tests are run.
     """
     proc = subprocess.Popen(
-        [
-            *("unshare", "--net", "--", "sh", "-c"),
-            'ip link set lo up && exec "$0" -m blackhole -d',
-            sys.executable,
-        ],
+        ["unshare", "--net", "--", sys.executable, "-c", _LO_UP_THEN_BLACKHOLE],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
