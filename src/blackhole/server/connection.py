@@ -24,16 +24,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("blackhole.session")
 
+# Flow control. Input goes to the core at most this many bytes at a time, and
+# not at all while the transport's write buffer is over its high-water mark
+# (pause_writing) or an answer is delayed: the rest of the read is held back
+# and reading stops. A client that pipelines commands and never reads the
+# replies once made the server buffer them without end (20 MB of "EXPN all"
+# became 1 GB of replies). The wordiest command, "EXPN all", makes 64 times its
+# size in reply, so one slice adds at most about 512 KiB past the mark.
+_SLICE = 8192
+
 
 class SMTPProtocol(asyncio.Protocol):
     """Glue between a transport and an ``SMTPConnection``."""
 
     __slots__ = (
+        "_backlog",
         "_closing",
         "_delay",
         "_early",
         "_last",
         "_timer",
+        "_unsent",
+        "_write_paused",
         "core",
         "ctx",
         "loop",
@@ -53,6 +65,9 @@ class SMTPProtocol(asyncio.Protocol):
         self._delay: asyncio.TimerHandle | None = None
         self._last = 0.0
         self._closing = False
+        self._write_paused = False
+        self._unsent = 0  # write buffer size at the last idle check
+        self._backlog = b""  # input read but not yet given to the core
         # SMTPS only: bytes read before start_tls() took over the transport.
         self._early: bytearray | None = None
 
@@ -99,9 +114,27 @@ class SMTPProtocol(asyncio.Protocol):
             # command line that never ends are neither: a slowloris trickling
             # one byte at a time must still reach the idle timeout.
             self._last = self.loop.time()
+        if self._backlog:
+            self._backlog += data  # reading is paused; this is only a safety net
+            return
         try:
-            core.receive_data(data)
-            self._pump(core)
+            if len(data) <= _SLICE and not self._write_paused and self._delay is None:
+                core.receive_data(data)
+                self._pump(core)
+            else:
+                self._feed(core, data)
+        except Exception:
+            self._internal_error()
+
+    def pause_writing(self) -> None:
+        # The client is not reading its replies as fast as it sends commands.
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._last = self.loop.time()  # the client is reading: not idle
+        try:
+            self._continue()
         except Exception:
             self._internal_error()
 
@@ -198,10 +231,38 @@ class SMTPProtocol(asyncio.Protocol):
         try:
             core.send(reply)
             self._pump(core)
-            if not self._closing:
-                self.transport.resume_reading()
+            self._continue()
         except Exception:
             self._internal_error()
+
+    def _feed(self, core: SMTPConnection, data: bytes) -> None:
+        """Give ``data`` to the core a slice at a time; hold the rest back when
+        the client is behind on reading replies or an answer is delayed."""
+        for start in range(0, len(data), _SLICE):
+            if self.core is core and (self._write_paused or self._delay is not None):
+                self._backlog = data[start:]
+                assert self.transport is not None
+                self.transport.pause_reading()
+                return
+            # After STARTTLS (self.core is None) the core still gets the rest:
+            # it counts and drops plaintext sent behind the command.
+            core.receive_data(data[start : start + _SLICE])
+            self._pump(core)
+
+    def _continue(self) -> None:
+        """Feed held-back input and read again, once nothing holds input back."""
+        core = self.core
+        transport = self.transport
+        if core is None or transport is None or self._closing:
+            return  # closed, or in a TLS handshake (start_tls resumes reading)
+        if self._write_paused or self._delay is not None:
+            return
+        backlog, self._backlog = self._backlog, b""
+        if backlog:
+            self._feed(core, backlog)
+        held = self._backlog or self._write_paused or self._delay is not None
+        if self.core is core and not self._closing and not held:
+            transport.resume_reading()
 
     def _hand_over_early_bytes(self) -> None:
         """Give the SMTPS bytes read before start_tls() to its SSL protocol.
@@ -284,16 +345,25 @@ class SMTPProtocol(asyncio.Protocol):
         # One timer per session, re-armed lazily: data_received only stamps
         # the time, which is far cheaper than rescheduling on every read.
         self._timer = None
-        if self._closing:
-            return
         now = self.loop.time()
         deadline = self._last + self.ctx.timeout
+        if self._closing:
+            # Closed (connection_lost cancels this timer), but the last
+            # replies have not drained: a client that stopped reading would
+            # hold the connection and its buffer for ever. A whole timeout
+            # without progress, and they are dropped.
+            if now < deadline:
+                self._arm_timer()
+            elif self.transport is not None:
+                self.transport.abort()
+            return
         core = self.core
         if now < deadline:
             self._arm_timer()
             return
-        if core is not None and core.waiting:
-            # The client is waiting for our (delayed) answer, not idle.
+        if core is not None and (core.waiting or self._replies_moving()):
+            # The client is waiting for our (delayed) answer, or still reading
+            # replies we have not finished sending: it is not idle.
             self._last = now
             self._arm_timer()
             return
@@ -305,6 +375,19 @@ class SMTPProtocol(asyncio.Protocol):
         self.server.stats.timeouts += 1
         core.timeout()
         self._pump(core)
+
+    def _replies_moving(self) -> bool:
+        """True if the write buffer changed since the last idle check.
+
+        A client that pipelined many commands may take longer than the
+        timeout to read the replies; it is busy, not idle. One that has
+        stopped reading leaves the buffer as it was, and times out.
+        """
+        assert self.transport is not None
+        unsent = self.transport.get_write_buffer_size()
+        moving = unsent > 0 and unsent != self._unsent
+        self._unsent = unsent
+        return moving
 
     def shutdown(self) -> None:
         """Server stopping: 421 now if idle, else after the current transaction."""
@@ -322,6 +405,9 @@ class SMTPProtocol(asyncio.Protocol):
 
     def _close(self) -> None:
         self._closing = True
+        self._last = self.loop.time()  # the flush gets a whole timeout (_check_idle)
+        if self._timer is None:
+            self._arm_timer()  # closing from _check_idle itself: it did not re-arm
         if self._delay is not None:
             self._delay.cancel()
         if self.transport is not None:
