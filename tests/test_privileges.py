@@ -114,12 +114,13 @@ def test_supervisor_and_workers_run_as_nobody_with_no_root_group(
     root_only = tmp_path / "root-only-key.pem"
     root_only.write_bytes(key.read_bytes())
     root_only.chmod(0o600)  # as /etc/ssl/private keys are: the workers read a copy
-    server = server_factory(
-        write_config(
-            BASE + "workers = 2\nuser = nobody\ntls_listen = 127.0.0.1:0\n"
-            f"tls_cert = {cert}\ntls_key = {root_only}\n"
-        )
+    text = (
+        BASE + "workers = 2\nuser = nobody\ntls_listen = 127.0.0.1:0\n"
+        f"tls_cert = {cert}\ntls_key = {root_only}\n"
     )
+    # The config is in a directory only root may enter (pytest's tmp_path).
+    config = write_config(text)
+    server = server_factory(config)
     found = wait_until(lambda: len(w := workers(server.pid)) == 2 and w, what="2 workers")
     uid, gid = NOBODY.pw_uid, NOBODY.pw_gid
     expected_groups = sorted(set(os.getgrouplist("nobody", gid)))
@@ -129,6 +130,10 @@ def test_supervisor_and_workers_run_as_nobody_with_no_root_group(
         assert sorted(groups) == expected_groups
         assert 0 not in groups
     assert "running as user nobody" in server.text()
+    # Only the supervisor keeps anything of root: two narrow capabilities.
+    assert int(status(server.pid)["CapEff"], 16) == (1 << 2) | (1 << 10)
+    for pid in found.values():
+        assert int(status(pid)["CapPrm"], 16) == int(status(pid)["CapEff"], 16) == 0
     # Mail flows, over TLS too, with the key only root could read.
     context = ssl.create_default_context(cafile=str(cert))
     with smtplib.SMTP_SSL("localhost", server.port("smtps"), context=context, timeout=10) as c:
@@ -139,6 +144,16 @@ def test_supervisor_and_workers_run_as_nobody_with_no_root_group(
         lambda: (p := workers(server.pid).get(1)) not in (None, found[1]) and p, what="worker 1"
     )
     assert ids(new)[0] == [uid] * 4
+    assert int(status(new)["CapPrm"], 16) == 0  # forked or spawned: no capability
+    # SIGHUP re-reads the root-only config and key as the unprivileged supervisor.
+    config.write_text(text + "mode = bounce\n")
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for(r"configuration reloaded \(generation 2\).*mode bounce")
+    with smtplib.SMTP_SSL("localhost", server.port("smtps"), context=context, timeout=10) as c:
+        c.ehlo()
+        c.mail("a@example.com")
+        c.rcpt("b@example.com")
+        assert c.data(b"Subject: t\r\n\r\nhi\r\n")[0] >= 400
     assert server.stop() == 0
 
 

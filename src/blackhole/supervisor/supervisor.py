@@ -38,6 +38,7 @@ from blackhole.observe.logs import setup_logging
 from blackhole.server.app import startup_line
 from blackhole.server.mailname import resolve_mailname
 from blackhole.server.sockets import bind_all
+from blackhole.supervisor import capabilities
 from blackhole.supervisor.daemon import Readiness
 from blackhole.supervisor.heartbeat import Backoff, Heartbeat
 from blackhole.supervisor.messages import (
@@ -200,18 +201,29 @@ class Supervisor:
 
     def _become(self, target: Target) -> None:
         assert self.tls_store is not None
-        # Files a reload reads must now be readable by this user: say so.
-        self._as_user = f" (files are read as user {target.name} now)"
         needs = _spawn_needs()  # while every path is still visible to us
         if os.geteuid() == 0:
-            self.tls_store.hand_over(target.uid, target.gid, target.name)
-        drop_privileges(target)
+            self.tls_store.hand_over(target.uid, target.gid)
+        kept = drop_privileges(target, keep=capabilities.KEPT)
+        if capabilities.CAP_DAC_READ_SEARCH not in kept:
+            # Files a reload reads must now be readable by this user: say so.
+            self._as_user = f" (files are read as user {target.name} now)"
+            self.tls_store.who = target.name
         if self.config.log_file is not None:
-            try:
-                setup_logging(self.config)  # the workers will open it as this user
-            except ConfigError as exc:
-                raise PermissionDenied(f"{exc} (as user {target.name})") from None
+            self._check_log_file(self.config.log_file, target.name)
         self.method = _start_method(needs, target.name)
+
+    def _check_log_file(self, path: str, who: str) -> None:
+        """The workers (no capabilities) append to the log file as ``who``."""
+        try:
+            setup_logging(self.config)
+        except ConfigError as exc:
+            raise PermissionDenied(f"{exc} (as user {who})") from None
+        # access(2) checks as the real user, without our capabilities: as a worker.
+        if not os.access(path, os.W_OK):
+            raise PermissionDenied(
+                f"log_file {path!r} cannot be opened: Permission denied (as user {who})"
+            )
 
     # --- the loop -------------------------------------------------------------------
 

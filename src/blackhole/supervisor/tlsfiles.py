@@ -56,7 +56,8 @@ class TLSStore:
         self._root: Path | None = None  # made when first needed: no TLS, no directory
         self._generation = 0
         self._self_signed: tuple[str, bytes, bytes] | None = None  # mailname, cert, key
-        self._who: str | None = None
+        # Set when files are read as an unprivileged user: named in errors.
+        self.who: str | None = None
         self._owner: tuple[int, int] | None = None
 
     @property
@@ -83,13 +84,13 @@ class TLSStore:
         if not tls_needed(config):
             return None
         if config.tls_cert is not None:
-            cert = _read(config.tls_cert, "certificate", self._who)
+            cert = _read(config.tls_cert, "certificate", self.who)
             key_path = config.tls_key or config.tls_cert
-            key = _read(key_path, "key", self._who)
+            key = _read(key_path, "key", self.who)
         else:
             cert, key = self._self_signed_pair(mailname)
         dhparams = (
-            _read(config.tls_dhparams, "dhparams", self._who)
+            _read(config.tls_dhparams, "dhparams", self.who)
             if config.tls_dhparams is not None
             else None
         )
@@ -129,9 +130,8 @@ class TLSStore:
             log.info("no tls_cert configured: using a self-signed certificate for %s", mailname)
         return self._self_signed[1], self._self_signed[2]
 
-    def hand_over(self, uid: int, gid: int, who: str) -> None:
+    def hand_over(self, uid: int, gid: int) -> None:
         """Give the directory to the user the server is about to become."""
-        self._who = who
         self._owner = (uid, gid)
         if self._root is None:
             return

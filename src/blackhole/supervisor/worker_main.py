@@ -28,6 +28,7 @@ from blackhole.errors import EX_OK, EX_SOFTWARE, BlackholeError
 from blackhole.observe.logs import setup_logging
 from blackhole.server.app import Worker, new_event_loop
 from blackhole.server.tls import build_server_context
+from blackhole.supervisor import capabilities
 from blackhole.supervisor.messages import (
     ChannelError,
     Failed,
@@ -233,6 +234,9 @@ def serve_worker(
     early: EarlyStop,
 ) -> int:
     """Run a worker to the end; returns its exit code."""
+    # A worker forked from the supervisor inherits its two capabilities: a
+    # process that talks to the network keeps none.
+    capabilities.clear()
     set_title(f"blackhole: worker {spec.number}")
     try:
         setup_logging(spec.settings.config, worker=spec.number)
