@@ -41,13 +41,15 @@ class UsageError(BlackholeError):
     exit_code = EX_USAGE
 
 
-class PermissionDenied(BlackholeError):
+# Named after the sysexits codes they map to (EX_NOPERM, EX_UNAVAILABLE), and
+# part of the CLI's contract, hence no "Error" suffix.
+class PermissionDenied(BlackholeError):  # noqa: N818
     """Binding a privileged port or switching user or group was refused."""
 
     exit_code = EX_NOPERM
 
 
-class Unavailable(BlackholeError):
+class Unavailable(BlackholeError):  # noqa: N818
     """An address is in use or cannot be bound, or the server is already running."""
 
     exit_code = EX_UNAVAILABLE
