@@ -8,6 +8,7 @@ answer to the last chunk and the sequencing rules.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -217,3 +218,22 @@ def test_bdat_inside_tls(server: ServerProcess) -> None:
         c.ehlo()
         c.mail_rcpt()
         assert _queued(_bdat(c, b"z" * 500, last=True))
+
+
+def test_delayed_answer_to_the_last_chunk(server: ServerProcess) -> None:
+    content = b"X-Blackhole-Delay: 0.3\r\nSubject: slow\r\n\r\nbody\r\n"
+    with Smtp.connect(server.port("smtp")) as c:
+        c.ehlo()
+        started = time.monotonic()
+        c.send(
+            b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
+            + b"BDAT %d LAST\r\n" % len(content)
+            + content
+            + b"MAIL FROM:<c@example.com>\r\nRCPT TO:<d@example.com>\r\nBDAT 0 LAST\r\n"
+        )
+        replies = c.replies(6)
+        assert [r.code for r in replies] == [250] * 6
+        assert _queued(replies[2]) and _queued(replies[5])
+        # The switch delayed that message's answer, and the pipelined
+        # transaction behind it was answered after it, in order.
+        assert time.monotonic() - started >= 0.3
