@@ -313,6 +313,36 @@ def test_slow_reader_gets_every_reply_in_order(server: ServerProcess) -> None:
         client.expect("QUIT", 221)
 
 
+def test_smtps_silent_and_stalled_handshakes_time_out(
+    server_factory: Factory, tmp_path: Path, cert_pair: tuple[Path, Path]
+) -> None:
+    cert, key = cert_pair
+    server = start(
+        server_factory,
+        tmp_path,
+        f"tls_listen = 127.0.0.1:0\ntls_cert = {cert}\ntls_key = {key}\ntimeout = 1\n",
+    )
+    port = server.port("smtps")
+    # A client that connects and says nothing, one that stops half-way
+    # through its ClientHello, and one that finishes the handshake and then
+    # idles: all three are let go after the timeout, none holds a slot.
+    silent = socket.create_connection(("127.0.0.1", port), timeout=10)
+    stalled = socket.create_connection(("127.0.0.1", port), timeout=10)
+    tls = ssl.create_default_context().wrap_bio(
+        ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(), server_hostname="localhost"
+    )
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    stalled.sendall(outgoing.read()[:20])
+    with Client.connect(port, tls=True) as idle:
+        assert str(idle.reply()).startswith("421 4.4.2")
+        assert idle.closed()
+    for sock in (silent, stalled):
+        with sock:
+            assert sock.recv(100) == b""  # closed, without a word in plaintext
+    assert_clean_log(server)
+
+
 def test_many_connections_burst(server: ServerProcess) -> None:
     # A load test opens hundreds of connections at once; none may be refused
     # or left without a greeting (the classic backlog of 100 dropped SYNs).

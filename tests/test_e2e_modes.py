@@ -220,13 +220,16 @@ def test_flags_follow_the_listener_even_on_wildcards(
         assert_bounce(reply)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_two_wildcard_listeners_keep_their_own_flags(
-    server_factory: Factory, tmp_path: Path
+    server_factory: Factory, tmp_path: Path, workers: int
 ) -> None:
     server = server_with(
-        server_factory, tmp_path, "listen = 0.0.0.0:0 mode=bounce, 0.0.0.0:0 mode=accept\n"
+        server_factory,
+        tmp_path,
+        f"listen = 0.0.0.0:0 mode=bounce, 0.0.0.0:0 mode=accept\nworkers = {workers}\n",
     )
-    for _ in range(2):
+    for _ in range(4):  # with two workers, both take some of these
         assert_bounce(send(server.port("smtp", 0))[0])
         assert queue_id(send(server.port("smtp", 1))[0])
 
