@@ -343,11 +343,14 @@ def test_auth_required_and_tls_only(
 # --- secrecy ------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_credentials_never_logged(
-    server_factory: Factory, write_config: WriteConfig, cert_pair: tuple[Path, Path]
+    server_factory: Factory, write_config: WriteConfig, cert_pair: tuple[Path, Path], workers: int
 ) -> None:
+    # With workers, sessions run in child processes whose log goes through the
+    # supervisor: the same guarantee must hold there.
     user, password = "zorro-user-7f3a", "Sw0rdf1sh-9e1c-secret"
-    server = start(server_factory, write_config, cert_pair, "", "-d")
+    server = start(server_factory, write_config, cert_pair, f"workers = {workers}\n", "-d")
     port = server.port("smtp")
     transports = (("smtp", ()), ("smtp", ("--tls",)), ("smtps", ("--tlsc",)))
     for mechanism, (scheme, tls) in zip(MECHANISMS, transports, strict=True):
