@@ -13,9 +13,14 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from blackhole.config.classic import reload_config
 from blackhole.config.model import Config, Listener
+from blackhole.observe.logs import setup_logging
 from blackhole.server.app import listener_keys
+from blackhole.server.mailname import resolve_mailname
 from blackhole.server.sockets import bind_listener
+from blackhole.supervisor.messages import Settings
+from blackhole.supervisor.tlsfiles import TLSStore
 
 log = logging.getLogger("blackhole.supervisor")
 
@@ -89,3 +94,34 @@ def close_all(sockets: Sequence[socket.socket]) -> None:
     for sock in sockets:
         with contextlib.suppress(OSError):
             sock.close()
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A reload that passed every check, ready to be committed."""
+
+    settings: Settings
+    rebound: Rebind
+
+
+def prepare(old: Settings, bound: Bound, tls_store: TLSStore) -> Prepared:
+    """Read and check everything a SIGHUP changes, committing nothing.
+
+    Re-reads the config file (keeping the command-line switches and the
+    settings fixed at start-up), the certificate files, the mail name if its
+    setting changed, binds new listeners and reopens the log. Raises a
+    ``BlackholeError`` (``ConfigError`` with every problem) if anything is
+    wrong; new sockets are closed again then.
+    """
+    config = keep_fixed(old.config, reload_config(old.config))
+    mailname = old.mailname
+    if config.mailname != old.config.mailname:
+        mailname = resolve_mailname(config.mailname)
+    tls = tls_store.prepare(config, mailname)
+    rebound = rebind(bound, config.listeners)
+    try:
+        setup_logging(config)  # reopens the log file: logrotate moved it
+    except BaseException:
+        rebound.abandon()
+        raise
+    return Prepared(Settings(config, mailname, tls, old.generation + 1), rebound)

@@ -17,28 +17,21 @@ config, certificates and log file and applies them to new sessions.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
 import select
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from types import FrameType
 
-import blackhole
-from blackhole.config.classic import reload_config
 from blackhole.config.model import Config
 from blackhole.errors import EX_OK, EX_SOFTWARE, BlackholeError, ConfigError, PermissionDenied
 from blackhole.observe.logs import setup_logging
 from blackhole.server.app import startup_line
 from blackhole.server.mailname import resolve_mailname
 from blackhole.server.sockets import bind_all
-from blackhole.supervisor import capabilities
 from blackhole.supervisor.daemon import Readiness
 from blackhole.supervisor.heartbeat import Backoff, Heartbeat
 from blackhole.supervisor.messages import (
@@ -56,7 +49,7 @@ from blackhole.supervisor.messages import (
 )
 from blackhole.supervisor.notify import sd_notify
 from blackhole.supervisor.pidfile import PidFile
-from blackhole.supervisor.privileges import Target, drop_privileges, resolve_target, warn_if_root
+from blackhole.supervisor.privileges import resolve_target, warn_if_root
 from blackhole.supervisor.process import (
     FORK,
     SPAWN,
@@ -65,14 +58,14 @@ from blackhole.supervisor.process import (
     fork_worker,
     spawn_worker,
 )
-from blackhole.supervisor.reload import Bound, close_all, keep_fixed, rebind
+from blackhole.supervisor.reload import Bound, close_all, prepare
+from blackhole.supervisor.signals import SignalQueue
+from blackhole.supervisor.startup import become
 from blackhole.supervisor.tlsfiles import TLSStore
 from blackhole.supervisor.worker_main import set_title
 
 log = logging.getLogger("blackhole.supervisor")
 
-# Set to "spawn" or "fork" to force how workers start (tests, odd installs).
-START_METHOD_ENV = "BLACKHOLE_WORKER_START"
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -116,33 +109,6 @@ class _State:
     reload_pending: int | None = None  # generation not yet acknowledged by all
 
 
-def _spawn_needs() -> list[tuple[str, int]]:
-    """What a spawned worker must be able to read: the interpreter and the code."""
-    needs = [(sys.executable, os.X_OK)]
-    package = str(Path(blackhole.__file__).resolve().parent)
-    for entry in [*sys.path, package]:
-        if entry and Path(entry).is_dir():
-            needs.append((entry, os.R_OK | os.X_OK))
-    return needs
-
-
-def _start_method(needs: list[tuple[str, int]], who: str) -> str:
-    forced = os.environ.get(START_METHOD_ENV, "")
-    if forced in (SPAWN, FORK):
-        return forced
-    for path, mode in needs:
-        if not os.access(path, mode):
-            # A Python installed under /root, say. Forking is safe here: the
-            # supervisor runs no event loop and no thread.
-            log.info(
-                "user %s cannot read %s: workers are forked from the supervisor, not spawned",
-                who,
-                path,
-            )
-            return FORK
-    return SPAWN
-
-
 class Supervisor:
     def __init__(
         self, config: Config, readiness: Readiness | None = None, timing: Timing | None = None
@@ -159,9 +125,7 @@ class Supervisor:
         self.method = SPAWN
         self.pidfile: PidFile | None = None
         self.tls_store: TLSStore | None = None
-        self._pending: list[int] = []
-        self._wake: tuple[int, int] | None = None
-        self._old_handlers: dict[int, object] = {}
+        self.signals = SignalQueue((*_STOP_SIGNALS, signal.SIGHUP))
         self._as_user = ""
 
     # --- the whole life ---------------------------------------------------------------
@@ -169,7 +133,7 @@ class Supervisor:
     def run(self) -> int:
         """Start, supervise until stopped; returns the exit code (0 on a clean stop)."""
         set_title("blackhole: master")
-        self._install_signals()
+        self.signals.install()
         try:
             self._start_up()
             return self._loop()
@@ -180,7 +144,7 @@ class Supervisor:
                 self.tls_store.cleanup()
             if self.pidfile is not None:
                 self.pidfile.release()
-            self._restore_signals()
+            self.signals.restore()
 
     def _start_up(self) -> None:
         config = self.config
@@ -193,37 +157,15 @@ class Supervisor:
         tls = self.tls_store.prepare(config, mailname)
         self.bound = bind_all(config.listeners)
         if target is not None:
-            self._become(target)
+            became = become(target, config, self.tls_store)
+            self.method = became.method
+            if not became.reads_anything:
+                # Files a reload reads must now be readable by this user: say so.
+                self._as_user = f" (files are read as user {target.name} now)"
         warn_if_root(config.user)  # only once it is sure to run: not before a failed bind
         self.settings = Settings(config, mailname, tls, generation=1)
         for number in range(1, config.workers + 1):
             self._add_slot(number)
-
-    def _become(self, target: Target) -> None:
-        assert self.tls_store is not None
-        needs = _spawn_needs()  # while every path is still visible to us
-        if os.geteuid() == 0:
-            self.tls_store.hand_over(target.uid, target.gid)
-        kept = drop_privileges(target, keep=capabilities.KEPT)
-        if capabilities.CAP_DAC_READ_SEARCH not in kept:
-            # Files a reload reads must now be readable by this user: say so.
-            self._as_user = f" (files are read as user {target.name} now)"
-            self.tls_store.who = target.name
-        if self.config.log_file is not None:
-            self._check_log_file(self.config.log_file, target.name)
-        self.method = _start_method(needs, target.name)
-
-    def _check_log_file(self, path: str, who: str) -> None:
-        """The workers (no capabilities) append to the log file as ``who``."""
-        try:
-            setup_logging(self.config)
-        except ConfigError as exc:
-            raise PermissionDenied(f"{exc} (as user {who})") from None
-        # access(2) checks as the real user, without our capabilities: as a worker.
-        if not os.access(path, os.W_OK):
-            raise PermissionDenied(
-                f"log_file {path!r} cannot be opened: Permission denied (as user {who})"
-            )
 
     # --- the loop -------------------------------------------------------------------
 
@@ -246,8 +188,7 @@ class Supervisor:
 
     def _wait(self) -> None:
         poller = select.poll()
-        assert self._wake is not None
-        handlers: dict[int, Callable[[], None]] = {self._wake[0]: self._drain_wake}
+        handlers: dict[int, Callable[[], None]] = {self.signals.read_fd: self.signals.drain}
         for process in list(self._processes()):
             handlers[process.sentinel] = functools.partial(self._exited, process)
             if process.control is not None:
@@ -325,8 +266,7 @@ class Supervisor:
 
     def _supervisor_fds(self) -> list[int]:
         fds = [fd for process in self._processes() for fd in process.fds()]
-        if self._wake is not None:
-            fds.extend(self._wake)
+        fds.extend(self.signals.fds())
         if self.readiness.fd is not None:
             fds.append(self.readiness.fd)
         return fds
@@ -403,6 +343,8 @@ class Supervisor:
     def _ready(self, slot: Slot) -> None:
         assert slot.process is not None and self.settings is not None
         slot.ready = True
+        if self.state.stopping:
+            return  # it got SIGTERM already; nothing to announce any more
         if slot.predecessor is not None:
             self._retire(slot.predecessor)
             slot.predecessor = None
@@ -487,39 +429,8 @@ class Supervisor:
 
     # --- signals ---------------------------------------------------------------------
 
-    def _install_signals(self) -> None:
-        read_fd, write_fd = os.pipe()
-        os.set_blocking(read_fd, False)
-        os.set_blocking(write_fd, False)
-        self._wake = (read_fd, write_fd)
-        # The handler only records; the loop acts. The wakeup fd makes poll()
-        # return at once however the signal interrupted it.
-        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        for signum in (*_STOP_SIGNALS, signal.SIGHUP):
-            self._old_handlers[signum] = signal.signal(signum, self._on_signal)
-
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        self._pending.append(signum)
-
-    def _drain_wake(self) -> None:
-        assert self._wake is not None
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._wake[0], 512):
-                pass
-
-    def _restore_signals(self) -> None:
-        signal.set_wakeup_fd(-1)
-        for signum, handler in self._old_handlers.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
-        if self._wake is not None:
-            close_fds = self._wake
-            self._wake = None
-            for fd in close_fds:
-                os.close(fd)
-
     def _handle_signals(self) -> None:
-        while self._pending:
-            signum = self._pending.pop(0)
+        for signum in self.signals.take():
             name = signal.Signals(signum).name
             if signum == signal.SIGHUP:
                 if not self.state.stopping:
@@ -579,18 +490,9 @@ class Supervisor:
             self._broadcast(ReopenLogs(old.config))
             return
         log.info("SIGHUP: reloading %s", source)
-        rebound = None
         try:
-            config = keep_fixed(old.config, reload_config(old.config))
-            mailname = old.mailname
-            if config.mailname != old.config.mailname:
-                mailname = resolve_mailname(config.mailname)
-            tls = self.tls_store.prepare(config, mailname)
-            rebound = rebind(self.bound, config.listeners)
-            setup_logging(config)
+            prepared = prepare(old, self.bound, self.tls_store)
         except BlackholeError as exc:
-            if rebound is not None:
-                rebound.abandon()
             problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
             for problem in problems:
                 log.error("reload refused: %s", problem)
@@ -598,7 +500,9 @@ class Supervisor:
             self._reopen_logs(old.config)
             self._broadcast(ReopenLogs(old.config))
             return
-        self.settings = Settings(config, mailname, tls, old.generation + 1)
+        self.settings = prepared.settings
+        config = prepared.settings.config
+        rebound = prepared.rebound
         self.state.reload_pending = self.settings.generation
         self.bound = rebound.bound
         close_all(rebound.removed)
