@@ -190,3 +190,19 @@ def test_root_without_user_is_warned_about(
     server = server_factory(write_config(BASE))
     assert "WARNING blackhole.supervisor.privileges: running as root" in server.text()
     assert server.stop() == 0
+
+
+@as_root
+def test_pidfile_the_user_cannot_remove_is_stale_and_harmless(
+    server_factory: Factory, write_config: WriteConfig, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "bh.pid"  # in a directory only root may write
+    config = write_config(BASE + f"user = nobody\npidfile = {pidfile}\n")
+    first = server_factory(config)
+    assert pidfile.read_text() == f"{first.pid}\n"
+    first.wait_for("user nobody cannot write .*: the pidfile will stay behind at exit")
+    assert first.stop() == 0
+    assert pidfile.read_text() == f"{first.pid}\n"  # left behind, as announced
+    second = server_factory(config)  # and it does not block the next start
+    assert pidfile.read_text() == f"{second.pid}\n"
+    assert second.stop() == 0

@@ -100,6 +100,11 @@ class PidFile:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
+    def removable(self) -> bool:
+        """Can this process remove the file at exit (after a privilege drop)?"""
+        # access(2) as the real user: the directory must be writable and searchable.
+        return os.access(self.path.parent, os.W_OK | os.X_OK)
+
     def release(self) -> None:
         """Remove the file if it still holds our pid (a newer server may own it now)."""
         if not self.acquired:

@@ -162,6 +162,13 @@ class Supervisor:
             if not became.reads_anything:
                 # Files a reload reads must now be readable by this user: say so.
                 self._as_user = f" (files are read as user {target.name} now)"
+            if self.pidfile is not None and not self.pidfile.removable():
+                log.warning(
+                    "user %s cannot write %s: the pidfile will stay behind at exit (harmless: "
+                    "a stale pidfile does not block a start); use a directory it owns",
+                    target.name,
+                    self.pidfile.path.parent,
+                )
         warn_if_root(config.user)  # only once it is sure to run: not before a failed bind
         self.settings = Settings(config, mailname, tls, generation=1)
         for number in range(1, config.workers + 1):
