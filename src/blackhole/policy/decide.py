@@ -51,12 +51,18 @@ class Policy:
         """(final reply, delay in seconds) for one message."""
         mode = defaults.listener_mode
         if mode is None:
-            switched = parse_mode(header_mode) if defaults.dynamic_switch else None
+            switched = None
+            if header_mode is not None and defaults.dynamic_switch:
+                switched = parse_mode(header_mode)
             mode = switched or defaults.mode
         delay = defaults.listener_delay
         if delay is None:
-            switched_delay = parse_delay(header_delay) if defaults.dynamic_switch else None
+            switched_delay = None
+            if header_delay is not None and defaults.dynamic_switch:
+                switched_delay = parse_delay(header_delay)
             delay = switched_delay or defaults.delay
+        if delay is None and mode is Mode.ACCEPT:
+            return queued(self.queue_id()), 0.0  # the common case, kept short
         return self.reply_for(mode), self.seconds(delay)
 
     def reply_for(self, mode: Mode) -> Reply:

@@ -86,6 +86,20 @@ class SMTPConnection:
             elif mode is _Mode.TLS:
                 self.discarded_after_starttls += len(data)
             return
+        if (
+            mode is _Mode.COMMAND
+            and not self._in
+            and not self._overlong
+            and len(data) <= MAX_AUTH_LINE
+            and data.find(b"\n") == len(data) - 1
+        ):
+            # The common case without pipelining: exactly one whole command
+            # line. Same result as the general path below, minus the copies
+            # into and out of the input buffer.
+            self._line(data[:-2] if data.endswith(b"\r\n") else data[:-1])
+            if self._draining:
+                self._drain_if_idle()
+            return
         self._in += data
         self._process()
 
@@ -200,9 +214,15 @@ class SMTPConnection:
                 self._line(line)
             else:
                 return
-            if self._draining and not self.in_transaction and self._mode < _Mode.WAITING:
-                self._close(R.R421_SHUTDOWN, "shutdown")
+            if self._draining and self._drain_if_idle():
                 return
+
+    def _drain_if_idle(self) -> bool:
+        """Shutting down: close once no transaction is open; True if closed."""
+        if self.in_transaction or self._mode >= _Mode.WAITING:
+            return False
+        self._close(R.R421_SHUTDOWN, "shutdown")
+        return True
 
     def _line(self, raw: bytes) -> None:
         try:

@@ -8,6 +8,8 @@ nothing here loops over lines in Python on the hot path.
 
 from __future__ import annotations
 
+import re
+
 from blackhole.protocol.limits import MAX_HEADER_SCAN, MAX_TEXT_LINE
 
 # RFC 5321 section 4.1.1.4: the content ends with <CRLF>.<CRLF>, and only that:
@@ -21,6 +23,9 @@ _KEEP = len(TERMINATOR) - 1
 # front by the client; every "<CRLF>." inside the content is one stuffed dot.
 _STUFFED = b"\r\n."
 DATA_PREFIX = b"\r\n"
+
+
+_SWITCH_RE = re.compile(rb"x-blackhole-", re.IGNORECASE)
 
 
 class HeaderScanner:
@@ -75,9 +80,9 @@ class HeaderScanner:
 
     def switches(self) -> tuple[str | None, str | None]:
         """(X-Blackhole-Mode, X-Blackhole-Delay) raw values; the last one wins."""
-        buf = bytes(self._buf)
-        if b"x-blackhole-" not in buf.lower():
+        if _SWITCH_RE.search(self._buf) is None:  # no copy for the common case
             return None, None
+        buf = bytes(self._buf)
         mode = delay = None
         for name, value in _header_fields(buf):
             if name == "x-blackhole-mode":

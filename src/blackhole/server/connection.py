@@ -108,7 +108,7 @@ class SMTPProtocol(asyncio.Protocol):
             # Otherwise: between STARTTLS and the end of its handshake, where
             # pipelined plaintext is dropped on purpose (RFC 3207 section 6).
             return
-        if core.reading_content or b"\n" in data:
+        if b"\n" in data or core.reading_content:
             # RFC 5321 section 4.5.3.2.7 times the wait for the next *command*,
             # and 4.5.3.2.5 each block of a message's content. Bytes of a
             # command line that never ends are neither: a slowloris trickling
