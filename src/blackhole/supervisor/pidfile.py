@@ -14,6 +14,7 @@ import contextlib
 import errno
 import logging
 import os
+import signal
 from pathlib import Path
 
 from blackhole.errors import ConfigError, PermissionDenied, Unavailable
@@ -63,6 +64,7 @@ class PidFile:
         self.path = Path(path)
         self.pid = os.getpid() if pid is None else pid
         self.acquired = False
+        self._janitor_pipe: int | None = None
 
     def acquire(self) -> None:
         """Write our pid; raises ``Unavailable`` (exit 69) if Blackhole runs already."""
@@ -100,6 +102,38 @@ class PidFile:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
+    def remove_at_exit_as_root(self) -> None:
+        """Leave a tiny root process behind that removes the file once we exit.
+
+        Called just before the privilege drop: the dropped user often cannot
+        unlink the file (``/run`` is root's; in sticky ``/tmp`` only the
+        owner may). The janitor is double-forked (not our child, so nothing
+        counts it as a worker), holds only the read end of a pipe, and wakes
+        when the last holder of the write end (this supervisor and the
+        workers it forks) has exited, even after a SIGKILL. It then removes
+        the file only if it still names this supervisor, and exits. It never
+        touches the network or any other file.
+        """
+        if not self.acquired:
+            return
+        read_end, write_end = os.pipe()
+        first = os.fork()
+        if first == 0:  # pragma: no cover - runs in the forked child
+            try:
+                os.close(write_end)
+                os.setsid()
+                if os.fork() != 0:
+                    os._exit(0)
+                _janitor(read_end, self.path, self.pid)
+            finally:
+                os._exit(0)
+        os.close(read_end)
+        os.waitpid(first, 0)
+        # Not inherited by spawned workers (close-on-exec); forked workers hold
+        # it too, which is right: the file goes once everything is gone.
+        os.set_inheritable(write_end, False)
+        self._janitor_pipe = write_end
+
     def removable(self) -> bool:
         """Can this process remove the file at exit (after a privilege drop)?"""
         # access(2) as the real user: the directory must be writable and searchable.
@@ -115,6 +149,11 @@ class PidFile:
                 return
             self.path.unlink()
         except OSError as exc:
+            if self._janitor_pipe is not None:
+                # Root's directory after the drop: the janitor removes it
+                # once the pipe closes, when this process exits.
+                log.debug("pidfile %s is left to the janitor: %s", self.path, exc)
+                return
             # After a privilege drop the directory may be root's (/run): the
             # file stays, and being stale it will not block the next start.
             log.warning(
@@ -122,3 +161,28 @@ class PidFile:
                 self.path,
                 exc.strerror or exc,
             )
+
+
+def _janitor(read_end: int, path: Path, pid: int) -> None:  # pragma: no cover - forked
+    """Body of the janitor process: wait for EOF on ``read_end``, then clean up."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        # The supervisor's process group gets these at shutdown; the janitor
+        # must outlive it to do its one job.
+        signal.signal(sig, signal.SIG_IGN)
+    os.closerange(0, read_end)
+    os.closerange(read_end + 1, 65536)
+    with contextlib.suppress(ImportError):
+        import setproctitle  # noqa: PLC0415 - optional, and only in this process
+
+        setproctitle.setproctitle("blackhole: pidfile janitor")
+    while True:
+        try:
+            if not os.read(read_end, 4096):
+                break
+        except InterruptedError:
+            continue
+        except OSError:
+            break
+    with contextlib.suppress(OSError):
+        if _read_pid(path) == pid:
+            path.unlink()

@@ -157,15 +157,16 @@ class Supervisor:
         tls = self.tls_store.prepare(config, mailname)
         self.bound = bind_all(config.listeners)
         if target is not None:
+            if self.pidfile is not None and os.geteuid() == 0:
+                self.pidfile.remove_at_exit_as_root()
             became = become(target, config, self.tls_store)
             self.method = became.method
             if not became.reads_anything:
                 # Files a reload reads must now be readable by this user: say so.
                 self._as_user = f" (files are read as user {target.name} now)"
             if self.pidfile is not None and not self.pidfile.removable():
-                log.warning(
-                    "user %s cannot write %s: the pidfile will stay behind at exit (harmless: "
-                    "a stale pidfile does not block a start); use a directory it owns",
+                log.debug(
+                    "user %s cannot write %s: the pidfile janitor removes the pidfile at exit",
                     target.name,
                     self.pidfile.path.parent,
                 )
