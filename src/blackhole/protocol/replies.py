@@ -11,6 +11,7 @@ intermediate replies).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 
 class Reply:
@@ -143,6 +144,7 @@ def queued(queue_id: str) -> Reply:
     return Reply(250, "2.0.0", f"OK: queued as {queue_id}")
 
 
+@lru_cache(maxsize=64)  # one per mail name: made once, not per connection
 def greeting(mailname: str) -> Reply:
     return Reply(220, None, f"{mailname} ESMTP")
 

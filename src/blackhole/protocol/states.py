@@ -25,6 +25,7 @@ place that says no. Verbs not in ``HELP`` at all are unknown commands (502).
 from __future__ import annotations
 
 import enum
+from functools import lru_cache
 
 from blackhole.protocol import replies as R
 from blackhole.protocol.replies import Reply
@@ -92,6 +93,9 @@ EXTENSIONS: tuple[tuple[str, str | None], ...] = (
 HELP_SUMMARY = "Supported commands: " + " ".join(sorted(COMMANDS))
 
 
+# Memoised: every connection of a load test sends the same EHLO; the reply is
+# immutable and depends only on these arguments (bounded, like the MAIL cache).
+@lru_cache(maxsize=256)
 def ehlo_reply(greeting: str, max_size: int, *, tls: bool, auth: bool) -> Reply:
     """The EHLO answer (RFC 5321 4.1.1.1): the greeting line, then the keywords offered."""
     offer = {None: True, "tls": tls, "auth": auth}
