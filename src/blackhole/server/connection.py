@@ -299,6 +299,15 @@ class SMTPProtocol(asyncio.Protocol):
         transport = self.transport
         ctx = self.ctx.ssl_context
         assert transport is not None and ctx is not None
+        if self._closing or transport.is_closing():
+            # The client went away before this task ran (a reset right after
+            # STARTTLS, or right after connecting to an SMTPS port). start_tls()
+            # on a closed transport never hears of it and waits out the whole
+            # handshake timeout, holding its buffers (~30 KiB) for a
+            # connection that is gone: a burst of such clients grew memory by
+            # hundreds of MB.
+            self._tls_failed(None)
+            return
         try:
             new = await self.loop.start_tls(
                 transport,
