@@ -343,6 +343,42 @@ def test_smtps_silent_and_stalled_handshakes_time_out(
     assert_clean_log(server)
 
 
+def test_reset_right_after_starttls_costs_nothing(
+    server_factory: Factory, tmp_path: Path, cert_pair: tuple[Path, Path]
+) -> None:
+    # A client that sends STARTTLS (or connects to SMTPS) and resets at once
+    # is gone before the handshake starts. The handshake used to start anyway
+    # and wait out the whole timeout holding ~30 KiB of buffers: a thousand
+    # such clients held 30 MB for a minute.
+    cert, key = cert_pair
+    server = start(
+        server_factory,
+        tmp_path,
+        f"listen = 127.0.0.1:0\ntls_listen = 127.0.0.1:0\ntls_cert = {cert}\n"
+        f"tls_key = {key}\ntimeout = 60\n",
+    )
+    with Client.connect(server.port("smtp")) as warm:  # every code path loaded
+        warm.expect("EHLO client.test", 250)
+        warm.expect("STARTTLS", 220)
+    before = rss_kib(server.pid)
+    for n in range(1000):
+        tls = n % 4 == 0
+        sock = socket.create_connection(
+            ("127.0.0.1", server.port("smtps" if tls else "smtp")), timeout=10
+        )
+        if not tls:
+            assert sock.recv(100).startswith(b"220 ")
+            sock.sendall(b"EHLO client.test\r\nSTARTTLS\r\n")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    with Client.connect(server.port("smtp")) as client:  # all of them were seen
+        client.expect("EHLO client.test", 250)
+        assert queue_id(client.transaction())
+    grown = rss_kib(server.pid) - before
+    assert grown < 12 * 1024, f"RSS grew by {grown // 1024} MiB for 1000 vanished clients"
+    assert_clean_log(server)
+
+
 def test_many_connections_burst(server: ServerProcess) -> None:
     # A load test opens hundreds of connections at once; none may be refused
     # or left without a greeting (the classic backlog of 100 dropped SYNs).
