@@ -242,16 +242,6 @@ def rss_kib(pid: int) -> int:
     return total
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, step: float = 0.02) -> bool:
-    """Poll ``predicate`` until true or ``timeout``; the loop is bounded."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
-
-
 def assert_no_spin(pid: int, window: float = 1.0, limit: float = 0.3) -> None:
     """The server burns (almost) no CPU while nothing happens.
 
