@@ -6,8 +6,10 @@ test, so a change to one should be a deliberate change to this file.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -384,11 +386,35 @@ def test_tls_dhparams_must_be_dh_parameters(tmp_path: Path, pem: dict[str, Path]
     ]
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read a file whatever its mode")
 def test_tls_file_unreadable(tmp_path: Path, pem: dict[str, Path]) -> None:
-    pem["key"].chmod(0)
-    assert problems(tmp_path, f"tls_cert = {pem['cert']}\ntls_key = {pem['key']}\n") == [
-        f"FILE:2: tls_key file '{pem['key']}' cannot be read: Permission denied"
+    if os.geteuid() != 0:
+        pem["key"].chmod(0)
+        assert problems(tmp_path, f"tls_cert = {pem['cert']}\ntls_key = {pem['key']}\n") == [
+            f"FILE:2: tls_key file '{pem['key']}' cannot be read: Permission denied"
+        ]
+        return
+    # Root reads any file, so the loader runs with the effective uid of nobody
+    # (the real uid stays root, so it switches back), on files in a directory
+    # nobody can enter (pytest's own are 0700): the certificate and the config
+    # readable to all, the key to no one.
+    with tempfile.TemporaryDirectory() as name:
+        home = Path(name)
+        home.chmod(0o755)
+        cert, key = home / "cert.pem", home / "key.pem"
+        cert.write_bytes(pem["cert"].read_bytes())
+        key.write_bytes(pem["key"].read_bytes())
+        key.chmod(0)
+        config = home / "blackhole.conf"
+        config.write_text(f"tls_cert = {cert}\ntls_key = {key}\n")
+        codecs.lookup("utf-8-sig")  # nobody cannot import it from root's Python
+        os.seteuid(65534)
+        try:
+            with pytest.raises(ConfigError) as caught:
+                load_config(config)
+        finally:
+            os.seteuid(0)
+    assert caught.value.problems == [
+        f"{config}:2: tls_key file '{key}' cannot be read: Permission denied"
     ]
 
 
