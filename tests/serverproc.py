@@ -86,6 +86,7 @@ def start_server(
     ready: bool = True,
     timeout: float = 20.0,
     env: dict[str, str] | None = None,
+    new_session: bool = False,
 ) -> ServerProcess:
     """Run ``python -m blackhole [-c config] args``; wait for its start-up line."""
     cmd = [sys.executable, "-m", "blackhole"]
@@ -100,6 +101,7 @@ def start_server(
         text=True,
         errors="replace",
         env={**os.environ, **(env or {})},
+        start_new_session=new_session,  # its own process group, to signal as a whole
     )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()

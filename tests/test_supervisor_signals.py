@@ -7,6 +7,7 @@ a signal can arrive between two parts of one message.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import smtplib
@@ -90,6 +91,36 @@ def test_stop_lets_the_message_in_flight_finish_and_tells_idle_sessions(
     assert server.proc.wait(15) == 0
     name = signal.Signals(signum).name
     assert f"{name}: stopping; sessions in flight have up to 20s" in server.text()
+
+
+def test_term_to_the_whole_process_group_still_drains(
+    server_factory: Factory, write_config: WriteConfig
+) -> None:
+    # `timeout`, `kill -- -PGID` and systemd's control-group kill send SIGTERM
+    # to every process at once: the workers must drain like on a forwarded
+    # TERM, and their exit must not be read as a crash.
+    config = write_config(BASE + "workers = 2\ngrace_period = 20\n")
+    server = server_factory(config, new_session=True)
+    busy = open_transaction(server.port())
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait_for("SIGTERM: stopping")
+    assert finish_transaction(busy)[0] == 250
+    assert server.proc.wait(15) == 0
+    log = server.text()
+    assert "killed by SIGTERM" not in log
+    assert "during start-up" not in log
+    assert log.count("exited with code 0") == 2
+
+
+def test_term_during_start_up_is_a_clean_stop(
+    server_factory: Factory, write_config: WriteConfig
+) -> None:
+    config = write_config(BASE + "workers = 2\n")
+    server = server_factory(config, new_session=True, ready=False)
+    server.wait_for("running as root|WARNING|INFO")  # the supervisor is up, workers starting
+    os.killpg(server.pid, signal.SIGTERM)
+    assert server.proc.wait(15) == 0
+    assert "during start-up" not in server.text()
 
 
 def test_second_term_during_the_grace_period_stops_at_once(

@@ -204,7 +204,15 @@ class Supervisor:
         for fd in handlers:
             poller.register(fd, select.POLLIN)
         timeout = max(0.0, min(1.0, self._next_deadline() - self.clock()))
-        for fd, _mask in poller.poll(timeout * 1000):
+        ready = [fd for fd, _mask in poller.poll(timeout * 1000)]
+        if self.signals.read_fd in ready:
+            # Signals first: a SIGTERM sent to the whole process group (Ctrl-C,
+            # `timeout`, `kill -- -PGID`) also ends a worker, and its exit must
+            # be read as part of the stop, not as a crash.
+            ready.remove(self.signals.read_fd)
+            self.signals.drain()
+            self._handle_signals()
+        for fd in ready:
             handlers[fd]()
 
     def _next_deadline(self) -> float:

@@ -251,6 +251,11 @@ def serve_worker(
     except Exception:
         log.exception("worker %d failed", spec.number)
         return EX_SOFTWARE
+    finally:
+        # Closing the loop put SIGTERM back to its default action; the drain
+        # is over, so a SIGTERM the supervisor forwards now (after one sent to
+        # the whole group) must not turn this clean exit into "killed".
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def forked_main(spec: WorkerSpec, sockets: Sequence[socket.socket], control: socket.socket) -> int:
