@@ -486,7 +486,7 @@ timeout = 5
 dynamic_switch = true
 """,
     )
-    # listen has errors, so it yields no listeners and no clash with tls_listen
+    # The bad listen entries yield no listeners, so no clash with tls_listen
     # is reported on top: one mistake, one message.
     assert found == [
         "FILE:2: listen entry ':25 mode=drop': mode must be one of accept, bounce, random,"
@@ -502,6 +502,24 @@ dynamic_switch = true
         "FILE:8: workers must be a whole number, not 'many'",
         f"FILE:9: {unknown('foo')}",
         "FILE:10: timeout is set twice, on lines 4 and 10; keep one",
+    ]
+
+
+def test_listen_clash_reported_beside_a_bad_entry_in_entry_order(tmp_path: Path) -> None:
+    # Regression: one bad entry hid every clash on the line (the whole value
+    # was dropped), and the problems of one line came out sorted by their text
+    # rather than in the order of the entries.
+    assert problems(
+        tmp_path,
+        "mode = accept\n"
+        "listen = 127.0.0.1:2525, 127.0.0.1:2525, :3 fast=1, [::1]:1 delay=5-2, :1 delay=abc\n",
+    ) == [
+        f"FILE:2: listen entry ':3 fast=1': unknown flag 'fast'; {LISTEN_FLAGS}",
+        "FILE:2: listen entry '[::1]:1 delay=5-2': delay range '5-2' runs backwards;"
+        " write the smaller number first",
+        "FILE:2: listen entry ':1 delay=abc': delay must be seconds from 0 to 60, as N or A-B,"
+        " not 'abc'",
+        "FILE:2: listen lists 127.0.0.1:2525 twice",
     ]
 
 

@@ -263,7 +263,10 @@ class _Problems:
         return bool(self._items)
 
     def messages(self) -> list[str]:
-        return [f"{self.filename}:{line}: {message}" for line, message in sorted(self._items)]
+        # By line only: the sort is stable, so problems on one line keep the
+        # order they were found in (the entries of a listen line in file order).
+        ordered = sorted(self._items, key=lambda item: item[0])
+        return [f"{self.filename}:{line}: {message}" for line, message in ordered]
 
 
 def _split_line(text: str) -> tuple[str, str] | str | None:
@@ -327,6 +330,9 @@ def parse_config(text: str, filename: str = "<config>") -> Config:
         except ListenError as exc:
             for problem in exc.problems:
                 problems.add(setting.line, f"{key} {problem}")
+            # Still checked for clashes below; nothing else uses them, since
+            # any problem stops the load.
+            values[key] = exc.listeners
         except ValueError as exc:
             problems.add(setting.line, f"{key} {exc}")
 

@@ -46,8 +46,11 @@ class ListenError(ValueError):
     ``entry ':70000': port must be from 0 to 65535, not 70000``.
     """
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], listeners: tuple[Listener, ...] = ()) -> None:
         self.problems = list(problems)
+        # The entries that did parse, so that the caller can still check them
+        # against the other listeners and report every problem at once.
+        self.listeners = listeners
         super().__init__("; ".join(self.problems))
 
 
@@ -159,6 +162,7 @@ def parse_listen(value: str, *, tls: bool = False) -> tuple[Listener, ...]:
             continue
         address, flags = tokens[0], tokens[1:]
         label = f"entry {entry.strip()!r}"
+        problems_before = len(problems)
         valid = True
         try:
             host, port = parse_address(address)
@@ -197,8 +201,10 @@ def parse_listen(value: str, *, tls: bool = False) -> tuple[Listener, ...]:
                     delay = parse_delay(flag_value, allow_comma=False)
             except ValueError as exc:
                 problems.append(f"{label}: {name} {exc}")
-        if valid:
+        # Only a wholly valid entry counts: a bad one already has its message,
+        # and must not draw a second one (a clash) on top.
+        if valid and len(problems) == problems_before:
             listeners.append(Listener(host, port, tls=tls, mode=mode, delay=delay))
     if problems:
-        raise ListenError(problems)
+        raise ListenError(problems, tuple(listeners))
     return tuple(listeners)
