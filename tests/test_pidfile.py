@@ -58,6 +58,38 @@ def test_a_live_process_that_is_not_blackhole_is_a_recycled_pid(tmp_path: Path) 
         sleeper.wait()
 
 
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        ("{dead}\n", "pid {dead} is not running"),
+        ("garbage\n", "it holds no process id"),
+        ("", "it holds no process id"),
+        ("{live}\n", "pid {live} is running something else"),
+    ],
+)
+def test_stale_pidfile_warning_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: str, reason: str
+) -> None:
+    # Regression: a recycled pid (running, not Blackhole) was logged as "not
+    # running", and a file with no pid in it as "unreadable".
+    command = [sys.executable, "-c", "import sys; sys.stdin.read()"]
+    sleeper = subprocess.Popen(command, stdin=subprocess.PIPE)
+    try:
+        pids = {"dead": dead_pid(), "live": sleeper.pid}
+        path = tmp_path / "bh.pid"
+        path.write_text(content.format(**pids))
+        pidfile = PidFile(path)
+        with caplog.at_level("WARNING", logger="blackhole.supervisor.pidfile"):
+            pidfile.acquire()
+        pidfile.release()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"removing stale pidfile {path} ({reason.format(**pids)})"
+    ]
+
+
 def test_release_leaves_a_pidfile_that_is_not_ours(tmp_path: Path) -> None:
     path = tmp_path / "bh.pid"
     pidfile = PidFile(path)

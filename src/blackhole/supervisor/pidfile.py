@@ -50,6 +50,26 @@ def _read_pid(path: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def _stale_reason(pid: int | None) -> str:
+    """Why a pidfile holding ``pid`` is stale, in words for the log."""
+    if pid is None:
+        return "it holds no process id"
+    if pid > 0 and _pid_exists(pid):
+        # A recycled pid: running, but not Blackhole (or this very process).
+        return f"pid {pid} is running something else"
+    return f"pid {pid} is not running"
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    return True
+
+
 def _error(path: Path, action: str, exc: OSError) -> Exception:
     reason = f"cannot {action} pidfile {path}: {exc.strerror or exc}"
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
@@ -97,8 +117,7 @@ class PidFile:
         pid = _read_pid(self.path)
         if pid is not None and pid != self.pid and process_is_blackhole(pid):
             raise Unavailable(f"already running as pid {pid} (pidfile {self.path})")
-        what = "unreadable" if pid is None else f"pid {pid} is not running"
-        log.warning("removing stale pidfile %s (%s)", self.path, what)
+        log.warning("removing stale pidfile %s (%s)", self.path, _stale_reason(pid))
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
