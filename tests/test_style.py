@@ -28,3 +28,14 @@ def test_ruff_format() -> None:
 def test_mypy_strict() -> None:
     result = _run("mypy", "--strict", "src")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_license_is_an_spdx_string() -> None:
+    # The `license = { text = ... }` table is deprecated in setuptools (a wall
+    # of warnings on every `pip install`, and unsupported after 2027-02-18):
+    # PEP 639 wants an SPDX expression, which needs setuptools 77 to build.
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert isinstance(project["project"]["license"], str)
+    assert "setuptools>=77" in project["build-system"]["requires"]
