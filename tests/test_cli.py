@@ -12,6 +12,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from blackhole import __version__
 from blackhole.cli import config_main, main
@@ -153,6 +155,41 @@ def test_test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         f"blackhole: {missing}: cannot read the config file: No such file or directory",
         "blackhole: config test failed: 1 problem",
     ]
+
+
+def test_test_refuses_what_start_up_refuses(
+    tmp_path: Path, cert_pair: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Regression: -t said "Config OK" for a key that is not the certificate's
+    # and for corrupt dhparams, and the start then failed with exit 64.
+    cert, key = cert_pair
+    other = tmp_path / "other-key.pem"
+    other.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    bad_dh = tmp_path / "dh.pem"
+    bad_dh.write_text("-----BEGIN DH PARAMETERS-----\ngarbage\n-----END DH PARAMETERS-----\n")
+    mismatch = tmp_path / "mismatch.conf"
+    mismatch.write_text(f"tls_cert = {cert}\ntls_key = {other}\n")
+    assert main(["-t", "-c", str(mismatch)]) == 64
+    assert capsys.readouterr().err.splitlines() == [
+        f"blackhole: TLS certificate {cert} and key {other} do not match"
+        " (the key is not the certificate's private key)",
+        "blackhole: config test failed: 1 problem",
+    ]
+    dhparams = tmp_path / "dh.conf"
+    dhparams.write_text(f"tls_cert = {cert}\ntls_key = {key}\ntls_dhparams = {bad_dh}\n")
+    assert main(["-t", "-c", str(dhparams)]) == 64
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith(f"blackhole: TLS dhparams {bad_dh} is not a PEM 'DH PARAMETERS' file")
+    good = tmp_path / "good.conf"
+    good.write_text(f"tls_cert = {cert}\ntls_key = {key}\n")
+    assert main(["-t", "-c", str(good)]) == 0
+    assert capsys.readouterr().out == f"Config OK: {good}\n"
 
 
 def test_test_does_not_start_the_server(

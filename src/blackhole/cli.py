@@ -97,6 +97,25 @@ def _load_runner() -> Callable[[Config], object]:
     return run
 
 
+def _check_tls_files(config: Config) -> None:
+    """Load the TLS files as start-up will, so that ``-t`` refuses what it refuses.
+
+    The loader only checks that each file is there and looks like PEM; a key
+    that is not the certificate's, or dhparams OpenSSL cannot read, passed
+    ``-t`` and then stopped the start (exit 64). Raises ``ConfigError``.
+    """
+    if config.tls_cert is None:
+        return
+    # On demand, like the runner: -t without TLS files needs no ssl module.
+    tls = importlib.import_module("blackhole.server.tls")
+    tls.build_server_context(
+        config.tls_cert,
+        config.tls_key or config.tls_cert,
+        config.tls_dhparams,
+        config.less_secure,
+    )
+
+
 def _error(message: str) -> None:
     for line in message.splitlines() or [""]:
         print(f"blackhole: {line}", file=sys.stderr)
@@ -121,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EX_OK
         config = build_config(args)
         if args.test:
+            _check_tls_files(config)
             source = config.config_file or "built-in defaults (no -c given)"
             print(f"Config OK: {source}")
             return EX_OK
