@@ -123,6 +123,18 @@ def test_term_during_start_up_is_a_clean_stop(
     assert "during start-up" not in server.text()
 
 
+def test_a_transaction_still_open_when_the_grace_period_ends_is_told_421(
+    server_factory: Factory, write_config: WriteConfig
+) -> None:
+    server = server_factory(write_config(BASE + "workers = 1\ngrace_period = 1\n"))
+    busy = open_transaction(server.port())  # mid-DATA, and it never finishes
+    server.proc.send_signal(signal.SIGTERM)
+    code, text = busy.getreply()  # not a bare EOF: RFC 5321 3.8 allows 421 at any time
+    assert (code, text[:5].decode()) == SHUTDOWN
+    assert server.proc.wait(15) == 0
+    busy.close()
+
+
 def test_second_term_during_the_grace_period_stops_at_once(
     server_factory: Factory, write_config: WriteConfig
 ) -> None:

@@ -409,6 +409,11 @@ class SMTPConnection:
             self._reply(R.bdat_chunk(chunks.size))
 
     def do_rset(self, arg: str) -> None:
+        if arg.strip():
+            # RFC 5321 4.1.1.5: rset = "RSET" CRLF, no argument; the
+            # transaction is left as it was, as Postfix does.
+            self._reply(R.R501_NO_ARGS)
+            return
         self._end_transaction()
         self._reply(R.R250_OK)
 

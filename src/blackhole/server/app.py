@@ -133,7 +133,7 @@ class Worker:
         while self.state.sessions and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
         for session in list(self.state.sessions):
-            session.abort()
+            session.cut()
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)

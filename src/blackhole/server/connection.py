@@ -412,6 +412,21 @@ class SMTPProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def cut(self) -> None:
+        """The grace period is over: say 421 4.3.2 (even mid-DATA), then close.
+
+        RFC 5321 section 3.8: a server that must shut down may send 421 at
+        any time and close; the client then knows to retry, rather than
+        seeing a bare EOF.
+        """
+        transport = self.transport
+        if transport is None or self._closing or self.core is None:
+            self.abort()
+            return
+        self._closing = True
+        transport.write(R.R421_SHUTDOWN.wire)
+        transport.close()
+
     def _close(self) -> None:
         self._closing = True
         self._last = self.loop.time()  # the flush gets a whole timeout (_check_idle)
