@@ -1,0 +1,42 @@
+"""The supervisor's private TLS directory: leftovers of killed supervisors go."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from blackhole.supervisor.tlsfiles import TLSStore
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_killed_supervisors_directory_is_removed_a_live_ones_is_kept(tmp_path: Path) -> None:
+    dead = tmp_path / f"blackhole-tls-{_dead_pid()}-abc123"
+    (dead / "1").mkdir(parents=True)
+    (dead / "1" / "key.pem").write_text("a copy of a private key")
+    # A running process whose command line says blackhole: a live supervisor.
+    live_process = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "blackhole: master"]
+    )
+    try:
+        live = tmp_path / f"blackhole-tls-{live_process.pid}-def456"
+        live.mkdir()
+        unrelated = tmp_path / "blackhole-tls-notapid"
+        unrelated.mkdir()
+        store = TLSStore(str(tmp_path))
+        mine = store.root
+        assert mine.name.startswith(f"blackhole-tls-{os.getpid()}-")
+        assert not dead.exists()
+        assert live.exists()
+        assert unrelated.exists()
+        store.cleanup()
+        assert not mine.exists()
+    finally:
+        live_process.kill()
+        live_process.wait()
