@@ -1,8 +1,6 @@
-"""Helpers for the end-to-end tests: a raw SMTP client and process probes.
+"""Helpers for the end-to-end tests: server start-up and process probes.
 
-The raw client speaks bytes on a real socket, so a test can send what no
-well-behaved library would (bare LFs, NUL bytes, 100 KB lines, half a
-command) and read the server's replies exactly as they went out.
+The raw SMTP client the tests use with these is ``tests.smtpclient.Client``.
 
 The process probes read /proc for the server and every process under it (a
 supervisor with workers is one tree), so that "memory stays flat" and "no CPU
@@ -15,136 +13,15 @@ import itertools
 import os
 import re
 import socket
-import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from tests.serverproc import ServerProcess, start_server
+from tests.smtpclient import Reply
 
 _counter = itertools.count()
-
-# RFC 5321 section 4.2: "code-text" on every line but the last, "code text".
-_REPLY_LINE = re.compile(rb"^([2-5][0-9]{2})([ -])(.*)\r\n", re.S)
-
-
-@dataclass
-class Reply:
-    code: int
-    lines: list[str]
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.lines)
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.text}"
-
-
-class Client:
-    """A line-level SMTP client over a raw socket (plain or TLS)."""
-
-    def __init__(self, sock: socket.socket, timeout: float = 10.0) -> None:
-        self.sock = sock
-        self.sock.settimeout(timeout)
-        self.buf = b""
-
-    @classmethod
-    def connect(
-        cls,
-        port: int,
-        host: str = "127.0.0.1",
-        *,
-        tls: bool = False,
-        timeout: float = 10.0,
-        greet: bool = True,
-    ) -> Client:
-        sock = socket.create_connection((host, port), timeout=timeout)
-        if tls:
-            sock = insecure_context().wrap_socket(sock, server_hostname="localhost")
-        client = cls(sock, timeout)
-        if greet:
-            reply = client.reply()
-            assert reply.code == 220, reply
-        return client
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def _fill(self) -> bool:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            return False
-        self.buf += chunk
-        return True
-
-    def line(self) -> bytes:
-        """One raw reply line, CRLF included; AssertionError if the server closed."""
-        while b"\r\n" not in self.buf:
-            if not self._fill():
-                raise AssertionError(f"connection closed; unread: {self.buf!r}")
-        end = self.buf.index(b"\r\n") + 2
-        line, self.buf = self.buf[:end], self.buf[end:]
-        return line
-
-    def reply(self) -> Reply:
-        lines: list[str] = []
-        while True:
-            raw = self.line()
-            m = _REPLY_LINE.match(raw)
-            assert m is not None, f"malformed reply line: {raw!r}"
-            lines.append(m.group(3).decode("utf-8"))
-            if m.group(2) == b" ":
-                return Reply(int(m.group(1)), lines)
-
-    def cmd(self, line: str | bytes) -> Reply:
-        data = line.encode() if isinstance(line, str) else line
-        self.send(data + b"\r\n")
-        return self.reply()
-
-    def expect(self, line: str | bytes, code: int) -> Reply:
-        reply = self.cmd(line)
-        assert reply.code == code, f"{line!r} -> {reply}"
-        return reply
-
-    def transaction(self, body: bytes = b"Subject: t\r\n\r\nhello\r\n") -> Reply:
-        """MAIL, RCPT, DATA and a body (already CRLF-terminated): the final reply."""
-        self.expect("MAIL FROM:<a@example.com>", 250)
-        self.expect("RCPT TO:<b@example.com>", 250)
-        self.expect("DATA", 354)
-        self.send(body + b".\r\n")
-        return self.reply()
-
-    def closed(self, timeout: float = 5.0) -> bool:
-        """True once the server has closed the connection (EOF or reset)."""
-        self.sock.settimeout(timeout)
-        try:
-            while self._fill():
-                pass
-        except (ConnectionResetError, BrokenPipeError):
-            return True
-        except TimeoutError:
-            return False
-        return True
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def insecure_context() -> ssl.SSLContext:
-    """Client side: the test's self-signed certificate is not checked."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def queue_id(reply: Reply) -> str:

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import (
-    Client,
     Factory,
     assert_clean_log,
     assert_no_spin,
@@ -29,6 +28,7 @@ from tests.e2e import (
     start,
 )
 from tests.serverproc import ServerProcess
+from tests.smtpclient import Client
 
 
 @pytest.fixture(scope="module")

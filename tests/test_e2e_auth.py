@@ -18,13 +18,12 @@ from pathlib import Path
 import pytest
 
 from tests.serverproc import ServerProcess
+from tests.smtpclient import HOST, insecure_context
 from tests.tlsclients import (
-    HOST,
     Factory,
     Smtp,
     WriteConfig,
     b64,
-    insecure_context,
     running,
     server_replies,
     start,

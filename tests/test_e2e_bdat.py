@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.serverproc import ServerProcess
-from tests.tlsclients import Reply, Smtp, running
+from tests.smtpclient import Reply
+from tests.tlsclients import Smtp, running
 
 BOUNCE_CODES = {450, 451, 452, 458, 521, 550, 551, 552, 553, 571}
 LIMIT = 2000  # max_message_size for these tests

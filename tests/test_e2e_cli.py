@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from blackhole.config.options import OPTION_NAMES, format_options
-from tests.e2e import Client, Factory, assert_clean_log, insecure_context, queue_id, start
+from tests.e2e import Factory, assert_clean_log, queue_id, start
 from tests.serverproc import start_server
+from tests.smtpclient import Client, insecure_context
 
 EX_OK, EX_USAGE, EX_UNAVAILABLE, EX_NOPERM = 0, 64, 69, 77
 

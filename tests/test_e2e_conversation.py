@@ -17,17 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import (
-    Client,
-    Factory,
-    assert_clean_log,
-    insecure_context,
-    queue_id,
-    rss_kib,
-    running,
-    start,
-)
+from tests.e2e import Factory, assert_clean_log, queue_id, rss_kib, running, start
 from tests.serverproc import ServerProcess
+from tests.smtpclient import Client, insecure_context
 
 QUEUED = r"250 2\.0\.0 OK: queued as [0-9A-F]+"
 

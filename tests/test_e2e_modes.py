@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import Client, Factory, Reply, assert_clean_log, queue_id, running, start
+from tests.e2e import Factory, assert_clean_log, queue_id, running, start
 from tests.serverproc import ServerProcess
+from tests.smtpclient import Client, Reply
 
 # The classic bounce answers (SPEC "The conversation"), code -> text.
 CLASSIC_BOUNCES = {

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.serverproc import ServerProcess
-from tests.tlsclients import HOST, Reply, Smtp, b64, insecure_context, running
+from tests.smtpclient import HOST, Reply, insecure_context
+from tests.tlsclients import Smtp, b64, running
 
 LIMIT = 100_000
 

@@ -21,13 +21,12 @@ from pathlib import Path
 import pytest
 
 from tests.serverproc import ServerProcess
+from tests.smtpclient import HOST, insecure_context
 from tests.tlsclients import (
-    HOST,
     Factory,
     Smtp,
     WriteConfig,
     dhparams,
-    insecure_context,
     rsa_cert,
     running,
     server_replies,

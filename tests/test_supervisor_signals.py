@@ -17,13 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
+from tests.certs import self_signed
 from tests.proctools import MailPump, send_mail, wait_until, workers
 from tests.serverproc import ServerProcess
+from tests.smtpclient import insecure_context
 
 Factory = Callable[..., ServerProcess]
 WriteConfig = Callable[[str], Path]
@@ -212,41 +210,14 @@ def test_hup_with_a_new_listener_binds_it_and_keeps_the_old_port(
 
 
 def _certificate(directory: Path, name: str) -> tuple[Path, Path, bytes]:
-    import datetime
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    der = cert.public_bytes(serialization.Encoding.DER)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path, der
+    cert_path, key_path = self_signed(directory, common_name=name, san=False)
+    return cert_path, key_path, ssl.PEM_cert_to_DER_cert(cert_path.read_text())
 
 
 def _served_certificate(port: int) -> bytes:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
     with (
         socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
-        context.wrap_socket(raw) as tls,
+        insecure_context().wrap_socket(raw) as tls,
     ):
         der = tls.getpeercert(binary_form=True)
     assert der is not None

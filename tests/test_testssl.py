@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.serverproc import ServerProcess
-from tests.tlsclients import HOST
+from tests.smtpclient import HOST
 
 NOT_OFFERED = (
     "SSLv2",

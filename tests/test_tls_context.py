@@ -27,8 +27,8 @@ from types import TracebackType
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from blackhole.config.model import Config, Listener
@@ -40,6 +40,8 @@ from blackhole.server.tls import (
     generate_self_signed,
     make_tls_context,
 )
+from tests.certs import self_signed
+from tests.tlsclients import dhparams as write_dhparams
 
 OPENSSL = "/usr/bin/openssl"
 IO_TIMEOUT = 10.0  # a safety net against hangs, never a wait for something to happen
@@ -494,52 +496,15 @@ def test_openssl_s_client_tls11_refused(server: EchoServer, pair: Pair) -> None:
 
 
 def write_rsa_pair(directory: Path) -> Pair:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rsa.test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
+    cert, key = self_signed(
+        directory, common_name="rsa.test", rsa_key=True, san=False, prefix="rsa-"
     )
-    pair = Pair(directory / "rsa-cert.pem", directory / "rsa-key.pem")
-    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pair.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return pair
+    return Pair(cert, key)
 
 
 @pytest.fixture(scope="module")
 def dhparams(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # RFC 7919 ffdhe2048: a named group, so nothing to compute.
-    path = tmp_path_factory.mktemp("dh") / "dhparams.pem"
-    subprocess.run(
-        [
-            OPENSSL,
-            "genpkey",
-            "-genparam",
-            "-algorithm",
-            "DH",
-            "-pkeyopt",
-            "group:ffdhe2048",
-            "-out",
-            str(path),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    return path
+    return write_dhparams(tmp_path_factory.mktemp("dh"))
 
 
 def test_dhparams_enable_dhe(tmp_path: Path, dhparams: Path) -> None:
