@@ -22,7 +22,8 @@ def test_a_killed_supervisors_directory_is_removed_a_live_ones_is_kept(tmp_path:
     (dead / "1" / "key.pem").write_text("a copy of a private key")
     # A running process whose command line says blackhole: a live supervisor.
     live_process = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(60)", "blackhole: master"]
+        [sys.executable, "-c", "import sys; sys.stdin.read()", "blackhole: master"],
+        stdin=subprocess.PIPE,  # it lives until we close this or kill it
     )
     try:
         live = tmp_path / f"blackhole-tls-{live_process.pid}-def456"
