@@ -146,21 +146,38 @@ def parse_params(rest: str) -> dict[str, str | None] | Reply:
 _CACHE = 2048
 
 
-@lru_cache(maxsize=_CACHE)
-def parse_mail(arg: str, max_size: int) -> MailParams | Reply:
-    """The argument of MAIL (after ``FROM:``) -> MailParams or the error reply."""
+def _path_and_params(arg: str, *, mail: bool) -> tuple[str, dict[str, str | None]] | Reply:
+    """The part MAIL and RCPT share: ``<path> [params]`` -> (address, params).
+
+    MAIL allows the null path ``<>``; RCPT allows a bare ``<postmaster>``.
+    """
+    no_path, bad_path = (
+        (R.R501_MAIL_SYNTAX, R.R501_SENDER_SYNTAX)
+        if mail
+        else (R.R501_RCPT_SYNTAX, R.R501_RCPT_ADDR_SYNTAX)
+    )
     split = split_path(arg)
     if split is None:
-        return R.R501_SENDER_SYNTAX  # "<" without its ">": a malformed path
+        return bad_path  # "<" without its ">": a malformed path
     if not split[0]:
-        return R.R501_MAIL_SYNTAX
+        return no_path
     token, rest = split
-    address = parse_path(token, allow_null=True, allow_postmaster=False)
+    address = parse_path(token, allow_null=mail, allow_postmaster=not mail)
     if address is None:
-        return R.R501_SENDER_SYNTAX
+        return bad_path
     params = parse_params(rest)
     if isinstance(params, Reply):
         return params
+    return address, params
+
+
+@lru_cache(maxsize=_CACHE)
+def parse_mail(arg: str, max_size: int) -> MailParams | Reply:
+    """The argument of MAIL (after ``FROM:``) -> MailParams or the error reply."""
+    parsed = _path_and_params(arg, mail=True)
+    if isinstance(parsed, Reply):
+        return parsed
+    address, params = parsed
     smtputf8 = binarymime = False
     for key, value in params.items():
         if key == "SIZE":
@@ -198,18 +215,10 @@ def parse_mail(arg: str, max_size: int) -> MailParams | Reply:
 @lru_cache(maxsize=_CACHE)
 def parse_rcpt(arg: str, smtputf8: bool) -> str | Reply:
     """The argument of RCPT (after ``TO:``) -> the address or the error reply."""
-    split = split_path(arg)
-    if split is None:
-        return R.R501_RCPT_ADDR_SYNTAX  # "<" without its ">": a malformed path
-    if not split[0]:
-        return R.R501_RCPT_SYNTAX
-    token, rest = split
-    address = parse_path(token, allow_null=False, allow_postmaster=True)
-    if address is None:
-        return R.R501_RCPT_ADDR_SYNTAX
-    params = parse_params(rest)
-    if isinstance(params, Reply):
-        return params
+    parsed = _path_and_params(arg, mail=False)
+    if isinstance(parsed, Reply):
+        return parsed
+    address, params = parsed
     for key, value in params.items():
         if key == "NOTIFY":
             if value is None or not _valid_notify(value.upper()):
