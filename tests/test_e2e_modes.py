@@ -19,23 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.classic import CLASSIC_BOUNCES
 from tests.e2e import Factory, assert_clean_log, queue_id, running, start
 from tests.serverproc import ServerProcess
 from tests.smtpclient import Client, Reply
 
-# The classic bounce answers (SPEC "The conversation"), code -> text.
-CLASSIC_BOUNCES = {
-    450: "Requested mail action not taken: mailbox unavailable",
-    451: "Requested action aborted: local error in processing",
-    452: "Requested action not taken: insufficient system storage",
-    458: "Unable to queue message",
-    521: "Machine does not accept mail",
-    550: "Requested action not taken: mailbox unavailable",
-    551: "User not local",
-    552: "Requested mail action aborted: exceeded storage allocation",
-    553: "Requested action not taken: mailbox name not allowed",
-    571: "Blocked",
-}
 _ENHANCED = re.compile(r"([245])\.[0-9]{1,3}\.[0-9]{1,3} (.*)")
 
 

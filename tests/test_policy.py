@@ -11,20 +11,8 @@ from blackhole.policy.decide import Defaults, Policy
 from blackhole.policy.modes import MAX_DELAY, Delay, Mode
 from blackhole.policy.switches import parse_delay, parse_mode
 from blackhole.protocol.replies import BOUNCES, Reply
+from tests.classic import CLASSIC_BOUNCES
 
-# The classic Blackhole 2.1.19 bounce texts (blackhole/smtp.py _bounce_responses).
-CLASSIC_BOUNCES = {
-    450: "Requested mail action not taken: mailbox unavailable",
-    451: "Requested action aborted: local error in processing",
-    452: "Requested action not taken: insufficient system storage",
-    458: "Unable to queue message",
-    521: "Machine does not accept mail",
-    550: "Requested action not taken: mailbox unavailable",
-    551: "User not local",
-    552: "Requested mail action aborted: exceeded storage allocation",
-    553: "Requested action not taken: mailbox name not allowed",
-    571: "Blocked",
-}
 _QUEUED = re.compile(r"OK: queued as (\S+)")
 
 
