@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from blackhole.supervisor.tlsfiles import TLSStore
+from tests.proctools import wait_until
 
 
 def _dead_pid() -> int:
@@ -26,6 +27,9 @@ def test_a_killed_supervisors_directory_is_removed_a_live_ones_is_kept(tmp_path:
         stdin=subprocess.PIPE,  # it lives until we close this or kill it
     )
     try:
+        # Until its exec() is done, /proc shows the forked pytest's command line.
+        cmdline = Path(f"/proc/{live_process.pid}/cmdline")
+        wait_until(lambda: b"blackhole" in cmdline.read_bytes(), what="the stand-in to start")
         live = tmp_path / f"blackhole-tls-{live_process.pid}-def456"
         live.mkdir()
         unrelated = tmp_path / "blackhole-tls-notapid"
