@@ -1,0 +1,66 @@
+"""Where the conversation can be steered from outside: stages and verdicts.
+
+The core reports a ``Stage`` (RULES.md "Stages") when the adapter has asked it
+to watch that stage; the adapter answers with a ``Verdict`` (or ``None``: carry
+on as usual), and the core applies what concerns SMTP (the reply and the state
+change that goes with it). What concerns the socket (delays, closing,
+dropping, resetting, hanging, tarpits, TLS faults) is the adapter's to carry
+out. A fault is a value, not a code path: no stage grows an ``if fault:``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from blackhole.protocol.replies import Reply
+
+
+class Stage(enum.StrEnum):
+    """The stages of RULES.md, in conversation order where there is one."""
+
+    CONNECT = "connect"
+    HELO = "helo"
+    STARTTLS = "starttls"
+    AUTH = "auth"
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"
+    CONTENT = "content"
+    END = "end"
+    RSET = "rset"
+    NOOP = "noop"
+    VRFY = "vrfy"
+    QUIT = "quit"
+    COMMAND = "command"
+
+
+class TLSFault(enum.StrEnum):
+    """What a ``starttls`` rule does to the handshake after its 220."""
+
+    FAIL = "fail"  # abort the handshake
+    HANG = "hang"  # never handshake
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a rule decided for one stage event.
+
+    ``reply`` replaces the answer the server would have given (a 2xx one takes
+    the success path, anything else the failure path; 421 closes after it).
+    ``close`` sends ``reply`` (or 421 4.3.2) and closes; ``drop`` closes with
+    no reply (FIN); ``reset`` aborts (RST); ``hang`` never answers. ``delay``
+    (seconds) comes before the reply; ``tarpit`` (bytes per second) paces every
+    reply of the session from this one on. ``rule`` names the deciding rule,
+    for logs, the event log and metrics.
+    """
+
+    rule: str
+    reply: Reply | None = None
+    delay: float = 0.0
+    close: bool = False
+    drop: bool = False
+    reset: bool = False
+    hang: bool = False
+    tarpit: int | None = None
+    tls: TLSFault | None = None
