@@ -1,0 +1,329 @@
+"""The servers under test: how each one is started, probed and stopped.
+
+Each server runs in a session and process group of its own on ephemeral
+loopback ports, and is stopped by process group in ``finally`` blocks, on
+Ctrl-C and on SIGTERM alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from classic_venv import CLASSIC_VERSION, VenvError, classic_env, classic_python
+from procstats import event_loop_of, group_alive
+from scenarios import CLASSIC_SLOW, Scenario
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+HOST = "127.0.0.1"  # every byte of load goes to loopback, nowhere else
+SBIN = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
+ALL_SERVERS = (
+    "smtp-sink",
+    "s_server",
+    "aiosmtpd",
+    "classic-1w",
+    "classic-2w",
+    "blackhole-1w",
+    "blackhole-2w",
+)
+# --------------------------------------------------------------------------- signals
+
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def install_interrupt_handlers() -> None:
+    """Ctrl-C and kill both run the finally blocks that stop the servers.
+
+    SIGINT is set explicitly: a shell that starts us in the background ignores it.
+    """
+    for sig in INTERRUPTS:
+        signal.signal(sig, _interrupt)
+
+
+# --------------------------------------------------------------------------- servers
+
+
+class ServerError(RuntimeError):
+    """A server did not start or died."""
+
+
+def find_tool(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    for directory in SBIN:
+        candidate = Path(directory) / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def module_available(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+@dataclass
+class Server:
+    """A server under test: how to start it, and the process once it runs."""
+
+    name: str
+    kind: str  # "smtp-sink" | "s_server" | "aiosmtpd" | "classic" | "blackhole"
+    workdir: Path
+    cert: Path
+    key: Path
+    workers: int = 1
+    idle_capacity: int = 12_000
+    classic_venv: Path = field(default_factory=Path)
+    classic_scale: float = 0.1
+    port: int = 0
+    tls_port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(default_factory=Path)
+
+    @property
+    def has_tls(self) -> bool:
+        return self.kind != "smtp-sink"
+
+    @property
+    def has_smtp(self) -> bool:
+        """s_server is only there for TLS: it takes no part in the SMTP loads."""
+        return self.kind != "s_server"
+
+    def count(self, scenario: Scenario, full: int) -> int:
+        """Messages per run of a scenario for this server (classic: less where it crawls)."""
+        if self.kind == "classic" and scenario.name in CLASSIC_SLOW:
+            return max(1, round(full * self.classic_scale))
+        return full
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        env = dict(os.environ)
+        if self.kind == "smtp-sink":
+            sink = find_tool("smtp-sink")
+            if sink is None:
+                raise ServerError("smtp-sink not found (apt-get install postfix)")
+            user = ["-u", "nobody"] if os.geteuid() == 0 else []
+            # -m: sessions served at once (default 256 would queue the 500 and idle tests).
+            argv = [sink, *user, "-m", str(self.idle_capacity), f"{HOST}:{self.port}", "4096"]
+            return argv, env
+        if self.kind == "s_server":
+            # The TLS ceiling of this machine: OpenSSL's own server on the same key and
+            # defaults. -www: answer and close each connection, never read stdin.
+            argv = ["openssl", "s_server", "-accept", f"{HOST}:{self.tls_port}"]
+            argv += ["-cert", str(self.cert), "-key", str(self.key), "-quiet", "-www"]
+            return argv, env
+        if self.kind == "classic":
+            python = classic_python(self.classic_venv)
+            # No user/group: as root it only warns, like this checkout's Blackhole it
+            # runs as the caller. No dhparams and no -ls: an ECDSA certificate uses
+            # ECDHE, and -ls only drops OP_SINGLE_(EC)DH_USE, which OpenSSL >= 1.1
+            # ignores. A pidfile of its own: the default /tmp/blackhole.pid would be
+            # shared by two classic servers.
+            conf = self.write_config(
+                f"classic Blackhole {CLASSIC_VERSION} format",
+                f"pidfile = {self.workdir / (self.name + '.pid')}",
+            )
+            return [str(python), "-m", "blackhole", "-c", str(conf), "-q"], classic_env()
+        if self.kind == "aiosmtpd":
+            if not module_available("aiosmtpd"):
+                raise ServerError("aiosmtpd not installed (pip install aiosmtpd uvloop)")
+            argv = [
+                sys.executable,
+                str(BENCH_DIR / "aiosmtpd_sink.py"),
+                "--host", HOST,
+                "--port", str(self.port),
+                "--tls-port", str(self.tls_port),
+                "--cert", str(self.cert),
+                "--key", str(self.key),
+            ]  # fmt: skip
+            return argv, env
+        conf = self.write_config("Blackhole")
+        if not module_available("blackhole"):
+            src = str(REPO_DIR / "src")
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
+        return [sys.executable, "-m", "blackhole", "-c", str(conf), "-q"], env
+
+    def write_config(self, flavour: str, *extra: str) -> Path:
+        """A config file for either Blackhole: both read the same keys.
+
+        The timeout is at classic's maximum (180 s) so that no idle session is
+        dropped while 10,000 are being opened.
+        """
+        conf = self.workdir / f"{self.name}.conf"
+        lines = [
+            f"# written by bench/run.py ({flavour})",
+            f"listen = {HOST}:{self.port}",
+            f"tls_listen = {HOST}:{self.tls_port}",
+            f"tls_cert = {self.cert}",
+            f"tls_key = {self.key}",
+            f"workers = {self.workers}",
+            "timeout = 180",
+            "max_message_size = 512000",
+            *extra,
+        ]
+        conf.write_text("".join(line + "\n" for line in lines))
+        return conf
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.port = free_port() if self.has_smtp else 0
+        self.tls_port = free_port() if self.has_tls else 0
+        argv, env = self.command()
+        self.log_path = self.workdir / f"{self.name}.log"
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.workdir,
+                start_new_session=True,  # own process group: Ctrl-C is ours to relay
+            )
+        self.wait_ready(timeout)
+
+    def exited(self) -> bool:
+        """True once the server's main process has exited (without reaping it)."""
+        if self.proc is None or self.proc.returncode is not None:
+            return True
+        result = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        return result is not None
+
+    def log_tail(self, lines: int = 5) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(text[-lines:])
+
+    def wait_ready(self, timeout: float) -> None:
+        """Poll until the SMTP port greets with 220 and the SMTPS port accepts."""
+        deadline = time.monotonic() + timeout
+        pending = [(self.port, True)] if self.has_smtp else []
+        pending += [(self.tls_port, False)] if self.tls_port else []
+        while pending:
+            if self.exited():
+                raise ServerError(f"exited at start-up: {self.log_tail() or 'no output'}")
+            if time.monotonic() > deadline:
+                raise ServerError(f"not ready after {timeout:.0f} s: {self.log_tail()}")
+            port, greets = pending[0]
+            if probe(port, greets):
+                pending.pop(0)
+            else:
+                time.sleep(0.05)
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM the server's process group, SIGKILL what is left after the grace."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if proc.returncode is not None:
+            return
+        # The leader is not reaped yet, so its pid (= the group id) cannot be reused.
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            deadline = time.monotonic() + wait
+            while group_alive(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if not group_alive(proc.pid):
+                break
+        proc.wait(timeout=grace)
+
+
+def probe(port: int, greets: bool) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=2) as sock:
+            if not greets:
+                return True
+            data = b""
+            while b"\n" not in data:
+                chunk = sock.recv(512)
+                if not chunk:
+                    return False
+                data += chunk
+            return data.startswith(b"220")
+    except OSError:
+        return False
+
+
+def make_cert(workdir: Path) -> tuple[Path, Path]:
+    cert, key = workdir / "cert.pem", workdir / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec",
+            "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+            "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )  # fmt: skip
+    return cert, key
+
+
+def make_server(
+    name: str, workdir: Path, cert: Path, key: Path, options: argparse.Namespace
+) -> Server:
+    capacity = max(12_000, options.idle_sessions + 1_000)
+    extra = {"classic_venv": options.classic_venv, "classic_scale": options.classic_scale}
+    for kind in ("blackhole", "classic"):
+        if name.startswith(kind):
+            match = re.fullmatch(kind + r"(?:-(\d+)w)?", name)
+            if match is None:
+                raise SystemExit(f"bad server name {name!r}: use {kind}-Nw")
+            workers = int(match.group(1) or 1)
+            return Server(name, kind, workdir, cert, key, workers, capacity, **extra)
+    if name in ("smtp-sink", "aiosmtpd", "s_server"):
+        return Server(name, name, workdir, cert, key, 1, capacity, **extra)
+    raise SystemExit(f"unknown server {name!r}; known: {', '.join(ALL_SERVERS)}")
+
+
+@contextlib.contextmanager
+def running(servers: Sequence[Server], status: dict[str, str]) -> Iterator[list[Server]]:
+    """Start what starts (recording why the others did not), stop them all at the end."""
+    started: list[Server] = []
+    try:
+        for server in servers:
+            try:
+                server.start()
+            except (ServerError, VenvError, OSError) as exc:
+                status[server.name] = f"did not start: {exc}"
+                print(f"  {server.name}: did not start: {exc}", flush=True)
+                server.stop()
+                continue
+            started.append(server)
+            if server.kind in ("aiosmtpd", "classic", "blackhole"):
+                status.setdefault(server.name, f"ok, {event_loop_of(server.pid)}")
+            else:
+                status.setdefault(server.name, "ok")
+        yield started
+    finally:
+        for server in servers:
+            server.stop()

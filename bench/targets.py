@@ -1,0 +1,125 @@
+"""Blackhole's performance targets, each judged against a figure of the same run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from idle import IdleRun
+from scenarios import REFERENCE
+from summary import fmt_auto, ratio
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target, judged on the figures of this run."""
+
+    label: str
+    server: str
+    measure: str  # "cpu" | "rate" (a load scenario), "memory" | "greet" (idle), "tls"
+    scenario: str
+    threshold: float
+    at_most: bool
+    reference: str = ""  # judged as a ratio to this server's figure; "" = absolute
+    unit: str = ""
+    needs_no_failure: bool = False
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("server CPU/msg, 1 KB, connection reused, 1 worker", "blackhole-1w", "cpu",
+           "1k-reuse", 2.0, True, REFERENCE, "µs"),
+    Target("server CPU/msg, 1 KB, new connection per message, 1 worker", "blackhole-1w", "cpu",
+           "1k-new", 2.0, True, REFERENCE, "µs"),
+    Target("server CPU/msg, 100 KB, connection reused, 1 worker", "blackhole-1w", "cpu",
+           "100k-reuse", 1.0, True, REFERENCE, "µs"),
+    Target("msg/s, 1 KB, connection reused, 2 workers, no failed run", "blackhole-2w", "rate",
+           "1k-reuse", 0.5, False, REFERENCE, "msg/s", needs_no_failure=True),
+    Target("msg/s, 500 sessions, 2 workers, no failed or refused connection", "blackhole-2w",
+           "rate", "500-sessions", 0.5, False, REFERENCE, "msg/s", needs_no_failure=True),
+    Target("memory per idle session (largest of RSS, PSS, USS growth), 1 worker",
+           "blackhole-1w", "memory", "", 16.0, True, unit="KiB", needs_no_failure=True),
+    Target("new session greeted promptly with the idle sessions open (slowest of 7)",
+           "blackhole-1w", "greet", "", 100.0, True, unit="ms", needs_no_failure=True),
+    Target("TLS handshakes/s, 1 worker, vs classic Blackhole 1 worker", "blackhole-1w", "tls",
+           "", 1.0, False, "classic-1w", "/s"),
+    Target("TLS handshakes/s, 2 workers, vs classic Blackhole 2 workers", "blackhole-2w", "tls",
+           "", 1.0, False, "classic-2w", "/s"),
+)  # fmt: skip
+
+
+def _target_figures(
+    target: Target,
+    server: str,
+    load: dict[str, dict[str, dict[str, Any]]],
+    tls: dict[str, dict[str, Any]],
+    idle: dict[str, IdleRun],
+) -> tuple[float | None, str]:
+    """A server's figure for a target and a failure note ("" when none)."""
+    if target.measure in ("cpu", "rate", "tls"):
+        if target.measure == "tls":
+            row, key = tls.get(server), "rate"
+        else:
+            row, key = load.get(target.scenario, {}).get(server), target.measure
+        if row is None:
+            return None, ""
+        failed = f"{row['failed']}/{row['runs']} runs failed" if row["failed"] else ""
+        return row[key], failed
+    run = idle.get(server)
+    if run is None or not run.opened:
+        return None, (run.error if run is not None else "")
+    if target.measure == "greet":
+        return run.greeting_ms_max, run.error
+    # A forked worker's pages turn private when written (RSS flat, USS up): the
+    # largest of the three growths is the memory a session really costs.
+    per_session = (run.rss_kib_per_session, run.pss_kib_per_session, run.uss_kib_per_session)
+    return max(per_session), run.error
+
+
+def evaluate_targets(
+    load: dict[str, dict[str, dict[str, Any]]],
+    tls: dict[str, dict[str, Any]],
+    idle: dict[str, IdleRun],
+) -> list[dict[str, Any]]:
+    verdicts = []
+    for target in TARGETS:
+        value, failure = _target_figures(target, target.server, load, tls, idle)
+        measured = value
+        detail = f"{fmt_auto(value)} {target.unit}" if value is not None else ""
+        if target.reference:
+            ref_value, ref_failure = _target_figures(target, target.reference, load, tls, idle)
+            measured = ratio(value, ref_value)
+            detail = (
+                f"{fmt_auto(value)} vs {fmt_auto(ref_value)} {target.unit} ({target.reference})"
+            )
+            if ref_value is None:
+                detail += f": {target.reference} not measured"
+            elif ref_failure:
+                detail += f"; {target.reference}: {ref_failure}"
+        if target.measure in ("memory", "greet") and target.server in idle:
+            run = idle[target.server]
+            detail += f"; {run.opened:,}/{run.sessions:,} sessions open"
+        if target.measure == "rate" and target.scenario in load:
+            drops = load[target.scenario].get(target.server, {}).get("drops")
+            if drops:
+                detail += f"; {drops:,} SYNs dropped at the accept queue (namespace-wide)"
+        if failure:
+            detail += f"; {failure}"
+        if measured is None:
+            verdict = "n/a"
+        else:
+            good = measured <= target.threshold if target.at_most else measured >= target.threshold
+            if target.needs_no_failure and failure:
+                good = False
+            verdict = "PASS" if good else "FAIL"
+        unit = f"× {target.reference}" if target.reference else f" {target.unit}"
+        verdicts.append(
+            {
+                "target": target.label,
+                "server": target.server,
+                "measured": measured,
+                "threshold": f"{'≤' if target.at_most else '≥'} {target.threshold:g}{unit}",
+                "detail": detail,
+                "verdict": verdict,
+            }
+        )
+    return verdicts
