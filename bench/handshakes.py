@@ -74,9 +74,7 @@ def run_tls(server: Server, seconds: int, clients: int, repetition: int) -> TlsR
     result.per_s = result.handshakes / result.wall_s
     result.cpu_us_per_handshake = usage.server_s / result.handshakes * 1e6
     result.client_us_per_handshake = usage.generator_s / result.handshakes * 1e6
-    result.server_cpu_pct = usage.pct(usage.server_s)
-    result.client_cpu_pct = usage.pct(usage.generator_s)
-    result.other_cpu_pct = usage.pct(usage.other_s)
+    result.server_cpu_pct, result.client_cpu_pct, result.other_cpu_pct = usage.shares()
     return result
 
 

@@ -83,9 +83,7 @@ def run_load(server: Server, scenario: Scenario, count: int, repetition: int) ->
     result.msgs_per_s = result.delivered / result.wall_s if result.wall_s else 0.0
     if result.delivered:
         result.cpu_us_per_msg = result.server_cpu_s / result.delivered * 1e6
-    result.server_cpu_pct = usage.pct(usage.server_s)
-    result.generator_cpu_pct = usage.pct(usage.generator_s)
-    result.other_cpu_pct = usage.pct(usage.other_s)
+    result.server_cpu_pct, result.generator_cpu_pct, result.other_cpu_pct = usage.shares()
     return result
 
 

@@ -173,9 +173,10 @@ class Usage:
     generator_s: float  # our own reaped children: the load generator
     other_s: float  # the rest of the machine (never below zero): noise
 
-    def pct(self, seconds: float) -> float:
-        """``seconds`` as a share of one core over the stretch: 100 is one core busy."""
-        return 100 * seconds / self.wall_s
+    def shares(self) -> tuple[float, float, float]:
+        """The server's, the generator's and the rest's CPU in % of one core (100: one busy)."""
+        per_second = 100 / self.wall_s
+        return self.server_s * per_second, self.generator_s * per_second, self.other_s * per_second
 
 
 class Meter:

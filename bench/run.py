@@ -5,14 +5,16 @@ Every server is started on ephemeral 127.0.0.1 ports, driven by Postfix
 ``smtp-source`` (alternating between servers, several repetitions), and its CPU
 time is read from /proc for the whole process tree. Also measured: TLS handshakes
 per second on the SMTPS port (parallel ``openssl s_time`` clients, with
-``openssl s_server`` on the same certificate as the ceiling) and memory per idle
-session. The classic Blackhole 2.1.19 (PyPI) runs from a private venv the script
+``openssl s_server`` on the same certificate as the reference) and memory per
+idle session. The classic Blackhole 2.1.19 (PyPI) runs from a private venv the script
 builds once. See bench/README.md for the meaning of every column.
 
     python bench/run.py --quick            # smoke run, under a minute
-    python bench/run.py                    # full run, a few minutes
+    python bench/run.py                    # full run, about 11 minutes
     python bench/run.py --only 1k-reuse,tls --servers smtp-sink,blackhole-1w --repeat 5
 """
+
+from __future__ import annotations
 
 import argparse
 import sys
