@@ -119,7 +119,7 @@ def report(results: Results, scenarios: Sequence[Scenario], options: argparse.Na
                 f"| {row['drops']:,} | {row['failed']}/{row['runs']} |"
             )
     if tls:
-        ceiling = tls.get("s_server", {}).get("rate")
+        s_server_rate = tls.get("s_server", {}).get("rate")
         classic = tls.get("classic-1w", {}).get("rate")
         add("")
         add(
@@ -136,7 +136,7 @@ def report(results: Results, scenarios: Sequence[Scenario], options: argparse.Na
         for name, row in tls.items():
             add(
                 f"| {name} | {fmt(row['rate'])} | {fmt(ratio(row['rate'], classic), 2)} "
-                f"| {fmt(ratio(row['rate'], ceiling), 2)} | {fmt(row['cpu'])} "
+                f"| {fmt(ratio(row['rate'], s_server_rate), 2)} | {fmt(row['cpu'])} "
                 f"| {fmt(row['client_us'])} "
                 f"| {fmt(row['srv'])} | {fmt(row['client'])} | {fmt(row['other'])} "
                 f"| {results.tls_info.get(name, '?')} | {row['failed']}/{row['runs']} |"

@@ -134,7 +134,7 @@ class Server:
             argv = [sink, *user, "-m", str(self.idle_capacity), f"{HOST}:{self.port}", "4096"]
             return argv, env
         if self.kind == "s_server":
-            # The TLS ceiling of this machine: OpenSSL's own server on the same key and
+            # The TLS reference of this machine: OpenSSL's own server on the same key and
             # defaults. -www: answer and close each connection, never read stdin.
             argv = ["openssl", "s_server", "-accept", f"{HOST}:{self.tls_port}"]
             argv += ["-cert", str(self.cert), "-key", str(self.key), "-quiet", "-www"]
