@@ -7,6 +7,7 @@ OBSERVE.md, so that no renderer knows the layout's arithmetic.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import accumulate
 
@@ -158,3 +159,19 @@ class Snapshot:
     def rule(self, slot: int) -> RuleFigures:
         hits, actions, delay = self.layout.rule_indices(slot)
         return RuleFigures(self.values[hits], self.values[actions], self.values[delay] / MICROS)
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """Everything the metrics, ``/stats`` and the console report, at one moment.
+
+    ``snapshot`` comes from the workers' counts (``Tally.snapshot``),
+    ``rules`` from ``RuleSlots.figures``; ``workers`` (serving now),
+    ``restarts`` (by reason) and ``uptime`` (seconds) from the supervisor.
+    """
+
+    snapshot: Snapshot
+    rules: Mapping[str, RuleFigures]
+    workers: int
+    restarts: Mapping[str, int]
+    uptime: float

@@ -108,7 +108,10 @@ class Tally:
 
     def close(self) -> None:
         self._words.release()
-        self._map.close()
+        # Counters handed out by ``counters()`` may still use the mapping; it
+        # is then unmapped when the last of them goes.
+        with contextlib.suppress(BufferError):
+            self._map.close()
         if self._owner:
             os.close(self.fd)
 
