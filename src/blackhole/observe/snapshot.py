@@ -64,6 +64,18 @@ class Snapshot:
     def empty(cls, layout: Layout) -> Snapshot:
         return cls(layout, (0,) * layout.size)
 
+    def since(self, earlier: Snapshot) -> Snapshot:
+        """What was counted after ``earlier``; gauges as they are now.
+
+        If a counter went down, a reset came in between: everything counted
+        since then is what this snapshot holds.
+        """
+        gauges = self.layout.gauges
+        delta = [now - then for now, then in zip(self.values, earlier.values, strict=True)]
+        if min(delta[gauges:], default=0) < 0:
+            return self
+        return Snapshot(self.layout, (*self.values[:gauges], *delta[gauges:]))
+
     def _by_listener(self, base: int) -> dict[str, int]:
         return {name: self.values[base + i] for i, name in enumerate(self.layout.listeners)}
 
