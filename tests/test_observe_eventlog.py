@@ -116,8 +116,7 @@ WRITER = textwrap.dedent(
 def test_concurrent_writers_never_interleave_within_a_line(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     writers = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(path), name, "300"])
-        for name in "abcd"
+        subprocess.Popen([sys.executable, "-c", WRITER, str(path), name, "300"]) for name in "abcd"
     ]
     assert [w.wait() for w in writers] == [0, 0, 0, 0]
     lines = path.read_bytes().split(b"\n")

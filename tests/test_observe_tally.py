@@ -14,7 +14,7 @@ import pytest
 from blackhole.observe.counters import Counters
 from blackhole.observe.layout import ACCEPTED, DROPPED, Layout, verb_index
 from blackhole.observe.ruleslots import RuleSlots
-from blackhole.observe.tally import SlotsExhausted, Tally, attach_counters
+from blackhole.observe.tally import SlotsExhaustedError, Tally, attach_counters
 
 LISTENERS = ("127.0.0.1:2525", "smtps")
 
@@ -159,7 +159,7 @@ def test_reset_then_fold_does_not_count_twice(tally: Tally) -> None:
 
 def test_slots_are_bounded_and_reused(tally: Tally) -> None:
     slots = [tally.acquire() for _ in range(4)]
-    with pytest.raises(SlotsExhausted):
+    with pytest.raises(SlotsExhaustedError):
         tally.acquire()
     tally.counters(slots[2]).command(verb_index("MAIL"))
     tally.release(slots[2])

@@ -48,7 +48,9 @@ class BlackholeCollector(Collector):
         snap = figures.snapshot
 
         connections = _counter("blackhole_connections_total", "Connections accepted.", ["listener"])
-        sessions = GaugeMetricFamily("blackhole_sessions", "Sessions open now.", labels=["listener"])
+        sessions = GaugeMetricFamily(
+            "blackhole_sessions", "Sessions open now.", labels=["listener"]
+        )
         message_bytes = _counter(
             "blackhole_message_bytes_total", "Bytes of message data received.", ["listener"]
         )

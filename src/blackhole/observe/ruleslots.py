@@ -20,7 +20,7 @@ from blackhole.observe.snapshot import RuleFigures, Snapshot
 from blackhole.observe.tally import Tally
 
 
-class TooManyRules(ValueError):
+class TooManyRulesError(ValueError):
     """More rules in force than there are counter slots."""
 
 
@@ -35,7 +35,7 @@ class RuleSlots:
         slot = self._slots.get(name)
         if slot is None:
             if not self._free:
-                raise TooManyRules(f"at most {MAX_RULES} rules can be in force")
+                raise TooManyRulesError(f"at most {MAX_RULES} rules can be in force")
             slot = self._free.pop()
             self._tally.forget(self._tally.layout.rule_indices(slot))
             self._slots[name] = slot

@@ -79,14 +79,18 @@ class Snapshot:
     def _by_listener(self, base: int) -> dict[str, int]:
         return {name: self.values[base + i] for i, name in enumerate(self.layout.listeners)}
 
-    def _grid(self, base: int, rows: tuple[str, ...], cols: tuple[str, ...]) -> dict[tuple[str, str], int]:
+    def _grid(
+        self, base: int, rows: tuple[str, ...], cols: tuple[str, ...]
+    ) -> dict[tuple[str, str], int]:
         return {
             (row, col): self.values[base + r * len(cols) + c]
             for r, row in enumerate(rows)
             for c, col in enumerate(cols)
         }
 
-    def _totals_by_column(self, grid: dict[tuple[str, str], int], cols: tuple[str, ...]) -> dict[str, int]:
+    def _totals_by_column(
+        self, grid: dict[tuple[str, str], int], cols: tuple[str, ...]
+    ) -> dict[str, int]:
         totals = dict.fromkeys(cols, 0)
         for (_row, col), value in grid.items():
             totals[col] += value
@@ -152,7 +156,9 @@ class Snapshot:
 
     def _histogram(self, base: int, bounds: tuple[float, ...], scale: float) -> Histogram:
         buckets = self.values[base : base + len(bounds) + 1]
-        return Histogram(bounds, tuple(accumulate(buckets)), self.values[base + len(bounds) + 1] / scale)
+        return Histogram(
+            bounds, tuple(accumulate(buckets)), self.values[base + len(bounds) + 1] / scale
+        )
 
     def size_histogram(self) -> Histogram:
         return self._histogram(self.layout.size_histogram, SIZE_BOUNDS, 1)

@@ -47,6 +47,7 @@ import mmap
 import os
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 from blackhole.observe.counters import Counters
 from blackhole.observe.layout import Layout
@@ -56,7 +57,7 @@ _WORD = 8
 _CAPACITY, _SIZE, _IN_USE = 0, 1, 2  # header words; then one in-use word per slot
 
 
-class SlotsExhausted(RuntimeError):
+class SlotsExhaustedError(RuntimeError):
     """Every slot is in use: the region was made too small for the workers."""
 
 
@@ -65,7 +66,7 @@ def _anonymous_file(length: int) -> int:
         fd = os.memfd_create("blackhole-counters")
     else:  # pragma: no cover - platforms without memfd (macOS)
         fd, path = tempfile.mkstemp(prefix="blackhole-counters-")
-        os.unlink(path)
+        Path(path).unlink()
     os.ftruncate(fd, length)
     return fd
 
@@ -129,13 +130,13 @@ class Tally:
         return Counters(self.layout, self._row(2 + slot))
 
     def acquire(self) -> int:
-        """A free, zeroed slot, now marked in use; ``SlotsExhausted`` if none."""
+        """A free, zeroed slot, now marked in use; ``SlotsExhaustedError`` if none."""
         with self._locked(fcntl.LOCK_EX):
             for slot in range(self.capacity):
                 if not self._words[_IN_USE + slot]:
                     self._words[_IN_USE + slot] = 1
                     return slot
-        raise SlotsExhausted(f"all {self.capacity} counter slots are in use")
+        raise SlotsExhaustedError(f"all {self.capacity} counter slots are in use")
 
     def release(self, slot: int) -> None:
         """Fold a finished worker's counts into the retired totals, free its slot.
