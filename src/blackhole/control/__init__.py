@@ -1,0 +1,1 @@
+"""The HTTP control API of OBSERVE.md: health, metrics, stats, rules, reset, messages."""

@@ -1,0 +1,162 @@
+"""The event log of OBSERVE.md: one JSON object per line, per message and per session.
+
+``message_record`` and ``session_record`` build the records with exactly the
+fields of OBSERVE.md "Event log", as plain JSON values (they also go into the
+``record = N`` ring and over the worker channel to ``GET /messages``). Their
+keyword-only parameters are the whole of what a record can hold: there is no
+parameter for a password or for message content, so neither can reach a line.
+
+``EventLog`` writes them. Several worker processes append to one file, so:
+
+- the file is opened with ``O_APPEND`` by each process, and each record is one
+  ``write()`` of one whole line: the kernel positions every append at the end
+  of the file atomically, so lines of different workers never interleave or
+  overwrite each other. (On standard output that holds for lines up to
+  ``PIPE_BUF``, 4096 bytes, when it is a pipe; a regular file has no limit.)
+- ``reopen()`` opens the path anew before closing the old descriptor, for
+  logrotate: the worker's SIGHUP handler calls it (wiring: ``worker_main``
+  makes one ``EventLog(config.event_log)`` when the key is set, passes it to
+  the connections, and calls ``reopen`` where it reopens the text log). If the
+  path cannot be opened, the old descriptor keeps being written and the error
+  is raised for the caller to log.
+- a write that fails (disk full) is reported once through ``logging`` and
+  otherwise ignored: the event log must never cost a session.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from blackhole.observe.layout import SESSION_ENDS
+
+log = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+
+
+def rfc3339(epoch: float) -> str:
+    """``2026-01-31T12:00:00.123Z`` (RFC 3339 5.6, UTC, milliseconds)."""
+    stamp = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+def tls_field(version: str | None, cipher: str | None) -> JSON | None:
+    return None if version is None else {"version": version, "cipher": cipher}
+
+
+def message_record(
+    *,
+    time: float,
+    queue_id: str | None,
+    session: str,
+    worker: int,
+    listener: str,
+    client: str,
+    helo: str | None,
+    tls: JSON | None,
+    auth_user: str | None,
+    sender: str | None,
+    recipients: Sequence[str],
+    size: int | None,
+    reply: tuple[int, str | None, str],
+    rule: str | None,
+    seconds: float,
+) -> JSON:
+    """One message, after its final reply; ``reply`` is (code, enhanced, text)."""
+    code, enhanced, text = reply
+    return {
+        "type": "message",
+        "time": rfc3339(time),
+        "queue_id": queue_id,
+        "session": session,
+        "worker": worker,
+        "listener": listener,
+        "client": client,
+        "helo": helo,
+        "tls": tls,
+        "auth_user": auth_user,
+        "sender": sender,
+        "recipients": list(recipients),
+        "size": size,
+        "reply": {"code": code, "enhanced": enhanced, "text": text},
+        "rule": rule,
+        "seconds": round(seconds, 6),
+    }
+
+
+def session_record(
+    *,
+    time: float,
+    session: str,
+    listener: str,
+    client: str,
+    duration: float,
+    commands: int,
+    messages: int,
+    tls: JSON | None,
+    end: str,
+) -> JSON:
+    """One session, when it ends; ``end`` is one of ``SESSION_ENDS``."""
+    if end not in SESSION_ENDS:
+        raise ValueError(f"unknown session end {end!r}")
+    return {
+        "type": "session",
+        "time": rfc3339(time),
+        "session": session,
+        "listener": listener,
+        "client": client,
+        "duration": round(duration, 6),
+        "commands": commands,
+        "messages": messages,
+        "tls": tls,
+        "end": end,
+    }
+
+
+def encode(record: Mapping[str, Any]) -> bytes:
+    """One line: compact JSON, non-ASCII escaped (a line is then plain ASCII)."""
+    return json.dumps(record, separators=(",", ":")).encode("ascii") + b"\n"
+
+
+class EventLog:
+    """Appends records to ``path`` (``-``: standard output)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd = self._open()
+        self._failed = False
+
+    def _open(self) -> int:
+        if self.path == "-":
+            return os.dup(sys.stdout.fileno())
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        return os.open(self.path, flags, 0o640)
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        line = memoryview(encode(record))
+        try:
+            while line:
+                # One write for the whole line; a short write (a signal, a
+                # full pipe) continues where it stopped.
+                line = line[os.write(self._fd, line) :]
+        except OSError as exc:
+            if not self._failed:
+                log.warning("event log %s: cannot write: %s", self.path, exc.strerror or exc)
+                self._failed = True
+        else:
+            self._failed = False
+
+    def reopen(self) -> None:
+        """Open the path again (after logrotate moved it); ``OSError`` keeps the old one."""
+        fd = self._open()
+        os.close(self._fd)
+        self._fd = fd
+
+    def close(self) -> None:
+        os.close(self._fd)
