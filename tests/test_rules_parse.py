@@ -117,7 +117,7 @@ reply = "250 5.1.1 x"
         'rules.toml:14: rule "early": reply: code 600 is not between 200 and 599',
         "rules.toml:18: rule \"mailbox-full\": at: unknown stage 'rcpr' (did you mean 'rcpt'?)",
         "rules.toml:21: rule \"mailbox-full\": recipient: glob 'a[b' has a '[' without its ']'",
-        'rules.toml:20: rule "mailbox-full": probability: 1.5 is not a probability between 0.0 and 1.0',
+        'rules.toml:20: rule "mailbox-full": probability: 1.5 is not a probability between 0.0 and 1.0',  # noqa: E501
         'rules.toml:22: rule "mailbox-full": reply: enhanced code 5.1.1 does not match reply code'
         " 250 (its class must be 2)",
         'rules.toml:19: rule "mailbox-full": delay: -1 is negative',
@@ -153,7 +153,7 @@ def test_parse_file_names_the_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ('name = "x"\nreply = "450"', 'rules.toml:1: rule "x": at: required: the stage, one of connect, helo,'
+        ('name = "x"\nreply = "450"', 'rules.toml:1: rule "x": at: required: the stage, one of connect, helo,'  # noqa: E501
          " starttls, auth, mail, rcpt, data, content, end, rset, noop, vrfy, quit, command"),
         ('at = "rcpt"\nreply = "450"', "rules.toml:1: rule #1: name: required: a unique name of"
          " letters, digits, '_', '.', '-'"),
@@ -226,27 +226,27 @@ reply = "250 2.0.0 fine"
         ("after_bytes = 10\ndrop = true", "end", "after_bytes: only at content, not at end"),
         ('tls = "fail"', "rcpt", "tls: 'fail' is a starttls action, not usable at rcpt"),
         ('tls = "crash"', "starttls", "tls: 'crash' is not \"fail\" or \"hang\""),
-        ("probability = 1.5\nreply = \"450\"", "rcpt", "probability: 1.5 is not a probability between 0.0 and 1.0"),
-        ("probability = -0.1\nreply = \"450\"", "rcpt", "probability: -0.1 is not a probability between 0.0 and 1.0"),
+        ("probability = 1.5\nreply = \"450\"", "rcpt", "probability: 1.5 is not a probability between 0.0 and 1.0"),  # noqa: E501
+        ("probability = -0.1\nreply = \"450\"", "rcpt", "probability: -0.1 is not a probability between 0.0 and 1.0"),  # noqa: E501
         ('reply = "600 6.0.0 no"', "rcpt", "reply: code 600 is not between 200 and 599"),
-        ('reply = "250 5.1.1 x"', "rcpt", "reply: enhanced code 5.1.1 does not match reply code 250 (its class must be 2)"),
+        ('reply = "250 5.1.1 x"', "rcpt", "reply: enhanced code 5.1.1 does not match reply code 250 (its class must be 2)"),  # noqa: E501
         ("delay = -2", "rcpt", "delay: -2 is negative"),
         ("delay = 700", "rcpt", "delay: 700 is over the maximum of 600 seconds"),
-        ('greylist = "soon"', "rcpt", "greylist: 'soon' is not a duration (use e.g. \"300s\", \"5m\", \"2h\", \"1d\")"),
+        ('greylist = "soon"', "rcpt", "greylist: 'soon' is not a duration (use e.g. \"300s\", \"5m\", \"2h\", \"1d\")"),  # noqa: E501
         ('window = "2m-1m"\nreply = "450"', "rcpt", "window: '2m-1m' ends before it starts"),
-        ('key = "recipients"\nreply = "450"', "rcpt", "key: unknown key 'recipients' (did you mean 'recipient'?)"),
+        ('key = "recipients"\nreply = "450"', "rcpt", "key: unknown key 'recipients' (did you mean 'recipient'?)"),  # noqa: E501
         ("every = 0\nreply = \"450\"", "rcpt", "every: 0 is not a whole number of at least 1"),
         ("first = 1.5\nreply = \"450\"", "rcpt", "first: 1.5 is not a whole number of at least 1"),
         ("after = -1\nreply = \"450\"", "rcpt", "after: -1 is not a whole number of at least 0"),
         ("times = 0\nreply = \"450\"", "rcpt", "times: 0 is not a whole number of at least 1"),
         ("tarpit = 0", "rcpt", "tarpit: 0 is not a whole number of at least 1"),
         ('drop = "yes"', "rcpt", "drop: 'yes' is not true or false"),
-        ("listener = 70000\nreply = \"450\"", "rcpt", "listener: 70000 is not a port, \"host:port\" or a listener name"),
-        ('client = "10.0.0.0/33"\nreply = "450"', "rcpt", "client: '10.0.0.0/33' is not an IP address or CIDR"),
+        ("listener = 70000\nreply = \"450\"", "rcpt", "listener: 70000 is not a port, \"host:port\" or a listener name"),  # noqa: E501
+        ('client = "10.0.0.0/33"\nreply = "450"', "rcpt", "client: '10.0.0.0/33' is not an IP address or CIDR"),  # noqa: E501
         ('helo = "[x"\nreply = "450"', "rcpt", "helo: glob '[x' has a '[' without its ']'"),
-        ('header = "X-Test"\nreply = "450"', "content", "header: 'X-Test' is not a table of header name to glob"),
-        ('size = "big"\nreply = "450"', "rcpt", "size: 'big' is not a size range (use \"MIN-MAX\", e.g. \"1000-50000\")"),
-        ("message = 0\nreply = \"450\"", "rcpt", "message: 0: messages are counted from 1, low to high"),
+        ('header = "X-Test"\nreply = "450"', "content", "header: 'X-Test' is not a table of header name to glob"),  # noqa: E501
+        ('size = "big"\nreply = "450"', "rcpt", "size: 'big' is not a size range (use \"MIN-MAX\", e.g. \"1000-50000\")"),  # noqa: E501
+        ("message = 0\nreply = \"450\"", "rcpt", "message: 0: messages are counted from 1, low to high"),  # noqa: E501
         ('reply = "450"\nhang = true', "rcpt", "reply: is never sent with hang = true"),
     ],
 )  # fmt: skip
@@ -324,7 +324,7 @@ def test_api_object() -> None:
         ({"name": "x", "at": "rcpt", "reply": "450", "ttl": 0},
          ['rule "x": ttl: 0 is not a positive number of seconds']),
         ({"name": "x", "at": "rcpt", "reply": "250 5.1.1 no"},
-         ['rule "x": reply: enhanced code 5.1.1 does not match reply code 250 (its class must be 2)']),
+         ['rule "x": reply: enhanced code 5.1.1 does not match reply code 250 (its class must be 2)']),  # noqa: E501
         ({"at": "rcpt", "replyy": "450"},
          ["name: required: a unique name of letters, digits, '_', '.', '-'",
           "replyy: unknown key (did you mean 'reply'?)",

@@ -33,14 +33,14 @@ def test_reply_parses(text: str, wire: bytes) -> None:
     [
         ("600 5.0.0 too high", "code 600 is not between 200 and 599"),
         ("199 low", "code 199 is not between 200 and 599"),
-        ("250 5.1.1 wrong class", "enhanced code 5.1.1 does not match reply code 250 (its class must be 2)"),
-        ("451 5.7.1 wrong class", "enhanced code 5.7.1 does not match reply code 451 (its class must be 4)"),
+        ("250 5.1.1 wrong class", "enhanced code 5.1.1 does not match reply code 250 (its class must be 2)"),  # noqa: E501
+        ("451 5.7.1 wrong class", "enhanced code 5.7.1 does not match reply code 451 (its class must be 4)"),  # noqa: E501
         ("354 3.0.0 x", "a 354 reply takes no enhanced code (RFC 3463 has no class 3)"),
         ("25 short", "'25 short' is not a reply (use \"CODE [X.Y.Z] text\")"),
         ("OK", "'OK' is not a reply (use \"CODE [X.Y.Z] text\")"),
         (452, "452 is not a reply (use \"CODE [X.Y.Z] text\")"),
-        ("450 4.2.0 a\rb", "'450 4.2.0 a\\rb': reply text must be printable ASCII (no CR or controls)"),
-        ("450 4.2.0 caf\u00e9", "'450 4.2.0 café': reply text must be printable ASCII (no CR or controls)"),
+        ("450 4.2.0 a\rb", "'450 4.2.0 a\\rb': reply text must be printable ASCII (no CR or controls)"),  # noqa: E501
+        ("450 4.2.0 caf\u00e9", "'450 4.2.0 café': reply text must be printable ASCII (no CR or controls)"),  # noqa: E501
         (
             "450 4.2.0 " + "x" * 501,
             "a reply line would be 513 octets, over the limit of 512 (RFC 5321 4.5.3.1.5)",
