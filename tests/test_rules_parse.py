@@ -335,3 +335,13 @@ def test_api_object_problems_name_the_field(raw: object, messages: list[str]) ->
     with pytest.raises(RulesError) as info:
         parse_object(raw, now=0.0)
     assert sorted(info.value.problems) == sorted(messages)
+
+
+def test_non_finite_values_and_a_non_string_name() -> None:
+    assert problems('[[rule]]\nname = 5\nat = "rcpt"\ndelay = nan\n') == [
+        "rules.toml:2: rule #1: name: 5 is not a name: use a string",
+        'rules.toml:4: rule #1: delay: nan is not a delay (use seconds, 3 or "2-5")',
+    ]
+    with pytest.raises(RulesError) as info:
+        parse_object({"name": "x", "at": "rcpt", "reply": "450", "ttl": float("inf")}, now=0.0)
+    assert info.value.problems == ['rule "x": ttl: inf is not a positive number of seconds']

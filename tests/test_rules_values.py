@@ -185,3 +185,13 @@ def test_networks() -> None:
         values.networks("10.0.0.300")
     with pytest.raises(ValueError, match=r"is not an IP address or CIDR \(or a list of them\)"):
         values.networks(7)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "inf", "nan-1", "1-inf"])
+def test_non_finite_numbers_are_not_seconds(bad: object) -> None:
+    # TOML has inf and nan literals: a nan delay would compare false with every
+    # limit and slip through.
+    with pytest.raises(ValueError):
+        values.delay(bad)
+    with pytest.raises(ValueError):
+        values.duration(bad)

@@ -128,7 +128,9 @@ class _RuleReader:
         for key in self.raw:
             if key not in RULE_KEYS:
                 self.problem(key, "unknown key" + did_you_mean(key, sorted(RULE_KEYS)))
-        if self.name is None:
+        if "name" in self.raw and self.name is None:
+            self.problem("name", f"{self.raw['name']!r} is not a name: use a string")
+        elif self.name is None:
             self.problem("name", "required: a unique name of letters, digits, '_', '.', '-'")
         elif not NAME.fullmatch(self.name):
             self.problem("name", f"{self.name!r} may only hold letters, digits, '_', '.', '-'")
@@ -357,7 +359,7 @@ def parse_object(raw: object, *, now: float) -> Rule:
     ttl = None
     if "ttl" in raw:
         ttl = raw["ttl"]
-        if not isinstance(ttl, int | float) or isinstance(ttl, bool) or ttl <= 0:
+        if not values.is_number(ttl) or ttl <= 0:
             reader.problem("ttl", f"{ttl!r} is not a positive number of seconds")
             ttl = None
     rule = reader.read("api", now)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import ipaddress
+import math
 import re
 from dataclasses import dataclass
 
@@ -33,13 +34,14 @@ _TEXT = re.compile(r"[\t\x20-\x7e]*")
 _DEFAULT_TEXT = {2: "OK", 3: "Go ahead", 4: "Temporary failure", 5: "Failed"}
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def is_number(value: object) -> bool:
+    # TOML and JSON both have inf and nan; neither is a usable number of seconds.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def duration(value: object) -> float:
     """``"300s"``, ``"5m"``, ``"2h"``, ``"1d"`` or a number of seconds."""
-    if _is_number(value):
+    if is_number(value):
         seconds = float(value)  # type: ignore[arg-type]
     elif isinstance(value, str) and (m := _DURATION.fullmatch(value.strip())):
         seconds = float(m.group(1)) * _UNITS[m.group(2)]
@@ -101,7 +103,7 @@ def message_range(value: object) -> tuple[int, int]:
 
 def delay(value: object) -> tuple[float, float]:
     """Seconds before the reply: ``3`` or ``"2-5"``, at most 600."""
-    if _is_number(value):
+    if is_number(value):
         low = high = float(value)  # type: ignore[arg-type]
     elif isinstance(value, str):
         parts = [part.strip() for part in value.split("-")]
@@ -109,6 +111,8 @@ def delay(value: object) -> tuple[float, float]:
             if len(parts) > 2:
                 raise ValueError
             low, high = float(parts[0]), float(parts[-1])
+            if not (math.isfinite(low) and math.isfinite(high)):
+                raise ValueError
         except ValueError:
             raise ValueError(f'{value!r} is not a delay (use seconds, 3 or "2-5")') from None
     else:
