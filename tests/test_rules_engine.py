@@ -247,3 +247,13 @@ def test_debug_log_says_why(caplog: pytest.LogCaptureFixture) -> None:
         "rule a at rcpt: recipient does not hold",
         "rule b at rcpt: match 1 of '' not selected",
     ]
+
+
+def test_reset_starts_counts_greylist_and_spent_over() -> None:
+    rules = ruleset('[[rule]]\nname = "t"\nat = "rcpt"\ntimes = 1\nreply = "450"\n')
+    assert run(rules, Stage.RCPT) is not None
+    assert run(rules, Stage.RCPT) is None
+    asyncio.run(rules.reset())
+    assert rules.hits == {}
+    assert asyncio.run(rules.spent()) == frozenset()
+    assert run(rules, Stage.RCPT) is not None

@@ -116,6 +116,11 @@ class RuleSet:
         self._index()
         await self._keep_state()
 
+    async def reset(self) -> None:
+        """POST /reset: counts, greylist entries and spent rules start over."""
+        self.hits.clear()
+        await self.store.reset()
+
     async def spent(self) -> frozenset[str]:
         """Names of the rules that used up their ``times``."""
         acted = await self.store.acted()
