@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from blackhole.rules.model import Key, Selection
+from blackhole.rules.parse import parse_object
 from blackhole.rules.select import FORGET_AFTER
 from blackhole.rules.store import SWEEP_EVERY, Answer, Ask, MemoryStore
 
@@ -66,3 +68,17 @@ def test_decide_is_the_same_through_the_coroutine() -> None:
     store = MemoryStore()
     assert asyncio.run(store.decide(ask(first=1))) == Answer(True, 1)
     assert asyncio.run(store.decide(ask(first=1))) == Answer(False, 2)
+
+
+def test_ask_and_answer_cross_a_process_boundary_as_json() -> None:
+    # The supervisor's store serves workers over a socket: one JSON object each way.
+    for fields in (
+        {"greylist": "5m"},
+        {"window": "30s-", "probability": 0.5, "key": "message"},
+        {"window": "1m-2m", "every": 3, "first": 4, "after": 1, "times": 9, "key": "session"},
+    ):
+        rule = parse_object({"name": "r", "at": "rcpt", "reply": "450", **fields}, now=0.0)
+        sent = Ask(rule.fingerprint, rule.name, "k\0x", rule.selection, 12.5, 2.5, 7)
+        assert Ask.from_wire(json.loads(json.dumps(sent.to_wire()))) == sent
+    answer = Answer(act=True, count=3)
+    assert Answer.from_wire(json.loads(json.dumps(answer.to_wire()))) == answer

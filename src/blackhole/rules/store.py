@@ -12,9 +12,11 @@ never reach the store.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from blackhole.rules.model import Selection
+from blackhole.rules.model import Key, Selection
 from blackhole.rules.select import FORGET_AFTER, choose
 
 # Idle entries are swept at most this often, so a sweep costs O(entries) per
@@ -34,11 +36,31 @@ class Ask:
     elapsed: float  # seconds since the rule's start, for `window`
     seed: int
 
+    def to_wire(self) -> dict[str, Any]:
+        """Plain JSON-able values, for a store in another process."""
+        return asdict(self)
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> Ask:
+        sel = dict(wire["selection"])
+        window = sel.get("window")
+        sel["window"] = None if window is None else (window[0], window[1])
+        sel["key"] = Key(sel["key"])
+        fields = {k: wire[k] for k in ("rule_id", "rule", "key", "now", "elapsed", "seed")}
+        return cls(selection=Selection(**sel), **fields)
+
 
 @dataclass(frozen=True, slots=True)
 class Answer:
     act: bool
     count: int  # this match's number for its key, from 1
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"act": self.act, "count": self.count}
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> Answer:
+        return cls(act=bool(wire["act"]), count=int(wire["count"]))
 
 
 @dataclass(slots=True)
