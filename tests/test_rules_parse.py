@@ -160,7 +160,7 @@ def test_parse_file_names_the_file(tmp_path: Path) -> None:
         ('name = "a b"\nat = "rcpt"\nreply = "450"', "rules.toml:2: rule \"a b\": name: 'a b' may"
          " only hold letters, digits, '_', '.', '-'"),
         ('name = "x"\nat = "rcpt"', 'rules.toml:1: rule "x": needs at least one action: reply,'
-         " delay, close, drop, reset, hang, tarpit"),
+         " delay, close, drop, reset, hang or tarpit (or tls at starttls, or a greylist)"),
     ],
 )  # fmt: skip
 def test_rule_basics(body: str, message: str) -> None:
@@ -328,7 +328,8 @@ def test_api_object() -> None:
         ({"at": "rcpt", "replyy": "450"},
          ["name: required: a unique name of letters, digits, '_', '.', '-'",
           "replyy: unknown key (did you mean 'reply'?)",
-          "needs at least one action: reply, delay, close, drop, reset, hang, tarpit"]),
+          "needs at least one action: reply, delay, close, drop, reset, hang or tarpit"
+          " (or tls at starttls, or a greylist)"]),
     ],
 )  # fmt: skip
 def test_api_object_problems_name_the_field(raw: object, messages: list[str]) -> None:
@@ -345,3 +346,10 @@ def test_non_finite_values_and_a_non_string_name() -> None:
     with pytest.raises(RulesError) as info:
         parse_object({"name": "x", "at": "rcpt", "reply": "450", "ttl": float("inf")}, now=0.0)
     assert info.value.problems == ['rule "x": ttl: inf is not a positive number of seconds']
+
+
+def test_the_tls_matcher_alone_is_no_action() -> None:
+    assert rule_problems("tls = true", at="starttls") == [
+        'rules.toml:1: rule "r": needs at least one action: reply, delay, close, drop, reset,'
+        " hang or tarpit (or tls at starttls, or a greylist)"
+    ]

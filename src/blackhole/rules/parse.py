@@ -33,8 +33,12 @@ MATCHER_KEYS = (
 )  # fmt: skip
 SELECTION_KEYS = ("probability", "every", "first", "after", "greylist", "window", "times", "key")
 ACTION_KEYS = ("reply", "delay", "close", "drop", "reset", "hang", "tarpit", "after_bytes", "tls")
-# A rule acts through one of these (greylist brings its own default reply).
-ACTING_KEYS = ("greylist", "reply", "delay", "close", "drop", "reset", "hang", "tarpit", "tls")
+# A rule acts through one of these (greylist brings its own default reply), or a tls fault.
+ACTING_KEYS = ("greylist", "reply", "delay", "close", "drop", "reset", "hang", "tarpit")
+NO_ACTION = (
+    "needs at least one action: reply, delay, close, drop, reset, hang or tarpit"
+    " (or tls at starttls, or a greylist)"
+)
 RULE_KEYS = frozenset(("name", "at", *MATCHER_KEYS, *SELECTION_KEYS, *ACTION_KEYS))
 TOP_KEYS = ("seed", "rule")
 
@@ -138,8 +142,9 @@ class _RuleReader:
         matchers = self._matchers(stage)
         selection = self._selection()
         actions = self._actions(stage)
-        if not any(k in self.raw for k in ACTING_KEYS):
-            self.problem(None, "needs at least one action: " + ", ".join(ACTION_KEYS[:-2]))
+        tls_action = "tls" in self.raw and not isinstance(self.raw["tls"], bool)
+        if not tls_action and not any(k in self.raw for k in ACTING_KEYS):
+            self.problem(None, NO_ACTION)
         if self.problems or stage is None or matchers is None:
             return None
         assert self.name is not None and selection is not None and actions is not None
