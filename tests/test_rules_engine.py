@@ -11,7 +11,7 @@ from blackhole.protocol.hooks import Stage, TLSFault, Verdict
 from blackhole.protocol.replies import Reply
 from blackhole.rules.engine import CLOSING, GREYLISTED, NameInUseError, RuleSet
 from blackhole.rules.match import Facts
-from blackhole.rules.parse import parse_object, parse_text
+from blackhole.rules.parse import RulesError, parse_object, parse_text
 from blackhole.rules.store import Answer, Ask, MemoryStore, Store
 
 
@@ -257,3 +257,13 @@ def test_reset_starts_counts_greylist_and_spent_over() -> None:
     assert rules.hits == {}
     assert asyncio.run(rules.spent()) == frozenset()
     assert run(rules, Stage.RCPT) is not None
+
+
+def test_reload_refuses_a_file_rule_named_like_an_api_rule() -> None:
+    rules = ruleset('[[rule]]\nname = "file"\nat = "rcpt"\nreply = "451"\n')
+    rules.add(parse_object({"name": "api", "at": "rcpt", "reply": "452"}, now=0.0))
+    clash = parse_text('[[rule]]\nname = "api"\nat = "mail"\nreply = "450"\n').rules
+    with pytest.raises(RulesError) as info:
+        asyncio.run(rules.reload(clash, seed=1))
+    assert info.value.problems == ['rule "api": name: already used by a rule added through the API']
+    assert [r.name for r in rules.rules] == ["api", "file"]

@@ -20,6 +20,7 @@ from blackhole.protocol.hooks import Stage, Verdict
 from blackhole.protocol.replies import Reply
 from blackhole.rules.match import Facts, crossed, failing
 from blackhole.rules.model import Rule
+from blackhole.rules.parse import RulesError
 from blackhole.rules.select import in_window, key_value, unit
 from blackhole.rules.store import Ask, Store
 
@@ -110,8 +111,20 @@ class RuleSet:
 
     async def reload(self, file_rules: Iterable[Rule], seed: int) -> None:
         """New file rules (SIGHUP): a rule keeps its state only if its name and
-        definition are unchanged (same fingerprint); API rules stay."""
-        self._file = tuple(file_rules)
+        definition are unchanged (same fingerprint); API rules stay. A file rule
+        named like an API rule is a ``RulesError``."""
+        rules = tuple(file_rules)
+        api_names = {r.name for r in self._api}
+        clashes = [r for r in rules if r.name in api_names]
+        if clashes:
+            # Refused whole, like any broken rules file: the old rules stay in force.
+            raise RulesError(
+                [
+                    f'rule "{r.name}": name: already used by a rule added through the API'
+                    for r in clashes
+                ]
+            )
+        self._file = rules
         self.seed = seed
         self._index()
         await self._keep_state()
