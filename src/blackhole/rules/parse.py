@@ -145,9 +145,8 @@ class _RuleReader:
         tls_action = "tls" in self.raw and not isinstance(self.raw["tls"], bool)
         if not tls_action and not any(k in self.raw for k in ACTING_KEYS):
             self.problem(None, NO_ACTION)
-        if self.problems or stage is None or matchers is None:
+        if self.problems or stage is None or self.name is None:
             return None
-        assert self.name is not None and selection is not None and actions is not None
         return Rule(
             self.name, stage, matchers, selection, actions, source, fingerprint(self.raw), started
         )
@@ -158,14 +157,14 @@ class _RuleReader:
             self.problem("at", "required: the stage, one of " + ", ".join(Stage))
             return None
         try:
-            return Stage(at)
+            return Stage(str(at))
         except ValueError:
             self.problem(
                 "at", f"unknown stage {at!r}" + did_you_mean(str(at), [s.value for s in Stage])
             )
             return None
 
-    def _matchers(self, stage: Stage | None) -> Matchers | None:
+    def _matchers(self, stage: Stage | None) -> Matchers:
         if stage in ORDER:
             for key, first in USABLE_FROM.items():
                 is_action = key == "tls" and not isinstance(self.raw.get(key), bool)
@@ -185,7 +184,7 @@ class _RuleReader:
             message=self.get("message", values.message_range),
         )
 
-    def _selection(self) -> Selection | None:
+    def _selection(self) -> Selection:
         key = self.get("key", _key)
         greylist = self.get("greylist", values.duration)
         if key is None:
@@ -201,7 +200,7 @@ class _RuleReader:
             key=key,
         )
 
-    def _actions(self, stage: Stage | None) -> Actions | None:
+    def _actions(self, stage: Stage | None) -> Actions:
         if "after_bytes" in self.raw and stage is not None and stage != Stage.CONTENT:
             self.problem("after_bytes", f"only at content, not at {stage}")
         tls = self.raw.get("tls")
