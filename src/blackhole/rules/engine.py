@@ -1,0 +1,212 @@
+"""The rules in force and the one question the core asks: what happens now?
+
+RULES.md: at each stage the first rule (API rules newest first, then file
+rules, in order) whose matchers hold and whose selection says "act" acts; the
+others are not consulted for that event. A rule's matches are counted whether
+or not it acts, so every rule up to and including the acting one counts.
+
+The rules are indexed by stage: a stage no rule watches costs a dictionary
+lookup, and ``stages`` tells the core which stages to report at all. Only
+rules with a stateful selection (``Selection.stateful``) ask the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from blackhole.protocol.hooks import Stage, Verdict
+from blackhole.protocol.replies import Reply
+from blackhole.rules.match import Facts, crossed, failing
+from blackhole.rules.model import Rule
+from blackhole.rules.parse import RulesError
+from blackhole.rules.select import in_window, key_value, unit
+from blackhole.rules.store import Ask, Store
+
+log = logging.getLogger("blackhole.rules")
+
+# RULES.md "Selection" and "Actions": the replies a rule gets when it names none.
+GREYLISTED = Reply(451, "4.7.1", "Greylisted, please try again later")
+CLOSING = Reply(421, "4.3.2", "Service not available, closing channel")
+
+
+class NameInUseError(ValueError):
+    """An API rule's name is already taken (the control API answers 409)."""
+
+
+class RuleSet:
+    """The rules in force for one server, with their shared store.
+
+    ``started`` is when the server started (file rules' windows count from
+    it); ``seed`` is the rules file's, else the config file's. ``hits`` counts
+    this process's matches by rule name, for /stats.
+    """
+
+    __slots__ = ("_api", "_by_stage", "_file", "hits", "seed", "stages", "started", "store")
+
+    def __init__(
+        self,
+        file_rules: Sequence[Rule],
+        *,
+        seed: int,
+        started: float,
+        store: Store,
+    ) -> None:
+        self._file: tuple[Rule, ...] = tuple(file_rules)
+        self._api: tuple[Rule, ...] = ()
+        self.seed = seed
+        self.started = started
+        self.store = store
+        self.hits: Counter[str] = Counter()
+        self._by_stage: dict[Stage, tuple[Rule, ...]] = {}
+        self.stages: frozenset[Stage] = frozenset()
+        self._index()
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """Every rule in force, in the order they are consulted."""
+        return self._api + self._file
+
+    def _index(self) -> None:
+        by_stage: dict[Stage, list[Rule]] = {}
+        for rule in self.rules:
+            by_stage.setdefault(rule.stage, []).append(rule)
+        self._by_stage = {stage: tuple(rules) for stage, rules in by_stage.items()}
+        self.stages = frozenset(self._by_stage)
+
+    async def _keep_state(self) -> None:
+        await self.store.keep(frozenset(rule.fingerprint for rule in self.rules))
+
+    def add(self, rule: Rule) -> None:
+        """An API rule, checked before every other from now on."""
+        if any(r.name == rule.name for r in self.rules):
+            raise NameInUseError(f'rule "{rule.name}" already exists')
+        self._api = (rule, *self._api)
+        self._index()
+
+    async def remove(self, name: str) -> bool:
+        """Remove the API rule ``name`` (and its state); False if there is none."""
+        kept = tuple(r for r in self._api if r.name != name)
+        if len(kept) == len(self._api):
+            return False
+        self._api = kept
+        self._index()
+        await self._keep_state()
+        return True
+
+    async def remove_api(self) -> None:
+        self._api = ()
+        self._index()
+        await self._keep_state()
+
+    async def expire(self, now: float) -> list[str]:
+        """Remove API rules whose ``ttl`` ran out; their names."""
+        gone = [r.name for r in self._api if r.expires is not None and now >= r.expires]
+        if gone:
+            self._api = tuple(r for r in self._api if r.name not in gone)
+            self._index()
+            await self._keep_state()
+        return gone
+
+    async def reload(self, file_rules: Iterable[Rule], seed: int) -> None:
+        """New file rules (SIGHUP): a rule keeps its state only if its name and
+        definition are unchanged (same fingerprint); API rules stay. A file rule
+        named like an API rule is a ``RulesError``."""
+        rules = tuple(file_rules)
+        api_names = {r.name for r in self._api}
+        clashes = [r for r in rules if r.name in api_names]
+        if clashes:
+            # Refused whole, like any broken rules file: the old rules stay in force.
+            raise RulesError(
+                [
+                    f'rule "{r.name}": name: already used by a rule added through the API'
+                    for r in clashes
+                ]
+            )
+        self._file = rules
+        self.seed = seed
+        self._index()
+        await self._keep_state()
+
+    async def reset(self) -> None:
+        """POST /reset: counts, greylist entries and spent rules start over."""
+        self.hits.clear()
+        await self.store.reset()
+
+    async def spent(self) -> frozenset[str]:
+        """Names of the rules that used up their ``times``."""
+        acted = await self.store.acted()
+        return frozenset(
+            r.name
+            for r in self.rules
+            if r.selection.times is not None and acted.get(r.fingerprint, 0) >= r.selection.times
+        )
+
+    async def evaluate(self, stage: Stage, facts: Facts, now: float) -> Verdict | None:
+        """The verdict of the first rule that acts on this event, else None."""
+        rules = self._by_stage.get(stage)
+        if rules is None:
+            return None
+        debug = log.isEnabledFor(logging.DEBUG)
+        for rule in rules:
+            if rule.expires is not None and now >= rule.expires:
+                continue
+            miss = failing(rule.matchers, facts)
+            if (
+                miss is None
+                and stage is Stage.CONTENT
+                and not crossed(rule.actions.after_bytes, facts)
+            ):
+                miss = "after_bytes"
+            if miss is not None:
+                if debug:
+                    log.debug("rule %s at %s: %s does not hold", rule.name, stage, miss)
+                continue
+            self.hits[rule.name] += 1
+            selection = rule.selection
+            elapsed = now - (self.started if rule.started is None else rule.started)
+            if selection.stateful:
+                key = key_value(selection.key, facts)
+                answer = await self.store.decide(
+                    Ask(rule.fingerprint, rule.name, key, selection, now, elapsed, self.seed)
+                )
+                act, count = answer.act, answer.count
+            else:
+                # No shared count: the delay range is drawn from this
+                # process's count of the rule's matches.
+                key, count = "", self.hits[rule.name]
+                act = in_window(selection, elapsed)
+            if not act:
+                if debug:
+                    log.debug(
+                        "rule %s at %s: match %d of %r not selected", rule.name, stage, count, key
+                    )
+                continue
+            if debug:
+                log.debug("rule %s at %s: match %d of %r acts", rule.name, stage, count, key)
+            return self._verdict(rule, key, count)
+        return None
+
+    def _verdict(self, rule: Rule, key: str, count: int) -> Verdict:
+        actions = rule.actions
+        reply = actions.reply
+        if reply is None and rule.selection.greylist is not None:
+            reply = GREYLISTED
+        elif reply is None and actions.close:
+            reply = CLOSING
+        delay = 0.0
+        if actions.delay is not None:
+            low, high = actions.delay
+            delay = low + (high - low) * unit(self.seed, rule.name, key, count, "delay")
+        return Verdict(
+            rule=rule.name,
+            reply=reply,
+            delay=delay,
+            close=actions.close,
+            drop=actions.drop,
+            reset=actions.reset,
+            hang=actions.hang,
+            tarpit=actions.tarpit,
+            tls=actions.tls,
+        )

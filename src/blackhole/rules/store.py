@@ -1,0 +1,157 @@
+"""Where rule state lives: match counts, greylist entries, spent rules.
+
+One decision is one call, ``decide(Ask) -> Answer``: the store counts the
+match, remembers when the key was first seen, applies ``times`` and the pure
+selection (``select.choose``) in one atomic step. ``Ask`` and ``Answer`` hold
+only plain values, so a store in another process (the supervisor's, for all
+workers of one server) or on the network (Redis) answers in one round trip and
+every worker sees exactly the same counts. Rules without a stateful selection
+never reach the store.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from blackhole.rules.model import Key, Selection
+from blackhole.rules.select import FORGET_AFTER, choose
+
+# Idle entries are swept at most this often, so a sweep costs O(entries) per
+# minute, not per decision.
+SWEEP_EVERY = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    """One match of a stateful rule, with all the store needs to decide."""
+
+    rule_id: str  # the rule's fingerprint: state survives a reload only if unchanged
+    rule: str  # the rule's name, which chance is keyed by
+    key: str
+    selection: Selection
+    now: float  # seconds, on one clock for every worker (time.time())
+    elapsed: float  # seconds since the rule's start, for `window`
+    seed: int
+
+    def to_wire(self) -> dict[str, Any]:
+        """Plain JSON-able values, for a store in another process."""
+        return asdict(self)
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> Ask:
+        sel = dict(wire["selection"])
+        window = sel.get("window")
+        sel["window"] = None if window is None else (window[0], window[1])
+        sel["key"] = Key(sel["key"])
+        fields = {k: wire[k] for k in ("rule_id", "rule", "key", "now", "elapsed", "seed")}
+        return cls(selection=Selection(**sel), **fields)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    act: bool
+    count: int  # this match's number for its key, from 1
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"act": self.act, "count": self.count}
+
+    @classmethod
+    def from_wire(cls, wire: Mapping[str, Any]) -> Answer:
+        return cls(act=bool(wire["act"]), count=int(wire["count"]))
+
+
+@dataclass(slots=True)
+class _Entry:
+    count: int
+    first_seen: float
+    last_seen: float
+
+
+@dataclass(slots=True)
+class _RuleState:
+    acted: int = 0
+    entries: dict[str, _Entry] = field(default_factory=dict)
+
+
+class Store(abc.ABC):
+    """The interface every state store implements."""
+
+    @abc.abstractmethod
+    async def decide(self, ask: Ask) -> Answer:
+        """Count the match and say whether it acts, atomically."""
+
+    @abc.abstractmethod
+    async def acted(self) -> dict[str, int]:
+        """How many times each rule (by id) acted, for ``spent`` in /rules."""
+
+    @abc.abstractmethod
+    async def keep(self, rule_ids: frozenset[str]) -> None:
+        """Forget the state of every rule not in ``rule_ids`` (reload, API delete)."""
+
+    @abc.abstractmethod
+    async def reset(self) -> None:
+        """Forget all state (POST /reset)."""
+
+
+class MemoryStore(Store):
+    """State in this process: for one worker, or hosted by the supervisor for all."""
+
+    __slots__ = ("_last_sweep", "_rules")
+
+    def __init__(self) -> None:
+        self._rules: dict[str, _RuleState] = {}
+        self._last_sweep = 0.0
+
+    async def decide(self, ask: Ask) -> Answer:
+        return self.decide_now(ask)
+
+    def decide_now(self, ask: Ask) -> Answer:
+        """``decide`` without the coroutine, for a host that serves other processes."""
+        if ask.now - self._last_sweep >= SWEEP_EVERY:
+            self._sweep(ask.now)
+        state = self._rules.get(ask.rule_id)
+        if state is None:
+            state = self._rules[ask.rule_id] = _RuleState()
+        entry = state.entries.get(ask.key)
+        if entry is None or ask.now - entry.last_seen >= FORGET_AFTER:
+            entry = state.entries[ask.key] = _Entry(0, ask.now, ask.now)
+        entry.count += 1
+        entry.last_seen = ask.now
+        times = ask.selection.times
+        if times is not None and state.acted >= times:
+            return Answer(act=False, count=entry.count)
+        act = choose(
+            ask.selection,
+            rule=ask.rule,
+            key=ask.key,
+            count=entry.count,
+            first_seen=entry.first_seen,
+            now=ask.now,
+            elapsed=ask.elapsed,
+            seed=ask.seed,
+        )
+        if act:
+            state.acted += 1
+        return Answer(act=act, count=entry.count)
+
+    def _sweep(self, now: float) -> None:
+        # RULES.md: a key unseen for 2 days starts over; its entry goes, so
+        # memory follows the keys of the last two days, not of all time.
+        self._last_sweep = now
+        for state in self._rules.values():
+            stale = [k for k, e in state.entries.items() if now - e.last_seen >= FORGET_AFTER]
+            for key in stale:
+                del state.entries[key]
+
+    async def acted(self) -> dict[str, int]:
+        return {rule_id: state.acted for rule_id, state in self._rules.items()}
+
+    async def keep(self, rule_ids: frozenset[str]) -> None:
+        for rule_id in [r for r in self._rules if r not in rule_ids]:
+            del self._rules[rule_id]
+
+    async def reset(self) -> None:
+        self._rules.clear()
