@@ -8,7 +8,7 @@ one ``ConfigError``.
 
 Checks that need the host the server runs on (does the user exist, can the
 TLS files be loaded together) are ``-t``'s and start-up's: see
-config/hostcheck.py.
+config/preflight.py.
 """
 
 from __future__ import annotations
