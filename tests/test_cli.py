@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import types
+import warnings
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +20,14 @@ from blackhole import __version__
 from blackhole.cli import config_main, main
 from blackhole.config.model import Config
 from blackhole.config.options import OPTION_NAMES, format_options
-from blackhole.errors import ConfigError, PermissionDenied, Unavailable
+from blackhole.errors import (
+    ConfigError,
+    ExitCode,
+    PermissionDenied,
+    Unavailable,
+    classify,
+    error_for,
+)
 from blackhole.observe.logs import HANDLER_NAME, setup_logging
 from blackhole.policy.modes import Mode
 
@@ -98,6 +106,49 @@ def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert out.startswith("usage: blackhole [-h] [-c FILE] [-t] [-d | -q] [-b] [-ls] [-v]")
     assert "Without -c, the built-in defaults are used" in out
+
+
+def test_help_names_blackhole_config_the_exit_codes_and_the_docs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "blackhole_config prints every configuration option" in out
+    for code in ExitCode:
+        assert f"  {code.value:<3} {code.meaning}\n" in out, code
+    assert "docs/configuration.md" in out
+
+
+def test_exit_codes_are_one_table() -> None:
+    # The codes the SPEC fixes, and classify/error_for as inverses of each other.
+    assert {code.name: int(code) for code in ExitCode} == {
+        "OK": 0,
+        "USAGE": 64,
+        "UNAVAILABLE": 69,
+        "SOFTWARE": 70,
+        "NOPERM": 77,
+    }
+    for error in (
+        ConfigError(["a", "b"]),
+        PermissionError(13, "Permission denied"),
+        OSError(98, "Address already in use"),
+        RuntimeError("bug"),
+    ):
+        code, message = classify(error)
+        again = error_for(code, message)
+        assert (again.exit_code, str(again)) == (code, message)
+
+
+def test_warnings_go_through_the_log(capsys: pytest.CaptureFixture[str]) -> None:
+    setup_logging(Config(log_format="json"))
+    try:
+        warnings.warn("something is deprecated", UserWarning, stacklevel=1)
+    finally:
+        logging.captureWarnings(False)
+    err = capsys.readouterr().err
+    entry = json.loads(err)
+    assert (entry["level"], entry["logger"]) == ("WARNING", "py.warnings")
+    assert "something is deprecated" in entry["message"]
 
 
 @pytest.mark.parametrize(

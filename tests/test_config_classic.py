@@ -17,6 +17,7 @@ import pytest
 
 from blackhole.config import classic
 from blackhole.config.classic import load_config, parse_config, reload_config
+from blackhole.config.domain import mailname_problem
 from blackhole.config.model import Config, Listener
 from blackhole.config.options import OPTION_NAMES, OPTIONS, format_options
 from blackhole.errors import EX_USAGE, ConfigError
@@ -70,7 +71,9 @@ def problems(tmp_path: Path, text: str) -> list[str]:
 
 def test_empty_file_gives_defaults_with_generated_cert(tmp_path: Path) -> None:
     config = load(tmp_path, "# nothing set\n\n")
-    assert config == Config(generated_cert=True, config_file=str(tmp_path / "blackhole.conf"))
+    assert config == Config(
+        generated_cert=True, config_file=str(tmp_path / "blackhole.conf"), base_dir=str(Path.cwd())
+    )
     assert config.listeners == (
         Listener("127.0.0.1", 2525),
         Listener("127.0.0.1", 4650, tls=True),
@@ -119,7 +122,17 @@ workers = 4
         dynamic_switch=False,
         workers=4,
         config_file=str(tmp_path / "blackhole.conf"),
+        base_dir=str(Path.cwd()),
     )
+
+
+@pytest.mark.parametrize(("text", "share"), [("0", 0.0), ("0.25", 0.25), ("1", 1.0), ("1.0", 1.0)])
+def test_random_accept(tmp_path: Path, text: str, share: float) -> None:
+    assert load(tmp_path, f"mode = random\nrandom_accept = {text}\n").random_accept == share
+
+
+def test_random_accept_default_is_the_classic_one_in_eleven(tmp_path: Path) -> None:
+    assert load(tmp_path, "mode = random\n").random_accept == 1 / 11
 
 
 def test_every_new_key(tmp_path: Path) -> None:
@@ -290,7 +303,7 @@ def test_parse_config_uses_given_name(tmp_path: Path) -> None:
         ("group = 'a b'", "group must be a single name without spaces, not 'a b'"),
         (
             "mailname = not a name",
-            "mailname must be a host name such as mx.example.test, not 'not a name'",
+            "mailname 'not a name' is not usable: it contains spaces or control characters",
         ),
         (
             "max_recipients = 99",
@@ -324,6 +337,14 @@ def test_parse_config_uses_given_name(tmp_path: Path) -> None:
         ("MODE = bounce", unknown("MODE", "mode")),
         ("tmeout = 5", unknown("tmeout", "timeout")),
         ("tls-listen = :465", unknown("tls-listen", "tls_listen")),
+        # Swapped words: difflib alone suggested 'listen'.
+        ("listen_tls = :465", unknown("listen_tls", "tls_listen")),
+        ("TLS_LISTEN = :465", unknown("TLS_LISTEN", "tls_listen")),
+        ("accept_random = 0.5", unknown("accept_random", "random_accept")),
+        ("message_size_max = 10", unknown("message_size_max", "max_message_size")),
+        ("random_accept = 1.5", "random_accept must be from 0.0 to 1.0, not 1.5"),
+        ("random_accept = half", "random_accept must be a number from 0.0 to 1.0, not 'half'"),
+        ("random_accept = nan", "random_accept must be from 0.0 to 1.0, not nan"),
     ],
 )
 def test_single_problem(tmp_path: Path, line: str, message: str) -> None:
@@ -340,8 +361,9 @@ def test_mailname_accepts(tmp_path: Path, value: str) -> None:
 
 @pytest.mark.parametrize("value", ["[a b]", "[x]", "[2001:db8::1]", "mx_1.test", "[]"])
 def test_mailname_rejects(tmp_path: Path, value: str) -> None:
+    # The same RFC 5321 rule as /etc/mailname and the FQDN (config/domain.py).
     assert problems(tmp_path, f"mailname = {value}\n") == [
-        f"FILE:1: mailname must be a host name such as mx.example.test, not {value!r}"
+        f"FILE:1: mailname {value!r} is not usable: {mailname_problem(value)}"
     ]
 
 
@@ -577,7 +599,7 @@ def test_reload_keeps_command_line_switches(tmp_path: Path) -> None:
 
 def test_every_option_has_a_parser_and_a_config_field() -> None:
     fields = {field.name for field in dataclasses.fields(Config)}
-    assert set(OPTION_NAMES) == set(classic._PARSERS)
+    assert set(OPTION_NAMES) == set(classic._parsers(Path("/")))
     assert set(OPTION_NAMES) - {"listen", "tls_listen"} <= fields
     assert len(OPTION_NAMES) == len(set(OPTION_NAMES))
 

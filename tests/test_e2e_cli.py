@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
+import os
 import signal
 import smtplib
 import socket
@@ -21,8 +23,10 @@ import pytest
 
 from blackhole.config.options import OPTION_NAMES, format_options
 from tests.e2e import Factory, assert_clean_log, queue_id, start
+from tests.proctools import alive, wait_until
 from tests.serverproc import start_server
 from tests.smtpclient import Client, insecure_context
+from tests.tlsclients import dhparams, rsa_cert
 
 EX_OK, EX_USAGE, EX_UNAVAILABLE, EX_NOPERM = 0, 64, 69, 77
 
@@ -240,3 +244,91 @@ def test_no_config_listens_on_loopback_2525_and_4650() -> None:
     finally:
         if server.proc.poll() is None:
             server.stop(signal.SIGKILL)
+
+
+# --- -t catches what start-up would --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("user = no-such-user-here", "user 'no-such-user-here' does not exist on this host"),
+        ("group = no-such-group-here", "group 'no-such-group-here' does not exist on this host"),
+    ],
+)
+def test_config_test_refuses_an_unknown_user_or_group(
+    tmp_path: Path, line: str, message: str
+) -> None:
+    # It passed -t, then the start stopped with 64.
+    conf = tmp_path / "b.conf"
+    conf.write_text(f"listen = 127.0.0.1:0\n{line}\n")
+    done = blackhole("-t", "-c", str(conf))
+    assert done.returncode == EX_USAGE, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.splitlines()[0].startswith(f"blackhole: {message}")
+    assert done.stderr.splitlines()[-1] == "blackhole: config test failed: 1 problem"
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_config_test_with_dhparams_prints_no_raw_warning(tmp_path: Path, log_format: str) -> None:
+    # cryptography's DH API printed a CryptographyDeprecationWarning on stderr.
+    cert, key = rsa_cert(tmp_path)
+    conf = tmp_path / "dh.conf"
+    conf.write_text(
+        f"listen = 127.0.0.1:0\ntls_cert = {cert}\ntls_key = {key}\n"
+        f"tls_dhparams = {dhparams(tmp_path)}\nlog_format = {log_format}\n"
+    )
+    done = blackhole("-t", "-c", str(conf))
+    assert (done.returncode, done.stdout, done.stderr) == (EX_OK, f"Config OK: {conf}\n", "")
+
+
+def test_start_with_dhparams_logs_only_json_lines(tmp_path: Path) -> None:
+    cert, key = rsa_cert(tmp_path)
+    conf = tmp_path / "dh.conf"
+    conf.write_text(
+        f"listen = 127.0.0.1:0\ntls_cert = {cert}\ntls_key = {key}\n"
+        f"tls_dhparams = {dhparams(tmp_path)}\nlog_format = json\n"
+    )
+    server = start_server(conf)
+    assert server.stop() == EX_OK
+    text = server.text()
+    assert "listening on" in text
+    for line in text.splitlines():
+        assert isinstance(json.loads(line), dict), line
+    assert "Deprecat" not in text
+
+
+# --- -b with relative paths ----------------------------------------------------------
+
+
+def test_background_reload_with_relative_paths(
+    tmp_path: Path, cert_pair: tuple[Path, Path]
+) -> None:
+    # The daemon runs in /: a SIGHUP used to re-read "cert.pem" from there and
+    # refuse the config. Paths are taken from where blackhole was started.
+    cert, key = cert_pair
+    (tmp_path / "cert.pem").write_bytes(cert.read_bytes())
+    (tmp_path / "key.pem").write_bytes(key.read_bytes())
+    (tmp_path / "blackhole.conf").write_text(
+        "listen = 127.0.0.1:0\ntls_cert = cert.pem\ntls_key = key.pem\n"
+        "pidfile = bh.pid\nlog_file = bh.log\n"
+    )
+    log = tmp_path / "bh.log"
+    done = blackhole("-c", "blackhole.conf", "-b", cwd=tmp_path)
+    assert done.returncode == EX_OK, done.stderr
+    pid = int((tmp_path / "bh.pid").read_text())
+    try:
+        # With log_file the command says where the daemon is and where it logs.
+        assert done.stderr == f"blackhole: started as pid {pid}, logging to {log}\n"
+        assert Path(f"/proc/{pid}/cwd").readlink() == Path("/")
+        os.kill(pid, signal.SIGHUP)
+        wait_until(
+            lambda: (
+                "configuration reloaded" in log.read_text() or "reload refused" in log.read_text()
+            ),
+            what="the reload to finish",
+        )
+        assert "reload refused" not in log.read_text(), log.read_text()
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not alive(pid), what=f"daemon {pid} to exit")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from blackhole.config.domain import is_domain
 from blackhole.config.listen import (
     ListenError,
-    is_hostname,
     parse_address,
     parse_delay,
     parse_listen,
@@ -76,19 +76,25 @@ def test_parse_address_rejects(text: str, message: str) -> None:
     [
         ("localhost", True),
         ("mx.example.test", True),
-        ("mx.example.test.", True),
+        ("mx.example.test.", False),  # RFC 5321 Domain: no trailing dot
+        ("1.example", True),
         ("a-b.c", True),
         ("-a.c", False),
         ("a-.c", False),
         ("a..c", False),
         ("", False),
         ("a" * 64 + ".test", False),
-        (("a" * 63 + ".") * 4 + "test", False),  # over 253 octets
+        (".".join(["a" * 63] * 4), True),  # 255 octets, RFC 5321 section 4.5.3.1.2
+        (("a" * 63 + ".") * 4 + "test", False),  # over 255 octets
         ("under_score", False),
     ],
 )
-def test_is_hostname(name: str, ok: bool) -> None:
-    assert is_hostname(name) is ok
+def test_is_domain(name: str, ok: bool) -> None:
+    assert is_domain(name) is ok
+
+
+def test_listen_host_may_end_with_a_dot() -> None:
+    assert parse_address("mx.example.test.:25") == ("mx.example.test.", 25)
 
 
 @pytest.mark.parametrize(

@@ -30,7 +30,15 @@ def test_configured_name_wins(etc_mailname: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["mx.example", "localhost", "[192.0.2.1]", "bücher.example", "x" * 255]
+    "name",
+    [
+        "mx.example",
+        "localhost",
+        "[192.0.2.1]",
+        "[IPv6:2001:db8::1]",
+        "xn--bcher-kva.example",
+        ".".join(["x" * 63] * 4),  # 255 octets, RFC 5321 section 4.5.3.1.2
+    ],
 )
 def test_configured_names_accepted(name: str, tmp_path: Path) -> None:
     assert resolve_mailname(name, tmp_path / "none") == name
@@ -46,6 +54,12 @@ def test_configured_names_accepted(name: str, tmp_path: Path) -> None:
         ("mx\texample", "spaces"),
         ("mx\x00example", "control"),
         ("x" * 256, "longer than 255"),
+        # RFC 5321 section 4.1.2 domain rules, the same as the mailname key's.
+        ("bücher.example", "xn--"),
+        ("x" * 64 + ".example", "not a domain"),
+        ("-mx.example", "not a domain"),
+        ("mx.example.", "not a domain"),
+        ("mx_1.example", "not a domain"),
     ],
 )
 def test_configured_names_rejected(name: str, why: str, tmp_path: Path) -> None:

@@ -132,6 +132,8 @@ def test_invalid_delay_header_ignored(value: str) -> None:
         ("1,5", Delay(1, 5)),
         ("1-5", Delay(1, 5)),
         ("3, 3", Delay(3, 3)),
+        (".5", Delay(0.5, 0.5)),  # the config file's grammar (policy/modes.py)
+        (" 1 - 5 ", Delay(1, 5)),
         ("61", Delay(60, 60)),  # capped, the classic limit
         ("3600", Delay(60, 60)),
         ("10, 500", Delay(10, 60)),
@@ -190,6 +192,27 @@ def test_random_mode_gives_accept_and_every_bounce() -> None:
     for code in codes:
         share = sum(r.code == code for r in draws) / len(draws)
         assert 0.05 < share < 0.14, (code, share)
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25, 0.5, 0.9, 1.0])
+def test_random_accept_sets_the_share_of_accepts(share: float) -> None:
+    defaults = Defaults(mode=Mode.RANDOM, delay=None, random_accept=share)
+    p = policy(7)
+    draws = [p.decide(defaults, None, None)[0] for _ in range(4000)]
+    accepted = sum(r.code == 250 for r in draws) / len(draws)
+    assert abs(accepted - share) < 0.03, accepted
+    if share < 1.0:
+        # The rest are bounces, every one of them.
+        assert {r.code for r in draws} - {250} == set(CLASSIC_BOUNCES)
+
+
+def test_random_accept_is_ignored_outside_random_mode() -> None:
+    p = policy(9)
+    bounce = Defaults(mode=Mode.BOUNCE, delay=None, random_accept=1.0)
+    assert all(p.decide(bounce, None, None)[0].code != 250 for _ in range(200))
+    # A message switched to random by its header gets the configured share too.
+    accept_all = Defaults(mode=Mode.BOUNCE, delay=None, random_accept=1.0)
+    assert all(p.decide(accept_all, "random", None)[0].code == 250 for _ in range(200))
 
 
 def test_bounce_mode_gives_only_bounces_and_all_of_them() -> None:

@@ -23,18 +23,37 @@ from blackhole import __version__
 from blackhole.config.classic import load_config
 from blackhole.config.model import Config
 from blackhole.config.options import format_options
+from blackhole.config.preflight import preflight
 from blackhole.errors import (
-    EX_NOPERM,
     EX_OK,
     EX_SOFTWARE,
-    EX_UNAVAILABLE,
-    BlackholeError,
     ConfigError,
+    ExitCode,
     UsageError,
+    classify,
 )
 from blackhole.observe.logs import setup_logging
 
 log = logging.getLogger(__name__)
+
+
+def _exit_codes() -> str:
+    return "\n".join(f"  {code.value:<3} {code.meaning}" for code in ExitCode)
+
+
+EPILOG = f"""\
+Without -c, the built-in defaults are used: SMTP on 127.0.0.1:2525 and SMTPS
+on 127.0.0.1:4650 with a self-signed certificate. No file is read.
+
+blackhole_config prints every configuration option, documented, as a
+commented-out config file to start from.
+
+exit codes:
+{_exit_codes()}
+
+documentation: README.md, docs/configuration.md (every option and switch),
+docs/production.md (workers, signals, daemon, systemd), docs/tls-and-auth.md.
+"""
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -48,8 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = _ArgumentParser(
         prog="blackhole",
         description="An SMTP sink: accepts mail, delivers none of it, answers as told.",
-        epilog="Without -c, the built-in defaults are used: SMTP on 127.0.0.1:2525 and"
-        " SMTPS on 127.0.0.1:4650 with a self-signed certificate. No file is read.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
     parser.add_argument("-c", "--conf", metavar="FILE", help="read the configuration from FILE")
@@ -97,25 +116,6 @@ def _load_runner() -> Callable[[Config], object]:
     return run
 
 
-def _check_tls_files(config: Config) -> None:
-    """Load the TLS files as start-up will, so that ``-t`` refuses what it refuses.
-
-    The loader only checks that each file is there and looks like PEM; a key
-    that is not the certificate's, or dhparams OpenSSL cannot read, passed
-    ``-t`` and then stopped the start (exit 64). Raises ``ConfigError``.
-    """
-    if config.tls_cert is None:
-        return
-    # On demand, like the runner: -t without TLS files needs no ssl module.
-    tls = importlib.import_module("blackhole.server.tls")
-    tls.build_server_context(
-        config.tls_cert,
-        config.tls_key or config.tls_cert,
-        config.tls_dhparams,
-        config.less_secure,
-    )
-
-
 def _error(message: str) -> None:
     for line in message.splitlines() or [""]:
         print(f"blackhole: {line}", file=sys.stderr)
@@ -140,10 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EX_OK
         config = build_config(args)
         if args.test:
-            _check_tls_files(config)
-            source = config.config_file or "built-in defaults (no -c given)"
-            print(f"Config OK: {source}")
-            return EX_OK
+            return _test(config)
         setup_logging(config)
         result = _load_runner()(config)
         return result if isinstance(result, int) else EX_OK
@@ -156,23 +153,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         problems = f"{count} problem{'s' if count != 1 else ''}"
         _error(f"config test failed: {problems}" if testing else f"{problems}; not started")
         return exc.exit_code
-    except BlackholeError as exc:
-        _error(str(exc))
-        return exc.exit_code
-    # A safety net for OS errors the server did not wrap in a typed error: the
-    # exit code still tells a script what kind of failure it was.
-    except PermissionError as exc:
-        _error(str(exc))
-        return EX_NOPERM
-    except OSError as exc:
-        _error(str(exc))
-        return EX_UNAVAILABLE
     except Exception as exc:
-        # A bug. One line by default; the traceback with -d.
-        _error(f"internal error: {exc!r}" + ("" if debug else " (run with -d for details)"))
-        if debug:
+        code, message = classify(exc)
+        if code == EX_SOFTWARE:
+            # A bug. One line by default; the traceback with -d.
+            message += "" if debug else " (run with -d for details)"
+        _error(message)
+        if code == EX_SOFTWARE and debug:
             log.exception("internal error")
-        return EX_SOFTWARE
+        return code
+
+
+def _test(config: Config) -> int:
+    """``-t``: the file, then what start-up would check on this host. Raises ``ConfigError``."""
+    # Warnings (a weak DH group, a library's deprecation) are shown the way the
+    # server would log them, in its format, but here on the terminal.
+    setup_logging(replace(config, log_file=None))
+    problems = preflight(config)
+    if problems:
+        raise ConfigError(problems)
+    print(f"Config OK: {config.config_file or 'built-in defaults (no -c given)'}")
+    return EX_OK
 
 
 def config_main(argv: Sequence[str] | None = None) -> int:

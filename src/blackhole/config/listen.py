@@ -1,4 +1,4 @@
-"""The value syntax of ``listen`` / ``tls_listen``, and of modes and delays.
+"""The value syntax of ``listen`` / ``tls_listen``.
 
 A value is a comma-separated list of entries::
 
@@ -18,22 +18,17 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from blackhole.config.domain import is_domain
 from blackhole.config.model import Listener
-from blackhole.policy.modes import MAX_DELAY, Delay, Mode
+
+# The mode/delay grammar is the policy's, shared with the X-Blackhole-* headers;
+# re-exported here for the config loader.
+from blackhole.policy.modes import Delay, Mode, parse_delay, parse_mode
+
+__all__ = ["ListenError", "parse_address", "parse_delay", "parse_listen", "parse_mode"]
 
 ALL_IPV4 = "0.0.0.0"
 ALL_IPV6 = "::"
-
-# RFC 1123 section 2.1: labels of letters, digits and hyphens, 1-63 octets, not
-# starting or ending with a hyphen; 253 octets in all (RFC 1035 section 2.3.4
-# allows 255 including the length octets of the wire form).
-_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
-_MAX_HOSTNAME = 253
-
-# A number of seconds: digits with an optional fraction. No sign and no
-# exponent, so "-5" is reported as negative instead of being taken for a range.
-_SECONDS = r"[0-9]+(?:\.[0-9]+)?|\.[0-9]+"
-_DELAY = re.compile(rf"\s*({_SECONDS})\s*(?:([-,])\s*({_SECONDS})\s*)?")
 
 _FLAGS = ("mode", "delay")
 _SPACED_EQUALS = re.compile(r"\s*=\s*")
@@ -52,45 +47,6 @@ class ListenError(ValueError):
         # against the other listeners and report every problem at once.
         self.listeners = listeners
         super().__init__("; ".join(self.problems))
-
-
-def parse_mode(text: str) -> Mode:
-    """``accept``, ``bounce`` or ``random``, in any letter case."""
-    try:
-        return Mode(text.strip().lower())
-    except ValueError:
-        choices = ", ".join(m.value for m in Mode)
-        raise ValueError(f"must be one of {choices}, not {text!r}") from None
-
-
-def parse_delay(text: str, *, allow_comma: bool = True) -> Delay:
-    """Seconds ``N``, or a range ``A-B`` (or ``A, B``), each from 0 to 60.
-
-    ``allow_comma`` is off inside a ``listen`` value, where a comma already
-    separates listeners.
-    """
-    forms = "N or A-B" + (" (or A, B)" if allow_comma else "")
-    match = _DELAY.fullmatch(text)
-    if match is None or (match.group(2) == "," and not allow_comma):
-        if text.strip().startswith("-"):
-            raise ValueError(f"cannot be negative: {text!r}")
-        raise ValueError(f"must be seconds from 0 to {MAX_DELAY:g}, as {forms}, not {text!r}")
-    low = float(match.group(1))
-    high = low if match.group(3) is None else float(match.group(3))
-    for seconds in (low, high):
-        if seconds > MAX_DELAY:
-            raise ValueError(f"{seconds:g} seconds is over the maximum of {MAX_DELAY:g}")
-    if low > high:
-        raise ValueError(f"range {text.strip()!r} runs backwards; write the smaller number first")
-    return Delay(low, high)
-
-
-def is_hostname(text: str) -> bool:
-    """True for a syntactically valid DNS host name (RFC 1123), without resolving it."""
-    name = text.removesuffix(".")
-    if not name or len(name) > _MAX_HOSTNAME:
-        return False
-    return all(_LABEL.fullmatch(label) for label in name.split("."))
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -118,7 +74,7 @@ def parse_address(text: str) -> tuple[str, int]:
                 host = str(ipaddress.IPv4Address(host))
             except ValueError:
                 raise ValueError(f"{host!r} is not a valid IPv4 address") from None
-        elif is_hostname(host):
+        elif is_domain(host.removesuffix(".")):  # "host." is a fully qualified name
             host = host.lower()
         else:
             raise ValueError(f"{host!r} is not an IP address or a host name")

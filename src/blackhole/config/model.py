@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from blackhole.policy.modes import Delay, Mode
+from blackhole.policy.modes import CLASSIC_RANDOM_ACCEPT, Delay, Mode
 
 DEFAULT_TIMEOUT = 60.0
 MAX_TIMEOUT = 180.0
@@ -62,6 +62,7 @@ class Config:
     tls_dhparams: str | None = None
     delay: Delay | None = None
     mode: Mode = Mode.ACCEPT
+    random_accept: float = CLASSIC_RANDOM_ACCEPT  # share of accepts in random mode
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
     dynamic_switch: bool = True
     workers: int = 1
@@ -80,7 +81,8 @@ class Config:
     debug: bool = False
     quiet: bool = False
     background: bool = False
-    config_file: str | None = None  # where this came from, for SIGHUP reloads
+    config_file: str | None = None  # where this came from (absolute), for SIGHUP reloads
+    base_dir: str | None = None  # where relative paths in config_file start (absolute)
     generated_cert: bool = field(default=False)  # True: no tls_cert, self-signed at start
 
     @property

@@ -9,6 +9,7 @@ in step).
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 
 
@@ -113,6 +114,14 @@ OPTIONS: tuple[Option, ...] = (
         classic=True,
     ),
     Option(
+        "random_accept",
+        "(1/11: accept and each of the ten bounces equally likely)",
+        "a number from 0.0 to 1.0",
+        "In random mode, the share of messages accepted; the rest get a random bounce.",
+        "0.5",
+        classic=False,
+    ),
+    Option(
         "max_message_size",
         "512000",
         "bytes, a whole number of 1 or more",
@@ -213,13 +222,30 @@ OPTIONS: tuple[Option, ...] = (
 OPTION_NAMES: tuple[str, ...] = tuple(option.name for option in OPTIONS)
 
 
+def _tokens(name: str) -> frozenset[str]:
+    return frozenset(word for word in re.split(r"[^a-z0-9]+", name.lower()) if word)
+
+
+def _did_you_mean(key: str) -> str | None:
+    """The option ``key`` was most likely meant to be, if any is close enough.
+
+    Two ways, best first: the same words in another order or case
+    (``listen_tls`` -> ``tls_listen``, ``Mode`` -> ``mode``), then the closest
+    spelling (``tiemout`` -> ``timeout``), which difflib finds character by
+    character and so misses swapped words.
+    """
+    words = _tokens(key)
+    for name in OPTION_NAMES:
+        if _tokens(name) == words:
+            return name
+    close = difflib.get_close_matches(key.lower(), OPTION_NAMES, n=1)
+    return close[0] if close else None
+
+
 def unknown_key_message(key: str) -> str:
     """The message for a key that is not an option, with a "did you mean" hint."""
-    close = difflib.get_close_matches(key, OPTION_NAMES, n=1)
-    if not close and key.lower() in OPTION_NAMES:
-        # difflib misses short keys whose case alone is wrong ("MODE" vs "mode").
-        close = [key.lower()]
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    close = _did_you_mean(key)
+    hint = f" (did you mean {close!r}?)" if close else ""
     return f"unknown key {key!r}{hint}; the valid keys are: {', '.join(OPTION_NAMES)}"
 
 

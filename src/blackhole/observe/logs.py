@@ -123,3 +123,6 @@ def setup_logging(config: Config, worker: int | None = None) -> None:
         old.close()
     root.addHandler(handler)
     root.setLevel(_level(config))
+    # Python warnings (a library's DeprecationWarning, say) would otherwise be
+    # printed raw on stderr, outside the log format and the log file.
+    logging.captureWarnings(True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from blackhole.policy.modes import Delay, Mode
+from blackhole.policy.modes import CLASSIC_RANDOM_ACCEPT, Delay, Mode
 from blackhole.policy.switches import parse_delay, parse_mode
 from blackhole.protocol.replies import BOUNCES, Reply, queued
 
@@ -26,6 +26,8 @@ class Defaults:
     listener_mode: Mode | None = None
     listener_delay: Delay | None = None
     dynamic_switch: bool = True
+    # Random mode: the share of accepts; the rest are the bounces, uniformly.
+    random_accept: float = CLASSIC_RANDOM_ACCEPT
 
 
 class Policy:
@@ -63,16 +65,14 @@ class Policy:
             delay = switched_delay or defaults.delay
         if delay is None and mode is Mode.ACCEPT:
             return queued(self.queue_id()), 0.0  # the common case, kept short
-        return self.reply_for(mode), self.seconds(delay)
+        return self.reply_for(mode, defaults.random_accept), self.seconds(delay)
 
-    def reply_for(self, mode: Mode) -> Reply:
+    def reply_for(self, mode: Mode, random_accept: float = CLASSIC_RANDOM_ACCEPT) -> Reply:
+        if mode is Mode.RANDOM:
+            mode = Mode.ACCEPT if self._rng.random() < random_accept else Mode.BOUNCE
         if mode is Mode.ACCEPT:
             return queued(self.queue_id())
-        if mode is Mode.BOUNCE:
-            return self._rng.choice(BOUNCES)
-        # random: accept or one of the bounces, uniformly.
-        pick = self._rng.randrange(len(BOUNCES) + 1)
-        return queued(self.queue_id()) if pick == len(BOUNCES) else BOUNCES[pick]
+        return self._rng.choice(BOUNCES)
 
     def seconds(self, delay: Delay | None) -> float:
         if delay is None:

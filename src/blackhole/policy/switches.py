@@ -1,13 +1,13 @@
 """X-Blackhole-Mode / X-Blackhole-Delay header values, validated.
 
-Invalid values are ignored (the message then follows the config), as the
-classic server did; delays are capped at ``MAX_DELAY``.
+The grammar is the config file's (policy/modes.py); only the outcome of a bad
+value differs: it is ignored (the message then follows the config), as the
+classic server did, and delays over ``MAX_DELAY`` are capped, not refused.
 """
 
 from __future__ import annotations
 
-import re
-
+from blackhole.policy import modes
 from blackhole.policy.modes import MAX_DELAY, Delay, Mode
 
 
@@ -15,26 +15,19 @@ def parse_mode(value: str | None) -> Mode | None:
     if value is None:
         return None
     try:
-        return Mode(value.strip().lower())
+        return modes.parse_mode(value)
     except ValueError:
         return None
 
 
-# Plain decimal seconds. float() alone would also take "1e3", "1_0", "inf",
-# "nan", "+5" and non-ASCII digits, none of which a header should mean.
-_NUMBER = r"\s*([0-9]+(?:\.[0-9]+)?)\s*"
-_DELAY = re.compile(rf"{_NUMBER}(?:[,-]{_NUMBER})?")
-
-
 def parse_delay(value: str | None) -> Delay | None:
-    """``N`` or ``A, B`` (also ``A-B``) seconds; None when invalid."""
+    """``N`` or ``A, B`` (also ``A-B``) seconds, capped at 60; None when invalid."""
     if value is None:
         return None
-    m = _DELAY.fullmatch(value)
-    if m is None:
+    try:
+        low, high = modes.delay_bounds(value)
+    except ValueError:
         return None
-    low = float(m.group(1))
-    high = low if m.group(2) is None else float(m.group(2))
     if low > high:
         return None
     return Delay(min(low, MAX_DELAY), min(high, MAX_DELAY))

@@ -54,5 +54,6 @@ def build_context(
         listener_mode=listener.mode,
         listener_delay=listener.delay,
         dynamic_switch=config.dynamic_switch,
+        random_accept=config.random_accept,
     )
     return ListenerContext(listener, settings, defaults, config.timeout, ssl_context)

@@ -8,11 +8,11 @@ slow resolver, so this must never run on the event loop.
 from __future__ import annotations
 
 import logging
-import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from blackhole.config.domain import mailname_problem as _problem
 from blackhole.errors import ConfigError
 
 __all__ = ["ETC_MAILNAME", "resolve_mailname", "validate_mailname"]
@@ -22,29 +22,12 @@ log = logging.getLogger(__name__)
 # Debian policy 11.6 / mailname(5): the host's visible mail name, one line.
 ETC_MAILNAME = Path("/etc/mailname")
 
-# RFC 1035 section 2.3.4: a domain name is at most 255 octets.
-_MAX_NAME = 255
-# The name goes verbatim into replies (RFC 5321 section 4.1.1.1 and 4.2): any
-# whitespace or control character would split or corrupt the reply line.
-_BAD_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
-
-
-def _problem(name: str) -> str | None:
-    """Why ``name`` cannot be a mail name, or None if it can."""
-    if not name:
-        return "it is empty"
-    if _BAD_CHARS.search(name):
-        return "it contains spaces or control characters"
-    if len(name.encode("utf-8", "surrogateescape")) > _MAX_NAME:
-        return f"it is longer than {_MAX_NAME} octets"
-    return None
-
 
 def validate_mailname(name: str) -> str:
     """Return ``name`` if it can be used in a greeting, else raise ConfigError.
 
-    Deliberately loose: any host name, address literal or even a made-up name
-    is fine (this is a test server), as long as it cannot break a reply line.
+    RFC 5321 rules (a domain or an address literal), the same as the
+    ``mailname`` config key's.
     """
     problem = _problem(name)
     if problem is not None:

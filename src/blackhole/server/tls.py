@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dh, ec
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from blackhole.config.files import dh_prime_bits
 from blackhole.errors import ConfigError
 from blackhole.server.mailname import resolve_mailname
 
@@ -163,17 +164,15 @@ def _load_dhparams(ctx: ssl.SSLContext, dhparams: str) -> None:
         raise ConfigError(f"cannot read TLS dhparams {dhparams}: {exc.strerror or exc}") from None
     # OpenSSL accepts small groups here and then either uses them (Logjam) or
     # fails handshakes at its security level; say so once, at start-up.
-    with contextlib.suppress(ValueError, UnsupportedAlgorithm):
-        params = serialization.load_pem_parameters(data)
-        if isinstance(params, dh.DHParameters):
-            bits = params.parameter_numbers().p.bit_length()
-            if bits < _MIN_DH_BITS:
-                log.warning(
-                    "TLS dhparams %s is a %d-bit group; use at least %d bits",
-                    dhparams,
-                    bits,
-                    _MIN_DH_BITS,
-                )
+    with contextlib.suppress(ValueError):
+        bits = dh_prime_bits(data)  # not cryptography's DH API: deprecated, it warns
+        if bits < _MIN_DH_BITS:
+            log.warning(
+                "TLS dhparams %s is a %d-bit group; use at least %d bits",
+                dhparams,
+                bits,
+                _MIN_DH_BITS,
+            )
 
 
 def build_server_context(

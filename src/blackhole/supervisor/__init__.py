@@ -8,34 +8,16 @@ stopped. See docs/production.md for how this behaves in production.
 from __future__ import annotations
 
 import logging
+import sys
 
 from blackhole.config.model import Config
-from blackhole.errors import (
-    EX_NOPERM,
-    EX_OK,
-    EX_SOFTWARE,
-    EX_UNAVAILABLE,
-    BlackholeError,
-    ConfigError,
-)
+from blackhole.errors import EX_OK, classify
 from blackhole.supervisor.daemon import Launched, Readiness, detach
 from blackhole.supervisor.supervisor import Supervisor
 
 __all__ = ["Supervisor", "run"]
 
 log = logging.getLogger("blackhole.supervisor")
-
-
-def _message(exc: BaseException) -> tuple[int, str]:
-    if isinstance(exc, ConfigError):
-        return exc.exit_code, "\n".join(exc.problems)
-    if isinstance(exc, BlackholeError):
-        return exc.exit_code, str(exc)
-    if isinstance(exc, PermissionError):
-        return EX_NOPERM, str(exc)
-    if isinstance(exc, OSError):
-        return EX_UNAVAILABLE, str(exc)
-    return EX_SOFTWARE, f"internal error: {exc!r}"
 
 
 def run(config: Config) -> int:
@@ -46,6 +28,11 @@ def run(config: Config) -> int:
         if isinstance(launched, Launched):
             # The command returns only now, when the daemon listens.
             log.info("running in the background as pid %d: %s", launched.pid, launched.line)
+            if config.log_file is not None:  # the line above went to the file: say where
+                print(
+                    f"blackhole: started as pid {launched.pid}, logging to {config.log_file}",
+                    file=sys.stderr,
+                )
             return EX_OK
         readiness = launched
     try:
@@ -53,7 +40,7 @@ def run(config: Config) -> int:
     except BaseException as exc:
         if not isinstance(exc, KeyboardInterrupt):
             # A daemon's launcher is still waiting: give it the reason.
-            readiness.failed(*_message(exc))
+            readiness.failed(*classify(exc))
         raise
     finally:
         readiness.failed(EX_OK, "stopped during start-up")

@@ -19,16 +19,7 @@ import logging
 import os
 from dataclasses import dataclass
 
-from blackhole.errors import (
-    EX_NOPERM,
-    EX_SOFTWARE,
-    EX_UNAVAILABLE,
-    EX_USAGE,
-    BlackholeError,
-    ConfigError,
-    PermissionDenied,
-    Unavailable,
-)
+from blackhole.errors import EX_SOFTWARE, BlackholeError, error_for
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +61,6 @@ class Readiness:
         self._send(f"{_ERROR} {exit_code}\n{message}")
 
 
-def _error_for(code: int, message: str) -> BlackholeError:
-    if code == EX_USAGE:
-        return ConfigError(message.splitlines() or [message])
-    if code == EX_NOPERM:
-        return PermissionDenied(message)
-    if code == EX_UNAVAILABLE:
-        return Unavailable(message)
-    error = BlackholeError(message)
-    error.exit_code = code
-    return error
-
-
 def _wait_for_daemon(read_fd: int, child: int) -> Launched:
     chunks = []
     with os.fdopen(read_fd, "rb") as pipe:
@@ -95,7 +74,7 @@ def _wait_for_daemon(read_fd: int, child: int) -> Launched:
     if word == _OK and number.isdigit():
         return Launched(int(number), body)
     if word == _ERROR and number.lstrip("-").isdigit():
-        raise _error_for(int(number), body)
+        raise error_for(int(number), body)
     error = BlackholeError("the server stopped during start-up without saying why (see its log)")
     error.exit_code = EX_SOFTWARE
     raise error
