@@ -14,8 +14,9 @@ import pytest
 
 from blackhole.config.model import Config
 from blackhole.errors import BlackholeError, PermissionDenied
+from blackhole.supervisor.backoff import Backoff
+from blackhole.supervisor.draining import Drain
 from blackhole.supervisor.fleet import Fleet, Phase, Timing
-from blackhole.supervisor.heartbeat import Backoff
 from blackhole.supervisor.messages import (
     Failed,
     Ping,
@@ -352,3 +353,36 @@ def test_while_stopping_a_dead_worker_is_not_replaced() -> None:
     fleet.kill_all()
     assert launcher.started[1].signals == [signal.SIGKILL]
     assert list(fleet.slots.processes()) == []
+
+
+# --- draining (SIGTERM/SIGINT) ---------------------------------------------------------
+
+
+def test_a_stop_signals_every_worker_then_kills_leftovers_after_grace_and_margin() -> None:
+    fleet, launcher, clock = make_fleet(workers=2)
+    make_ready(fleet)
+    drain = Drain(fleet)
+    drain.on_signal("SIGTERM")
+    assert fleet.phase.stopping
+    assert all(p.signals == [signal.SIGTERM] for p in launcher.started)
+    assert drain.deadline == clock.now + 2.0 + 5.0  # grace_period, then the margin
+    die(fleet, launcher.started[0], 0)
+    assert not drain.done()
+    clock.now = drain.deadline - 0.01
+    drain.tick()
+    assert launcher.started[1].signals == [signal.SIGTERM]
+    clock.now = drain.deadline
+    drain.tick()
+    assert launcher.started[1].signals == [signal.SIGTERM, signal.SIGKILL]
+    die(fleet, launcher.started[1], -signal.SIGKILL)
+    assert drain.done()
+
+
+def test_a_second_stop_signal_kills_at_once() -> None:
+    fleet, launcher, _clock = make_fleet(workers=2)
+    make_ready(fleet)
+    drain = Drain(fleet)
+    drain.on_signal("SIGINT")
+    drain.on_signal("SIGINT")
+    assert all(p.signals == [signal.SIGTERM, signal.SIGKILL] for p in launcher.started)
+    assert drain.done()

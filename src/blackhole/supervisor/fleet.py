@@ -24,7 +24,8 @@ from dataclasses import dataclass
 
 from blackhole.config.model import Config
 from blackhole.errors import EX_SOFTWARE, BlackholeError, PermissionDenied
-from blackhole.supervisor.heartbeat import Backoff, Heartbeat
+from blackhole.supervisor.backoff import Backoff
+from blackhole.supervisor.heartbeat import Heartbeat
 from blackhole.supervisor.messages import (
     Failed,
     Ping,

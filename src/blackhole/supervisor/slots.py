@@ -12,7 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from blackhole.supervisor.heartbeat import Backoff, Heartbeat
+from blackhole.supervisor.backoff import Backoff
+from blackhole.supervisor.heartbeat import Heartbeat
 from blackhole.supervisor.messages import Failed
 
 
