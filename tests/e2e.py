@@ -17,7 +17,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from tests.proctools import tree
 from tests.serverproc import ServerProcess, start_server
 from tests.smtpclient import Reply
 
@@ -53,14 +57,54 @@ def start(factory: Factory, directory: Path, text: str, *args: str) -> ServerPro
 
 
 @contextmanager
-def running(directory: Path, text: str, *args: str) -> Iterator[ServerProcess]:
-    """``start`` for fixtures wider than one test (server_factory is per test)."""
-    server = start_server(config_file(directory, _with_mailname(text)), *args)
+def running(
+    directory: Path, text: str, *args: str, mailname: bool = True
+) -> Iterator[ServerProcess]:
+    """``start`` for fixtures wider than one test (server_factory is per test).
+
+    ``mailname=False`` leaves the mail name to the server (the host's name).
+    """
+    if mailname:
+        text = _with_mailname(text)
+    server = start_server(config_file(directory, text), *args)
     try:
         yield server
     finally:
         if server.proc.poll() is None:
             server.stop()
+
+
+PLAIN_AND_SMTPS = "listen = 127.0.0.1:0\ntls_listen = 127.0.0.1:0\n"
+
+
+def tls_config(
+    cert_pair: tuple[Path, Path] | None, extra: str = "", listen: str = PLAIN_AND_SMTPS
+) -> str:
+    """A plain (STARTTLS) and an SMTPS listener with ``cert_pair``, then ``extra``."""
+    text = listen + ("" if "timeout" in extra else "timeout = 20\n")
+    if cert_pair is not None:
+        text += f"tls_cert = {cert_pair[0]}\ntls_key = {cert_pair[1]}\n"
+    return text + extra
+
+
+def shared_server(text: str = "", *args: str, tls: bool = False) -> Any:
+    """A module-scoped fixture: one server for all of a module's tests.
+
+    Assign it to the fixture's name (``server = shared_server(...)``). With
+    ``tls``, ``text`` comes after a plain and an SMTPS listener using the
+    session's certificate (``tls_config``). Tests that need their own
+    configuration start their own server with ``server_factory``.
+    """
+
+    @pytest.fixture(scope="module")
+    def fixture(
+        tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+    ) -> Iterator[ServerProcess]:
+        config = tls_config(request.getfixturevalue("cert_pair"), text) if tls else text
+        with running(tmp_path_factory.mktemp("server"), config, *args) as server:
+            yield server
+
+    return fixture
 
 
 def assert_clean_log(server: ServerProcess) -> None:
@@ -72,30 +116,11 @@ def assert_clean_log(server: ServerProcess) -> None:
 # --- /proc probes ------------------------------------------------------------------
 
 
-def _tree(pid: int) -> list[int]:
-    """``pid`` and every live process under it."""
-    pids = [pid]
-    children = {pid}
-    for _ in range(8):  # bounded depth: supervisor -> workers is two levels
-        found: set[int] = set()
-        for parent in children:
-            for task in Path(f"/proc/{parent}/task").glob("*/children"):
-                try:
-                    found |= {int(p) for p in task.read_text().split()}
-                except OSError:
-                    continue
-        if not found:
-            break
-        pids += sorted(found)
-        children = found
-    return pids
-
-
 def cpu_seconds(pid: int) -> float:
     """utime + stime of the server and its children (proc(5) fields 14 and 15)."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
-    for p in _tree(pid):
+    for p in tree(pid):
         try:
             stat = Path(f"/proc/{p}/stat").read_text()
         except OSError:
@@ -108,7 +133,7 @@ def cpu_seconds(pid: int) -> float:
 def rss_kib(pid: int) -> int:
     """Resident memory of the server and its children, in KiB (VmRSS)."""
     total = 0
-    for p in _tree(pid):
+    for p in tree(pid):
         try:
             status = Path(f"/proc/{p}/status").read_text()
         except OSError:

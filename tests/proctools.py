@@ -68,6 +68,14 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
+def tree(pid: int) -> list[int]:
+    """``pid`` and every live process under it (a supervisor, its workers, theirs)."""
+    pids = [pid]
+    for child in children(pid):
+        pids += tree(child)
+    return pids
+
+
 def cmdline(pid: int) -> str:
     try:
         raw = (PROC / str(pid) / "cmdline").read_bytes()

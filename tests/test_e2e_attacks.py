@@ -12,7 +12,6 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,19 +23,15 @@ from tests.e2e import (
     connections,
     queue_id,
     rss_kib,
-    running,
+    shared_server,
     start,
 )
 from tests.serverproc import ServerProcess
 from tests.smtpclient import Client
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    # One server takes every attack in turn, as a real one would; tests that
-    # need their own configuration start their own.
-    with running(tmp_path_factory.mktemp("attacks"), "listen = 127.0.0.1:0\ntimeout = 10\n") as s:
-        yield s
+# One server takes every attack in turn, as a real one would; tests that
+# need their own configuration start their own.
+server = shared_server("listen = 127.0.0.1:0\ntimeout = 10\n")
 
 
 def _into_data(client: Client) -> None:

@@ -12,11 +12,11 @@ import hashlib
 import hmac
 import re
 import smtplib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e import shared_server
 from tests.serverproc import ServerProcess
 from tests.smtpclient import HOST, insecure_context
 from tests.tlsclients import (
@@ -24,21 +24,14 @@ from tests.tlsclients import (
     Smtp,
     WriteConfig,
     b64,
-    running,
     server_replies,
     start,
     swaks,
     tool,
 )
 
-
-@pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, cert_pair: tuple[Path, Path]
-) -> Iterator[ServerProcess]:
-    """One plain (STARTTLS) and one SMTPS listener, shared by this module's tests."""
-    with running(tmp_path_factory.mktemp("server"), cert_pair) as server:
-        yield server
+# One plain (STARTTLS) and one SMTPS listener, shared by this module's tests.
+server = shared_server(tls=True)
 
 
 MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")

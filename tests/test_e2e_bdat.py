@@ -9,35 +9,18 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
+from tests.e2e import shared_server
 from tests.serverproc import ServerProcess
 from tests.smtpclient import Reply
-from tests.tlsclients import Smtp, running
+from tests.tlsclients import Smtp
 
 BOUNCE_CODES = {450, 451, 452, 458, 521, 550, 551, 552, 553, 571}
 LIMIT = 2000  # max_message_size for these tests
 
 
-@pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, cert_pair: tuple[Path, Path]
-) -> Iterator[ServerProcess]:
-    with running(
-        tmp_path_factory.mktemp("server"), cert_pair, f"max_message_size = {LIMIT}\n"
-    ) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def bouncer(
-    tmp_path_factory: pytest.TempPathFactory, cert_pair: tuple[Path, Path]
-) -> Iterator[ServerProcess]:
-    with running(tmp_path_factory.mktemp("bouncer"), cert_pair, "mode = bounce\n") as server:
-        yield server
+server = shared_server(f"max_message_size = {LIMIT}\n", tls=True)
+bouncer = shared_server("mode = bounce\n", tls=True)
 
 
 def _bdat(c: Smtp, chunk: bytes, last: bool = False) -> Reply:

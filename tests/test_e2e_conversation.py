@@ -12,12 +12,11 @@ import re
 import smtplib
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e import Factory, assert_clean_log, queue_id, rss_kib, running, start
+from tests.e2e import Factory, assert_clean_log, queue_id, rss_kib, shared_server, start
 from tests.serverproc import ServerProcess
 from tests.smtpclient import Client, insecure_context
 
@@ -29,23 +28,8 @@ QUEUED = r"250 2\.0\.0 OK: queued as [0-9A-F]+"
 # configuration start their own.
 
 
-@pytest.fixture(scope="module")
-def plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running(tmp_path_factory.mktemp("plain"), "listen = 127.0.0.1:0\ntimeout = 10\n") as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def tls_server(
-    tmp_path_factory: pytest.TempPathFactory, cert_pair: tuple[Path, Path]
-) -> Iterator[ServerProcess]:
-    cert, key = cert_pair
-    text = (
-        f"listen = 127.0.0.1:0\ntls_listen = 127.0.0.1:0\ntls_cert = {cert}\n"
-        f"tls_key = {key}\ntimeout = 10\n"
-    )
-    with running(tmp_path_factory.mktemp("tls"), text) as server:
-        yield server
+plain = shared_server("listen = 127.0.0.1:0\ntimeout = 10\n")
+tls_server = shared_server("timeout = 10\n", tls=True)
 
 
 # --- greeting and EHLO ----------------------------------------------------------
@@ -329,11 +313,7 @@ def test_timeout_zero_means_the_default_not_at_once(
 # --- limits ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    text = "listen = 127.0.0.1:0\nmax_message_size = 10000\nmax_recipients = 100\n"
-    with running(tmp_path_factory.mktemp("small"), text) as server:
-        yield server
+small = shared_server("listen = 127.0.0.1:0\nmax_message_size = 10000\nmax_recipients = 100\n")
 
 
 def test_size_parameter_over_the_limit_is_refused_at_mail(small: ServerProcess) -> None:

@@ -14,13 +14,10 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from tests.classic import CLASSIC_BOUNCES
-from tests.e2e import Factory, assert_clean_log, queue_id, running, start
+from tests.e2e import Factory, assert_clean_log, queue_id, shared_server, start
 from tests.serverproc import ServerProcess
 from tests.smtpclient import Client, Reply
 
@@ -83,12 +80,8 @@ LISTENERS = (
 _INDEX = {name: i for i, (name, _spec) in enumerate(LISTENERS)}
 
 
-@pytest.fixture(scope="module")
-def multi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    listen = ", ".join(spec for _name, spec in LISTENERS)
-    text = f"listen = {listen}\nmode = accept\ntimeout = 10\n"
-    with running(tmp_path_factory.mktemp("modes"), text) as server:
-        yield server
+_LISTEN = ", ".join(spec for _name, spec in LISTENERS)
+multi = shared_server(f"listen = {_LISTEN}\nmode = accept\ntimeout = 10\n")
 
 
 def port(server: ServerProcess, name: str) -> int:

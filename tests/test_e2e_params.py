@@ -14,21 +14,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e import running, shared_server, tls_config
 from tests.serverproc import ServerProcess
 from tests.smtpclient import HOST, Reply, insecure_context
-from tests.tlsclients import Smtp, b64, running
+from tests.tlsclients import Smtp, b64
 
 LIMIT = 100_000
 
 
-@pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, cert_pair: tuple[Path, Path]
-) -> Iterator[ServerProcess]:
-    with running(
-        tmp_path_factory.mktemp("server"), cert_pair, f"max_message_size = {LIMIT}\n"
-    ) as server:
-        yield server
+server = shared_server(f"max_message_size = {LIMIT}\n", tls=True)
 
 
 @pytest.fixture
@@ -321,7 +315,7 @@ def test_enhanced_status_codes_tls_and_bounces(
             replies.append((command, c.cmd(command)))
     directory = tmp_path_factory.mktemp("bounce")
     with (
-        running(directory, cert_pair, "mode = bounce\n") as bouncer,
+        running(directory, tls_config(cert_pair, "mode = bounce\n")) as bouncer,
         Smtp.connect(bouncer.port("smtps"), tls=True) as c,
     ):
         c.ehlo()

@@ -8,18 +8,17 @@ never reads past DATA, BDAT, STARTTLS or QUIT in a way that changes meaning.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e import shared_server
 from tests.serverproc import ServerProcess
 from tests.tlsclients import (
     Factory,
     Smtp,
     WriteConfig,
     data_segments_in,
-    running,
     server_replies,
     start,
     swaks,
@@ -29,12 +28,7 @@ ENVELOPE = b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<c@
 MESSAGE = b"Subject: pipelined\r\n\r\nhello\r\n.\r\n"
 
 
-@pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, cert_pair: tuple[Path, Path]
-) -> Iterator[ServerProcess]:
-    with running(tmp_path_factory.mktemp("server"), cert_pair) as server:
-        yield server
+server = shared_server(tls=True)
 
 
 def _codes(data: bytes) -> list[int]:

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from blackhole.supervisor.heartbeat import Backoff, Heartbeat
+from blackhole.supervisor.backoff import Backoff
+from blackhole.supervisor.heartbeat import Heartbeat
 from blackhole.supervisor.messages import FrameReader, Ping, Pong, encode
 from blackhole.supervisor.process import describe_exit
 from tests.proctools import MailPump, alive, cmdline, send_mail, wait_until, workers

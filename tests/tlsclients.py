@@ -19,8 +19,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from tests import e2e
 from tests.certs import self_signed
-from tests.serverproc import ServerProcess, start_server
+from tests.e2e import PLAIN_AND_SMTPS, tls_config
+from tests.serverproc import ServerProcess
 from tests.smtpclient import HOST, Client, insecure_context
 
 
@@ -163,27 +165,16 @@ def start(
     cert_pair: tuple[Path, Path] | None,
     extra: str = "",
     *args: str,
-    listen: str = "listen = 127.0.0.1:0\ntls_listen = 127.0.0.1:0\n",
+    listen: str = PLAIN_AND_SMTPS,
 ) -> ServerProcess:
     """A server with one plain (STARTTLS) and one SMTPS listener, plus ``extra`` config."""
-    text = listen + ("" if "timeout" in extra else "timeout = 20\n")
-    if cert_pair is not None:
-        text += f"tls_cert = {cert_pair[0]}\ntls_key = {cert_pair[1]}\n"
-    return server_factory(write_config(text + extra), *args)
+    return server_factory(write_config(tls_config(cert_pair, extra, listen)), *args)
 
 
 @contextmanager
 def running(
     directory: Path, cert_pair: tuple[Path, Path] | None, extra: str = "", *args: str
 ) -> Iterator[ServerProcess]:
-    """Like ``start`` for a longer-lived (module-scoped) server, stopped on exit."""
-    text = "listen = 127.0.0.1:0\ntls_listen = 127.0.0.1:0\ntimeout = 20\n"
-    if cert_pair is not None:
-        text += f"tls_cert = {cert_pair[0]}\ntls_key = {cert_pair[1]}\n"
-    config = directory / "blackhole.conf"
-    config.write_text(text + extra)
-    server = start_server(config, *args)
-    try:
+    """``tests.e2e.running`` with ``start``'s listeners, and the host's name as mail name."""
+    with e2e.running(directory, tls_config(cert_pair, extra), *args, mailname=False) as server:
         yield server
-    finally:
-        server.stop()

@@ -7,6 +7,7 @@ headers (when dynamic switches are on), then the config file.
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 
@@ -14,7 +15,10 @@ from blackhole.policy.modes import CLASSIC_RANDOM_ACCEPT, Delay, Mode
 from blackhole.policy.switches import parse_delay, parse_mode
 from blackhole.protocol.replies import BOUNCES, Reply, queued
 
-_ID_ALPHABET = "0123456789ABCDEF"
+# Bytes of the per-process id prefix: 32 bits, so that two of the processes
+# of one server run (workers, their replacements) share one with a chance of
+# about n*n / 2**33, whatever the seed.
+_PREFIX_BYTES = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +42,12 @@ class Policy:
     def __init__(self, rng: random.Random) -> None:
         self._rng = rng
         # A per-process prefix plus a counter: unique within the process and,
-        # with overwhelming probability, across workers and restarts.
-        self._prefix = "".join(rng.choice(_ID_ALPHABET) for _ in range(6))
+        # with overwhelming probability, across workers and restarts. The
+        # prefix comes from os.urandom, never from ``rng``: with a ``seed``
+        # every worker's rng starts alike, and ids drawn from it repeated
+        # across workers. Ids are names, not decisions, so replaying a seed
+        # still gives the same replies (only the ids differ).
+        self._prefix = os.urandom(_PREFIX_BYTES).hex().upper()
         self._counter = 0
 
     def queue_id(self) -> str:

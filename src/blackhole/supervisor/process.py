@@ -187,3 +187,12 @@ def fork_worker(
         child.close()
         os.close(held)
     return WorkerProcess(spec.number, pid, sentinel, parent)
+
+
+def launch(
+    method: str, spec: WorkerSpec, sockets: Sequence[socket.socket], close_in_child: Iterable[int]
+) -> WorkerProcess:
+    """Start a worker the way ``method`` (``SPAWN`` or ``FORK``) says."""
+    if method == FORK:
+        return fork_worker(spec, sockets, close_in_child)
+    return spawn_worker(spec, sockets)

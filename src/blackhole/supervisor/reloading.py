@@ -1,0 +1,95 @@
+"""SIGHUP: re-read the config, certificates and log file; apply them to new sessions.
+
+A config that does not load leaves everything as it was (the log is
+reopened all the same, for logrotate). One that loads is committed at once:
+if its listeners differ, every worker is replaced by one serving the new
+set, each old one serving on until its successor is ready; otherwise the
+workers apply it in place. "configuration reloaded" is logged once every
+worker serves the new generation.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from blackhole.config.model import Config
+from blackhole.errors import BlackholeError, ConfigError
+from blackhole.observe.logs import setup_logging
+from blackhole.server.app import startup_line
+from blackhole.supervisor.fleet import Fleet
+from blackhole.supervisor.messages import Reload, ReopenLogs
+from blackhole.supervisor.reload import close_all, prepare
+from blackhole.supervisor.tlsfiles import TLSStore
+
+log = logging.getLogger("blackhole.supervisor")
+
+
+class Reloader:
+    def __init__(self, fleet: Fleet, tls_store: TLSStore, as_user: str = "") -> None:
+        self.fleet = fleet
+        self.tls_store = tls_store
+        self.as_user = as_user  # said when a reload is refused: whose rights read the files
+        self.pending: int | None = None  # generation not yet acknowledged by all
+
+    def reload(self) -> None:
+        fleet = self.fleet
+        assert fleet.settings is not None
+        old = fleet.settings
+        source = old.config.config_file
+        if source is None:
+            log.info("SIGHUP: no config file to re-read (started without -c); logs reopened")
+            self._reopen_logs(old.config)
+            return
+        log.info("SIGHUP: reloading %s", source)
+        try:
+            prepared = prepare(old, fleet.bound, self.tls_store)
+        except BlackholeError as exc:
+            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
+            for problem in problems:
+                log.error("reload refused: %s", problem)
+            log.error("still serving with the previous configuration%s", self.as_user)
+            self._reopen_logs(old.config)
+            return
+        fleet.settings = prepared.settings
+        config = prepared.settings.config
+        rebound = prepared.rebound
+        self.pending = prepared.settings.generation
+        fleet.bound = rebound.bound
+        close_all(rebound.removed)
+        if rebound.changed:
+            log.info("listeners changed: starting workers on the new set")
+            fleet.roll()
+        else:
+            fleet.broadcast(Reload(prepared.settings))
+        fleet.resize(config.workers)
+        for slot in fleet.slots:
+            slot.heartbeat.interval = config.heartbeat_interval
+        self.check()
+
+    def _reopen_logs(self, config: Config) -> None:
+        try:
+            setup_logging(config)
+        except ConfigError as exc:
+            log.error("cannot reopen the log: %s", exc)
+        self.fleet.broadcast(ReopenLogs(config))
+
+    def check(self) -> None:
+        """Log "configuration reloaded" once every worker serves the pending generation."""
+        pending = self.pending
+        settings = self.fleet.settings
+        if pending is None or settings is None:
+            return
+        for slot in self.fleet.slots:
+            if slot.process is None or not slot.ready or slot.generation < pending:
+                return
+            if slot.predecessor is not None:
+                return
+        self.pending = None
+        line = startup_line(
+            settings.config,
+            self.fleet.bound,
+            settings.mailname,
+            settings.tls is not None,
+            len(self.fleet.slots),
+        )
+        log.info("configuration reloaded (generation %d): %s", pending, line)
