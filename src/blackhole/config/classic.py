@@ -35,6 +35,8 @@ from blackhole.config.listen import ListenError, is_hostname, parse_delay, parse
 from blackhole.config.model import (
     DEFAULT_TIMEOUT,
     MAX_TIMEOUT,
+    MAX_TLS_HANDSHAKE_TIMEOUT,
+    MIN_TLS_HANDSHAKE_TIMEOUT,
     Config,
     Listener,
 )
@@ -86,6 +88,16 @@ def _timeout(text: str) -> float:
         return DEFAULT_TIMEOUT
     if seconds > MAX_TIMEOUT:
         raise ValueError(f"must be at most {MAX_TIMEOUT:g} seconds, not {text}")
+    return seconds
+
+
+def _tls_handshake_timeout(text: str) -> float:
+    seconds = _seconds(text)
+    if not MIN_TLS_HANDSHAKE_TIMEOUT <= seconds <= MAX_TLS_HANDSHAKE_TIMEOUT:
+        raise ValueError(
+            f"must be {MIN_TLS_HANDSHAKE_TIMEOUT:g} to {MAX_TLS_HANDSHAKE_TIMEOUT:g} seconds,"
+            f" not {text}"
+        )
     return seconds
 
 
@@ -235,6 +247,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "auth_tls_only": _boolean,
     "log_file": _writable_path,
     "log_format": _log_format,
+    "tls_handshake_timeout": _tls_handshake_timeout,
     "grace_period": _grace_period,
     "heartbeat_interval": _heartbeat_interval,
 }

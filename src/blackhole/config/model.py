@@ -14,6 +14,11 @@ from blackhole.policy.modes import Delay, Mode
 
 DEFAULT_TIMEOUT = 60.0
 MAX_TIMEOUT = 180.0
+# A TLS handshake takes milliseconds; a client that has not finished one in
+# this time is a plaintext client on a TLS port, a scanner or gone.
+DEFAULT_TLS_HANDSHAKE_TIMEOUT = 10.0
+MIN_TLS_HANDSHAKE_TIMEOUT = 1.0
+MAX_TLS_HANDSHAKE_TIMEOUT = 60.0
 DEFAULT_MAX_MESSAGE_SIZE = 512_000
 # RFC 5321 section 4.5.3.1.8: a server must accept at least 100 recipients.
 DEFAULT_MAX_RECIPIENTS = 1000
@@ -73,6 +78,7 @@ class Config:
     auth_tls_only: bool = False  # offer AUTH only once TLS is on
     log_file: str | None = None
     log_format: str = "text"  # "text" or "json"
+    tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT
     grace_period: float = 30.0  # seconds sessions get to finish at SIGTERM
     heartbeat_interval: float = 5.0  # supervisor -> worker liveness ping
     # --- command line only ---------------------------------------------------
@@ -84,5 +90,14 @@ class Config:
     generated_cert: bool = field(default=False)  # True: no tls_cert, self-signed at start
 
     @property
-    def tls_configured(self) -> bool:
-        return self.tls_cert is not None
+    def tls_needed(self) -> bool:
+        """True if the server needs a TLS context (the one place this is decided).
+
+        A configured certificate, the no-config quick start, or an SMTPS
+        listener; without a certificate a self-signed one is made.
+        """
+        return (
+            self.tls_cert is not None
+            or self.generated_cert
+            or any(listener.tls for listener in self.listeners)
+        )
