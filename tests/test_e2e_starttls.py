@@ -471,7 +471,7 @@ def test_bad_dhparams_is_a_config_error(
         f"listen = 127.0.0.1:0\ntls_cert = {cert_pair[0]}\ntls_key = {cert_pair[1]}\n"
         f"tls_dhparams = {bogus}\n"
     )
-    result = tool(["python3", "-m", "blackhole", "-c", str(config), "-t"])
+    result = tool([sys.executable, "-m", "blackhole", "-c", str(config), "-t"])
     assert result.returncode == 64, result.stdout
     assert str(bogus) in result.stdout, result.stdout
 
