@@ -9,10 +9,15 @@ protocols abort the transport on a failed handshake without flushing it: the
 client saw only ``unexpected eof``.
 
 The context built by ``server.tls`` makes SSL objects that, when a handshake
-fails, hand the pending alert to the sink the handshake task set in
-``ALERT_SINK`` before starting TLS. The loop runs the SSL protocol's
-``connection_made`` (where ``wrap_bio`` is called) in a copy of that task's
-context, so each connection finds its own sink.
+fails, write the pending alert straight to the connection's socket. Which
+socket: the SSL object is made (``wrap_bio``) in the SSL protocol's
+``connection_made``, which ``loop.start_tls`` schedules with ``call_soon``
+as it starts (asyncio and uvloop alike). ``server.upgrade`` schedules
+``expect_handshake`` with the connection's sink just before calling
+``start_tls``, in the same synchronous step: callbacks run in the order they
+were scheduled, so the next ``wrap_bio`` is that connection's. (A context
+variable cannot carry it: uvloop runs every connection of a listener in one
+shared context.)
 """
 
 from __future__ import annotations
@@ -22,18 +27,15 @@ import contextlib
 import os
 import ssl
 from collections.abc import Callable
-from contextvars import ContextVar
 
 AlertSink = Callable[[bytes], None]
-
-ALERT_SINK: ContextVar[AlertSink | None] = ContextVar("blackhole_alert_sink", default=None)
 
 
 class AlertingSSLObject(ssl.SSLObject):
     """An ``SSLObject`` that sends its alert out when its handshake fails."""
 
-    _outgoing: ssl.MemoryBIO
-    _sink: AlertSink | None
+    _outgoing: ssl.MemoryBIO | None = None  # set by AlertingContext.wrap_bio
+    _sink: AlertSink | None = None
 
     def do_handshake(self) -> None:
         try:
@@ -41,9 +43,10 @@ class AlertingSSLObject(ssl.SSLObject):
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             raise
         except ssl.SSLError:
-            alert = self._outgoing.read()
-            if alert and self._sink is not None:
-                self._sink(alert)
+            if self._outgoing is not None and self._sink is not None:
+                alert = self._outgoing.read()
+                if alert:
+                    self._sink(alert)
             raise
 
 
@@ -51,6 +54,11 @@ class AlertingContext(ssl.SSLContext):
     """A server ``SSLContext`` whose SSL objects flush their handshake alert."""
 
     sslobject_class = AlertingSSLObject
+    _next_sink: AlertSink | None = None
+
+    def expect_handshake(self, sink: AlertSink) -> None:
+        """The next SSL object made is for the connection ``sink`` writes to."""
+        self._next_sink = sink
 
     def wrap_bio(
         self,
@@ -63,7 +71,7 @@ class AlertingContext(ssl.SSLContext):
         obj = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
         if isinstance(obj, AlertingSSLObject):
             obj._outgoing = outgoing
-            obj._sink = ALERT_SINK.get()
+            obj._sink, self._next_sink = self._next_sink, None
         return obj
 
 

@@ -13,7 +13,7 @@ import asyncio
 import ssl
 from typing import TYPE_CHECKING, Protocol, cast
 
-from blackhole.server.alerts import ALERT_SINK, socket_sink
+from blackhole.server.alerts import AlertingContext, socket_sink
 
 if TYPE_CHECKING:
     from blackhole.protocol.core import SMTPConnection
@@ -86,9 +86,10 @@ async def _handshake(
         # hundreds of MB.
         session.tls_failed(failure_reason(None, limit))
         return
-    # This task's context is copied into the SSL protocol's connection_made,
-    # where the SSL object that may need the sink is made (server.alerts).
-    ALERT_SINK.set(socket_sink(transport))
+    if isinstance(context, AlertingContext):
+        # Runs right before the SSL protocol's connection_made(), which
+        # start_tls() schedules below, in this same step (server.alerts).
+        loop.call_soon(context.expect_handshake, socket_sink(transport))
     try:
         new = await loop.start_tls(
             transport,
