@@ -42,6 +42,7 @@ from blackhole.config.model import (
 )
 from blackhole.config.options import unknown_key_message
 from blackhole.errors import ConfigError
+from blackhole.net import host_port
 
 MAX_WORKERS = 64  # more processes than this is a typo, not a plan
 MAX_GRACE_PERIOD = 3600.0
@@ -417,8 +418,7 @@ def _check_listener_clashes(
 
 
 def _show(listener: Listener) -> str:
-    host = f"[{listener.host}]" if ":" in listener.host else listener.host
-    return f"{host}:{listener.port}"
+    return host_port(listener.host, listener.port)
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

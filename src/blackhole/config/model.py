@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from blackhole.net import host_port
 from blackhole.policy.modes import Delay, Mode
 
 DEFAULT_TIMEOUT = 60.0
@@ -45,8 +46,7 @@ class Listener:
     delay: Delay | None = None
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'smtps' if self.tls else 'smtp'}://{host}:{self.port}"
+        return f"{'smtps' if self.tls else 'smtp'}://{host_port(self.host, self.port)}"
 
 
 @dataclass(frozen=True, slots=True)
