@@ -44,7 +44,8 @@ def failure_reason(exc: BaseException | None, limit: float) -> str:
     ):
         return f"timed out after {limit:g} s"
     if isinstance(exc, ssl.SSLError):
-        code = exc.reason or type(exc).__name__
+        # Set by OpenSSL's errors; absent from an SSLError made in Python.
+        code = getattr(exc, "reason", None) or type(exc).__name__
         words = code.lower().replace("_", " ")
         return f"{words} (plaintext on a TLS port?)" if code in _PLAINTEXT else words
     if exc is None or isinstance(exc, (ConnectionError, EOFError)):
