@@ -62,7 +62,7 @@ def bad_conf(tmp_path: Path) -> Path:
 
 
 class FakeServer:
-    """Stands in for blackhole.server.app: records the Config, then behaves as told."""
+    """Stands in for blackhole.supervisor: records the Config, then behaves as told."""
 
     def __init__(self, behaviour: Callable[[Config], object] | None = None) -> None:
         self.configs: list[Config] = []
@@ -77,9 +77,9 @@ class FakeServer:
 def install_server(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeServer]:
     def install(behaviour: Callable[[Config], object] | None = None) -> FakeServer:
         server = FakeServer(behaviour)
-        module = types.ModuleType("blackhole.server.app")
+        module = types.ModuleType("blackhole.supervisor")
         module.run = server.run  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "blackhole.server.app", module)
+        monkeypatch.setitem(sys.modules, "blackhole.supervisor", module)
         return server
 
     return install

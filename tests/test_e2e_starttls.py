@@ -429,6 +429,73 @@ def test_many_concurrent_starttls_sessions(server: ServerProcess) -> None:
     assert not errors, errors
 
 
+# --- failed handshakes: the alert, the reason, the limit ----------------------------
+
+# What `openssl s_server` with the same policy (TLS 1.2+, AEAD suites only)
+# makes s_client print: the alert number of RFC 8446 section 6.
+_REFUSALS = {
+    # TLS 1.1 only; SECLEVEL=0 lets a modern OpenSSL offer it at all.
+    "tls1.1 only": (("-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"), "alert protocol version", 70),
+    # TLS 1.2 with CBC suites only (Lucky13, RFC 9325 section 4.2).
+    "cbc only": (("-tls1_2", "-cipher", "AES128-SHA:AES256-SHA256"), "alert handshake failure", 40),
+}
+
+
+@pytest.fixture(scope="module")
+def debug_server(
+    tmp_path_factory: pytest.TempPathFactory, cert_pair: tuple[Path, Path]
+) -> Iterator[ServerProcess]:
+    """Like ``server``, with debug logs (where failed handshakes are reported)."""
+    with running(tmp_path_factory.mktemp("debug"), cert_pair, "", "-d") as server:
+        yield server
+
+
+@pytest.mark.parametrize("refusal", sorted(_REFUSALS))
+@pytest.mark.parametrize("scheme", ["smtp", "smtps"])
+def test_refused_handshake_sends_its_alert(
+    debug_server: ServerProcess, scheme: str, refusal: str
+) -> None:
+    # Asyncio's and uvloop's SSL layers drop the alert OpenSSL wrote when the
+    # handshake failed: the client saw "unexpected eof" and could not say why.
+    args, alert, number = _REFUSALS[refusal]
+    starttls = ["-starttls", "smtp"] if scheme == "smtp" else []
+    code, out = _s_client(debug_server.port(scheme), *args, *starttls)
+    assert code != 0, out
+    assert alert in out and f"SSL alert number {number}" in out, out
+    assert "unexpected eof" not in out, out
+    reason = "unsupported protocol" if number == 70 else "no shared cipher"
+    debug_server.wait_for(rf"TLS handshake failed: {reason}")
+
+
+def test_plaintext_on_smtps_port_is_named_in_the_log(debug_server: ServerProcess) -> None:
+    with _connect(debug_server.port("smtps")) as sock:
+        sock.sendall(b"EHLO plaintext.test\r\n")
+        assert _closed(sock, timeout=10)
+    debug_server.wait_for(
+        r"TLS handshake failed: wrong version number \(plaintext on a TLS port\?\)"
+    )
+    assert "TLS handshake failed: None" not in debug_server.text()
+
+
+def test_handshake_has_its_own_time_limit(
+    server_factory: Factory, write_config: WriteConfig, cert_pair: tuple[Path, Path]
+) -> None:
+    # A plaintext client on the SMTPS port waits for a greeting that never
+    # comes; it used to be held for the whole idle timeout (here 60 s).
+    server = start(
+        server_factory, write_config, cert_pair, "timeout = 60\ntls_handshake_timeout = 1\n", "-d"
+    )
+    with _connect(server.port("smtps")) as sock:
+        assert _closed(sock, timeout=30), "a silent SMTPS client was kept open"
+    with Smtp.connect(server.port("smtp")) as c:
+        c.ehlo()
+        c.expect("STARTTLS", 220)
+        assert c.closed(timeout=30), "a silent STARTTLS client was kept open"
+    server.wait_for(r"TLS handshake failed: timed out after 1 s")
+    assert server.stop() == 0
+    assert "Traceback" not in server.text()
+
+
 # --- tls_dhparams and -ls ----------------------------------------------------------
 
 

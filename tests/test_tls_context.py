@@ -38,8 +38,9 @@ from blackhole.server.tls import (
     SELF_SIGNED_KEY_NAME,
     build_server_context,
     generate_self_signed,
-    make_tls_context,
 )
+from blackhole.supervisor.tlsfiles import TLSStore
+from blackhole.supervisor.worker_main import load_tls
 from tests.certs import self_signed
 from tests.tlsclients import dhparams as write_dhparams
 
@@ -683,48 +684,64 @@ def test_generate_into_unwritable_directory(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------
-# make_tls_context
+# the context the server runs with: TLSStore.prepare, then the worker's load_tls
 # --------------------------------------------------------------------------
 
 PLAIN_ONLY = (Listener("127.0.0.1", 2525),)
 
 
-def test_make_context_from_configured_files(tmp_path: Path, pair: Pair) -> None:
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[TLSStore]:
+    tls_store = TLSStore(str(tmp_path))
+    yield tls_store
+    tls_store.cleanup()
+
+
+def server_context(
+    store: TLSStore, config: Config, mailname: str = "x.test"
+) -> ssl.SSLContext | None:
+    return load_tls(store.prepare(config, mailname))
+
+
+def test_server_context_from_configured_files(store: TLSStore, pair: Pair) -> None:
     config = Config(tls_cert=str(pair.cert), tls_key=str(pair.key), listeners=PLAIN_ONLY)
-    assert isinstance(make_tls_context(config, tmp_path), ssl.SSLContext)
-    assert not list(tmp_path.iterdir())  # nothing generated
+    assert isinstance(server_context(store, config), ssl.SSLContext)
+    assert not list(store.root.rglob(SELF_SIGNED_CERT_NAME))  # nothing generated
 
 
-def test_make_context_key_defaults_to_cert_file(tmp_path: Path, pair: Pair) -> None:
+def test_server_context_key_defaults_to_cert_file(
+    tmp_path: Path, store: TLSStore, pair: Pair
+) -> None:
     bundle = tmp_path / "bundle.pem"
     bundle.write_bytes(pair.cert.read_bytes() + pair.key.read_bytes())
-    assert make_tls_context(Config(tls_cert=str(bundle)), tmp_path) is not None
+    assert server_context(store, Config(tls_cert=str(bundle))) is not None
 
 
-def test_make_context_reports_bad_files(tmp_path: Path) -> None:
+def test_server_context_reports_bad_files(tmp_path: Path, store: TLSStore) -> None:
     config = Config(tls_cert=str(tmp_path / "missing.pem"), tls_key=str(tmp_path / "k.pem"))
     with pytest.raises(ConfigError, match=re.escape("missing.pem")):
-        make_tls_context(config, tmp_path)
+        server_context(store, config)
 
 
-def test_make_context_generates_for_tls_listener(tmp_path: Path) -> None:
+def test_server_context_generates_for_tls_listener(tmp_path: Path, store: TLSStore) -> None:
     # The default Config (no config file) has an SMTPS listener and no cert.
-    ctx = make_tls_context(Config(mailname="laptop.test"), tmp_path)
+    files = store.prepare(Config(), "laptop.test")
+    assert files is not None
+    ctx = load_tls(files)
     assert ctx is not None
-    cert = x509.load_pem_x509_certificate((tmp_path / SELF_SIGNED_CERT_NAME).read_bytes())
+    cert = x509.load_pem_x509_certificate(Path(files.cert).read_bytes())
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "laptop.test"
     with EchoServer(ctx) as srv:
-        client = verifying_client(tmp_path / SELF_SIGNED_CERT_NAME)
+        client = verifying_client(Path(files.cert))
         with tls_echo(srv.port, client, "laptop.test") as tls:
             assert tls.version() == "TLSv1.3"
 
 
-def test_make_context_generates_when_asked(tmp_path: Path) -> None:
-    config = Config(listeners=PLAIN_ONLY, generated_cert=True, mailname="starttls.test")
-    assert make_tls_context(config, tmp_path) is not None
-    assert (tmp_path / SELF_SIGNED_KEY_NAME).exists()
+def test_server_context_generates_when_asked(store: TLSStore) -> None:
+    config = Config(listeners=PLAIN_ONLY, generated_cert=True)
+    assert server_context(store, config, "starttls.test") is not None
 
 
-def test_make_context_none_without_tls(tmp_path: Path) -> None:
-    assert make_tls_context(Config(listeners=PLAIN_ONLY), tmp_path) is None
+def test_server_context_none_without_tls(tmp_path: Path, store: TLSStore) -> None:
+    assert server_context(store, Config(listeners=PLAIN_ONLY)) is None
     assert not list(tmp_path.iterdir())

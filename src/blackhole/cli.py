@@ -111,7 +111,7 @@ def build_config(args: argparse.Namespace) -> Config:
 def _load_runner() -> Callable[[Config], object]:
     # Imported on demand: -v, -t and usage errors must work (and be testable)
     # without the server and its heavier imports (ssl, asyncio, uvloop).
-    module = importlib.import_module("blackhole.server.app")
+    module = importlib.import_module("blackhole.supervisor")
     run: Callable[[Config], object] = module.run
     return run
 
@@ -124,7 +124,7 @@ def _error(message: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``blackhole`` with ``argv`` (default ``sys.argv[1:]``); return the exit code.
 
-    Calls ``blackhole.server.app.run(config)``, which blocks until the server
+    Calls ``blackhole.supervisor.run(config)``, which blocks until the server
     stops. It returns ``None`` (exit 0) or an int exit code, and reports
     expected failures by raising ``BlackholeError`` subclasses.
     """

@@ -24,6 +24,7 @@ from blackhole.config.lines import Problems, Setting, read_settings
 from blackhole.config.listen import ListenError, parse_delay, parse_listen, parse_mode
 from blackhole.config.model import Config, Listener
 from blackhole.errors import ConfigError
+from blackhole.net import host_port
 
 
 def _parsers(base: Path) -> dict[str, Callable[[str], Any]]:
@@ -57,6 +58,7 @@ def _parsers(base: Path) -> dict[str, Callable[[str], Any]]:
         "auth_tls_only": values.boolean,
         "log_file": lambda text: files.writable_path(text, base),
         "log_format": values.log_format,
+        "tls_handshake_timeout": values.tls_handshake_timeout,
         "grace_period": values.grace_period,
         "heartbeat_interval": values.heartbeat_interval,
     }
@@ -159,8 +161,7 @@ def _check_listener_clashes(
 
 
 def _show(listener: Listener) -> str:
-    host = f"[{listener.host}]" if ":" in listener.host else listener.host
-    return f"{host}:{listener.port}"
+    return host_port(listener.host, listener.port)
 
 
 def load_config(path: str | os.PathLike[str], base: str | os.PathLike[str] | None = None) -> Config:

@@ -10,10 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from blackhole.net import host_port
 from blackhole.policy.modes import CLASSIC_RANDOM_ACCEPT, Delay, Mode
 
 DEFAULT_TIMEOUT = 60.0
 MAX_TIMEOUT = 180.0
+# A TLS handshake takes milliseconds; a client that has not finished one in
+# this time is a plaintext client on a TLS port, a scanner or gone.
+DEFAULT_TLS_HANDSHAKE_TIMEOUT = 10.0
+MIN_TLS_HANDSHAKE_TIMEOUT = 1.0
+MAX_TLS_HANDSHAKE_TIMEOUT = 60.0
 DEFAULT_MAX_MESSAGE_SIZE = 512_000
 # RFC 5321 section 4.5.3.1.8: a server must accept at least 100 recipients.
 DEFAULT_MAX_RECIPIENTS = 1000
@@ -40,8 +46,7 @@ class Listener:
     delay: Delay | None = None
 
     def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'smtps' if self.tls else 'smtp'}://{host}:{self.port}"
+        return f"{'smtps' if self.tls else 'smtp'}://{host_port(self.host, self.port)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +79,7 @@ class Config:
     auth_tls_only: bool = False  # offer AUTH only once TLS is on
     log_file: str | None = None
     log_format: str = "text"  # "text" or "json"
+    tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT
     grace_period: float = 30.0  # seconds sessions get to finish at SIGTERM
     heartbeat_interval: float = 5.0  # supervisor -> worker liveness ping
     # --- command line only ---------------------------------------------------
@@ -86,5 +92,14 @@ class Config:
     generated_cert: bool = field(default=False)  # True: no tls_cert, self-signed at start
 
     @property
-    def tls_configured(self) -> bool:
-        return self.tls_cert is not None
+    def tls_needed(self) -> bool:
+        """True if the server needs a TLS context (the one place this is decided).
+
+        A configured certificate, the no-config quick start, or an SMTPS
+        listener; without a certificate a self-signed one is made.
+        """
+        return (
+            self.tls_cert is not None
+            or self.generated_cert
+            or any(listener.tls for listener in self.listeners)
+        )

@@ -210,6 +210,15 @@ OPTIONS: tuple[Option, ...] = (
         classic=False,
     ),
     Option(
+        "tls_handshake_timeout",
+        "10",
+        "seconds, 1 to 60",
+        "Time a client gets to complete a TLS handshake (SMTPS or STARTTLS) before it is"
+        " disconnected.",
+        "5",
+        classic=False,
+    ),
+    Option(
         "heartbeat_interval",
         "5",
         "seconds, more than 0 and at most 60",

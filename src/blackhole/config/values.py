@@ -11,7 +11,12 @@ import math
 import re
 
 from blackhole.config.domain import mailname_problem
-from blackhole.config.model import DEFAULT_TIMEOUT, MAX_TIMEOUT
+from blackhole.config.model import (
+    DEFAULT_TIMEOUT,
+    MAX_TIMEOUT,
+    MAX_TLS_HANDSHAKE_TIMEOUT,
+    MIN_TLS_HANDSHAKE_TIMEOUT,
+)
 
 MAX_WORKERS = 64  # more processes than this is a typo, not a plan
 MAX_GRACE_PERIOD = 3600.0
@@ -50,6 +55,16 @@ def timeout(text: str) -> float:
         return DEFAULT_TIMEOUT
     if value > MAX_TIMEOUT:
         raise ValueError(f"must be at most {MAX_TIMEOUT:g} seconds, not {text}")
+    return value
+
+
+def tls_handshake_timeout(text: str) -> float:
+    value = seconds(text)
+    if not MIN_TLS_HANDSHAKE_TIMEOUT <= value <= MAX_TLS_HANDSHAKE_TIMEOUT:
+        raise ValueError(
+            f"must be {MIN_TLS_HANDSHAKE_TIMEOUT:g} to {MAX_TLS_HANDSHAKE_TIMEOUT:g} seconds,"
+            f" not {text}"
+        )
     return value
 
 

@@ -1,9 +1,8 @@
 """Running the server: one event loop serving already-bound listening sockets.
 
-``Worker`` is what every process that serves mail runs: each worker process
-under the supervisor (``blackhole.supervisor``), or the one loop of ``serve``
-for an in-process server. ``run`` is the entry point the command line calls:
-it always goes through the supervisor (one supervisor, ``workers`` workers).
+``Worker`` is what every worker process under the supervisor
+(``blackhole.supervisor``) runs. The dependency goes one way: the supervisor
+uses this module, never the reverse.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ import logging
 import os
 import random
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 
@@ -66,7 +66,7 @@ class Worker:
         config: Config,
         bound: Bound,
         mailname: str,
-        ssl_context: object,
+        ssl_context: ssl.SSLContext | None,
         *,
         rng: random.Random | None = None,
         worker_id: int | None = None,
@@ -82,11 +82,8 @@ class Worker:
         self._servers: list[asyncio.AbstractServer] = []
         self.reload(config, mailname, ssl_context)
 
-    def reload(self, config: Config, mailname: str, ssl_context: object) -> None:
+    def reload(self, config: Config, mailname: str, ssl_context: ssl.SSLContext | None) -> None:
         """New settings for new sessions; sessions in flight keep theirs."""
-        import ssl  # noqa: PLC0415 - only for the type check below
-
-        ctx = ssl_context if isinstance(ssl_context, ssl.SSLContext) else None
         challenge = _challenge_maker(self.rng, mailname)
         # Listeners are matched by address and by their rank among listeners
         # with that address: several "127.0.0.1:0" listeners (port 0, each
@@ -98,7 +95,7 @@ class Worker:
         for key, (listener, _sock) in zip(bound_keys, self.bound, strict=True):
             # Flags come from the new config when the listener is still there.
             current = by_address.get(key, listener)
-            contexts.append(build_context(config, current, mailname, ctx, challenge))
+            contexts.append(build_context(config, current, mailname, ssl_context, challenge))
         self.config = config
         self.contexts = contexts
 
@@ -168,31 +165,3 @@ def startup_line(
         f"Blackhole {mailname} listening on {describe_all(bound, starttls)}; "
         f"mode {config.mode}{delay}{count} (pid {os.getpid()})"
     )
-
-
-async def serve(
-    config: Config,
-    bound: Bound,
-    mailname: str,
-    ssl_context: object,
-    stop: asyncio.Event,
-) -> None:
-    """One in-process worker: serve until ``stop`` is set, then drain."""
-    worker = Worker(config, bound, mailname, ssl_context)
-    await worker.start()
-    log.info("%s", startup_line(config, bound, mailname, ssl_context is not None))
-    await stop.wait()
-    log.info("stopping: finishing transactions in flight (up to %gs)", config.grace_period)
-    await worker.stop(config.grace_period)
-
-
-def run(config: Config) -> int:
-    """Run the server as the command line asks: supervisor plus workers.
-
-    Blocks until the server stops; returns the exit code (0 after a clean
-    stop). Raises ``BlackholeError`` subclasses for expected failures.
-    """
-    # Imported here: the supervisor imports this module for Worker.
-    from blackhole.supervisor import run as supervise  # noqa: PLC0415
-
-    return supervise(config)

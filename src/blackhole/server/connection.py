@@ -3,20 +3,23 @@
 Callbacks, not a coroutine per session: ``data_received`` feeds the sans-IO
 core and writes whatever replies one batch of input produced in one write
 (RFC 2920 section 3.1 asks servers to answer a pipelined batch together).
-Timers, TLS and delays live here; SMTP meaning lives in ``protocol``.
+This module owns the glue, flow control and the ways a session ends; the
+TLS handshake is in ``server.upgrade`` and the idle timer in ``server.idle``.
+SMTP meaning lives in ``protocol``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from typing import TYPE_CHECKING, cast
 
 from blackhole.protocol import replies as R
 from blackhole.protocol.core import SMTPConnection
 from blackhole.protocol.events import Close, MessageReceived, StartTLS
 from blackhole.protocol.replies import Reply
+from blackhole.server import upgrade
+from blackhole.server.idle import IdleTimer
 
 if TYPE_CHECKING:
     from blackhole.server.context import ListenerContext
@@ -39,15 +42,15 @@ class SMTPProtocol(asyncio.Protocol):
 
     __slots__ = (
         "_backlog",
-        "_closing",
         "_delay",
         "_early",
-        "_last",
+        "_ended",
         "_timer",
-        "_unsent",
         "_write_paused",
+        "closing",
         "core",
         "ctx",
+        "last",
         "loop",
         "server",
         "session_id",
@@ -61,12 +64,12 @@ class SMTPProtocol(asyncio.Protocol):
         self.session_id = server.next_session_id()
         self.core: SMTPConnection | None = None
         self.transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = IdleTimer(self.loop, self, ctx.timeout)
         self._delay: asyncio.TimerHandle | None = None
-        self._last = 0.0
-        self._closing = False
+        self.last = 0.0  # loop time of the last sign of life (server.idle)
+        self.closing = False  # no more input is wanted; output may still drain
+        self._ended = False  # _finish() has run
         self._write_paused = False
-        self._unsent = 0  # write buffer size at the last idle check
         self._backlog = b""  # input read but not yet given to the core
         # SMTPS only: bytes read before start_tls() took over the transport.
         self._early: bytearray | None = None
@@ -78,14 +81,12 @@ class SMTPProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self.server.sessions.add(self)
         self.server.stats.connections += 1
-        self._last = self.loop.time()
-        self._arm_timer()
+        self.last = self.loop.time()
+        self._timer.arm()
         if self.ctx.implicit_tls:
-            # SMTPS: TLS first, greeting after (RFC 8314 section 3.3). The
-            # handshake is ours rather than the server's so that a failed one
-            # is seen, counted and closed quietly.
+            # SMTPS: TLS first, greeting after (RFC 8314 section 3.3).
             self._early = bytearray()
-            self.loop.create_task(self._handshake(greet=True))
+            self._start_tls(greet=True)
             # Runs right after the task's first step, in which start_tls()
             # puts its SSL protocol on the transport (it is synchronous up to
             # its first await, in asyncio and in uvloop alike).
@@ -113,7 +114,7 @@ class SMTPProtocol(asyncio.Protocol):
             # and 4.5.3.2.5 each block of a message's content. Bytes of a
             # command line that never ends are neither: a slowloris trickling
             # one byte at a time must still reach the idle timeout.
-            self._last = self.loop.time()
+            self.last = self.loop.time()
         if self._backlog:
             self._backlog += data  # reading is paused; this is only a safety net
             return
@@ -132,7 +133,7 @@ class SMTPProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        self._last = self.loop.time()  # the client is reading: not idle
+        self.last = self.loop.time()  # the client is reading: not idle
         try:
             self._continue()
         except Exception:
@@ -144,15 +145,7 @@ class SMTPProtocol(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        # Also called from _tls_failed: the SSL layer does not report a
-        # connection lost in the middle of a handshake to this protocol.
-        self._closing = True
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._delay is not None:
-            self._delay.cancel()
-        self.server.sessions.discard(self)
-        self.core = None
+        self._finish()
 
     # --- the session --------------------------------------------------------------
 
@@ -184,7 +177,7 @@ class SMTPProtocol(asyncio.Protocol):
                 self._write(transport, core)  # the 220, in plaintext
                 self.core = None  # nothing is read until the handshake is done
                 transport.pause_reading()
-                self.loop.create_task(self._handshake(greet=False, core=core))
+                self._start_tls(greet=False, core=core)
                 return
             elif isinstance(event, Close):
                 self._write(transport, core)
@@ -225,15 +218,17 @@ class SMTPProtocol(asyncio.Protocol):
     def _deliver(self, reply: Reply) -> None:
         self._delay = None
         core = self.core
-        if core is None or self.transport is None or self._closing:
+        if core is None or self.transport is None or self.closing:
             return
-        self._last = self.loop.time()
+        self.last = self.loop.time()
         try:
             core.send(reply)
             self._pump(core)
             self._continue()
         except Exception:
             self._internal_error()
+
+    # --- flow control -------------------------------------------------------------
 
     def _feed(self, core: SMTPConnection, data: bytes) -> None:
         """Give ``data`` to the core a slice at a time; hold the rest back when
@@ -253,7 +248,7 @@ class SMTPProtocol(asyncio.Protocol):
         """Feed held-back input and read again, once nothing holds input back."""
         core = self.core
         transport = self.transport
-        if core is None or transport is None or self._closing:
+        if core is None or transport is None or self.closing:
             return  # closed, or in a TLS handshake (start_tls resumes reading)
         if self._write_paused or self._delay is not None:
             return
@@ -261,156 +256,83 @@ class SMTPProtocol(asyncio.Protocol):
         if backlog:
             self._feed(core, backlog)
         held = self._backlog or self._write_paused or self._delay is not None
-        if self.core is core and not self._closing and not held:
+        if self.core is core and not self.closing and not held:
             transport.resume_reading()
 
-    def _hand_over_early_bytes(self) -> None:
-        """Give the SMTPS bytes read before start_tls() to its SSL protocol.
+    # --- TLS (server.upgrade calls back tls_ready / tls_failed) ---------------------
 
-        The SSL protocol is on the transport but its connection_made() has not
-        run yet; both asyncio's and uvloop's keep bytes given to them then in
-        their incoming buffer for the handshake. Reading stays paused until
-        start_tls() resumes it, so the order of the bytes is kept.
-        """
+    def _start_tls(self, greet: bool, core: SMTPConnection | None = None) -> None:
+        context = self.ctx.ssl_context
+        assert context is not None  # STARTTLS is only offered with a context
+        limit = self.ctx.tls_handshake_timeout
+        upgrade.start(self.loop, self, context, limit, greet=greet, core=core)
+
+    def _hand_over_early_bytes(self) -> None:
         early, self._early = self._early, None
         transport = self.transport
-        if not early or transport is None or self._closing:
+        if not early or transport is None or self.closing:
             return
-        proto = transport.get_protocol()
-        if proto is self:
-            # start_tls() did not take the transport: never read TLS as SMTP.
-            self._tls_failed(None)
-            return
-        # BufferedProtocol API (uvloop's SSLProtocol has it without being a
-        # subclass of asyncio.BufferedProtocol).
-        get_buffer = getattr(proto, "get_buffer", None)
-        if get_buffer is None:
-            cast(asyncio.Protocol, proto).data_received(bytes(early))
-            return
-        view = memoryview(early)
-        while view:
-            buf = get_buffer(len(view))
-            n = min(len(buf), len(view))
-            buf[:n] = view[:n]
-            proto.buffer_updated(n)  # type: ignore[attr-defined]
-            view = view[n:]
+        if not upgrade.hand_over_early_bytes(transport, self, bytes(early)):
+            self.tls_failed("the TLS layer did not take the connection")
 
-    async def _handshake(self, greet: bool, core: SMTPConnection | None = None) -> None:
-        transport = self.transport
-        ctx = self.ctx.ssl_context
-        assert transport is not None and ctx is not None
-        if self._closing or transport.is_closing():
-            # The client went away before this task ran (a reset right after
-            # STARTTLS, or right after connecting to an SMTPS port). start_tls()
-            # on a closed transport never hears of it and waits out the whole
-            # handshake timeout, holding its buffers (~30 KiB) for a
-            # connection that is gone: a burst of such clients grew memory by
-            # hundreds of MB.
-            self._tls_failed(None)
-            return
-        try:
-            new = await self.loop.start_tls(
-                transport,
-                self,
-                ctx,
-                server_side=True,
-                ssl_handshake_timeout=self.ctx.timeout,
-            )
-        except (TimeoutError, OSError, ssl.SSLError, ConnectionError, EOFError) as exc:
-            self._tls_failed(exc)
-            return
-        if new is None or self._closing:
-            self._tls_failed(None)
-            return
-        self.transport = new
-        self._last = self.loop.time()
+    def tls_ready(
+        self, transport: asyncio.Transport, greet: bool, core: SMTPConnection | None
+    ) -> None:
+        self.transport = transport
+        self.last = self.loop.time()
         if greet:
             self._begin()
-        else:
-            assert core is not None
-            core.tls_started()
-            self.core = core
-            self.server.stats.starttls += 1
+            return
+        assert core is not None
+        core.tls_started()
+        self.core = core
+        self.server.stats.starttls += 1
 
-    def _tls_failed(self, exc: BaseException | None) -> None:
+    def tls_failed(self, reason: str) -> None:
         # Plaintext on an SMTPS port, a client gone mid-handshake, a scanner:
         # counted and logged at debug, never a traceback, never a flood.
         self.server.stats.tls_failures += 1
-        log.debug("[%s] TLS handshake failed: %r", self.session_id, exc)
-        if self.transport is not None:
-            self.transport.abort()
-        # A peer that hangs up mid-handshake never gets connection_lost()
-        # called here (the SSL protocol only forwards it once the handshake is
-        # done): without this the session stayed in server.sessions forever,
-        # and a stop waited out the whole grace period for it.
-        self.connection_lost(exc if isinstance(exc, Exception) else None)
+        log.debug("[%s] TLS handshake failed: %s", self.session_id, reason)
+        self._abort()
 
-    # --- timers and endings -------------------------------------------------------
+    # --- idle timer (server.idle) ---------------------------------------------------
 
-    def _arm_timer(self) -> None:
-        self._timer = self.loop.call_at(self._last + self.ctx.timeout, self._check_idle)
-
-    def _check_idle(self) -> None:
-        # One timer per session, re-armed lazily: data_received only stamps
-        # the time, which is far cheaper than rescheduling on every read.
-        self._timer = None
-        now = self.loop.time()
-        deadline = self._last + self.ctx.timeout
-        if self._closing:
-            # Closed (connection_lost cancels this timer), but the last
-            # replies have not drained: a client that stopped reading would
-            # hold the connection and its buffer for ever. A whole timeout
-            # without progress, and they are dropped.
-            if now < deadline:
-                self._arm_timer()
-            elif self.transport is not None:
-                self.transport.abort()
-            return
+    def busy(self, timer: IdleTimer) -> bool:
         core = self.core
-        if now < deadline:
-            self._arm_timer()
-            return
-        if core is not None and (core.waiting or self._replies_moving()):
-            # The client is waiting for our (delayed) answer, or still reading
-            # replies we have not finished sending: it is not idle.
-            self._last = now
-            self._arm_timer()
-            return
-        if core is None:
-            # Still in a TLS handshake: no plaintext 421 can be sent.
-            if self.transport is not None:
-                self.transport.abort()
-            return
-        self.server.stats.timeouts += 1
-        core.timeout()
-        self._pump(core)
+        # The client is waiting for our (delayed) answer, or still reading
+        # replies we have not finished sending: it is not idle.
+        return (
+            not self.closing
+            and core is not None
+            and self.transport is not None
+            and (core.waiting or timer.replies_moving(self.transport))
+        )
 
-    def _replies_moving(self) -> bool:
-        """True if the write buffer changed since the last idle check.
+    def expire(self) -> None:
+        core = self.core
+        if self.closing or self.transport is None:
+            # Closed, but the last replies have not drained: a client that
+            # stopped reading would hold the connection and its buffer for
+            # ever. A whole timeout without progress, and they are dropped.
+            self._abort()
+        elif core is None:
+            # In a TLS handshake: no plaintext 421 can be sent.
+            self.tls_failed(f"timed out after {self._timer.limit:g} s (idle timeout)")
+        else:
+            self.server.stats.timeouts += 1
+            core.timeout()
+            self._pump(core)
 
-        A client that pipelined many commands may take longer than the
-        timeout to read the replies; it is busy, not idle. One that has
-        stopped reading leaves the buffer as it was, and times out.
-        """
-        assert self.transport is not None
-        unsent = self.transport.get_write_buffer_size()
-        moving = unsent > 0 and unsent != self._unsent
-        self._unsent = unsent
-        return moving
+    # --- endings --------------------------------------------------------------------
 
     def shutdown(self) -> None:
         """Server stopping: 421 now if idle, else after the current transaction."""
         core = self.core
         if core is None:
-            if self.transport is not None:
-                self.transport.abort()
+            self._abort()  # in a TLS handshake, or already closing
             return
         core.shutdown()
         self._pump(core)
-
-    def abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
 
     def cut(self) -> None:
         """The grace period is over: say 421 4.3.2 (even mid-DATA), then close.
@@ -420,26 +342,51 @@ class SMTPProtocol(asyncio.Protocol):
         seeing a bare EOF.
         """
         transport = self.transport
-        if transport is None or self._closing or self.core is None:
-            self.abort()
+        if transport is None or self.closing or self.core is None:
+            self._abort()
             return
-        self._closing = True
         transport.write(R.R421_SHUTDOWN.wire)
-        transport.close()
+        self._close()
 
     def _close(self) -> None:
-        self._closing = True
-        self._last = self.loop.time()  # the flush gets a whole timeout (_check_idle)
-        if self._timer is None:
-            self._arm_timer()  # closing from _check_idle itself: it did not re-arm
+        """Close after what was written drains; the idle timer bounds the wait."""
+        self.closing = True
+        self.last = self.loop.time()  # the flush gets a whole timeout
+        self._timer.arm()  # closing from expire(): the timer is not armed
         if self._delay is not None:
             self._delay.cancel()
+            self._delay = None
         if self.transport is not None:
             self.transport.close()  # flushes what was written first
+
+    def _abort(self) -> None:
+        """Drop the connection now, and the session with it.
+
+        The SSL layer does not report a connection lost mid-handshake (nor,
+        sometimes, an abort of one) to this protocol: waiting for
+        connection_lost() left the session in ``server.sessions`` and a stop
+        waited out the whole grace period for it.
+        """
+        if self.transport is not None:
+            self.transport.abort()
+        self._finish()
+
+    def _finish(self) -> None:
+        """Forget the session: every ending comes here, and only once counts."""
+        if self._ended:
+            return
+        self._ended = True
+        self.closing = True
+        self._timer.cancel()
+        if self._delay is not None:
+            self._delay.cancel()
+            self._delay = None
+        self.server.sessions.discard(self)
+        self.core = None
 
     def _internal_error(self) -> None:
         log.exception("[%s] internal error; the session is closed", self.session_id)
         self.server.stats.errors += 1
-        if self.transport is not None and not self._closing:
+        if self.transport is not None and not self.closing:
             self.transport.write(R.R451_INTERNAL.wire)
             self._close()

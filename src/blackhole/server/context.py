@@ -21,6 +21,7 @@ class ListenerContext:
     settings: SessionSettings
     defaults: Defaults
     timeout: float
+    tls_handshake_timeout: float
     ssl_context: ssl.SSLContext | None  # SMTPS handshake and STARTTLS
 
     @property
@@ -56,4 +57,6 @@ def build_context(
         dynamic_switch=config.dynamic_switch,
         random_accept=config.random_accept,
     )
-    return ListenerContext(listener, settings, defaults, config.timeout, ssl_context)
+    return ListenerContext(
+        listener, settings, defaults, config.timeout, config.tls_handshake_timeout, ssl_context
+    )

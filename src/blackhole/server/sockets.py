@@ -17,6 +17,7 @@ from pathlib import Path
 
 from blackhole.config.model import Listener
 from blackhole.errors import BlackholeError, ConfigError, PermissionDenied, Unavailable
+from blackhole.net import host_port
 
 __all__ = ["MIN_BACKLOG", "bind_all", "bind_listener", "default_backlog", "describe"]
 
@@ -153,7 +154,4 @@ def describe(listener: Listener, sock: socket.socket) -> str:
     address and port (port 0 in the config means "any free port")."""
     scheme = "smtps" if listener.tls else "smtp"
     address = sock.getsockname()
-    host, port = str(address[0]), int(address[1])
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"
+    return f"{scheme}://{host_port(str(address[0]), int(address[1]))}"

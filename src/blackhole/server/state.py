@@ -5,12 +5,21 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from blackhole.policy.decide import Policy
 
-if TYPE_CHECKING:
-    from blackhole.server.connection import SMTPProtocol
+
+class Session(Protocol):
+    """What stopping a worker needs from each of its sessions."""
+
+    def shutdown(self) -> None:
+        """421 now if idle, else after the current transaction."""
+        ...
+
+    def cut(self) -> None:
+        """421 even mid-transaction, and close."""
+        ...
 
 
 @dataclass(slots=True)
@@ -32,7 +41,7 @@ class ServerState:
         self.loop = loop
         self.policy = policy
         self.prefix = prefix
-        self.sessions: set[SMTPProtocol] = set()
+        self.sessions: set[Session] = set()
         self.stats = Stats()
         self._ids = itertools.count(1)
 

@@ -22,7 +22,6 @@ import os
 import re
 import ssl
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -32,10 +31,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from blackhole.config.files import dh_prime_bits
 from blackhole.errors import ConfigError
-from blackhole.server.mailname import resolve_mailname
-
-if TYPE_CHECKING:
-    from blackhole.config.model import Config
+from blackhole.server.alerts import AlertingContext
 
 __all__ = [
     "SELF_SIGNED_CERT_NAME",
@@ -43,7 +39,6 @@ __all__ = [
     "TLS12_CIPHERS",
     "build_server_context",
     "generate_self_signed",
-    "make_tls_context",
 ]
 
 log = logging.getLogger(__name__)
@@ -191,7 +186,8 @@ def build_server_context(
     certificate, key or dhparams file, an encrypted key, or a key that is not
     the certificate's.
     """
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    # Its SSL objects send the alert of a failed handshake (server.alerts).
+    ctx = AlertingContext(ssl.PROTOCOL_TLS_SERVER)
     # RFC 8996 deprecates TLS 1.0 and 1.1; RFC 9325 section 3.1.1 asks for 1.2+.
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.maximum_version = ssl.TLSVersion.MAXIMUM_SUPPORTED
@@ -344,34 +340,3 @@ def generate_self_signed(common_name: str, directory: Path) -> tuple[Path, Path]
             f"cannot write a self-signed certificate in {directory}: {exc.strerror or exc}"
         ) from None
     return cert_path, key_path
-
-
-def make_tls_context(config: Config, workdir: Path) -> ssl.SSLContext | None:
-    """The TLS context the server uses for SMTPS listeners and STARTTLS, or None.
-
-    - ``config.tls_cert`` set: load it with ``config.tls_key`` (when unset, the
-      key is read from the certificate file), ``config.tls_dhparams`` and
-      ``config.less_secure``.
-    - else, if ``config.generated_cert`` is true or some listener is an SMTPS
-      listener: generate a self-signed certificate for the mail name (see
-      ``resolve_mailname``) in ``workdir`` and use it, so that a server started
-      with no config file still offers SMTPS and STARTTLS.
-    - else: None (no TLS; STARTTLS is not advertised).
-
-    Blocking (file I/O, key generation, maybe a DNS lookup for the mail name):
-    call it at start-up or on SIGHUP, in the supervisor, never on the event loop.
-    Raises ``ConfigError`` for any unusable file.
-    """
-    if config.tls_cert is not None:
-        return build_server_context(
-            config.tls_cert,
-            config.tls_key or config.tls_cert,
-            config.tls_dhparams,
-            config.less_secure,
-        )
-    if config.generated_cert or any(listener.tls for listener in config.listeners):
-        name = resolve_mailname(config.mailname)
-        cert, key = generate_self_signed(name, workdir)
-        log.info("no tls_cert configured: using a self-signed certificate for %s (%s)", name, cert)
-        return build_server_context(str(cert), str(key), config.tls_dhparams, config.less_secure)
-    return None

@@ -1,8 +1,8 @@
 """Processes: the supervisor, its workers, signals, pidfile, privilege drop, daemon.
 
-``run(config)`` is what ``blackhole.server.app.run`` (and so the command
-line) calls: detach first if ``-b`` asked for it, then supervise until
-stopped. See docs/production.md for how this behaves in production.
+``run(config)`` is what the command line calls: detach first if ``-b``
+asked for it, then supervise until stopped. See docs/production.md for how
+this behaves in production.
 """
 
 from __future__ import annotations

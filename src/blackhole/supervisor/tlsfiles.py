@@ -31,16 +31,6 @@ from blackhole.supervisor.pidfile import process_is_blackhole
 log = logging.getLogger(__name__)
 
 
-def tls_needed(config: Config) -> bool:
-    # The same rule as server.tls.make_tls_context: a configured certificate,
-    # the no-config quick start, or an SMTPS listener that needs one.
-    return (
-        config.tls_cert is not None
-        or config.generated_cert
-        or any(listener.tls for listener in config.listeners)
-    )
-
-
 def _read(path: str, what: str, who: str | None) -> bytes:
     try:
         return Path(path).read_bytes()
@@ -110,7 +100,7 @@ class TLSStore:
         Raises ``ConfigError`` for an unreadable or unusable file; the
         previous generation is left untouched, so a reload can keep it.
         """
-        if not tls_needed(config):
+        if not config.tls_needed:
             return None
         if config.tls_cert is not None:
             cert = _read(config.tls_cert, "certificate", self.who)

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Sequence
 from types import FrameType
@@ -91,7 +92,7 @@ def prepare_signals(early: EarlyStop) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 
-def load_tls(files: TLSFiles | None) -> object:
+def load_tls(files: TLSFiles | None) -> ssl.SSLContext | None:
     if files is None:
         return None
     return build_server_context(files.cert, files.key, files.dhparams, files.less_secure)
@@ -142,7 +143,7 @@ class Runner:
         self.retire = asyncio.Event()
         self.worker: Worker | None = None
 
-    async def run(self, ssl_context: object, early: EarlyStop) -> int:
+    async def run(self, ssl_context: ssl.SSLContext | None, early: EarlyStop) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop.set)
         bound = list(zip(self.spec.listeners, self.sockets, strict=True))
