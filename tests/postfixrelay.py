@@ -69,7 +69,7 @@ TLS_LEVELS = ("none", "may", "encrypt")
 #   4F1C2: to=<b@example.com>, relay=127.0.0.1[127.0.0.1]:2525, delay=0.1,
 #   delays=0.05/0.01/0.02/0.02, dsn=2.0.0, status=sent (250 2.0.0 OK: queued as X)
 _DELIVERY_RE = re.compile(
-    r"/(?P<agent>[\w-]+)\[\d+\]: (?P<queue_id>\w+): to=<(?P<recipient>[^>]*)>,"
+    r"/[\w-]+\[\d+\]: (?P<queue_id>\w+): to=<(?P<recipient>[^>]*)>,"
     r"(?: orig_to=<[^>]*>,)? relay=(?P<relay>[^,]+),.*? dsn=(?P<dsn>[\d.]+),"
     r" status=(?P<status>\w+) \((?P<text>.*)\)$"
 )
@@ -248,7 +248,7 @@ class PostfixRelay:
             text = self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return []
-        return text.splitlines()[: text.count("\n")]
+        return text.split("\n")[:-1]
 
     def log_text(self) -> str:
         return "\n".join(self.log_lines())
@@ -266,19 +266,20 @@ class PostfixRelay:
                 )
         return found
 
-    def wait_for(self, recipient: str, status: str, timeout: float = 15.0) -> list[Delivery]:
-        """Poll the log until ``recipient`` has an attempt with ``status``.
+    def wait_for(self, recipient: str, *statuses: str, timeout: float = 15.0) -> list[Delivery]:
+        """Poll the log until ``recipient`` has an attempt with one of ``statuses``.
 
-        Returns every attempt for that recipient so far, so that a test can
-        check what came before (a deferral, then the success).
+        Returns every attempt for that recipient so far, oldest first, so that
+        a test can check what came before (a deferral, then the success).
         """
+        wanted = " or ".join(f"status={status}" for status in statuses)
 
         def reached() -> list[Delivery]:
             attempts = self.deliveries(recipient)
-            return attempts if any(a.status == status for a in attempts) else []
+            return attempts if any(a.status in statuses for a in attempts) else []
 
         try:
-            return wait_until(reached, timeout, interval=0.05, what=f"status={status}")
+            return wait_until(reached, timeout, interval=0.05, what=wanted)
         except AssertionError as exc:
             raise AssertionError(f"{exc} for <{recipient}>; log:\n{self.log_text()}") from None
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from blackhole.protocol.replies import BOUNCES
 from tests.e2e import Factory, assert_clean_log, start
 from tests.postfixrelay import PostfixRelay, RelaySettings, relay
 from tests.proctools import alive
@@ -105,6 +106,30 @@ def test_postfix_relays_over_starttls(
     assert re.search(
         rf"established to 127\.0\.0\.1\[127\.0\.0\.1\]:{port}: TLSv1\.[23] ", established[0]
     )
+    assert pf.problems() == []
+    assert_clean_log(server)
+
+
+@as_root
+def test_postfix_logs_blackholes_bounce_reply(
+    server_factory: Factory, tmp_path: Path, postfix: Relay
+) -> None:
+    # The switch asks for one of the classic bounces at random: a 4xx must
+    # leave the message deferred, a 5xx bounced, each with the reply's text.
+    server = start(server_factory, tmp_path, "listen = 127.0.0.1:0\n")
+    pf = postfix(server.port())
+    pf.send(SENDER, ["bounce@example.net"], "X-Blackhole-Mode: bounce\n" + MESSAGE)
+    first = pf.wait_for("bounce@example.net", "deferred", "bounced")[0]
+    said = re.fullmatch(
+        r"host 127\.0\.0\.1\[127\.0\.0\.1\] said: (\d{3}) (\d\.\d\.\d) (.*)"
+        r" \(in reply to end of DATA command\)",
+        first.text,
+    )
+    assert said is not None, first.line
+    code, enhanced, text = int(said[1]), said[2], said[3]
+    assert any((b.code, b.enhanced, b.text) == (code, enhanced, text) for b in BOUNCES), said[0]
+    assert first.status == ("deferred" if code < 500 else "bounced")
+    assert first.dsn == enhanced
     assert pf.problems() == []
     assert_clean_log(server)
 
