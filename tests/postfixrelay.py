@@ -216,16 +216,20 @@ class PostfixRelay:
 
     def _stop_master(self, master: int) -> None:
         daemon_dir = _exe_dir(master)
-        daemons = children(master)
-        with contextlib.suppress(AssertionError):
+        pids = [master, *children(master)]
+
+        def gone() -> bool:
+            return not any(alive(pid) for pid in pids)
+
+        with contextlib.suppress(AssertionError):  # a failed stop: kill them below
             self._run("postfix", "-c", str(self.config_dir), "stop")
-        for pid in [master, *daemons]:
-            with contextlib.suppress(AssertionError):
-                wait_until(lambda pid=pid: not alive(pid), timeout=5, what=f"pid {pid} to exit")
+            wait_until(gone, timeout=10, what="Postfix to exit")
+        for pid in pids:
             # Only a Postfix daemon: the pid may have been reused meanwhile.
             if alive(pid) and daemon_dir is not None and _exe_dir(pid) == daemon_dir:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        wait_until(gone, timeout=5, what="Postfix to die")
 
     # --- mail in, queue ------------------------------------------------------------
 

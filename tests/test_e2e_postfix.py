@@ -21,7 +21,7 @@ import pytest
 from blackhole.protocol.replies import BOUNCES
 from tests.e2e import Factory, assert_clean_log, start
 from tests.postfixrelay import PostfixRelay, RelaySettings, relay
-from tests.proctools import alive
+from tests.proctools import alive, children
 
 as_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="a private Postfix instance needs root (CI runs as root)"
@@ -163,3 +163,16 @@ def test_relay_settings_follow_postfix_time_rules() -> None:
         RelaySettings(2525, queue_run_delay=2, minimal_backoff_time=1)
     with pytest.raises(ValueError, match="tls_security_level"):
         RelaySettings(2525, tls_security_level="dane")
+
+
+@as_root
+def test_an_instance_that_postfix_stop_cannot_reach_is_killed_and_removed() -> None:
+    with relay(RelaySettings(2525)) as pf:
+        master = pf.master_pid
+        assert master is not None
+        pids = [master, *children(master)]
+        # `postfix stop` now fails (it cannot chdir to the queue), as it would
+        # for a test that broke its instance: stop() must kill it by pid.
+        (pf.config_dir / "main.cf").write_text(f"queue_directory = {pf.root}/missing\n")
+    assert not [pid for pid in pids if alive(pid)]
+    assert not pf.root.exists()
