@@ -236,9 +236,9 @@ class PostfixRelay:
     def send(self, sender: str, recipients: Sequence[str], message: str | bytes) -> None:
         """Queue a message with Postfix's ``sendmail`` (to the pickup daemon)."""
         body = message.encode() if isinstance(message, str) else message
-        self._run(
-            "sendmail", "-C", str(self.config_dir), "-f", sender, "--", *recipients, stdin=body
-        )
+        # -i: a line holding a lone "." is message text, not the end of input.
+        cmd = ["-C", str(self.config_dir), "-i", "-f", sender, "--", *recipients]
+        self._run("sendmail", *cmd, stdin=body)
 
     def flush(self) -> None:
         """Retry every deferred message now (``postqueue -f``), dead destinations too."""
