@@ -10,7 +10,9 @@ Each ``tests/transcripts/*.txt`` file is a conversation, one step a line::
     S: 250 2.0.0 OK                 the next reply line, exactly (without CRLF)
     A: accept [k=v ...]             a MessageReceived is expected here; the adapter
     A: bounce 550 [k=v ...]         answers it with queued("TESTID") or that bounce.
-                                    k=v checks event fields: size recipients mode delay
+                                    k=v checks event fields: size, recipients (a
+                                    count), sender ("<>" for the null sender), to
+                                    (recipients, comma-separated), mode, delay
                                     ("-" for None; shell quoting for spaces)
     E: close | starttls             the core reports this event here
     X: tls_started | timeout | shutdown   the adapter calls this (a barrier)
@@ -122,7 +124,7 @@ def _answer_for(step: Step) -> tuple[Reply, dict[str, str]]:
     words = shlex.split(step.text)
     checks = dict(w.split("=", 1) for w in words if "=" in w)
     plain = [w for w in words if "=" not in w]
-    assert set(checks) <= {"size", "recipients", "mode", "delay"}, f"line {step.lineno}"
+    assert set(checks) <= {"size", "recipients", "sender", "to", "mode", "delay"}, step.lineno
     if plain == ["accept"]:
         return queued("TESTID"), checks
     if len(plain) == 2 and plain[0] == "bounce":
@@ -135,7 +137,9 @@ def _answer_for(step: Step) -> tuple[Reply, dict[str, str]]:
 def _fields(event: MessageReceived) -> dict[str, str]:
     return {
         "size": str(event.size),
-        "recipients": str(event.recipients),
+        "recipients": str(len(event.recipients)),
+        "sender": event.sender or "<>",
+        "to": ",".join(event.recipients),
         "mode": "-" if event.mode is None else event.mode,
         "delay": "-" if event.delay is None else event.delay,
     }
