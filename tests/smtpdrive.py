@@ -114,7 +114,8 @@ class Driver:
             if isinstance(event, MessageReceived):
                 self.messages.append(event)
                 self.records.append(Record("A", describe(event), event))
-                self.conn.send(event.reply or self.answer(event))
+                answer = self.answer(event)
+                self.conn.send(event.reply or answer)  # a content rule's reply wins
             elif isinstance(event, StageReached):
                 self.stages.append(event)
                 self.records.append(Record("E", describe_stage(event, self.conn)))
