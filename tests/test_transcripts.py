@@ -162,7 +162,7 @@ def parse_verdict(text: str) -> Verdict | None:
     if text.startswith("close"):
         rest = text[5:].strip()
         return Verdict("t", reply=_reply(rest) if rest else None, close=True)
-    if "=" in text.split()[0]:
+    if "=" in text.split(maxsplit=1)[0]:
         words = dict(w.split("=", 1) for w in text.split())
         tls = TLSFault(words["tls"]) if "tls" in words else None
         tarpit = int(words["tarpit"]) if "tarpit" in words else None

@@ -139,6 +139,8 @@ class SMTPConnection(Commands):
         reply; ``drop``/``reset``/``hang`` end the session without one (a
         ``Cut`` event). Delays, tarpits and TLS faults are the adapter's.
         """
+        if self._mode is Mode.CLOSED or self._mode is Mode.HUNG:
+            return  # ended meanwhile (a timeout, a shutdown): nothing to apply
         if self._mode is not Mode.STAGE:
             raise RuntimeError("resolve() is only for a StageReached event")
         apply, refuse = self._apply, self._refuse
