@@ -138,12 +138,12 @@ class Commands:
     def do_ehlo(self, name: str) -> None:
         self._reset_transaction()
         self.helo = name
-        s, tls = self.settings, self.tls
+        s = self.settings
         reply = ehlo_reply(
             f"{s.mailname} Hello {name}",
             s.max_message_size,
-            tls=s.tls_available and not tls,  # RFC 3207 4.2: not once TLS is on
-            auth=tls or not s.auth_tls_only,
+            tls=self.offers_tls,
+            auth=self.offers_auth,
         )
         self._out.append(reply.wire)
 

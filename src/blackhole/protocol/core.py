@@ -12,24 +12,23 @@ state (``state``, see ``states.py``) says which commands are allowed, and the
 table there says everything else about sequencing.
 
 Rules hook in through ``watch``: when a command reaches a stage in it, the
-core queues ``StageReached`` and holds its input until ``resolve()``.
+core queues ``StageReached`` and holds its input until ``resolve()``
+(``staging.py``). What each command does is in ``commands.py``.
 """
 
 from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Callable
-from typing import Any
 
 from blackhole.protocol import replies as R
-from blackhole.protocol.commands import Commands
 from blackhole.protocol.events import Event, StageReached
 from blackhole.protocol.hooks import Stage, Verdict
 from blackhole.protocol.limits import MAX_AUTH_LINE, MAX_COMMAND_LINE, MAX_UNKNOWN_COMMANDS
 from blackhole.protocol.modes import Mode
 from blackhole.protocol.replies import Reply
 from blackhole.protocol.settings import SessionSettings
+from blackhole.protocol.staging import Entry, Staging
 from blackhole.protocol.states import TABLE, State
 
 # Control characters other than HT are not allowed in a command line
@@ -39,7 +38,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _NO_STAGES: frozenset[Stage] = frozenset()
 
 
-class SMTPConnection(Commands):
+class SMTPConnection(Staging):
     """One SMTP session, from greeting to close."""
 
     # The stages the adapter wants to hear about; it may set this at any time
@@ -75,14 +74,6 @@ class SMTPConnection(Commands):
             )
             return
         self._out.append(greeting.wire)
-
-    def _greet(self, reply: Reply | None) -> None:
-        self._out.append((reply or R.greeting(self.settings.mailname)).wire)
-
-    def _refuse_session(self, reply: Reply) -> None:
-        # RFC 5321 3.1: after a 554-style greeting only QUIT is of any use.
-        self._out.append(reply.wire)
-        self.state = State.REFUSED
 
     def receive_data(self, data: bytes) -> None:
         mode = self._mode
@@ -327,65 +318,6 @@ class SMTPConnection(Commands):
         self.state = next_state
         commit(self, facts)
 
-    def _command_stage(self, raw: bytes, verb: str, text: str) -> None:
-        # RULES.md "command": every command line, before it is dispatched; a
-        # rule's reply here is the answer and the command does not run.
-        def apply(reply: Reply | None) -> None:
-            if reply is None:
-                self._line(raw, staged=True)
-            else:
-                self._out.append(reply.wire)
-
-        def refuse(reply: Reply) -> None:
-            self._out.append(reply.wire)
-
-        event = StageReached(Stage.COMMAND, verb, text, message=self.message_number)
-        self._pause(event, Mode.COMMAND, apply, refuse)
-
-    def _command_reached(self, verb: str, entry: _Entry, facts: Any) -> None:
-        _, commit, next_state, stage, _, _, refuser = entry
-        assert stage is not None
-        # What the stage is about (StageReached.value), from the checked facts.
-        arg = facts.string if isinstance(facts, re.Match) else facts
-        value = arg if stage in (Stage.HELO, Stage.RCPT, Stage.VRFY) else None
-        size = None
-        message = self.message_number
-        if stage is Stage.MAIL:
-            value, size, message = facts.address, facts.size, message + 1
-
-        def apply(reply: Reply | None) -> None:
-            self.state = next_state
-            mark = len(self._out)
-            self._override = reply
-            commit(self, facts)
-            if self._override is not None:  # not taken by the command itself
-                del self._out[mark:]
-                self._out.append(self._override.wire)
-                self._override = None
-
-        def refuse(reply: Reply) -> None:
-            if refuser is None:
-                self._out.append(reply.wire)
-            else:
-                refuser(self, arg, reply)
-
-        self._pause(StageReached(stage, verb, value, size, message), Mode.COMMAND, apply, refuse)
-
-    def _check_threshold(self, size: int, resume: Mode) -> None:
-        threshold = self.content_threshold
-        if self._content_seen or threshold is None or size < threshold:
-            return
-        if Stage.CONTENT not in self.watch:
-            return
-        self._content_seen = True
-
-        def keep(reply: Reply | None) -> None:
-            # A reply here is the message's answer, once the content has ended.
-            self._final = reply
-
-        event = StageReached(Stage.CONTENT, size=size, message=self.message_number)
-        self._pause(event, resume, keep, keep)
-
     def _unknown_command(self, verb: str) -> None:
         forbidden = self.settings.forbidden_commands
         if forbidden and (verb in forbidden or verb.endswith(":")):
@@ -403,18 +335,7 @@ class SMTPConnection(Commands):
             self._out.append(R.R502_UNKNOWN.wire)
 
 
-_Entry = tuple[
-    Callable[..., Any] | None,  # check(self, arg) -> facts | Reply
-    Callable[..., None],  # commit(self, facts)
-    State,  # next state on success
-    Stage | None,  # the rules stage reported
-    bool,  # a junk command
-    Reply | None,  # the 503 when refused in this state
-    Callable[..., None] | None,  # refuser(self, arg, reply): BDAT reads its chunk
-]
-
-
-def _resolve(key: tuple[State, str]) -> _Entry:
+def _resolve(key: tuple[State, str]) -> Entry:
     entry = TABLE[key]
     cls = SMTPConnection
     return (
@@ -429,4 +350,4 @@ def _resolve(key: tuple[State, str]) -> _Entry:
 
 
 # TABLE with the method names resolved to functions, once, at import.
-_DISPATCH: dict[tuple[State, str], _Entry] = {key: _resolve(key) for key in TABLE}
+_DISPATCH: dict[tuple[State, str], Entry] = {key: _resolve(key) for key in TABLE}
