@@ -74,6 +74,14 @@ def test_auth_stage_reports_the_user_never_the_password() -> None:
     assert "s3cret" not in repr(event) and "s3cret" not in repr(vars(driver.conn))
 
 
+def test_command_stage_never_shows_credentials() -> None:
+    plain = base64.b64encode(b"\0alice\0fail=s3cret").decode()  # fails: AUTH again
+    driver = _record({Stage.COMMAND})
+    driver.feed(f"EHLO c\r\nAUTH PLAIN {plain}\r\nAUTH LOGIN\r\nYWxpY2U=\r\n".encode())
+    values = [e.value for e in driver.stages]
+    assert values == ["EHLO c", "AUTH PLAIN", "AUTH LOGIN"]  # no SASL lines either
+
+
 def test_watch_can_change_at_any_time() -> None:
     driver = Driver.start(make_settings())
     driver.feed(b"EHLO c\r\n")

@@ -204,8 +204,9 @@ class SMTPConnection(Staging):
 
     @property
     def waiting(self) -> bool:
-        """True while the final reply to a message is owed (input is held)."""
-        return self._mode is Mode.WAITING
+        """True while the adapter owes an answer: the final reply to a
+        message, or a verdict on a stage (input is held meanwhile)."""
+        return self._mode is Mode.WAITING or self._mode is Mode.STAGE
 
     # --- input ----------------------------------------------------------------
 

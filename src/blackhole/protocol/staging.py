@@ -62,6 +62,10 @@ class Staging(Commands):
         def refuse(reply: Reply) -> None:
             self._out.append(reply.wire)
 
+        if verb == "AUTH":
+            # RFC 4954 4: an initial response holds credentials; rules see
+            # the mechanism, never them.
+            text = " ".join(text.split()[:2])
         event = StageReached(Stage.COMMAND, verb, text, message=self.message_number)
         self._pause(event, Mode.COMMAND, apply, refuse)
 
