@@ -77,6 +77,8 @@ _settings = st.builds(
     auth_required=st.booleans(),
     auth_tls_only=st.booleans(),
     dynamic_switch=st.booleans(),
+    collect_headers=st.booleans(),
+    junk_command_limit=st.sampled_from([0, 1, 100]),
     max_message_size=st.sampled_from([0, 10, 1000, 512_000]),
     max_recipients=st.sampled_from([1, 2, 100]),
 )

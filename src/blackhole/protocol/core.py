@@ -305,8 +305,13 @@ class SMTPConnection(Staging):
             self._junk += 1
             limit = self.settings.junk_command_limit
             if limit and self._junk > limit:
-                # Postfix's smtpd_junk_command_limit: NOOP, RSET, VRFY... could
-                # otherwise hold a session (and its slot) for ever.
+                # Postfix's smtpd_junk_command_limit (default 100): NOOP, VRFY,
+                # ETRN and RSET are "junk"; past the limit each one raises the
+                # error count (which ends the session at smtpd_hard_error_limit),
+                # and the count is reset after mail is delivered. A sink has no
+                # error count to climb, so one over the limit ends the session
+                # at once; EXPN and HELP count too, being as free to repeat.
+                # Otherwise a client could hold a session (and a slot) for ever.
                 self._close(R.R421_TOO_MANY_JUNK, "too many junk commands")
                 return
         facts = arg if check is None else check(self, arg)
@@ -322,9 +327,11 @@ class SMTPConnection(Staging):
     def _unknown_command(self, verb: str) -> None:
         forbidden = self.settings.forbidden_commands
         if forbidden and (verb in forbidden or verb.endswith(":")):
-            # Postfix's smtpd_forbidden_commands: an HTTP request or header,
-            # or a proxy CONNECT, is no mail client. Answering would make
-            # this server a tool of cross-protocol attacks from browsers.
+            # Postfix's smtpd_forbidden_commands ("CONNECT GET POST", and any
+            # line that looks like a message header): an HTTP request or a
+            # proxy CONNECT is no mail client. Postfix answers 221 and hangs
+            # up; nothing at all is sent here, so a browser tricked into
+            # posting to this port gets no SMTP text it could act on.
             self._cut("drop", "forbidden command")
             return
         self._unknown += 1
