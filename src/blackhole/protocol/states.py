@@ -45,7 +45,7 @@ from blackhole.protocol.replies import Reply
 
 
 class State(enum.IntEnum):
-    # IntEnum, not Enum: every command looks up (state, verb) in DISPATCH, and
+    # IntEnum, not Enum: every command looks up (state, verb) in the core, and
     # Enum.__hash__ is a Python function while int's is C.
     CONNECTED = 0
     GREETED = 1
@@ -72,7 +72,7 @@ _GREETED = frozenset({_S.GREETED})
 class Command:
     """One row of the table. ``next`` None: the state does not change."""
 
-    handler: str  # the core's method; the checking half is "check_" + handler
+    handler: str  # commands.py's do_<handler>, and check_<handler> if it has one
     allowed: frozenset[State]
     next: State | None
     stage: Stage | None
