@@ -3,7 +3,8 @@
 Used by the transcript tests and the Hypothesis properties. ``Driver`` plays
 the part of ``server/connection.py``: it feeds bytes, drains replies, and
 answers events (a ``MessageReceived`` with a reply chosen by the test, a
-``StartTLS`` by noting it, a ``Close`` by refusing further input).
+``StartTLS`` by noting it, a ``Close`` or ``Cut`` by refusing further
+input, a ``StageReached`` with the verdict the test's ``decide`` gives).
 """
 
 from __future__ import annotations
@@ -11,7 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from blackhole.protocol import Close, MessageReceived, SessionSettings, SMTPConnection, StartTLS
+from blackhole.protocol import (
+    Close,
+    Cut,
+    MessageReceived,
+    SessionSettings,
+    SMTPConnection,
+    StageReached,
+    StartTLS,
+)
+from blackhole.protocol.hooks import Stage, Verdict
 from blackhole.protocol.replies import Reply, queued
 
 # What the transcripts see as the CRAM-MD5 challenge (RFC 2195: <...@host>).
@@ -37,10 +47,15 @@ class Record:
 
 
 Answer = Callable[[MessageReceived], Reply]
+Decide = Callable[[StageReached], Verdict | None]
 
 
 def accept_all(event: MessageReceived) -> Reply:
     return queued("TESTID")
+
+
+def no_verdict(event: StageReached) -> Verdict | None:
+    return None
 
 
 @dataclass
@@ -54,11 +69,23 @@ class Driver:
     messages: list[MessageReceived] = field(default_factory=list)
     closed: bool = False
     starttls: bool = False
+    decide: Decide = no_verdict
+    stages: list[StageReached] = field(default_factory=list)
 
     @classmethod
-    def start(cls, settings: SessionSettings | None = None, answer: Answer = accept_all) -> Driver:
+    def start(
+        cls,
+        settings: SessionSettings | None = None,
+        answer: Answer = accept_all,
+        *,
+        watch: frozenset[Stage] = frozenset(),
+        decide: Decide = no_verdict,
+        content_threshold: int | None = None,
+    ) -> Driver:
         conn = SMTPConnection(settings or make_settings())
-        driver = cls(conn, answer)
+        conn.watch = watch
+        conn.content_threshold = content_threshold
+        driver = cls(conn, answer, decide=decide)
         conn.start()
         driver.pump()
         return driver
@@ -87,7 +114,15 @@ class Driver:
             if isinstance(event, MessageReceived):
                 self.messages.append(event)
                 self.records.append(Record("A", describe(event), event))
-                self.conn.send(self.answer(event))
+                answer = self.answer(event)
+                self.conn.send(event.reply or answer)  # a content rule's reply wins
+            elif isinstance(event, StageReached):
+                self.stages.append(event)
+                self.records.append(Record("E", describe_stage(event, self.conn)))
+                self.conn.resolve(self.decide(event))
+            elif isinstance(event, Cut):
+                self.closed = event.how != "hang"
+                self.records.append(Record("E", event.how))
             elif isinstance(event, StartTLS):
                 self.starttls = True
                 self.records.append(Record("E", "starttls"))
@@ -102,9 +137,26 @@ class Driver:
             self.records.append(Record("S", line.decode("utf-8")))
 
 
+def describe_stage(event: StageReached, conn: SMTPConnection) -> str:
+    """``stage <stage> [verb] [value=...] [size=...]``; a content size reached
+    by a threshold depends on the reads, so only ``size>=threshold`` is shown."""
+    words = ["stage", event.stage.value]
+    if event.verb:
+        words.append(event.verb)
+    if event.value is not None:
+        words.append(f"value={event.value}")
+    threshold = conn.content_threshold
+    if event.size is not None:
+        if event.stage is Stage.CONTENT and threshold is not None and event.size >= threshold:
+            words.append(f"size>={threshold}")
+        else:
+            words.append(f"size={event.size}")
+    return " ".join(words)
+
+
 def describe(event: MessageReceived) -> str:
     return (
-        f"size={event.size} recipients={event.recipients} "
+        f"size={event.size} recipients={len(event.recipients)} "
         f"mode={event.mode if event.mode is not None else '-'} "
         f"delay={event.delay if event.delay is not None else '-'}"
     )

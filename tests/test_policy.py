@@ -72,13 +72,6 @@ def test_mode_and_delay_are_chosen_independently() -> None:
     assert (kind(reply), delay) == ("bounce", 4.0)
 
 
-def test_dynamic_switch_off_ignores_headers() -> None:
-    defaults = Defaults(mode=Mode.ACCEPT, delay=Delay.fixed(2), dynamic_switch=False)
-    for _ in range(20):
-        reply, delay = policy().decide(defaults, "bounce", "30")
-        assert (kind(reply), delay) == ("accept", 2.0)
-
-
 @pytest.mark.parametrize("value", ["", "  ", "bogus", "accepted", "bounce,accept", "BOUNCE!", "b"])
 def test_invalid_mode_header_ignored(value: str) -> None:
     assert parse_mode(value) is None

@@ -4,6 +4,8 @@
     only well-formed replies (RFC 5321 4.2.1) and never raise.
 (b) Chunking invariance: a session gives the same replies and events whether
     its bytes arrive in one read, one byte at a time or cut anywhere.
+(d) Rules: any verdicts at any watched stages keep (a), and (b) holds for
+    the replies.
 (c) The DATA reader: the reported size is the length of the dot-unstuffed
     content, only <CRLF>.<CRLF> ends it (SMTP smuggling), and the text-line
     limit is enforced exactly, wherever the reads are cut.
@@ -12,12 +14,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blackhole.protocol import MessageReceived
+from blackhole.protocol import MessageReceived, SessionSettings, StageReached
+from blackhole.protocol.hooks import Stage, TLSFault, Verdict
 from blackhole.protocol.limits import MAX_TEXT_LINE
 from blackhole.protocol.replies import BOUNCES, Reply, queued
 from tests.smtpdrive import Driver, make_settings
@@ -74,9 +77,14 @@ _settings = st.builds(
     auth_required=st.booleans(),
     auth_tls_only=st.booleans(),
     dynamic_switch=st.booleans(),
+    collect_headers=st.booleans(),
+    junk_command_limit=st.sampled_from([0, 1, 100]),
     max_message_size=st.sampled_from([0, 10, 1000, 512_000]),
     max_recipients=st.sampled_from([1, 2, 100]),
 )
+
+
+_ENDINGS = ("close", "drop", "reset")
 
 
 def _answer(event: MessageReceived) -> Reply:
@@ -142,10 +150,12 @@ def test_any_bytes_any_chunking_well_formed(
         driver.feed(chunk)
     driver.conn.timeout()
     driver.pump()
-    # Every session ends with a close, exactly once, and nothing after it.
+    # Every session ends exactly once (a close, or a drop of a client that
+    # talks HTTP), and nothing comes after it.
     assert driver.closed
-    assert [r.text for r in driver.records if r.kind == "E"].count("close") == 1
-    assert driver.records[-1].text == "close"
+    endings = [r.text for r in driver.records if r.kind == "E" and r.text in _ENDINGS]
+    assert len(endings) == 1
+    assert driver.records[-1].text == endings[0]
     assert driver.conn.data_to_send() == b""
 
 
@@ -396,3 +406,121 @@ def test_any_argument_to_any_verb(verb: str, prefix: str, arg: str, state: bytes
     driver.feed(line + b"\r\n")
     # Every command line is answered, but for a BDAT whose chunk is still to come.
     assert len(driver.records) > before or driver.conn.reading_content
+
+
+# --- (d) rules verdicts at any watched stage --------------------------------------------
+
+_RULE_REPLIES = [
+    Reply(220, None, "greeting by rule"),
+    Reply(221, "2.0.0", "bye by rule"),
+    Reply(235, "2.7.0", "in by rule"),
+    Reply(250, "2.0.0", "ok by rule"),
+    Reply(354, None, "go on by rule"),
+    Reply(421, "4.3.2", "closing by rule"),
+    Reply(451, "4.7.1", "later, says the rule"),
+    Reply(550, "5.7.1", ["no", "says the rule"]),
+]
+_verdicts = st.one_of(
+    st.none(),
+    st.builds(Verdict, st.just("r"), reply=st.one_of(st.none(), st.sampled_from(_RULE_REPLIES))),
+    st.builds(
+        Verdict, st.just("r"), reply=st.sampled_from([None, *_RULE_REPLIES]), close=st.just(True)
+    ),
+    st.sampled_from(
+        [
+            Verdict("r", drop=True),
+            Verdict("r", reset=True),
+            Verdict("r", hang=True),
+            Verdict("r", delay=2.5),
+            Verdict("r", tarpit=10),
+            Verdict("r", tls=TLSFault.FAIL),
+        ]
+    ),
+)
+_STAGE_SNIPPETS = [
+    *_SNIPPETS,
+    b"GET / HTTP/1.1\r\n",
+    b"Subject: hi\r\n\r\nbody\r\n.\r\n",
+    b"x" * 300 + b"\r\n",
+]
+
+
+def _decider(verdicts: list[Verdict | None]) -> Callable[[StageReached], Verdict | None]:
+    queue = list(verdicts)
+    return lambda event: queue.pop(0) if queue else None
+
+
+@FAST
+@given(
+    session=_settings,
+    watch=st.frozensets(st.sampled_from(list(Stage))),
+    threshold=st.one_of(st.none(), st.integers(0, 400)),
+    verdicts=st.lists(_verdicts, max_size=40),
+    pieces=st.lists(st.sampled_from(_STAGE_SNIPPETS), max_size=30),
+    cuts=st.lists(st.integers(min_value=0, max_value=100_000), max_size=30),
+    action=st.sampled_from([None, "timeout", "shutdown"]),
+    action_at=st.integers(min_value=0, max_value=30),
+)
+def test_any_verdicts_at_any_stages_well_formed(
+    *,
+    session: SessionSettings,
+    watch: frozenset[Stage],
+    threshold: int | None,
+    verdicts: list[Verdict | None],
+    pieces: list[bytes],
+    cuts: list[int],
+    action: str | None,
+    action_at: int,
+) -> None:
+    driver = _CheckingDriver.start(
+        session, _answer, watch=watch, decide=_decider(verdicts), content_threshold=threshold
+    )
+    for i, chunk in enumerate(_cut(b"".join(pieces), cuts)):
+        if action is not None and i == action_at:
+            getattr(driver.conn, action)()
+            driver.pump()
+        driver.feed(chunk)
+    driver.conn.timeout()
+    driver.pump()
+    assert driver.closed
+    endings = [r.text for r in driver.records if r.kind == "E" and r.text in _ENDINGS]
+    assert len(endings) == 1
+    assert driver.records[-1].text == endings[0]
+    assert driver.conn.data_to_send() == b""
+    # Only watched stages are reported, and never a password.
+    assert {event.stage for event in driver.stages} <= watch
+    assert not any("secret" in (event.value or "") for event in driver.stages)
+
+
+@FAST
+@given(
+    watch=st.frozensets(st.sampled_from(list(Stage))),
+    threshold=st.one_of(st.none(), st.integers(0, 400)),
+    verdicts=st.lists(_verdicts, max_size=40),
+    parts=st.lists(st.one_of(_transaction(), _misc), max_size=6),
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=40),
+)
+def test_verdicts_chunking_invariance(
+    watch: frozenset[Stage],
+    threshold: int | None,
+    verdicts: list[Verdict | None],
+    parts: list[bytes],
+    cuts: list[int],
+) -> None:
+    # The same verdicts give the same replies however the input is cut: a
+    # paused session holds its input, whatever was read with it.
+    data = b"EHLO c\r\n" + b"".join(parts) + b"QUIT\r\n"
+    runs = []
+    for chunks in ([data], list(_cut(data, cuts))):
+        driver = Driver.start(
+            make_settings(max_recipients=2),
+            _answer,
+            watch=watch,
+            decide=_decider(verdicts),
+            content_threshold=threshold,
+        )
+        driver.feed_chunks(chunks)
+        runs.append(driver)
+    whole, cut = runs
+    assert cut.raw == whole.raw
+    assert [e.stage for e in cut.stages] == [e.stage for e in whole.stages]

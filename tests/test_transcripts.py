@@ -10,9 +10,18 @@ Each ``tests/transcripts/*.txt`` file is a conversation, one step a line::
     S: 250 2.0.0 OK                 the next reply line, exactly (without CRLF)
     A: accept [k=v ...]             a MessageReceived is expected here; the adapter
     A: bounce 550 [k=v ...]         answers it with queued("TESTID") or that bounce.
-                                    k=v checks event fields: size recipients mode delay
+                                    k=v checks event fields: size, recipients (a
+                                    count), sender ("<>" for the null sender), to
+                                    (recipients, comma-separated), mode, delay
                                     ("-" for None; shell quoting for spaces)
-    E: close | starttls             the core reports this event here
+    E: close | starttls             the core reports this event here; also
+    E: drop | reset | hang          (a Cut), and
+    E: stage rcpt RCPT value=a@b    a StageReached (see smtpdrive.describe_stage)
+    V: <verdict>                    the adapter resolves the next StageReached with
+                                    it: "none", "drop", "reset", "hang", "close
+                                    [reply]", a reply "550 5.7.1 text", or k=v
+                                    words for the adapter (delay=, tarpit=, tls=)
+    @ watch=helo,mail               stages to watch (content_threshold=N too)
     X: tls_started | timeout | shutdown   the adapter calls this (a barrier)
     ?: attribute=value              str(getattr(conn, attribute)) == value (a barrier)
     --                              a barrier: the client waits for the replies
@@ -33,7 +42,8 @@ from pathlib import Path
 
 import pytest
 
-from blackhole.protocol import MessageReceived
+from blackhole.protocol import MessageReceived, StageReached
+from blackhole.protocol.hooks import Stage, TLSFault, Verdict
 from blackhole.protocol.replies import BOUNCES, Reply, queued
 from tests.smtpdrive import TEST_CHALLENGE, Driver, describe, make_settings
 
@@ -65,7 +75,10 @@ def _bytes_expr(text: str) -> bytes:
     return value
 
 
-def _setting(value: str) -> object:
+def _setting(key: str, value: str) -> object:
+    if key in ("watch", "forbidden_commands"):
+        words = frozenset(w for w in value.split(",") if w)
+        return frozenset(Stage(w) for w in words) if key == "watch" else words
     if value in ("true", "false"):
         return value == "true"
     if value.isdigit():
@@ -97,7 +110,7 @@ def load(path: Path) -> Transcript:
             assert not transcript.steps, f"{path.name}:{lineno}: settings come first"
             for item in line[2:].split():
                 key, _, value = item.partition("=")
-                transcript.settings[key] = _setting(value)
+                transcript.settings[key] = _setting(key, value)
             continue
         if line.strip() == "--":
             transcript.steps.append(Step("--", "", lineno=lineno))
@@ -105,7 +118,7 @@ def load(path: Path) -> Transcript:
         kind, sep, text = line.partition(": ")
         if not sep and line.endswith(":"):
             kind, text = line[:-1], ""
-        assert kind in ("C", "S", "A", "E", "X", "?"), f"{path.name}:{lineno}: {line!r}"
+        assert kind in ("C", "S", "A", "E", "V", "X", "?"), f"{path.name}:{lineno}: {line!r}"
         step = Step(kind, text, lineno=lineno)
         if kind == "C":
             step.data = (
@@ -122,7 +135,7 @@ def _answer_for(step: Step) -> tuple[Reply, dict[str, str]]:
     words = shlex.split(step.text)
     checks = dict(w.split("=", 1) for w in words if "=" in w)
     plain = [w for w in words if "=" not in w]
-    assert set(checks) <= {"size", "recipients", "mode", "delay"}, f"line {step.lineno}"
+    assert set(checks) <= {"size", "recipients", "sender", "to", "mode", "delay"}, step.lineno
     if plain == ["accept"]:
         return queued("TESTID"), checks
     if len(plain) == 2 and plain[0] == "bounce":
@@ -132,10 +145,37 @@ def _answer_for(step: Step) -> tuple[Reply, dict[str, str]]:
     raise AssertionError(f"line {step.lineno}: bad A: line {step.text!r}")
 
 
+def _reply(text: str) -> Reply:
+    code, _, rest = text.partition(" ")
+    enhanced, _, words = rest.partition(" ")
+    if not (enhanced.count(".") == 2 and enhanced[:1].isdigit()):
+        enhanced, words = "", rest
+    return Reply(int(code), enhanced or None, words)
+
+
+def parse_verdict(text: str) -> Verdict | None:
+    """A ``V:`` line: see the module docstring."""
+    if text == "none":
+        return None
+    if text in ("drop", "reset", "hang"):
+        return Verdict("t", **{text: True})  # type: ignore[arg-type]
+    if text.startswith("close"):
+        rest = text[5:].strip()
+        return Verdict("t", reply=_reply(rest) if rest else None, close=True)
+    if "=" in text.split(maxsplit=1)[0]:
+        words = dict(w.split("=", 1) for w in text.split())
+        tls = TLSFault(words["tls"]) if "tls" in words else None
+        tarpit = int(words["tarpit"]) if "tarpit" in words else None
+        return Verdict("t", delay=float(words.get("delay", 0)), tarpit=tarpit, tls=tls)
+    return Verdict("t", reply=_reply(text))
+
+
 def _fields(event: MessageReceived) -> dict[str, str]:
     return {
         "size": str(event.size),
-        "recipients": str(event.recipients),
+        "recipients": str(len(event.recipients)),
+        "sender": event.sender or "<>",
+        "to": ",".join(event.recipients),
         "mode": "-" if event.mode is None else event.mode,
         "delay": "-" if event.delay is None else event.delay,
     }
@@ -151,7 +191,22 @@ def run(transcript: Transcript, bytewise: bool) -> tuple[list[str], list[str]]:
         assert pending, f"unexpected message: {describe(event)}"
         return pending.pop(0)[0]
 
-    driver = Driver.start(make_settings(**transcript.settings), answer)
+    verdicts = [parse_verdict(s.text) for s in transcript.steps if s.kind == "V"]
+
+    def decide(event: StageReached) -> Verdict | None:
+        assert verdicts, f"unexpected stage: {event}"
+        return verdicts.pop(0)
+
+    settings = dict(transcript.settings)
+    watch = settings.pop("watch", frozenset())
+    threshold = settings.pop("content_threshold", None)
+    driver = Driver.start(
+        make_settings(**settings),
+        answer,
+        watch=watch,  # type: ignore[arg-type]
+        decide=decide,
+        content_threshold=threshold,  # type: ignore[arg-type]
+    )
     chunk = bytearray()
 
     def flush() -> None:
@@ -175,6 +230,7 @@ def run(transcript: Transcript, bytewise: bool) -> tuple[list[str], list[str]]:
                 actual = str(getattr(driver.conn, attribute.strip()))
                 assert actual == value.strip(), f"line {step.lineno}: {attribute}={actual}"
     flush()
+    assert not verdicts, f"verdicts never asked for: {verdicts}"
 
     expected = [f"{s.kind}: {s.text}" for s in transcript.steps if s.kind in ("S", "E", "A")]
     observed = []

@@ -2,7 +2,9 @@
 
 Precedence, first match wins (SPEC "Choosing the answer"): the flags of the
 listener that accepted the connection, then the message's own X-Blackhole-*
-headers (when dynamic switches are on), then the config file.
+headers, then the config file. Whether headers are read at all
+(``dynamic_switch``) is decided in one place, the protocol core: it reports
+no switch values when they are off, so there is nothing to re-check here.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ class Defaults:
     delay: Delay | None
     listener_mode: Mode | None = None
     listener_delay: Delay | None = None
-    dynamic_switch: bool = True
     # Random mode: the share of accepts; the rest are the bounces, uniformly.
     random_accept: float = CLASSIC_RANDOM_ACCEPT
 
@@ -62,13 +63,13 @@ class Policy:
         mode = defaults.listener_mode
         if mode is None:
             switched = None
-            if header_mode is not None and defaults.dynamic_switch:
+            if header_mode is not None:
                 switched = parse_mode(header_mode)
             mode = switched or defaults.mode
         delay = defaults.listener_delay
         if delay is None:
             switched_delay = None
-            if header_delay is not None and defaults.dynamic_switch:
+            if header_delay is not None:
                 switched_delay = parse_delay(header_delay)
             delay = switched_delay or defaults.delay
         if delay is None and mode is Mode.ACCEPT:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from blackhole.protocol.hooks import Stage
+from blackhole.protocol.replies import Reply
+
 
 @dataclass(slots=True)
 class MessageReceived:
@@ -16,12 +19,39 @@ class MessageReceived:
     ``mode`` and ``delay`` are the raw values of the X-Blackhole-Mode and
     X-Blackhole-Delay headers found in the header section (``None`` when
     absent or when dynamic switches are off); the policy validates them.
+    ``headers`` holds the header section's (name, value) pairs when the
+    session collects headers (``SessionSettings.collect_headers``), else
+    None. ``reply`` is the answer a ``content`` rule already chose: when it
+    is set, the adapter sends it rather than asking the policy.
     """
 
     size: int
-    recipients: int
+    sender: str
+    recipients: list[str]
     mode: str | None
     delay: str | None
+    headers: list[tuple[str, str]] | None = None
+    reply: Reply | None = None
+
+
+@dataclass(slots=True)
+class StageReached:
+    """A watched stage was reached: input is held until ``resolve()``.
+
+    ``verb`` is the command's (upper case; "" at connect and content).
+    ``value`` is what the stage is about: the HELO/EHLO argument at helo, the
+    sender at mail ("" for ``<>``), the recipient at rcpt, the user at auth
+    (never a password), the VRFY argument at vrfy, the command line at
+    command. ``size`` is the SIZE= parameter at mail and the content bytes
+    received so far at content. ``message`` is the number of the message in
+    the session that the stage belongs to (1 for the first MAIL).
+    """
+
+    stage: Stage
+    verb: str = ""
+    value: str | None = None
+    size: int | None = None
+    message: int = 0
 
 
 @dataclass(slots=True)
@@ -36,4 +66,15 @@ class Close:
     reason: str
 
 
-Event = MessageReceived | StartTLS | Close
+@dataclass(slots=True)
+class Cut:
+    """End the connection without a reply: ``how`` is "drop" (write what is
+    queued, then FIN), "reset" (abort, RST) or "hang" (never answer again:
+    the core reads nothing more; the session ends at a timeout or shutdown,
+    which then close it without a reply)."""
+
+    how: str
+    reason: str
+
+
+Event = MessageReceived | StageReached | StartTLS | Close | Cut

@@ -61,6 +61,7 @@ class MailParams:
     """What a MAIL command tells the transaction."""
 
     address: str  # "" for the null reverse-path
+    size: int | None = None  # the SIZE= parameter (RFC 1870), if given
     smtputf8: bool = False
     binarymime: bool = False
 
@@ -179,12 +180,14 @@ def parse_mail(arg: str, max_size: int) -> MailParams | Reply:
         return parsed
     address, params = parsed
     smtputf8 = binarymime = False
+    size = None
     for key, value in params.items():
         if key == "SIZE":
             # RFC 1870 section 6: a declared size over the limit is refused at once.
             if value is None or not _SIZE_RE.fullmatch(value):
                 return R.R501_PARAM_SYNTAX
-            if int(value) > max_size:
+            size = int(value)
+            if size > max_size:
                 return R.R552_TOO_BIG
         elif key == "BODY":
             body = (value or "").upper()
@@ -209,7 +212,7 @@ def parse_mail(arg: str, max_size: int) -> MailParams | Reply:
             return R.R555_UNKNOWN_PARAM
     if not smtputf8 and not address.isascii():
         return R.R553_NEED_SMTPUTF8
-    return MailParams(address, smtputf8, binarymime)
+    return MailParams(address, size, smtputf8, binarymime)
 
 
 @lru_cache(maxsize=_CACHE)

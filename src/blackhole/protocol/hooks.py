@@ -46,8 +46,10 @@ class TLSFault(enum.StrEnum):
 class Verdict:
     """What a rule decided for one stage event.
 
-    ``reply`` replaces the answer the server would have given (a 2xx one takes
-    the success path, anything else the failure path; 421 closes after it).
+    ``reply`` replaces the answer the server would have given (a positive one,
+    2xx or 3xx like DATA's 354, takes the success path, anything else the
+    failure path; 421 closes after it). At ``content`` it is the message's
+    final answer, given once the content has ended.
     ``close`` sends ``reply`` (or 421 4.3.2) and closes; ``drop`` closes with
     no reply (FIN); ``reset`` aborts (RST); ``hang`` never answers. ``delay``
     (seconds) comes before the reply; ``tarpit`` (bytes per second) paces every

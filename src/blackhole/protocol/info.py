@@ -1,16 +1,17 @@
 """The commands that only inform: HELP, VRFY, EXPN, ETRN.
 
-Each is a pure function of its argument (and the mail name): no session state
-is read or changed, which is why they are allowed in every state, inside a
-transaction too (RFC 5321 section 4.1.4). The answers follow the classic
-Blackhole's ``pass=`` / ``fail=`` convention so that tests can ask for either.
+Each is a pure function of its argument (and the mail name, and for HELP what
+the session offers): no session state is changed, which is why they are
+allowed in every state, inside a transaction too (RFC 5321 section 4.1.4).
+The answers follow the classic Blackhole's ``pass=`` / ``fail=`` convention so
+that tests can ask for either.
 """
 
 from __future__ import annotations
 
 from blackhole.protocol import replies as R
 from blackhole.protocol.replies import Reply
-from blackhole.protocol.states import COMMANDS, HELP_SUMMARY
+from blackhole.protocol.states import COMMANDS, HELP_TOPICS, help_summary
 
 # The classic server's built-in mailing lists, kept name for name.
 EXPN_LISTS: dict[str, tuple[str, ...]] = {
@@ -26,17 +27,26 @@ EXPN_LISTS: dict[str, tuple[str, ...]] = {
     ),
 }
 
-_HELP_SUMMARY = Reply(214, "2.0.0", HELP_SUMMARY)
-_HELP = {verb: Reply(214, "2.0.0", f"Syntax: {entry[2]}") for verb, entry in COMMANDS.items()}
-_ETRN_SYNTAX = Reply(501, "5.5.4", f"Syntax: {COMMANDS['ETRN'][2]}")
+_ETRN_SYNTAX = Reply(501, "5.5.4", f"Syntax: {COMMANDS['ETRN'].help}")
+_SMTPUTF8 = " SMTPUTF8"
 
 
-def help_reply(arg: str) -> Reply:
-    """RFC 5321 4.1.1.8: 214 with the command list, or the syntax of one verb."""
+def help_reply(arg: str, *, tls: bool, auth: bool) -> Reply:
+    """RFC 5321 4.1.1.8: 214 with the commands offered, or the syntax of one verb."""
     topic = arg.strip().upper()
     if not topic:
-        return _HELP_SUMMARY
-    return _HELP.get(topic, R.R504_HELP_UNKNOWN)
+        return help_summary(tls=tls, auth=auth)
+    return HELP_TOPICS.get(topic, R.R504_HELP_UNKNOWN)
+
+
+def strip_smtputf8(arg: str) -> str:
+    """RFC 6531 section 3.7.4.2: VRFY and EXPN may carry an SMTPUTF8 parameter
+    (the client may take UTF-8 in the answer). Every answer here may hold
+    UTF-8 anyway, so it is accepted and dropped before the argument is read."""
+    stripped = arg.rstrip()
+    if stripped[-len(_SMTPUTF8) :].upper() == _SMTPUTF8:
+        return stripped[: -len(_SMTPUTF8)]
+    return arg
 
 
 def vrfy_reply(arg: str) -> Reply:

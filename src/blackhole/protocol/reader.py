@@ -29,7 +29,7 @@ _SWITCH_RE = re.compile(rb"x-blackhole-", re.IGNORECASE)
 
 
 class HeaderScanner:
-    """Keeps the header section (up to a cap) to read X-Blackhole-* switches.
+    """Keeps the header section (up to a cap): X-Blackhole-* switches, header rules.
 
     RFC 5322 section 2.1: the header section ends at the first empty line. The
     classic server also read switches from the body; this one never does.
@@ -82,18 +82,26 @@ class HeaderScanner:
         """(X-Blackhole-Mode, X-Blackhole-Delay) raw values; the last one wins."""
         if _SWITCH_RE.search(self._buf) is None:  # no copy for the common case
             return None, None
-        buf = bytes(self._buf)
         mode = delay = None
-        for name, value in _header_fields(buf):
-            if name == "x-blackhole-mode":
+        for name, value in self.fields():
+            lowered = name.lower()
+            if lowered == "x-blackhole-mode":
                 mode = value
-            elif name == "x-blackhole-delay":
+            elif lowered == "x-blackhole-delay":
                 delay = value
         return mode, delay
 
+    def fields(self) -> list[tuple[str, str]]:
+        """The header section kept so far, as (name, value) pairs."""
+        return _header_fields(bytes(self._buf))
+
 
 def _header_fields(buf: bytes) -> list[tuple[str, str]]:
-    """Unfolded ``(lower-case name, stripped value)`` pairs (RFC 5322 2.2.3)."""
+    """Unfolded ``(name, stripped value)`` pairs (RFC 5322 2.2.3).
+
+    Latin-1 decodes any byte: header rules match text, and a header that is
+    not UTF-8 must not be able to hide from them or break the session.
+    """
     fields: list[tuple[str, str]] = []
     for raw in buf.replace(b"\r\n", b"\n").split(b"\n"):
         line = raw.decode("latin-1")
@@ -103,7 +111,7 @@ def _header_fields(buf: bytes) -> list[tuple[str, str]]:
             continue
         name, colon, value = line.partition(":")
         if colon:
-            fields.append((name.strip().lower(), value.strip()))
+            fields.append((name.strip(), value.strip()))
     return fields
 
 
@@ -117,13 +125,13 @@ class DataReader:
 
     __slots__ = ("_line", "_skip", "headers", "long_line", "max_size", "size")
 
-    def __init__(self, max_size: int, scan_headers: bool) -> None:
+    def __init__(self, max_size: int, headers: HeaderScanner | None) -> None:
         self.max_size = max_size
         self.size = 0
         self.long_line = False
         self._skip = len(DATA_PREFIX)  # prefix bytes not yet consumed: not content
         self._line = 0  # length of the partial line left at the end of the last chunk
-        self.headers = HeaderScanner() if scan_headers else None
+        self.headers = headers
 
     @property
     def oversize(self) -> bool:
@@ -198,12 +206,12 @@ class ChunkReader:
 
     __slots__ = ("counting", "headers", "last", "left", "size")
 
-    def __init__(self, scan_headers: bool) -> None:
+    def __init__(self, headers: HeaderScanner | None) -> None:
         self.size = 0
         self.left = 0
         self.last = False
         self.counting = False
-        self.headers = HeaderScanner() if scan_headers else None
+        self.headers = headers
 
     def start(self, size: int, last: bool, counting: bool) -> None:
         self.left = size

@@ -66,7 +66,6 @@ def serialise(code: int, enhanced: str | None, lines: Sequence[str]) -> bytes:
 
 
 # --- 2xx ---------------------------------------------------------------------
-R211_STATUS = Reply(211, "2.0.0", "System status OK")
 R221_BYE = Reply(221, "2.0.0", "Goodbye")
 R235_AUTH_OK = Reply(235, "2.7.0", "Authentication successful")
 R250_OK = Reply(250, "2.0.0", "OK")
@@ -84,9 +83,11 @@ R334_PASSWORD = Reply(334, None, "UGFzc3dvcmQ6")  # base64("Password:")
 R421_TIMEOUT = Reply(421, "4.4.2", "Idle timeout, closing connection")
 R421_SHUTDOWN = Reply(421, "4.3.2", "Service shutting down, closing connection")
 R421_TOO_MANY_UNKNOWN = Reply(421, "4.7.0", "Too many unrecognised commands, closing connection")
+R421_TOO_MANY_JUNK = Reply(421, "4.7.0", "Too many junk commands, closing connection")
+# RULES.md: what a rule's ``close`` says when it gives no reply of its own.
+R421_CLOSING = Reply(421, "4.3.2", "Service not available, closing channel")
 R451_INTERNAL = Reply(451, "4.3.0", "Internal error, try again later")
 R452_TOO_MANY_RCPT = Reply(452, "4.5.3", "Too many recipients")
-R454_TLS_UNAVAILABLE = Reply(454, "4.7.0", "TLS not available")
 # --- 5xx ---------------------------------------------------------------------
 R500_LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
 R500_BAD_ENCODING = Reply(500, "5.5.2", "Syntax error, command is not valid UTF-8")
@@ -105,6 +106,7 @@ R501_AUTH_SYNTAX = Reply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response
 R501_AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")
 R501_AUTH_BASE64 = Reply(501, "5.5.2", "Cannot decode base64 response")
 R501_BDAT_SYNTAX = Reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]")
+R501_STARTTLS_SYNTAX = Reply(501, "5.5.4", "Syntax: STARTTLS")
 R502_UNKNOWN = Reply(502, "5.5.2", "Command not recognised")
 R502_STARTTLS_UNAVAILABLE = Reply(502, "5.5.1", "STARTTLS not available")
 R503_BAD_SEQUENCE = Reply(503, "5.5.1", "Bad sequence of commands")

@@ -4,7 +4,8 @@ Blackhole checks no password. What the client sends decides the answer, the
 classic convention: credentials containing ``pass=`` succeed, credentials
 containing ``fail=`` fail, anything else succeeds. The decoded credentials
 never leave this module: no reply and no event carries them, so they cannot
-end up in a log.
+end up in a log. Only the user name (``Exchange.user``: the PLAIN authcid,
+the LOGIN user name, the CRAM-MD5 user) is kept, for rules and the event log.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from collections.abc import Callable
 from blackhole.protocol import replies as R
 from blackhole.protocol.replies import Reply
 
-MECHANISMS = ("PLAIN", "LOGIN", "CRAM-MD5")
 _MARKER = re.compile(r"(?:pass|fail)=", re.IGNORECASE)
 
 
@@ -40,8 +40,14 @@ def decode(text: str) -> bytes | None:
         return None
 
 
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
 class Exchange(ABC):
     """One AUTH exchange: ``start`` then ``step`` until a reply other than 334."""
+
+    user: str | None = None  # who is authenticating, once the client has said
 
     @abstractmethod
     def start(self, initial: str | None) -> Reply:
@@ -73,6 +79,10 @@ class Plain(Exchange):
         return R.R334_EMPTY if initial is None else self.step(initial)
 
     def receive(self, data: bytes) -> Reply:
+        # RFC 4616 section 2: message = [authzid] NUL authcid NUL passwd.
+        parts = data.split(b"\0")
+        if len(parts) == 3:
+            self.user = _text(parts[1])
         return verdict(data)
 
 
@@ -88,6 +98,7 @@ class Login(Exchange):
     def receive(self, data: bytes) -> Reply:
         if self._username is None:
             self._username = data
+            self.user = _text(data)
             return R.R334_PASSWORD
         return verdict(self._username + b"\0" + data)
 
@@ -104,18 +115,18 @@ class CramMD5(Exchange):
         return R.challenge(base64.b64encode(self._challenge.encode()).decode("ascii"))
 
     def receive(self, data: bytes) -> Reply:
+        # RFC 2195 section 2: the response is the user name, a space, the digest.
+        self.user = _text(data.rpartition(b" ")[0]) or None
         return verdict(data)
 
 
-def exchange_for(mechanism: str, challenge: Callable[[], str]) -> Exchange | None:
-    """A new exchange for ``mechanism`` (upper case), or None if unknown."""
-    if mechanism == "PLAIN":
-        return Plain()
-    if mechanism == "LOGIN":
-        return Login()
-    if mechanism == "CRAM-MD5":
-        return CramMD5(challenge())
-    return None
+# The mechanisms offered, in the order EHLO and HELP list them (states.py
+# derives both from this), each with how to start an exchange.
+MECHANISMS: dict[str, Callable[[Callable[[], str]], Exchange]] = {
+    "PLAIN": lambda challenge: Plain(),
+    "LOGIN": lambda challenge: Login(),
+    "CRAM-MD5": lambda challenge: CramMD5(challenge()),
+}
 
 
 def begin(arg: str, challenge: Callable[[], str]) -> tuple[Exchange | None, Reply]:
@@ -123,7 +134,8 @@ def begin(arg: str, challenge: Callable[[], str]) -> tuple[Exchange | None, Repl
     mechanism, _, initial = arg.strip().partition(" ")
     if not mechanism:
         return None, R.R501_AUTH_SYNTAX
-    exchange = exchange_for(mechanism.upper(), challenge)
-    if exchange is None:
+    make = MECHANISMS.get(mechanism.upper())
+    if make is None:
         return None, R.R504_AUTH_MECHANISM
+    exchange = make(challenge)
     return exchange, exchange.start(initial.strip() or None)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, cast
 
 from blackhole.protocol import replies as R
 from blackhole.protocol.core import SMTPConnection
-from blackhole.protocol.events import Close, MessageReceived, StartTLS
+from blackhole.protocol.events import Close, Cut, MessageReceived, StartTLS
 from blackhole.protocol.replies import Reply
 from blackhole.server import upgrade
 from blackhole.server.idle import IdleTimer
@@ -183,6 +183,15 @@ class SMTPProtocol(asyncio.Protocol):
                 self._write(transport, core)
                 self._close()
                 return
+            elif isinstance(event, Cut):
+                # No reply: drop (FIN after what was queued), reset (RST), or
+                # hang (the core reads nothing more; the idle timer ends it).
+                self._write(transport, core)
+                if event.how == "reset":
+                    transport.abort()
+                elif event.how == "drop":
+                    self._close()
+                return
         self._write(transport, core)
 
     @staticmethod
@@ -201,7 +210,7 @@ class SMTPProtocol(asyncio.Protocol):
                 "[%s] message of %d bytes to %d recipient(s): %d in %.3gs",
                 self.session_id,
                 event.size,
-                event.recipients,
+                len(event.recipients),
                 reply.code,
                 delay,
             )

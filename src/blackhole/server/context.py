@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from blackhole.config.model import Config, Listener
 from blackhole.policy.decide import Defaults
-from blackhole.protocol.core import SessionSettings
+from blackhole.protocol.settings import SessionSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,14 +47,14 @@ def build_context(
         tls_active=listener.tls,  # SMTPS: the core starts after the handshake
         auth_required=config.auth_required,
         auth_tls_only=config.auth_tls_only,
-        **({"challenge": challenge} if challenge is not None else {}),
     )
+    if challenge is not None:
+        settings = replace(settings, challenge=challenge)
     defaults = Defaults(
         mode=config.mode,
         delay=config.delay,
         listener_mode=listener.mode,
         listener_delay=listener.delay,
-        dynamic_switch=config.dynamic_switch,
         random_accept=config.random_accept,
     )
     return ListenerContext(

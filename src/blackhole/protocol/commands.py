@@ -1,0 +1,389 @@
+"""What each SMTP command does, and the session facts it reads and keeps.
+
+Every command has two halves, named in ``states.COMMANDS``: ``check_<verb>``
+reads the argument and returns either the facts the command acts on or the
+``Reply`` that refuses it (no state is touched), and ``do_<verb>`` acts on
+those facts and queues the answer. Between the two, the core may stop at the
+command's rules stage and let a verdict decide which half runs; the next
+state comes from the table, never from here. Handlers queue their replies
+with ``self._out.append(reply.wire)``: this is the per-command hot path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Callable
+
+from blackhole.protocol import info, sasl
+from blackhole.protocol import replies as R
+from blackhole.protocol.events import Close, Cut, Event, MessageReceived, StageReached, StartTLS
+from blackhole.protocol.grammar import MailParams, parse_mail, parse_rcpt
+from blackhole.protocol.hooks import Stage
+from blackhole.protocol.modes import Mode
+from blackhole.protocol.reader import DATA_PREFIX, ChunkReader, DataReader, HeaderScanner
+from blackhole.protocol.replies import Reply
+from blackhole.protocol.settings import SessionSettings
+from blackhole.protocol.states import State, ehlo_reply
+
+_BDAT_ARGS = re.compile(r"([0-9]{1,20})(?: +(LAST))? *", re.IGNORECASE)
+
+
+class Commands:
+    """The session's facts and the command handlers; ``SMTPConnection`` drives them.
+
+    Immutable starting values are class attributes, which an instance shadows
+    when it first assigns them: a load test opens thousands of sessions a
+    second, and most of these never change in most of them.
+    """
+
+    settings: SessionSettings
+    state: State
+    tls: bool
+    _mode: Mode
+    _in: bytearray
+    _out: list[bytes]
+    _events: deque[Event]
+    _junk: int
+    watch: frozenset[Stage]
+    discarded_after_starttls: int
+
+    # Session facts, for rules and the event log.
+    authenticated = False
+    auth_user: str | None = None  # the AUTH user (never a password)
+    helo: str | None = None  # the HELO/EHLO argument
+    message_number = 0  # MAIL commands accepted in this session
+    # The transaction (reset by _reset_transaction).
+    sender: str | None = None  # "" for the null reverse-path
+    recipients: list[str]
+    smtputf8 = False
+    binarymime = False
+    _reader: DataReader | None = None
+    _chunks: ChunkReader | None = None
+    _final: Reply | None = None  # a content rule's answer to the message
+    _content_seen = False  # the content stage was reported for this message
+    _sasl: sasl.Exchange | None = None
+    _chunk_reply: Reply | None = None  # a BDAT chunk's answer chosen in advance
+    _override: Reply | None = None  # a rule's reply for the command being done
+    # A watched stage waiting for resolve(): the mode to go back to, and what
+    # to run for a positive verdict (None: as usual) or a refusal.
+    _resume = Mode.COMMAND
+    _apply: Callable[[Reply | None], None] | None = None
+    _refuse: Callable[[Reply], None] | None = None
+
+    def _pause(
+        self,
+        event: StageReached,
+        resume: Mode,
+        apply: Callable[[Reply | None], None],
+        refuse: Callable[[Reply], None],
+    ) -> None:
+        """Report a watched stage and hold input until the adapter resolves it."""
+        self._resume, self._apply, self._refuse = resume, apply, refuse
+        self._mode = Mode.STAGE
+        self._events.append(event)
+
+    # --- helpers ----------------------------------------------------------------
+
+    def _close(self, reply: Reply | None, reason: str) -> None:
+        if reply is not None:
+            self._out.append(reply.wire)
+        self._mode = Mode.CLOSED
+        self._in.clear()
+        self._events.append(Close(reason))
+
+    def _cut(self, how: str, reason: str) -> None:
+        """End without a reply: drop, reset, or hang (RULES.md actions)."""
+        self._mode = Mode.HUNG if how == "hang" else Mode.CLOSED
+        self._in.clear()
+        self._events.append(Cut(how, reason))
+
+    def _reset_transaction(self) -> None:
+        self.sender = None
+        self.recipients = []
+        self.smtputf8 = False
+        self.binarymime = False
+        self._reader = None
+        self._chunks = None
+        self._final = None
+        self._content_seen = False
+
+    def _end_transaction(self) -> None:
+        """A message's final answer was given (or it was refused): no transaction."""
+        self._reset_transaction()
+        self.state = State.GREETED
+
+    @property
+    def offers_tls(self) -> bool:
+        # RFC 3207 4.2: STARTTLS is not offered once TLS is on.
+        return self.settings.tls_available and not self.tls
+
+    @property
+    def offers_auth(self) -> bool:
+        return self.tls or not self.settings.auth_tls_only
+
+    def _headers(self) -> HeaderScanner | None:
+        # The one place that decides whether headers are read at all: for the
+        # X-Blackhole-* switches (dynamic_switch) or for rules and recorded
+        # messages (collect_headers). The policy trusts what the core reports.
+        s = self.settings
+        return HeaderScanner() if s.dynamic_switch or s.collect_headers else None
+
+    # --- EHLO, HELO, RSET, NOOP, QUIT, HELP, VRFY, EXPN, ETRN -------------------
+
+    def check_ehlo(self, arg: str) -> str | Reply:
+        name = arg.strip()
+        return name if name else R.R501_EHLO_SYNTAX
+
+    def do_ehlo(self, name: str) -> None:
+        self._reset_transaction()
+        self.helo = name
+        s = self.settings
+        reply = ehlo_reply(
+            f"{s.mailname} Hello {name}",
+            s.max_message_size,
+            tls=self.offers_tls,
+            auth=self.offers_auth,
+        )
+        self._out.append(reply.wire)
+
+    def check_helo(self, arg: str) -> str | Reply:
+        name = arg.strip()
+        return name if name else R.R501_HELO_SYNTAX
+
+    def do_helo(self, name: str) -> None:
+        self._reset_transaction()
+        self.helo = name
+        self._out.append(Reply(250, None, f"{self.settings.mailname} Hello {name}").wire)
+
+    def check_rset(self, arg: str) -> str | Reply:
+        # RFC 5321 4.1.1.5: rset = "RSET" CRLF, no argument; the transaction
+        # is left as it was, as Postfix does.
+        return R.R501_NO_ARGS if arg.strip() else arg
+
+    def do_rset(self, arg: str) -> None:
+        self._reset_transaction()
+        self._out.append(R.R250_OK.wire)
+
+    def do_noop(self, arg: str) -> None:
+        self._out.append(R.R250_OK.wire)
+
+    def do_quit(self, arg: str) -> None:
+        self._close(R.R221_BYE, "quit")
+
+    def do_help(self, arg: str) -> None:
+        reply = info.help_reply(arg, tls=self.offers_tls, auth=self.offers_auth)
+        self._out.append(reply.wire)
+
+    def check_vrfy(self, arg: str) -> str:
+        return info.strip_smtputf8(arg)
+
+    def do_vrfy(self, arg: str) -> None:
+        self._out.append(info.vrfy_reply(arg).wire)
+
+    def check_expn(self, arg: str) -> str:
+        return info.strip_smtputf8(arg)
+
+    def do_expn(self, arg: str) -> None:
+        self._out.append(info.expn_reply(arg, self.settings.mailname).wire)
+
+    def do_etrn(self, arg: str) -> None:
+        self._out.append(info.etrn_reply(arg).wire)
+
+    # --- the transaction ----------------------------------------------------------
+
+    def check_mail(self, arg: str) -> MailParams | Reply:
+        if arg[:5].upper() != "FROM:":
+            return R.R501_MAIL_SYNTAX
+        if self.settings.auth_required and not self.authenticated:
+            return R.R530_AUTH_REQUIRED
+        return parse_mail(arg[5:], self.settings.max_message_size)
+
+    def do_mail(self, params: MailParams) -> None:
+        self._reset_transaction()
+        self.message_number += 1
+        self.sender = params.address
+        self.smtputf8 = params.smtputf8
+        self.binarymime = params.binarymime
+        self._out.append(R.R250_MAIL_OK.wire)
+
+    def check_rcpt(self, arg: str) -> str | Reply:
+        if arg[:3].upper() != "TO:":
+            return R.R501_RCPT_SYNTAX
+        if len(self.recipients) >= self.settings.max_recipients:
+            return R.R452_TOO_MANY_RCPT  # RFC 5321 4.5.3.1.10
+        return parse_rcpt(arg[3:], self.smtputf8)
+
+    def do_rcpt(self, address: str) -> None:
+        self.recipients.append(address)
+        self._out.append(R.R250_RCPT_OK.wire)
+
+    def check_data(self, arg: str) -> str | Reply:
+        if arg.strip():
+            return R.R501_NO_ARGS
+        if self.binarymime:
+            return R.R503_BINARYMIME_DATA  # RFC 3030 section 3
+        return arg
+
+    def do_data(self, arg: str) -> None:
+        self._out.append(R.R354_DATA.wire)
+        self._reader = DataReader(self.settings.max_message_size, self._headers())
+        self._mode = Mode.DATA
+        self._in[0:0] = DATA_PREFIX
+
+    def _data_done(self, reader: DataReader) -> None:
+        if reader.oversize:
+            self._refuse_message(R.R552_TOO_BIG)
+        elif reader.long_line:
+            self._refuse_message(R.R500_LINE_TOO_LONG)
+        else:
+            self._message_complete(reader.size, reader.headers)
+
+    def _refuse_message(self, reply: Reply) -> None:
+        self._out.append(reply.wire)
+        self._end_transaction()
+        self._mode = Mode.COMMAND
+
+    def _message_complete(self, size: int, headers: HeaderScanner | None) -> None:
+        if Stage.CONTENT in self.watch and not self._content_seen:
+            # Not reported while the content arrived: the content stage is
+            # the end of the content at the latest, with every header read.
+            self._content_seen = True
+
+            def done(reply: Reply | None) -> None:
+                self._emit_message(size, headers, reply)
+
+            event = StageReached(Stage.CONTENT, size=size, message=self.message_number)
+            self._pause(event, Mode.COMMAND, done, done)
+            return
+        self._emit_message(size, headers)
+
+    def _emit_message(
+        self, size: int, headers: HeaderScanner | None, reply: Reply | None = None
+    ) -> None:
+        mode = delay = None
+        fields = None
+        if headers is not None:
+            if self.settings.dynamic_switch:
+                mode, delay = headers.switches()
+            if self.settings.collect_headers:
+                fields = headers.fields()
+        sender, final = self.sender or "", self._final
+        self._events.append(
+            MessageReceived(size, sender, self.recipients, mode, delay, fields, reply or final)
+        )
+        # Postfix: the junk command count is reset after mail is delivered.
+        self._junk = 0
+        self._mode = Mode.WAITING
+
+    def check_bdat(self, arg: str) -> re.Match[str] | Reply:
+        m = _BDAT_ARGS.fullmatch(arg)
+        # The chunk size is unknown, so its bytes cannot be skipped: they
+        # will be read as commands and fail as such.
+        return R.R501_BDAT_SYNTAX if m is None else m
+
+    def do_bdat(self, m: re.Match[str]) -> None:
+        # A rule's reply for this BDAT answers its chunk (not a LAST one: the
+        # message's answer comes from send()).
+        self._chunk_reply, self._override = self._override, None
+        self._read_chunk(m, counting=True)
+
+    def skip_bdat(self, arg: str, refusal: Reply) -> None:
+        """A refused BDAT: RFC 3030 section 2, its chunk is still read and dropped."""
+        m = _BDAT_ARGS.fullmatch(arg)
+        if m is None:
+            self._out.append(R.R501_BDAT_SYNTAX.wire)
+            return
+        self._chunk_reply = refusal
+        self._read_chunk(m, counting=False)
+
+    def _read_chunk(self, m: re.Match[str], *, counting: bool) -> None:
+        chunks = self._chunks
+        if chunks is None:
+            chunks = self._chunks = ChunkReader(self._headers())
+        chunks.start(int(m.group(1)), m.group(2) is not None, counting)
+        self._mode = Mode.BDAT
+        if not chunks.left:
+            self._bdat_chunk_done(chunks)
+
+    def _bdat_chunk_done(self, chunks: ChunkReader) -> None:
+        self._mode = Mode.COMMAND
+        reply, self._chunk_reply = self._chunk_reply, None
+        if not chunks.counting:
+            assert reply is not None
+            self._out.append(reply.wire)
+        elif chunks.size > self.settings.max_message_size:
+            # RFC 3030 section 2: an error on any chunk fails the transaction.
+            self._refuse_message(R.R552_TOO_BIG)
+        elif chunks.last:
+            self._message_complete(chunks.size, chunks.headers)
+        else:
+            self._out.append((reply or R.bdat_chunk(chunks.size)).wire)
+
+    # --- AUTH and STARTTLS -----------------------------------------------------------
+
+    def check_auth(self, arg: str) -> str | Reply:
+        if self.authenticated:
+            return R.R503_ALREADY_AUTH  # RFC 4954 section 4
+        if self.settings.auth_tls_only and not self.tls:
+            return R.R538_ENCRYPTION_REQUIRED
+        return arg
+
+    def do_auth(self, arg: str) -> None:
+        self._sasl, reply = sasl.begin(arg, self.settings.challenge)
+        self._sasl_reply(reply)
+
+    def _sasl_step(self, text: str) -> None:
+        assert self._sasl is not None
+        self._sasl_reply(self._sasl.step(text.strip()))
+
+    def _sasl_reply(self, reply: Reply) -> None:
+        if reply.code == 334:
+            self._out.append(reply.wire)
+            self._mode = Mode.SASL
+            return
+        exchange = self._sasl
+        if reply.code in (235, 535) and exchange is not None and Stage.AUTH in self.watch:
+            # The auth stage is the exchange's verdict, once the user is known.
+            def apply(rule: Reply | None) -> None:
+                self._finish_auth(rule or reply, ok=rule is not None or reply.code == 235)
+
+            def refuse(rule: Reply) -> None:
+                self._finish_auth(rule, ok=False)
+
+            event = StageReached(Stage.AUTH, "AUTH", exchange.user, message=self.message_number)
+            self._pause(event, Mode.COMMAND, apply, refuse)
+            return
+        self._finish_auth(reply, ok=reply.code == 235)
+
+    def _finish_auth(self, reply: Reply, *, ok: bool) -> None:
+        self._out.append(reply.wire)
+        exchange, self._sasl = self._sasl, None
+        self._mode = Mode.COMMAND
+        if ok:
+            self.authenticated = True
+            self.auth_user = exchange.user if exchange is not None else None
+
+    def _abort_sasl(self) -> None:
+        # A line that is not even text ends an AUTH exchange (it gets a 500).
+        self._sasl = None
+        if self._mode is Mode.SASL:
+            self._mode = Mode.COMMAND
+
+    def check_starttls(self, arg: str) -> str | Reply:
+        if arg.strip():
+            return R.R501_STARTTLS_SYNTAX
+        if self.tls:
+            return R.R503_TLS_ACTIVE
+        if not self.settings.tls_available:
+            return R.R502_STARTTLS_UNAVAILABLE
+        return arg
+
+    def do_starttls(self, arg: str) -> None:
+        self._out.append(R.R220_STARTTLS.wire)
+        # RFC 3207 section 6 / CVE-2011-0411: anything the client pipelined
+        # behind STARTTLS arrived in plaintext and must never be executed.
+        self.discarded_after_starttls += len(self._in)
+        self._in.clear()
+        self._mode = Mode.TLS
+        self._events.append(StartTLS())
