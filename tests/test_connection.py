@@ -153,7 +153,7 @@ def test_input_waits_while_the_client_does_not_read_replies(harness: Harness) ->
 def test_a_big_read_is_fed_in_slices_and_stops_when_writing_pauses(harness: Harness) -> None:
     session, transport = harness.connect()
     transport.take()
-    batch = b"NOOP\r\n" * 5000  # 30 000 bytes: four slices of 8 KiB
+    batch = b"HELO x\r\n" * 5000  # 40 000 bytes: five slices of 8 KiB (HELO is no junk command)
 
     def write_and_pause(data: bytes) -> None:
         transport.written += data
