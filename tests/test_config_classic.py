@@ -617,6 +617,8 @@ def test_option_defaults_match_config_defaults() -> None:
             shown = str(value).lower()
         elif isinstance(value, float):
             shown = f"{value:g}"
+        elif isinstance(value, frozenset):
+            shown = " ".join(sorted(value))
         else:
             shown = str(value)
         assert shown == text, name

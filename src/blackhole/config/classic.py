@@ -53,6 +53,8 @@ def _parsers(base: Path) -> dict[str, Callable[[str], Any]]:
         "workers": values.workers,
         "mailname": values.mailname,
         "max_recipients": values.max_recipients,
+        "junk_command_limit": values.junk_command_limit,
+        "forbidden_commands": values.forbidden_commands,
         "seed": values.integer,
         "auth_required": values.boolean,
         "auth_tls_only": values.boolean,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from blackhole.net import host_port
 from blackhole.policy.modes import CLASSIC_RANDOM_ACCEPT, Delay, Mode
+from blackhole.protocol.settings import FORBIDDEN_COMMANDS
 
 DEFAULT_TIMEOUT = 60.0
 MAX_TIMEOUT = 180.0
@@ -74,6 +75,8 @@ class Config:
     # --- new keys -----------------------------------------------------------
     mailname: str | None = None  # greeting name; else /etc/mailname, else FQDN
     max_recipients: int = DEFAULT_MAX_RECIPIENTS
+    junk_command_limit: int = 100  # Postfix's smtpd_junk_command_limit; 0: none
+    forbidden_commands: frozenset[str] = FORBIDDEN_COMMANDS  # dropped without a reply
     seed: int | None = None  # seeds random.Random so a run can be replayed
     auth_required: bool = False  # MAIL before a successful AUTH gets 530 5.7.0
     auth_tls_only: bool = False  # offer AUTH only once TLS is on

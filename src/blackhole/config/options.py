@@ -162,6 +162,25 @@ OPTIONS: tuple[Option, ...] = (
         classic=False,
     ),
     Option(
+        "junk_command_limit",
+        "100",
+        "whole number, 0 for no limit",
+        "NOOP, RSET, VRFY, EXPN, HELP and ETRN allowed between two messages;"
+        " one more gets 421 and the connection is closed (Postfix's smtpd_junk_command_limit).",
+        "20",
+        classic=False,
+    ),
+    Option(
+        "forbidden_commands",
+        "CONNECT GET POST",
+        "command verbs separated by spaces or commas, or none",
+        "A client that sends one of these, or a line that looks like a mail or HTTP"
+        " header, is disconnected without a reply (a browser or proxy talking to an"
+        " SMTP port; Postfix's smtpd_forbidden_commands).",
+        "CONNECT GET POST PUT",
+        classic=False,
+    ),
+    Option(
         "seed",
         "(none: a fresh random seed)",
         "whole number",

@@ -120,6 +120,28 @@ def max_recipients(text: str) -> int:
     return count
 
 
+def junk_command_limit(text: str) -> int:
+    count = integer(text)
+    if count < 0:
+        raise ValueError(f"must be 0 (no limit) or more, not {count}")
+    return count
+
+
+# An SMTP verb is a keyword of letters (RFC 5321 section 4.1.1).
+_VERB = re.compile(r"[A-Za-z]+")
+
+
+def forbidden_commands(text: str) -> frozenset[str]:
+    """Verbs, separated by commas or spaces; ``none`` (or empty) forbids nothing."""
+    words = [w for w in re.split(r"[\s,]+", text) if w]
+    if words == ["none"] or not words:
+        return frozenset()
+    bad = [w for w in words if not _VERB.fullmatch(w)]
+    if bad:
+        raise ValueError(f"must be command verbs (letters only), not {', '.join(map(repr, bad))}")
+    return frozenset(w.upper() for w in words)
+
+
 def workers(text: str) -> int:
     count = integer(text)
     if not 1 <= count <= MAX_WORKERS:

@@ -40,6 +40,8 @@ def build_context(
         mailname=mailname,
         max_message_size=config.max_message_size,
         max_recipients=config.max_recipients,
+        junk_command_limit=config.junk_command_limit,
+        forbidden_commands=config.forbidden_commands,
         # Listener flags win over headers (SPEC precedence), and the classic
         # server stopped reading switches altogether on flagged listeners.
         dynamic_switch=config.dynamic_switch,
