@@ -53,13 +53,15 @@ class WorkerSpec:
     """What a worker is started with.
 
     ``listeners`` describe the listening sockets passed alongside, in the same
-    order; ``fds`` are their descriptor numbers in the worker (spawn only).
+    order; ``fds`` are their descriptor numbers in the worker (spawn only);
+    ``hub`` is the path of the hub's socket (``blackhole.hub``).
     """
 
     number: int
     settings: Settings
     listeners: tuple[Listener, ...]
     fds: tuple[int, ...] = ()
+    hub: str | None = None
 
 
 # --- supervisor -> worker ---------------------------------------------------------
