@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import cast
 
 from blackhole.errors import BlackholeError
+from blackhole.framing import ChannelError, FrameReader, encode
 from blackhole.hub.apirules import to_rule
 from blackhole.hub.wire import (
     JSON,
@@ -42,7 +43,6 @@ from blackhole.hub.wire import (
 from blackhole.rules.model import Rule
 from blackhole.rules.parse import RulesError
 from blackhole.rules.store import Answer, Ask, Store
-from blackhole.supervisor.messages import ChannelError, FrameReader, encode
 
 log = logging.getLogger("blackhole.worker")
 

@@ -21,11 +21,11 @@ import time
 from collections.abc import Coroutine
 from typing import Any, cast
 
+from blackhole.framing import ChannelError, FrameReader, encode
 from blackhole.hub.apirules import ApiRuleBook
 from blackhole.hub.wire import AckRules, ApiRules, Decide, Decision, Hello, Query, Record, Result
 from blackhole.observe.record import Recorder
 from blackhole.rules.store import MemoryStore
-from blackhole.supervisor.messages import ChannelError, FrameReader, encode
 
 log = logging.getLogger("blackhole.hub")
 

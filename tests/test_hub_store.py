@@ -1,0 +1,92 @@
+"""RemoteStore against a real hub process: counts shared exactly across processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from blackhole.config.model import Config
+from blackhole.hub.client import HubClient, HubUnavailableError
+from blackhole.observe.layout import Layout
+from blackhole.rules.model import Selection
+from blackhole.rules.store import Ask
+from blackhole.supervisor.hubkeeper import HubKeeper
+
+SCRIPT = Path(__file__).with_name("hubclient_script.py")
+
+
+@pytest.fixture
+def hub() -> Iterator[HubKeeper]:
+    keeper = HubKeeper()
+    keeper.bind_store()
+    keeper.configure(Config(), None, Layout(["smtp://127.0.0.1:25"]))
+    keeper.start_and_wait([])
+    try:
+        yield keeper
+    finally:
+        keeper.stop()
+
+
+def test_two_processes_share_first_n_exactly(hub: HubKeeper) -> None:
+    assert hub.path is not None
+    clients = [
+        subprocess.Popen(
+            [sys.executable, str(SCRIPT), hub.path, str(worker), "200", "3"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for worker in (1, 2)
+    ]
+    results = [json.loads(client.communicate(timeout=30)[0]) for client in clients]
+    assert [client.returncode for client in clients] == [0, 0]
+    # 400 matches of one `first = 3` rule from two processes: exactly 3 act.
+    assert sum(result["acts"] for result in results) == 3
+
+
+def test_an_unreachable_hub_answers_at_once_with_a_typed_error(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        client = HubClient(str(tmp_path / "no-hub.sock"), 1, timeout=0.5)
+        assert not await client.start(0.1)
+        ask = Ask("id", "name", "key", Selection(first=1), time.time(), 0.0, 1)
+        started = time.monotonic()
+        with pytest.raises(HubUnavailableError):
+            await client.store.decide(ask)
+        assert time.monotonic() - started < 0.5
+        await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_restarted_hub_is_reconnected_to(hub: HubKeeper) -> None:
+    assert hub.path is not None
+    path = hub.path
+
+    async def scenario() -> None:
+        client = HubClient(path, 1)
+        assert await client.start(10.0)
+        ask = Ask("id", "name", "key", Selection(first=1), time.time(), 0.0, 1)
+        assert (await client.store.decide(ask)).act
+        hub.kill()  # SIGKILL: the hub's state goes with it
+        hub.start([])
+        while not hub.ready:  # the keeper's channel, read as the supervisor would
+            hub.receive()
+            await asyncio.sleep(0.01)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                answer = await client.store.decide(ask)
+                break
+            except HubUnavailableError:
+                assert time.monotonic() < deadline, "never reconnected"
+                await asyncio.sleep(0.02)
+        assert answer.act and answer.count == 1  # a new hub starts empty
+        await client.close()
+
+    asyncio.run(scenario())
