@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import select
+import signal
 import subprocess
 import sys
 import time
@@ -90,3 +93,23 @@ def test_a_restarted_hub_is_reconnected_to(hub: HubKeeper) -> None:
         await client.close()
 
     asyncio.run(scenario())
+
+
+def test_a_sigterm_while_the_hub_starts_does_not_kill_it() -> None:
+    # A SIGTERM to the whole group (Ctrl-C, `timeout`) may come while the new
+    # hub still imports its modules; it must be ignored, not be a failed start.
+    keeper = HubKeeper()
+    keeper.bind_store()
+    keeper.configure(Config(), None, Layout(["smtp://127.0.0.1:25"]))
+    try:
+        keeper.start([])
+        assert keeper.process is not None
+        os.kill(keeper.process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while not keeper.ready and keeper.process.control is not None:
+            assert time.monotonic() < deadline
+            select.select([keeper.process.control], [], [], 1)
+            keeper.receive()
+        assert keeper.ready
+    finally:
+        keeper.stop()

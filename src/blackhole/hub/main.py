@@ -111,7 +111,7 @@ def serve_hub(spec: HubSpec, channel: Channel) -> int:
             return runner.run(HubRunner(spec, channel).run())
     except Exception as exc:
         log.exception("the hub failed")
-        channel.send(Failed(EX_SOFTWARE, f"the hub cannot serve: {exc!r}"))
+        channel.send(Failed(EX_SOFTWARE, f"cannot serve: {exc!r}"))
         return EX_SOFTWARE
 
 

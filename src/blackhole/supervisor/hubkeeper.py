@@ -156,7 +156,9 @@ class HubKeeper:
             self._first_start = self.started_at
         keep = [fd for fd in (self.spec.store_fd, self.spec.control_fd) if fd is not None]
         if self.method == FORK:
-            self.process = _fork(self.spec, list(close_in_child))
+            # The supervisor's descriptors, less the two the hub serves on.
+            close = [fd for fd in close_in_child if fd not in keep]
+            self.process = _fork(self.spec, close)
         else:
             self.process = _spawn(self.spec, keep)
 
@@ -279,9 +281,17 @@ class HubKeeper:
             self.directory = None
 
 
+# Blocked while the hub starts (the mask survives fork and exec), until it
+# ignores them: a SIGTERM to the whole process group (Ctrl-C, `timeout`) must
+# not kill a hub still importing its modules, which the supervisor would take
+# for a failed start.
+_BLOCKED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
 def _spawn(spec: HubSpec, keep: list[int]) -> WorkerProcess:
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     sentinel, held = os.pipe()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
     try:
         # Our own interpreter running our own bootstrap: no outside input.
         popen = subprocess.Popen(  # noqa: S603
@@ -294,6 +304,7 @@ def _spawn(spec: HubSpec, keep: list[int]) -> WorkerProcess:
         os.close(sentinel)
         raise
     finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         child.close()
         os.close(held)
     process = WorkerProcess(HUB_NUMBER, popen.pid, sentinel, parent, popen)
@@ -304,7 +315,7 @@ def _spawn(spec: HubSpec, keep: list[int]) -> WorkerProcess:
 def _fork(spec: HubSpec, close_in_child: list[int]) -> WorkerProcess:
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     sentinel, held = os.pipe()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
     try:
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
