@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import os
 import select
@@ -111,5 +112,43 @@ def test_a_sigterm_while_the_hub_starts_does_not_kill_it() -> None:
             select.select([keeper.process.control], [], [], 1)
             keeper.receive()
         assert keeper.ready
+    finally:
+        keeper.stop()
+
+
+def _post(port: int, path: str, body: dict[str, object]) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", path, body=json.dumps(body).encode())
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_api_rules_reach_every_worker_before_the_answer_and_new_workers_at_once() -> None:
+    keeper = HubKeeper()
+    keeper.bind_control(Config(control_listen=("127.0.0.1", 0)))
+    keeper.bind_store()
+    keeper.configure(Config(), None, Layout(["smtp://127.0.0.1:25"]))
+    keeper.start_and_wait([])
+    assert keeper.path is not None and keeper.control is not None
+    path, port = keeper.path, keeper.control.getsockname()[1]
+    seen: list[list[str]] = []
+
+    async def scenario() -> None:
+        first = HubClient(path, 1, lambda rules: seen.append([r.name for r in rules]))
+        assert await first.start(10.0)
+        rule = {"name": "full", "at": "rcpt", "reply": "452 4.2.2 Full"}
+        status = await asyncio.to_thread(_post, port, "/rules", rule)
+        # 201 came only once this worker had the rule: no wait needed here.
+        assert status == 201 and seen[-1] == ["full"]
+        late = HubClient(path, 2)
+        assert await late.start(10.0)
+        assert [r.name for r in late.api_rules] == ["full"]
+        for client in (first, late):
+            await client.close()
+
+    try:
+        asyncio.run(scenario())
     finally:
         keeper.stop()
