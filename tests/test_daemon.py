@@ -18,7 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.proctools import alive, children, cmdline, session_id, status, wait_until
+from tests.proctools import (
+    alive,
+    children,
+    cmdline,
+    session_id,
+    status,
+    wait_until,
+    workers,
+)
 from tests.serverproc import ServerProcess
 
 Factory = Callable[..., ServerProcess]
@@ -73,7 +81,8 @@ def test_background_returns_once_listening_and_detaches_properly(
         assert conn.recv(1024).startswith(b"220 ")
     assert pidfile.read_text() == f"{pid}\n"
     assert cmdline(pid) == "blackhole: master"
-    assert len(children(pid)) == 2
+    assert len(workers(pid)) == 2
+    assert [c for c in children(pid) if cmdline(c) == "blackhole: hub"]
     # Its own session, and not its leader (so it can never get a terminal).
     assert session_id(pid) not in (session_id(os.getpid()), pid)
     for fd in (0, 1, 2):

@@ -21,7 +21,14 @@ from typing import Any
 
 from blackhole.config import files, values
 from blackhole.config.lines import Problems, Setting, read_settings
-from blackhole.config.listen import ListenError, parse_delay, parse_listen, parse_mode
+from blackhole.config.listen import (
+    ListenError,
+    is_loopback,
+    parse_address,
+    parse_delay,
+    parse_listen,
+    parse_mode,
+)
 from blackhole.config.model import Config, Listener
 from blackhole.errors import ConfigError
 from blackhole.net import host_port
@@ -63,6 +70,9 @@ def _parsers(base: Path) -> dict[str, Callable[[str], Any]]:
         "tls_handshake_timeout": values.tls_handshake_timeout,
         "grace_period": values.grace_period,
         "heartbeat_interval": values.heartbeat_interval,
+        "control_listen": parse_address,
+        "control_token": values.token,
+        "control_token_file": lambda text: files.readable_file(text, base),
     }
 
 
@@ -96,6 +106,7 @@ def parse_config(
             problems.add(setting.line, f"{key} {exc}")
 
     _check_tls(settings, problems)
+    _check_control(settings, parsed, problems)
     _check_listener_clashes(settings, parsed, problems)
     if problems:
         raise ConfigError(problems.messages())
@@ -132,6 +143,25 @@ def _check_tls(settings: dict[str, Setting], problems: Problems) -> None:
                 settings["tls_dhparams"].line,
                 "tls_dhparams is set but tls_cert is not; DH parameters are only used with TLS",
             )
+
+
+def _check_control(
+    settings: dict[str, Setting], parsed: dict[str, Any], problems: Problems
+) -> None:
+    if "control_token" in settings and "control_token_file" in settings:
+        problems.add(
+            settings["control_token_file"].line,
+            "control_token_file and control_token are both set; choose one",
+        )
+    address = parsed.get("control_listen")
+    tokened = "control_token" in settings or "control_token_file" in settings
+    if isinstance(address, tuple) and not tokened and not is_loopback(address[0]):
+        # OBSERVE.md: anyone who reaches the port could change the rules.
+        problems.add(
+            settings["control_listen"].line,
+            f"control_listen {address[0]} is not a loopback address: set control_token"
+            " or control_token_file, or listen on 127.0.0.1",
+        )
 
 
 def _check_listener_clashes(

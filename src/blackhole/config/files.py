@@ -53,6 +53,13 @@ def pem_file(text: str, base: Path, marker: str, what: str) -> str:
     return str(path)
 
 
+def readable_file(text: str, base: Path) -> str:
+    """A file that can be read now (``control_token_file``)."""
+    path = resolve(text, base)
+    _read_head(path)
+    return str(path)
+
+
 def writable_path(text: str, base: Path) -> str:
     """A file name in a directory that exists (the file itself is made later)."""
     path = resolve(text, base)

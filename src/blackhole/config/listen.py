@@ -81,6 +81,16 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, _port(port_text)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (as ``parse_address`` gives it) reaches only this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # another host name: it may resolve anywhere
+
+
 def _ipv6(host: str) -> str:
     try:
         return ipaddress.IPv6Address(host).compressed

@@ -85,6 +85,9 @@ class Config:
     tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT
     grace_period: float = 30.0  # seconds sessions get to finish at SIGTERM
     heartbeat_interval: float = 5.0  # supervisor -> worker liveness ping
+    control_listen: tuple[str, int] | None = None  # the control API's (host, port); None: off
+    control_token: str | None = None  # bearer token the control API requires
+    control_token_file: str | None = None  # a file holding it (absolute path), read at start
     # --- command line only ---------------------------------------------------
     less_secure: bool = False  # -ls: skip single-use DH keys (classic meaning)
     debug: bool = False

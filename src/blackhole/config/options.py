@@ -245,6 +245,30 @@ OPTIONS: tuple[Option, ...] = (
         "2",
         classic=False,
     ),
+    Option(
+        "control_listen",
+        "(none: no control API)",
+        "ADDR:PORT; a non-loopback address needs control_token or control_token_file",
+        "Where the HTTP control API listens (health, metrics, stats, rules, reset, messages).",
+        "127.0.0.1:8025",
+        classic=False,
+    ),
+    Option(
+        "control_token",
+        "(none: no authentication)",
+        "one word, no spaces",
+        "Bearer token the control API requires on every request but /healthz and /metrics.",
+        "s3cret-t0ken",
+        classic=False,
+    ),
+    Option(
+        "control_token_file",
+        "(none)",
+        "path to a readable file holding the token; re-read on SIGHUP",
+        "Like control_token, read from a file (a mounted secret, say).",
+        "/run/secrets/blackhole-token",
+        classic=False,
+    ),
 )
 
 OPTION_NAMES: tuple[str, ...] = tuple(option.name for option in OPTIONS)

@@ -169,3 +169,10 @@ def log_format(text: str) -> str:
     if word not in {"text", "json"}:
         raise ValueError(f"must be text or json, not {text!r}")
     return word
+
+
+def token(text: str) -> str:
+    """A bearer token (RFC 6750 section 2.1 b64token): one word, printable ASCII."""
+    if not text or not all("!" <= c <= "~" for c in text):
+        raise ValueError("must be one word of printable ASCII characters, no spaces")
+    return text

@@ -35,7 +35,20 @@ log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024  # a rule is a few hundred bytes
 OPEN_PATHS = frozenset({"/healthz", "/metrics"})
 BACKEND: web.AppKey[Backend] = web.AppKey("backend", Backend)
-TOKEN: web.AppKey[bytes | None] = web.AppKey("token", bytes)
+
+
+class Token:
+    """The bearer token in force; replaced in place when a reload reads a new one."""
+
+    def __init__(self, text: str | None) -> None:
+        self.value: bytes | None = None
+        self.set(text)
+
+    def set(self, text: str | None) -> None:
+        self.value = None if text is None else text.encode("utf-8")
+
+
+TOKEN: web.AppKey[Token] = web.AppKey("token", Token)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -59,7 +72,7 @@ def _authorized(request: web.Request, token: bytes) -> bool:
 
 @web.middleware
 async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-    token = request.app[TOKEN]
+    token = request.app[TOKEN].value
     if token is not None and request.path not in OPEN_PATHS and not _authorized(request, token):
         return _error(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
     try:
@@ -138,7 +151,7 @@ def make_app(backend: Backend, token: str | None) -> web.Application:
     """The application; ``token`` None means no authentication (loopback only)."""
     app = web.Application(middlewares=[_guard], client_max_size=MAX_BODY)
     app[BACKEND] = backend
-    app[TOKEN] = None if token is None else token.encode("utf-8")
+    app[TOKEN] = Token(token)
     app.router.add_get("/healthz", _healthz, allow_head=True)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/stats", _stats)

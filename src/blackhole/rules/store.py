@@ -147,6 +147,10 @@ class MemoryStore(Store):
                 del state.entries[key]
 
     async def acted(self) -> dict[str, int]:
+        return self.acted_now()
+
+    def acted_now(self) -> dict[str, int]:
+        """``acted`` without the coroutine, for the hub's synchronous ``GET /rules``."""
         return {rule_id: state.acted for rule_id, state in self._rules.items()}
 
     async def keep(self, rule_ids: frozenset[str]) -> None:

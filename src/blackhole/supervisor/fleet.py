@@ -81,6 +81,7 @@ class Fleet:
         self.settings: Settings | None = None
         self.bound: Bound = []
         self.method = SPAWN
+        self.hub_path: str | None = None  # the hub's socket, passed to every worker
         self.next_ping = 0.0
         # Descriptors of the supervisor's own that a forked worker must close.
         self.own_fds: Callable[[], list[int]] = list
@@ -107,7 +108,8 @@ class Fleet:
     def start(self, slot: Slot) -> None:
         assert self.settings is not None
         slot.start_at = None
-        spec = WorkerSpec(slot.number, self.settings, tuple(lst for lst, _ in self.bound))
+        listeners = tuple(lst for lst, _ in self.bound)
+        spec = WorkerSpec(slot.number, self.settings, listeners, hub=self.hub_path)
         sockets = [sock for _listener, sock in self.bound]
         close_in_child = [fd for process in self.slots.processes() for fd in process.fds()]
         close_in_child += self.own_fds()

@@ -1,26 +1,16 @@
-"""What the supervisor and a worker say to each other, and how it is framed.
+"""What the supervisor and a worker say to each other.
 
 The channel is a private ``socketpair`` between two processes of the same
-program, so messages are pickled dataclasses (never data from the network),
-each sent as one frame: a 4-byte big-endian length, then the pickle.
+program; its framing (pickled dataclasses, length-prefixed) is
+``blackhole.framing``'s, shared with the hub's channels and re-exported here.
 """
 
 from __future__ import annotations
 
-import pickle
-import struct
 from dataclasses import dataclass
 
 from blackhole.config.model import Config, Listener
-from blackhole.errors import BlackholeError
-
-_HEADER = struct.Struct("!I")
-# A Config pickles to a few kilobytes; anything near this is a bug, not a message.
-MAX_FRAME = 16 * 1024 * 1024
-
-
-class ChannelError(BlackholeError):
-    """The other end sent something that is not a frame: treat it as dead."""
+from blackhole.framing import ChannelError, FrameReader, encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +43,15 @@ class WorkerSpec:
     """What a worker is started with.
 
     ``listeners`` describe the listening sockets passed alongside, in the same
-    order; ``fds`` are their descriptor numbers in the worker (spawn only).
+    order; ``fds`` are their descriptor numbers in the worker (spawn only);
+    ``hub`` is the path of the hub's socket (``blackhole.hub``).
     """
 
     number: int
     settings: Settings
     listeners: tuple[Listener, ...]
     fds: tuple[int, ...] = ()
+    hub: str | None = None
 
 
 # --- supervisor -> worker ---------------------------------------------------------
@@ -127,34 +119,4 @@ class ReloadFailed:
     message: str
 
 
-def encode(message: object) -> bytes:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEADER.pack(len(data)) + data
-
-
-class FrameReader:
-    """Turns a byte stream back into messages, whatever the chunking."""
-
-    __slots__ = ("_buffer",)
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[object]:
-        self._buffer += data
-        messages: list[object] = []
-        while len(self._buffer) >= _HEADER.size:
-            (length,) = _HEADER.unpack_from(self._buffer)
-            if length > MAX_FRAME:
-                raise ChannelError(f"frame of {length} bytes on the control channel")
-            end = _HEADER.size + length
-            if len(self._buffer) < end:
-                break
-            payload = bytes(self._buffer[_HEADER.size : end])
-            del self._buffer[:end]
-            try:
-                # Only ever our own process at the other end of a socketpair.
-                messages.append(pickle.loads(payload))  # noqa: S301
-            except Exception as exc:
-                raise ChannelError(f"unreadable frame on the control channel: {exc!r}") from None
-        return messages
+__all__ = ["ChannelError", "FrameReader", "encode"]

@@ -11,8 +11,10 @@ TLS directory to the user and drop privileges, start the workers, and print
 the "listening on" line only when every worker serves.
 
 The rooms it delegates to: ``fleet`` (the workers: start, watch, restart,
-retire), ``draining`` (TERM/INT), ``reloading`` (HUP), ``signals`` (the
-self-pipe). This module owns the start-up order and the loop that feeds them.
+retire), ``hubkeeper`` (the hub: started before the workers, restarted if it
+dies, stopped after them), ``draining`` (TERM/INT), ``reloading`` (HUP),
+``signals`` (the self-pipe). This module owns the start-up order and the loop
+that feeds them.
 """
 
 from __future__ import annotations
@@ -26,12 +28,14 @@ from collections.abc import Callable
 
 from blackhole.config.model import Config
 from blackhole.errors import EX_OK
+from blackhole.observe.layout import Layout
 from blackhole.server.app import startup_line
 from blackhole.server.mailname import resolve_mailname
-from blackhole.server.sockets import bind_all
+from blackhole.server.sockets import bind_all, describe
 from blackhole.supervisor.daemon import Readiness
 from blackhole.supervisor.draining import Drain
 from blackhole.supervisor.fleet import Fleet, Launch, Phase, Timing
+from blackhole.supervisor.hubkeeper import HubKeeper, load_token
 from blackhole.supervisor.messages import Settings
 from blackhole.supervisor.notify import sd_notify
 from blackhole.supervisor.pidfile import PidFile
@@ -70,6 +74,7 @@ class Supervisor:
         self.fleet.on_ready = self._on_ready
         self.fleet.on_change = self._on_change
         self.drain = Drain(self.fleet)
+        self.hub = HubKeeper(self.clock)
         self.reloader: Reloader | None = None
         self.pidfile: PidFile | None = None
         self.tls_store: TLSStore | None = None
@@ -86,6 +91,7 @@ class Supervisor:
             return self._loop()
         finally:
             self.fleet.kill_all()
+            self.hub.stop()  # after the workers: they ask it for decisions while they drain
             close_all([sock for _listener, sock in self.fleet.bound])
             if self.tls_store is not None:
                 self.tls_store.cleanup()
@@ -102,7 +108,9 @@ class Supervisor:
         mailname = resolve_mailname(config.mailname)
         self.tls_store = TLSStore()
         tls = self.tls_store.prepare(config, mailname)
+        token = load_token(config)  # before the drop: a root-only secret file is fine
         self.fleet.bound = bind_all(config.listeners)
+        self.hub.bind_control(config)
         as_user = ""
         if target is not None:
             if self.pidfile is not None and os.geteuid() == 0:
@@ -121,8 +129,21 @@ class Supervisor:
         warn_if_root(config.user)  # only once it is sure to run: not before a failed bind
         self.reloader = Reloader(self.fleet, self.tls_store, as_user)
         self.fleet.settings = Settings(config, mailname, tls, generation=1)
+        self._start_hub(config, token)
         for number in range(1, config.workers + 1):
             self.fleet.add(number)
+
+    def _start_hub(self, config: Config, token: str | None) -> None:
+        self.hub.method = self.fleet.method
+        self.hub.bind_store()
+        layout = Layout([describe(listener, sock) for listener, sock in self.fleet.bound])
+        self.hub.configure(config, token, layout)
+        self.hub.start_and_wait(self._own_fds())
+        self.fleet.hub_path = self.hub.path
+        if self.hub.control is not None:
+            host, port = self.hub.control.getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            log.info("control API serving on http://%s:%d", shown, port)
 
     # --- the loop -------------------------------------------------------------------
 
@@ -137,6 +158,7 @@ class Supervisor:
                 self.drain.tick()
             else:
                 self.fleet.tick()
+                self.hub.tick(self._own_fds)
 
     def _wait(self) -> None:
         poller = select.poll()
@@ -145,6 +167,11 @@ class Supervisor:
             handlers[process.sentinel] = functools.partial(self.fleet.exited, process)
             if process.control is not None:
                 handlers[process.control.fileno()] = functools.partial(self.fleet.receive, process)
+        hub = self.hub.process
+        if hub is not None:
+            handlers[hub.sentinel] = lambda: self.hub.exited(self.phase.stopping)
+            if hub.control is not None:
+                handlers[hub.control.fileno()] = self.hub.receive
         for fd in handlers:
             poller.register(fd, select.POLLIN)
         timeout = max(0.0, min(1.0, self._next_deadline() - self.clock()))
@@ -160,14 +187,14 @@ class Supervisor:
             handlers[fd]()
 
     def _next_deadline(self) -> float:
-        times = [self.clock() + 1.0, *self.fleet.deadlines()]
+        times = [self.clock() + 1.0, *self.fleet.deadlines(), *self.hub.deadlines()]
         if self.phase.stopping:
             times.append(self.drain.deadline)
         return min(times)
 
     def _own_fds(self) -> list[int]:
         """The supervisor's descriptors besides the workers': closed in forked workers."""
-        fds = self.signals.fds()
+        fds = self.signals.fds() + self.hub.fds()
         if self.readiness.fd is not None:
             fds.append(self.readiness.fd)
         return fds
@@ -176,6 +203,7 @@ class Supervisor:
 
     def _on_ready(self, slot: Slot) -> None:
         assert slot.process is not None
+        self.hub.fleet_changed(self.fleet.slots, len(self.fleet.slots))
         if self.phase.announced:
             log.info("worker %d is serving (pid %d)", slot.number, slot.process.pid)
             self._on_change()
@@ -183,6 +211,7 @@ class Supervisor:
             self._announce()
 
     def _on_change(self) -> None:
+        self.hub.fleet_changed(self.fleet.slots, len(self.fleet.slots))
         if self.reloader is not None:
             self.reloader.check()
 
@@ -208,5 +237,6 @@ class Supervisor:
             if signum == signal.SIGHUP:
                 if not self.phase.stopping and self.reloader is not None:
                     self.reloader.reload()
+                    self.hub.reload(self.fleet.config)
             else:
                 self.drain.on_signal(signal.Signals(signum).name)

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from blackhole.errors import EX_OK, EX_SOFTWARE, BlackholeError
+from blackhole.hub.client import HubClient
 from blackhole.observe.logs import setup_logging
 from blackhole.server.app import Worker, new_event_loop
 from blackhole.server.tls import build_server_context
@@ -61,6 +62,10 @@ BOOTSTRAP = (
 )
 # A supervisor that stops reading must not hang the event loop for long.
 _SEND_TIMEOUT = 5.0
+# How long a starting worker waits for the hub's API rules before it serves
+# without them (the hub is restarting); well within the supervisor's
+# start_timeout, so the worker is not killed for waiting.
+HUB_WAIT = 10.0
 
 
 def set_title(title: str) -> None:
@@ -142,6 +147,9 @@ class Runner:
         self.stop = asyncio.Event()
         self.retire = asyncio.Event()
         self.worker: Worker | None = None
+        # The hub's rule state and API rules; the rules engine takes
+        # ``hub.store`` as its Store and ``hub.on_api_rules`` as its feed.
+        self.hub = HubClient(spec.hub, spec.number) if spec.hub is not None else None
 
     async def run(self, ssl_context: ssl.SSLContext | None, early: EarlyStop) -> int:
         loop = asyncio.get_running_loop()
@@ -157,6 +165,9 @@ class Runner:
             self.channel.send(Failed(EX_SOFTWARE, f"worker {self.number} cannot serve: {exc!r}"))
             raise
         self.worker = worker
+        # API rules before Ready: no worker serves without them (OBSERVE.md).
+        if self.hub is not None and not await self.hub.start(HUB_WAIT):
+            log.warning("the hub did not send the API rules in %gs: serving without", HUB_WAIT)
         loop.add_reader(self.channel.sock.fileno(), self._on_channel)
         self.channel.send(Ready(os.getpid()))
         log.debug("serving (pid %d)", os.getpid())
@@ -169,6 +180,8 @@ class Runner:
         loop.remove_reader(self.channel.sock.fileno())
         log.debug("stopping: up to %gs for sessions in flight", grace)
         await worker.stop(grace)
+        if self.hub is not None:
+            await self.hub.close()
         return EX_OK
 
     async def _told_to_go(self) -> None:

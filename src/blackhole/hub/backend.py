@@ -1,0 +1,137 @@
+"""The control API's ``Backend`` in the hub (``control.backend``).
+
+- health: the supervisor tells the hub which worker slots serve
+  (``FleetState``); a slot serves for the API once its worker is also
+  connected to the hub, since only then does it see the API rules.
+- figures: ``Tally.snapshot()`` over the counters region when the supervisor
+  passes one (``counters``), else an empty snapshot of the same layout.
+- rules: API rules (newest first) then file rules, with ``hits`` (the rule's
+  counter slot), ``spent`` (from the shared store) and, for API rules,
+  ``expires``: seconds until the ttl removes it (null: never).
+- add, remove: through ``ApiRuleBook`` and ``Hub.push``, so every worker has
+  applied the change when the answer goes; a removed rule's state is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+
+from blackhole.control.backend import JSON
+from blackhole.hub.hubside import Hub
+from blackhole.hub.spec import FleetState
+from blackhole.observe.layout import Layout
+from blackhole.observe.ruleslots import RuleSlots
+from blackhole.observe.snapshot import Figures, RuleFigures, Snapshot
+from blackhole.observe.tally import Tally
+from blackhole.rules.model import Rule
+
+
+class HubBackend:
+    def __init__(self, hub: Hub, layout: Layout, tally: Tally | None) -> None:
+        self.hub = hub
+        self.layout = layout
+        self.tally = tally
+        self.slots = RuleSlots(tally) if tally is not None else None
+        self.fleet = FleetState(0, ())
+        self.started = time.monotonic()
+        self._expiry: asyncio.TimerHandle | None = None
+
+    # --- reading ----------------------------------------------------------------------
+
+    def health(self) -> tuple[bool, list[str]]:
+        connected = self.hub.connected()
+        missing = []
+        for number in range(1, self.fleet.workers + 1):
+            if number not in self.fleet.serving:
+                missing.append(f"worker {number} is not serving")
+            elif number not in connected:
+                missing.append(f"worker {number} is not connected to the hub")
+        return not missing, missing
+
+    def _snapshot(self) -> Snapshot:
+        return self.tally.snapshot() if self.tally is not None else Snapshot.empty(self.layout)
+
+    def figures(self) -> Figures:
+        snapshot = self._snapshot()
+        rules = self.slots.figures(snapshot) if self.slots is not None else {}
+        return Figures(
+            snapshot=snapshot,
+            rules=rules,
+            workers=len(self.fleet.serving),
+            restarts=dict(self.fleet.restarts),
+            uptime=time.monotonic() - self.started,
+        )
+
+    def rules(self) -> list[JSON]:
+        acted = self.hub.store.acted_now()
+        figures = self.figures().rules
+        now = time.time()
+        book = self.hub.book
+        listed: list[JSON] = []
+        for rule in (*book.rules, *book.file_rules):
+            hits = figures.get(rule.name, RuleFigures(0, 0, 0.0)).hits
+            times = rule.selection.times
+            entry: JSON = {"name": rule.name, "at": str(rule.stage)}
+            if rule.source == "api":
+                entry.update(book.fields(rule.name))
+                left = None if rule.expires is None else round(max(0.0, rule.expires - now), 3)
+                entry["expires"] = left
+            entry.update(
+                source=rule.source,
+                hits=hits,
+                spent=times is not None and acted.get(rule.fingerprint, 0) >= times,
+            )
+            listed.append(entry)
+        return listed
+
+    def messages(self, limit: int | None) -> list[JSON]:
+        return self.hub.recorder.messages(limit)
+
+    # --- changing ---------------------------------------------------------------------
+
+    async def add_rule(self, fields: JSON, ttl: float | None) -> JSON:
+        rule = self.hub.book.add(fields, ttl, time.time())
+        if self.slots is not None:
+            self.slots.bind(rule.name)
+        await self._changed([])
+        return next(entry for entry in self.rules() if entry["name"] == rule.name)
+
+    async def remove_rule(self, name: str) -> None:
+        await self._changed([self.hub.book.remove(name)])
+
+    async def remove_all_rules(self) -> None:
+        await self._changed(self.hub.book.clear())
+
+    async def reset(self) -> None:
+        if self.tally is not None:
+            self.tally.reset()
+        await self.hub.store.reset()
+        self.hub.recorder.clear()
+
+    async def _changed(self, gone: Iterable[Rule]) -> None:
+        """Forget what removed rules leave behind, push the new list, re-arm the ttl timer."""
+        gone = list(gone)
+        ids = {rule.fingerprint for rule in gone}
+        if ids:
+            store = self.hub.store
+            await store.keep(frozenset(store.acted_now()) - ids)
+        if self.slots is not None:
+            for rule in gone:
+                self.slots.unbind(rule.name)
+        self._arm()
+        await self.hub.push()
+
+    def _arm(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        when = self.hub.book.next_expiry()
+        if when is not None:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, when - time.time())
+            self._expiry = loop.call_later(delay, lambda: self.hub.spawn(self._expire()))
+
+    async def _expire(self) -> None:
+        await self._changed(self.hub.book.expire(time.time()))

@@ -1,0 +1,137 @@
+"""The hub process: serve the workers' rule state and the control API until told to stop.
+
+Started by the supervisor like a worker (``supervisor.hubkeeper``): a fresh
+interpreter (``spawned_main``, run by ``hubkeeper.BOOTSTRAP``: its ``HubSpec``
+comes as the first message on the channel) or, when spawning is impossible,
+forked (``forked_main``).
+
+Signals: SIGTERM, SIGINT and SIGHUP are ignored. A Ctrl-C or ``kill`` to the
+whole process group must not end the hub while the workers drain and still
+ask it for decisions; the supervisor stops it with ``StopHub`` once they are
+gone, and a closed channel (the supervisor died) stops it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+
+from blackhole.control.serve import ControlServer, start_on
+from blackhole.errors import EX_OK, EX_SOFTWARE, BlackholeError
+from blackhole.hub.apirules import ApiRuleBook
+from blackhole.hub.backend import HubBackend
+from blackhole.hub.hubside import Hub, WorkerLink
+from blackhole.hub.spec import FleetState, HubReload, HubSpec, StartHub, StopHub
+from blackhole.observe.logs import setup_logging
+from blackhole.observe.tally import Tally
+from blackhole.server.app import new_event_loop
+from blackhole.supervisor import capabilities
+from blackhole.supervisor.messages import Failed, FrameReader, Ready
+from blackhole.supervisor.worker_main import Channel, set_title
+
+log = logging.getLogger("blackhole.hub")
+
+
+def ignore_signals() -> None:
+    signal.set_wakeup_fd(-1)  # a forked hub must never wake the supervisor
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
+
+
+class HubRunner:
+    def __init__(self, spec: HubSpec, channel: Channel) -> None:
+        self.spec = spec
+        self.channel = channel
+        self.stop = asyncio.Event()
+        self.hub = Hub(ApiRuleBook(spec.file_rules), spec.record)
+        self.tally = (
+            Tally.attach(spec.counters_fd, spec.layout) if spec.counters_fd is not None else None
+        )
+        self.backend = HubBackend(self.hub, spec.layout, self.tally)
+        self.control: ControlServer | None = None
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        store_sock = socket.socket(fileno=self.spec.store_fd)
+        server = await loop.create_unix_server(lambda: WorkerLink(self.hub), sock=store_sock)
+        if self.spec.control_fd is not None:
+            control_sock = socket.socket(fileno=self.spec.control_fd)
+            self.control = await start_on(self.backend, control_sock, self.spec.token)
+        loop.add_reader(self.channel.sock.fileno(), self._on_channel)
+        self.channel.send(Ready(os.getpid()))
+        log.debug("hub serving (pid %d)", os.getpid())
+        await self.stop.wait()
+        loop.remove_reader(self.channel.sock.fileno())
+        server.close()
+        if self.control is not None:
+            await self.control.stop()
+        if self.tally is not None:
+            self.tally.close()
+        return EX_OK
+
+    def _on_channel(self) -> None:
+        messages = self.channel.receive()
+        if messages is None:
+            self.stop.set()
+            asyncio.get_running_loop().remove_reader(self.channel.sock.fileno())
+            return
+        for message in messages:
+            if isinstance(message, FleetState):
+                self.backend.fleet = message
+            elif isinstance(message, HubReload):
+                self._reload(message)
+            elif isinstance(message, StopHub):
+                self.stop.set()
+
+    def _reload(self, message: HubReload) -> None:
+        try:
+            setup_logging(message.config)
+        except BlackholeError as exc:
+            log.error("cannot reopen the log: %s", exc)
+        self.hub.book.file_rules = message.file_rules
+        if self.control is not None:
+            self.control.set_token(message.token)
+
+
+def serve_hub(spec: HubSpec, channel: Channel) -> int:
+    capabilities.clear()  # it serves HTTP: it keeps no privilege
+    set_title("blackhole: hub")
+    try:
+        setup_logging(spec.config)
+    except BlackholeError as exc:
+        channel.send(Failed(exc.exit_code, str(exc)))
+        return exc.exit_code
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            return runner.run(HubRunner(spec, channel).run())
+    except Exception as exc:
+        log.exception("the hub failed")
+        channel.send(Failed(EX_SOFTWARE, f"cannot serve: {exc!r}"))
+        return EX_SOFTWARE
+
+
+def forked_main(spec: HubSpec, control: socket.socket) -> int:
+    ignore_signals()
+    return serve_hub(spec, Channel(control))
+
+
+def spawned_main(control_fd: int) -> None:
+    ignore_signals()
+    control = socket.socket(fileno=control_fd)
+    reader = FrameReader()
+    messages: list[object] = []
+    control.settimeout(30.0)
+    while not messages:
+        data = control.recv(65536)
+        if not data:
+            sys.exit(EX_SOFTWARE)  # the supervisor went away before we started
+        messages = reader.feed(data)
+    start = messages[0]
+    if not isinstance(start, StartHub):
+        sys.exit(EX_SOFTWARE)
+    sys.exit(serve_hub(start.spec, Channel(control, reader)))

@@ -1,0 +1,63 @@
+"""What the supervisor and the hub say to each other on the hub's control channel.
+
+Same framing as the workers' channel (``supervisor.messages``); the hub
+answers ``Start`` with ``supervisor.messages.Ready`` (or ``Failed``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from blackhole.config.model import Config
+from blackhole.observe.layout import Layout
+from blackhole.rules.model import Rule
+
+
+@dataclass(frozen=True, slots=True)
+class HubSpec:
+    """What a hub is started with.
+
+    ``store_fd`` is the listening UNIX socket the workers connect to,
+    ``control_fd`` the control API's listening socket (None: no
+    ``control_listen``), ``counters_fd`` the counters region
+    (``observe.tally``; None until the supervisor makes one: the figures are
+    then zero). Descriptor numbers are the hub's own (spawn) or inherited
+    (fork).
+    """
+
+    config: Config
+    token: str | None
+    store_fd: int
+    control_fd: int | None
+    layout: Layout
+    counters_fd: int | None = None
+    file_rules: tuple[Rule, ...] = ()  # names an API rule may not take
+    record: int = 0  # ``record = N``: message records kept for GET /messages
+
+
+@dataclass(frozen=True, slots=True)
+class StartHub:
+    spec: HubSpec
+
+
+@dataclass(frozen=True, slots=True)
+class FleetState:
+    """Sent by the supervisor to the hub whenever a worker slot changes."""
+
+    workers: int  # slots configured
+    serving: tuple[int, ...]  # numbers of the slots whose worker is ready
+    restarts: dict[str, int] = field(default_factory=dict)  # by reason
+
+
+@dataclass(frozen=True, slots=True)
+class HubReload:
+    """SIGHUP: the new configuration and token (re-read from control_token_file)."""
+
+    config: Config
+    token: str | None
+    file_rules: tuple[Rule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StopHub:
+    """The workers are gone: close the sockets and exit."""

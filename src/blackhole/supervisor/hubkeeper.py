@@ -1,0 +1,343 @@
+"""The supervisor's side of the hub (``blackhole.hub``): bind, start, restart, stop.
+
+The supervisor runs no event loop, so the hub is a child process, started the
+way workers are (spawned, or forked when the user cannot run a fresh
+interpreter) and watched through the same sentinel and channel:
+
+- before privileges are dropped, ``bind_control`` binds ``control_listen``
+  (a privileged port works; a bind error stops start-up with its exit code);
+- after the drop, ``bind_store`` makes a private directory (mode 0700, owned
+  by the user the workers run as) with the UNIX socket the workers connect to;
+- ``start`` launches the hub with both sockets and waits until it serves,
+  before the first worker starts;
+- a hub that dies is restarted (at once, then with back-off) on the same
+  sockets: workers reconnect by themselves. Its state is lost: API rules,
+  shared rule counts, greylist entries, recorded messages;
+- ``stop`` ends it once the workers are gone (they ask it for decisions
+  while they drain).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from blackhole.config.model import Config
+from blackhole.errors import EX_SOFTWARE, BlackholeError, ConfigError, PermissionDenied, Unavailable
+from blackhole.hub.spec import FleetState, HubReload, HubSpec, StartHub, StopHub
+from blackhole.observe.layout import Layout
+from blackhole.supervisor.backoff import Backoff
+from blackhole.supervisor.messages import Failed, Ready
+from blackhole.supervisor.process import FORK, WorkerProcess, describe_exit
+from blackhole.supervisor.slots import Slots
+
+log = logging.getLogger("blackhole.supervisor")
+
+# How the supervisor runs a spawned hub (see worker_main.BOOTSTRAP). The
+# supervisor package is imported first, as for a worker, so that the modules
+# load in one order whatever the entry point.
+BOOTSTRAP = (
+    "import sys; sys.path[:] = sys.argv[2:]; "
+    "import blackhole.supervisor; "
+    "from blackhole.hub.main import spawned_main; "
+    "spawned_main(int(sys.argv[1]))"
+)
+START_TIMEOUT = 30.0  # seconds from launch to Ready
+STOP_TIMEOUT = 5.0  # seconds from StopHub to exit, then SIGKILL
+HUB_NUMBER = 0  # the hub's number in log lines and WorkerProcess
+
+
+def load_token(config: Config) -> str | None:
+    """``control_token``, or the first line of ``control_token_file`` (read now)."""
+    if config.control_token is not None or config.control_token_file is None:
+        return config.control_token
+    path = config.control_token_file
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+        raise ConfigError(f"control_token_file {path!r} cannot be read: {reason}") from None
+    token = text.strip()
+    if not token or any(c.isspace() for c in token):
+        raise ConfigError(f"control_token_file {path!r} must hold one token, without spaces")
+    return token
+
+
+def bind_control(address: tuple[str, int]) -> socket.socket:
+    host, port = address
+    try:
+        sock = socket.create_server((host, port), family=_family(host), reuse_port=False)
+    except OSError as exc:
+        where = f"control_listen {host}:{port}"
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise PermissionDenied(f"cannot bind {where}: {exc.strerror}") from None
+        raise Unavailable(f"cannot bind {where}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+class HubKeeper:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.control: socket.socket | None = None
+        self.store: socket.socket | None = None
+        self.directory: Path | None = None
+        self.process: WorkerProcess | None = None
+        self.spec: HubSpec | None = None
+        self.method = "spawn"
+        self.backoff = Backoff()
+        self.start_at: float | None = None
+        self.started_at = 0.0
+        self.ready = False
+        self.fleet = FleetState(0, ())
+        self._first_start = -1.0
+        self._failure: str | None = None  # what a hub said before dying at start-up
+        self._failure_code: int | None = None
+
+    @property
+    def path(self) -> str | None:
+        """Where workers connect (None until ``bind_store``)."""
+        return None if self.directory is None else str(self.directory / "hub.sock")
+
+    def bind_control(self, config: Config) -> None:
+        if config.control_listen is not None:
+            self.control = bind_control(config.control_listen)
+
+    def bind_store(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="blackhole-hub-"))
+        store = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            store.bind(str(self.directory / "hub.sock"))
+            store.listen(128)  # workers that connect while the hub restarts wait here
+        except OSError:
+            store.close()
+            raise
+        self.store = store
+
+    def fds(self) -> list[int]:
+        """Every descriptor of the hub's that a forked worker must close."""
+        fds = [s.fileno() for s in (self.control, self.store) if s is not None]
+        if self.process is not None:
+            fds += self.process.fds()
+        return fds
+
+    # --- starting ---------------------------------------------------------------------
+
+    def configure(self, config: Config, token: str | None, layout: Layout) -> None:
+        assert self.store is not None
+        control_fd = None if self.control is None else self.control.fileno()
+        self.spec = HubSpec(config, token, self.store.fileno(), control_fd, layout)
+        # Until the supervisor says otherwise, every worker is still missing.
+        self.fleet = FleetState(config.workers, ())
+
+    def start(self, close_in_child: Iterable[int]) -> None:
+        """Launch the hub; ``OSError`` if it cannot be started."""
+        assert self.spec is not None
+        self.start_at = None
+        self.ready = False
+        self.started_at = self.clock()
+        if self._first_start < 0:
+            self._first_start = self.started_at
+        keep = [fd for fd in (self.spec.store_fd, self.spec.control_fd) if fd is not None]
+        if self.method == FORK:
+            # The supervisor's descriptors, less the two the hub serves on.
+            close = [fd for fd in close_in_child if fd not in keep]
+            self.process = _fork(self.spec, close)
+        else:
+            self.process = _spawn(self.spec, keep)
+
+    def start_and_wait(self, close_in_child: Iterable[int]) -> None:
+        """At start-up: launch the hub and return once it serves, else raise."""
+        self.start(close_in_child)
+        assert self.process is not None
+        deadline = self.clock() + START_TIMEOUT
+        while not self.ready:
+            left = deadline - self.clock()
+            control = self.process.control
+            if left <= 0 or control is None:
+                break
+            fds = [control.fileno(), self.process.sentinel]
+            readable, _, _ = select.select(fds, [], [], left)
+            if fds[0] in readable:
+                self.receive()
+            elif readable:
+                break
+        if not self.ready:
+            failure = self._failure or "did not start"
+            self.kill()
+            error = BlackholeError(f"the hub {failure}")
+            error.exit_code = self._failure_code or EX_SOFTWARE
+            raise error
+
+    def receive(self) -> None:
+        if self.process is None:
+            return
+        for message in self.process.receive() or []:
+            if isinstance(message, Ready):
+                restarted = self.started_at > self._first_start
+                self.ready = True
+                self.process.send(self.fleet)
+                if restarted:
+                    log.info("the hub is serving again (pid %d)", message.pid)
+                else:
+                    log.debug("hub serving (pid %d)", message.pid)
+            elif isinstance(message, Failed):
+                self._failure, self._failure_code = message.message, message.exit_code
+
+    # --- watching ---------------------------------------------------------------------
+
+    def deadlines(self) -> list[float]:
+        return [self.start_at] if self.start_at is not None else []
+
+    def tick(self, close_in_child: Callable[[], Iterable[int]]) -> None:
+        if self.start_at is None or self.clock() < self.start_at:
+            return
+        try:
+            self.start(close_in_child())
+        except OSError as exc:
+            delay = self.backoff.delay(0.0)
+            log.error("cannot start the hub: %s; trying again in %gs", exc, delay)
+            self.start_at = self.clock() + delay
+
+    def exited(self, stopping: bool) -> None:
+        """The hub's sentinel is readable: reap it and, unless stopping, restart it."""
+        process = self.process
+        if process is None:
+            return
+        while process.control is not None:
+            self.receive()
+        code = process.reap()
+        self.process, self.ready = None, False
+        if stopping:
+            return
+        uptime = self.clock() - self.started_at
+        delay = self.backoff.delay(uptime)
+        self.start_at = self.clock() + delay
+        log.warning(
+            "the hub (pid %d) %s; restarting it%s: API rules and shared rule state start empty",
+            process.pid,
+            describe_exit(code),
+            "" if delay == 0 else f" in {delay:g}s",
+        )
+
+    def fleet_changed(self, slots: Slots, workers: int) -> None:
+        serving = tuple(s.number for s in slots if s.ready and s.process is not None)
+        self.fleet = FleetState(workers, serving)
+        if self.process is not None and self.ready:
+            self.process.send(self.fleet)
+
+    def reload(self, config: Config) -> None:
+        """SIGHUP: re-read the token; a file that cannot be read keeps the old one."""
+        try:
+            token = load_token(config)
+        except ConfigError as exc:
+            log.error("reload: %s; the control API keeps the previous token", exc)
+            token = self.spec.token if self.spec is not None else None
+        if self.spec is not None:
+            self.spec = HubSpec(
+                config, token, self.spec.store_fd, self.spec.control_fd, self.spec.layout
+            )
+        if self.process is not None:
+            self.process.send(HubReload(config, token))
+
+    # --- stopping ---------------------------------------------------------------------
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.signal(signal.SIGKILL)
+            self.process.reap()
+            self.process = None
+
+    def stop(self) -> None:
+        """Ask the hub to exit, wait a little, kill it if it did not; remove its files."""
+        process = self.process
+        if process is not None and process.returncode is None:
+            process.send(StopHub())
+            with contextlib.suppress(OSError):
+                select.select([process.sentinel], [], [], STOP_TIMEOUT)
+            self.kill()
+        for sock in (self.control, self.store):
+            if sock is not None:
+                sock.close()
+        self.control = self.store = None
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+
+
+# Blocked while the hub starts (the mask survives fork and exec), until it
+# ignores them: a SIGTERM to the whole process group (Ctrl-C, `timeout`) must
+# not kill a hub still importing its modules, which the supervisor would take
+# for a failed start.
+_BLOCKED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+def _spawn(spec: HubSpec, keep: list[int]) -> WorkerProcess:
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    sentinel, held = os.pipe()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+    try:
+        # Our own interpreter running our own bootstrap: no outside input.
+        popen = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-c", BOOTSTRAP, str(child.fileno()), *sys.path],
+            pass_fds=(held, child.fileno(), *keep),
+            stdin=subprocess.DEVNULL,
+        )
+    except BaseException:
+        parent.close()
+        os.close(sentinel)
+        raise
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        child.close()
+        os.close(held)
+    process = WorkerProcess(HUB_NUMBER, popen.pid, sentinel, parent, popen)
+    process.send(StartHub(spec))
+    return process
+
+
+def _fork(spec: HubSpec, close_in_child: list[int]) -> WorkerProcess:
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    sentinel, held = os.pipe()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = EX_SOFTWARE
+            try:
+                os.close(sentinel)
+                parent.close()
+                for fd in close_in_child:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                # Here, not at the top: blackhole.hub imports this package.
+                from blackhole.hub.main import forked_main  # noqa: PLC0415
+
+                code = forked_main(spec, child)
+            finally:
+                os._exit(code)  # never return into the supervisor's code
+    except BaseException:
+        parent.close()
+        os.close(sentinel)
+        raise
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        child.close()
+        os.close(held)
+    return WorkerProcess(HUB_NUMBER, pid, sentinel, parent)
