@@ -101,8 +101,9 @@ def _port(text: str) -> int:
     return port
 
 
-def parse_listen(value: str, *, tls: bool = False) -> tuple[Listener, ...]:
-    """Parse a whole ``listen`` (or, with ``tls=True``, ``tls_listen``) value.
+def parse_listen(value: str, *, tls: bool = False, lmtp: bool = False) -> tuple[Listener, ...]:
+    """Parse a whole ``listen`` (``tls=True``: ``tls_listen``; ``lmtp=True``:
+    ``lmtp_listen``) value.
 
     Raises ``ListenError`` listing every bad entry and flag, not just the first.
     """
@@ -160,7 +161,7 @@ def parse_listen(value: str, *, tls: bool = False) -> tuple[Listener, ...]:
         # Only a wholly valid entry counts: a bad one already has its message,
         # and must not draw a second one (a clash) on top.
         if valid and len(problems) == problems_before:
-            listeners.append(Listener(host, port, tls=tls, mode=mode, delay=delay))
+            listeners.append(Listener(host, port, tls=tls, mode=mode, delay=delay, lmtp=lmtp))
     if problems:
         raise ListenError(problems, tuple(listeners))
     return tuple(listeners)

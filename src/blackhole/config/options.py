@@ -42,6 +42,15 @@ OPTIONS: tuple[Option, ...] = (
         classic=True,
     ),
     Option(
+        "lmtp_listen",
+        "none",
+        "same syntax as listen",
+        "LMTP (RFC 2033) listeners: LHLO instead of HELO/EHLO, and one reply per"
+        " recipient after the message (STARTTLS offered when tls_cert is set).",
+        "127.0.0.1:2424 mode=random",
+        classic=False,
+    ),
+    Option(
         "user",
         "(none: keep the user that started blackhole)",
         "user name",
