@@ -7,7 +7,7 @@ from pathlib import Path
 from blackhole.config.classic import parse_config
 from blackhole.config.model import Listener
 from blackhole.policy.modes import Mode
-from tests.test_config_classic import problems
+from tests.test_config_classic import LISTEN_FLAGS, problems
 
 
 def test_lmtp_listen_makes_lmtp_listeners() -> None:
@@ -32,8 +32,7 @@ def test_lmtp_listen_problems_are_reported_like_listen(tmp_path: Path) -> None:
     assert problems(
         tmp_path, "listen = 127.0.0.1:2525\nlmtp_listen = 127.0.0.1:2525, :1 fast=1, :x\n"
     ) == [
-        "FILE:2: lmtp_listen entry ':1 fast=1': unknown flag 'fast'; the flags are mode=MODE"
-        " and delay=N or A-B",
+        f"FILE:2: lmtp_listen entry ':1 fast=1': unknown flag 'fast'; {LISTEN_FLAGS}",
         "FILE:2: lmtp_listen entry ':x': port must be a number from 0 to 65535, not 'x'",
         "FILE:2: lmtp_listen repeats 127.0.0.1:2525, already in listen on line 1; an address"
         " and port can have only one listener",

@@ -18,7 +18,7 @@ from tests.serverproc import ServerProcess
 # lmtp listener index -> what it is for.
 _ACCEPT, _BOUNCE, _CONFIG = 0, 1, 2
 server = shared_server(
-    "lmtp_listen = 127.0.0.1:0 mode=accept, 127.0.0.1:0 mode=bounce, 127.0.0.1:0\n"
+    "lmtp_listen = 127.0.0.1:0 mode=accept, 127.0.0.1:0 mode=bounce name=lda-bounce, 127.0.0.1:0\n"
     "mode = accept\nseed = 7\n",
     tls=True,
 )
@@ -96,6 +96,12 @@ def test_each_recipient_is_decided_on_its_own(server: ServerProcess) -> None:
     # With a fixed seed this is deterministic; with one decision per message
     # every message would be all-accept or all-bounce.
     assert mixed
+
+
+def test_startup_line_names_lmtp_listeners(server: ServerProcess) -> None:
+    line = server.text()
+    port = server.port("lmtp", _BOUNCE)
+    assert f"lmtp://127.0.0.1:{port} (STARTTLS) [mode=bounce name=lda-bounce]" in line
 
 
 def test_helo_and_ehlo_are_refused(server: ServerProcess) -> None:

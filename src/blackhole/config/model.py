@@ -45,6 +45,7 @@ class Listener:
     mode: Mode | None = None
     delay: Delay | None = None
     lmtp: bool = False  # LMTP (RFC 2033) rather than SMTP
+    name: str | None = None  # the name= flag: for rules (listener) and metrics labels
 
     @property
     def scheme(self) -> str:
