@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-_LISTEN_RE = re.compile(r"(smtps?)://(\[[^\]]+\]|[^:\s,]+):(\d+)")
+_LISTEN_RE = re.compile(r"(smtps?|lmtp)://(\[[^\]]+\]|[^:\s,]+):(\d+)")
 READY_MARK = "listening on"
 
 

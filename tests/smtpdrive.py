@@ -9,7 +9,7 @@ input, a ``StageReached`` with the verdict the test's ``decide`` gives).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from blackhole.protocol import (
@@ -46,7 +46,9 @@ class Record:
         return f"{self.kind}: {self.text}"
 
 
-Answer = Callable[[MessageReceived], Reply]
+# One reply, or (LMTP) one per recipient; one reply for an LMTP message
+# answers every recipient alike.
+Answer = Callable[[MessageReceived], Reply | Sequence[Reply]]
 Decide = Callable[[StageReached], Verdict | None]
 
 
@@ -114,8 +116,10 @@ class Driver:
             if isinstance(event, MessageReceived):
                 self.messages.append(event)
                 self.records.append(Record("A", describe(event), event))
-                answer = self.answer(event)
-                self.conn.send(event.reply or answer)  # a content rule's reply wins
+                answer = event.reply or self.answer(event)  # a content rule's reply wins
+                if event.lmtp and isinstance(answer, Reply):
+                    answer = [answer] * len(event.recipients)
+                self.conn.send(answer)
             elif isinstance(event, StageReached):
                 self.stages.append(event)
                 self.records.append(Record("E", describe_stage(event, self.conn)))

@@ -29,7 +29,7 @@ DHPARAMS = "-----BEGIN DH PARAMETERS-----\nMIIB\n-----END DH PARAMETERS-----\n"
 VALID_KEYS = ", ".join(OPTION_NAMES)
 BOOL_WORDS = "true or false (or yes/no, on/off, 1/0)"
 HEARTBEAT = "heartbeat_interval must be more than 0 and at most 60 seconds"
-LISTEN_FLAGS = "the flags are mode=MODE and delay=N or A-B"
+LISTEN_FLAGS = "the flags are mode=MODE, delay=N or A-B and name=NAME"
 
 
 def unknown(key: str, hint: str | None = None) -> str:
@@ -600,7 +600,7 @@ def test_reload_keeps_command_line_switches(tmp_path: Path) -> None:
 def test_every_option_has_a_parser_and_a_config_field() -> None:
     fields = {field.name for field in dataclasses.fields(Config)}
     assert set(OPTION_NAMES) == set(classic._parsers(Path("/")))
-    assert set(OPTION_NAMES) - {"listen", "tls_listen"} <= fields
+    assert set(OPTION_NAMES) - {"listen", "tls_listen", "lmtp_listen"} <= fields
     assert len(OPTION_NAMES) == len(set(OPTION_NAMES))
 
 
@@ -609,7 +609,8 @@ def test_option_defaults_match_config_defaults() -> None:
     simple = {
         option.name: option.default
         for option in OPTIONS
-        if not option.default.startswith("(") and option.name not in {"listen", "tls_listen"}
+        if not option.default.startswith("(")
+        and option.name not in {"listen", "tls_listen", "lmtp_listen"}
     }
     for name, text in simple.items():
         value = getattr(defaults, name)

@@ -186,7 +186,8 @@ def test_parse_listen_reports_every_problem_at_once() -> None:
         "entry ':25 mode=drop delay=99': mode must be one of accept, bounce, random, not 'drop'",
         "entry ':25 mode=drop delay=99': delay 99 seconds is over the maximum of 60",
         "entry 'localhost': no port; write HOST:PORT, or :PORT for every IPv4 address",
-        "entry ':26 speed=1': unknown flag 'speed'; the flags are mode=MODE and delay=N or A-B",
+        "entry ':26 speed=1': unknown flag 'speed'; the flags are mode=MODE, delay=N or A-B"
+        " and name=NAME",
         "entry ':27 mode=accept mode=bounce': mode is given twice",
         "entry ':28 bounce': 'bounce' is not a flag; flags look like mode=bounce",
         "entry '5': is not an address; a comma starts a new listener, so write a delay range"
@@ -207,3 +208,20 @@ def test_parse_listen_empty_entries(value: str, message: str) -> None:
     with pytest.raises(ListenError) as caught:
         parse_listen(value)
     assert caught.value.problems == [message]
+
+
+def test_name_flag() -> None:
+    assert parse_listen(":25 name=mx-1.a_b, :26 mode=bounce name=bad") == (
+        Listener("0.0.0.0", 25, name="mx-1.a_b"),
+        Listener("0.0.0.0", 26, mode=Mode.BOUNCE, name="bad"),
+    )
+    assert parse_listen(":24 name=lda", lmtp=True) == (
+        Listener("0.0.0.0", 24, lmtp=True, name="lda"),
+    )
+
+
+@pytest.mark.parametrize("value", ["", "x/y", "é", "a" * 65, "a=b"])
+def test_bad_names_are_refused(value: str) -> None:
+    with pytest.raises(ListenError) as caught:
+        parse_listen(f":25 name={value}")
+    assert "name must be 1 to 64 letters" in str(caught.value)

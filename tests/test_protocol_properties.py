@@ -32,6 +32,7 @@ _REPLY_LINE = re.compile(rb"[2-5][0-9]{2}[ -][^\r\n]*")
 _SNIPPETS = [
     b"EHLO c\r\n",
     b"HELO c\r\n",
+    b"LHLO c\r\n",
     b"MAIL FROM:<a@example.com>\r\n",
     b"MAIL FROM:<> BODY=BINARYMIME SIZE=10\r\n",
     b"MAIL FROM:<j\xc3\xb6rg@example.com> SMTPUTF8\r\n",
@@ -78,6 +79,7 @@ _settings = st.builds(
     auth_tls_only=st.booleans(),
     dynamic_switch=st.booleans(),
     collect_headers=st.booleans(),
+    lmtp=st.booleans(),
     junk_command_limit=st.sampled_from([0, 1, 100]),
     max_message_size=st.sampled_from([0, 10, 1000, 512_000]),
     max_recipients=st.sampled_from([1, 2, 100]),

@@ -9,7 +9,8 @@ Each ``tests/transcripts/*.txt`` file is a conversation, one step a line::
                                     (bytes literals joined by + and * only)
     S: 250 2.0.0 OK                 the next reply line, exactly (without CRLF)
     A: accept [k=v ...]             a MessageReceived is expected here; the adapter
-    A: bounce 550 [k=v ...]         answers it with queued("TESTID") or that bounce.
+    A: bounce 550 [k=v ...]         answers it with queued("TESTID") or that bounce;
+    A: lmtp accept 550 accept ...   (LMTP) one answer per recipient, in order.
                                     k=v checks event fields: size, recipients (a
                                     count), sender ("<>" for the null sender), to
                                     (recipients, comma-separated), mode, delay
@@ -131,7 +132,7 @@ def load(path: Path) -> Transcript:
 # --- running -------------------------------------------------------------------------
 
 
-def _answer_for(step: Step) -> tuple[Reply, dict[str, str]]:
+def _answer_for(step: Step) -> tuple[Reply | list[Reply], dict[str, str]]:
     words = shlex.split(step.text)
     checks = dict(w.split("=", 1) for w in words if "=" in w)
     plain = [w for w in words if "=" not in w]
@@ -139,10 +140,17 @@ def _answer_for(step: Step) -> tuple[Reply, dict[str, str]]:
     if plain == ["accept"]:
         return queued("TESTID"), checks
     if len(plain) == 2 and plain[0] == "bounce":
-        matching = [b for b in BOUNCES if b.code == int(plain[1])]
-        assert len(matching) == 1, f"line {step.lineno}: no bounce {plain[1]}"
-        return matching[0], checks
+        return _bounce(step, plain[1]), checks
+    if len(plain) > 1 and plain[0] == "lmtp":
+        answers = [queued("TESTID") if w == "accept" else _bounce(step, w) for w in plain[1:]]
+        return answers, checks
     raise AssertionError(f"line {step.lineno}: bad A: line {step.text!r}")
+
+
+def _bounce(step: Step, code: str) -> Reply:
+    matching = [b for b in BOUNCES if b.code == int(code)]
+    assert len(matching) == 1, f"line {step.lineno}: no bounce {code}"
+    return matching[0]
 
 
 def _reply(text: str) -> Reply:
@@ -187,7 +195,7 @@ def run(transcript: Transcript, bytewise: bool) -> tuple[list[str], list[str]]:
     answers = [_answer_for(s) for s in a_steps]
     pending = list(answers)
 
-    def answer(event: MessageReceived) -> Reply:
+    def answer(event: MessageReceived) -> Reply | list[Reply]:
         assert pending, f"unexpected message: {describe(event)}"
         return pending.pop(0)[0]
 

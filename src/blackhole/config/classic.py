@@ -43,6 +43,7 @@ def _parsers(base: Path) -> dict[str, Callable[[str], Any]]:
     return {
         "listen": lambda text: parse_listen(text, tls=False),
         "tls_listen": lambda text: parse_listen(text, tls=True),
+        "lmtp_listen": lambda text: parse_listen(text, lmtp=True),
         "user": values.account_name,
         "group": values.account_name,
         "pidfile": lambda text: files.writable_path(text, base),
@@ -111,14 +112,15 @@ def parse_config(
     if problems:
         raise ConfigError(problems.messages())
 
-    changes = {key: value for key, value in parsed.items() if key not in {"listen", "tls_listen"}}
-    if "listen" in settings or "tls_listen" in settings:
-        plain = _listeners(parsed.get("listen"))
-        secure = _listeners(parsed.get("tls_listen"))
-        changes["listeners"] = plain + secure
+    changes = {key: value for key, value in parsed.items() if key not in _LISTEN_KEYS}
+    if any(key in settings for key in _LISTEN_KEYS):
+        changes["listeners"] = sum((_listeners(parsed.get(key)) for key in _LISTEN_KEYS), ())
     else:
         changes["generated_cert"] = "tls_cert" not in settings
     return replace(Config(), base_dir=str(start.absolute()), **changes)
+
+
+_LISTEN_KEYS = ("listen", "tls_listen", "lmtp_listen")
 
 
 def _listeners(value: object) -> tuple[Listener, ...]:
@@ -170,7 +172,7 @@ def _check_listener_clashes(
     # Two listeners on one address and port cannot both bind; say so now rather
     # than failing with "address in use" at start-up.
     seen: dict[tuple[str, int], str] = {}
-    for key in ("listen", "tls_listen"):
+    for key in _LISTEN_KEYS:
         if key not in settings:
             continue
         line = settings[key].line

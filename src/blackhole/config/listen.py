@@ -2,7 +2,7 @@
 
 A value is a comma-separated list of entries::
 
-    ADDR:PORT [mode=MODE] [delay=N | delay=A-B]
+    ADDR:PORT [mode=MODE] [delay=N | delay=A-B] [name=NAME]
 
 ``ADDR`` may be empty (``:25``, every IPv4 address), ``::`` (``:::25``, every
 IPv6 address), an IPv4 literal, a host name, or an IPv6 literal either in
@@ -30,7 +30,10 @@ __all__ = ["ListenError", "parse_address", "parse_delay", "parse_listen", "parse
 ALL_IPV4 = "0.0.0.0"
 ALL_IPV6 = "::"
 
-_FLAGS = ("mode", "delay")
+_FLAGS = ("mode", "delay", "name")
+# A listener's name is a metrics label value and a rules matcher argument:
+# one word, nothing that needs quoting in either.
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SPACED_EQUALS = re.compile(r"\s*=\s*")
 
 
@@ -111,8 +114,9 @@ def _port(text: str) -> int:
     return port
 
 
-def parse_listen(value: str, *, tls: bool = False) -> tuple[Listener, ...]:
-    """Parse a whole ``listen`` (or, with ``tls=True``, ``tls_listen``) value.
+def parse_listen(value: str, *, tls: bool = False, lmtp: bool = False) -> tuple[Listener, ...]:
+    """Parse a whole ``listen`` (``tls=True``: ``tls_listen``; ``lmtp=True``:
+    ``lmtp_listen``) value.
 
     Raises ``ListenError`` listing every bad entry and flag, not just the first.
     """
@@ -145,6 +149,7 @@ def parse_listen(value: str, *, tls: bool = False) -> tuple[Listener, ...]:
             host, port = "", 0
         mode: Mode | None = None
         delay: Delay | None = None
+        listener_name: str | None = None
         seen: set[str] = set()
         for flag in flags:
             name, equals, flag_value = flag.partition("=")
@@ -153,7 +158,8 @@ def parse_listen(value: str, *, tls: bool = False) -> tuple[Listener, ...]:
                 continue
             if name not in _FLAGS:
                 problems.append(
-                    f"{label}: unknown flag {name!r}; the flags are mode=MODE and delay=N or A-B"
+                    f"{label}: unknown flag {name!r}; the flags are mode=MODE, delay=N or A-B"
+                    " and name=NAME"
                 )
                 continue
             if name in seen:
@@ -163,6 +169,8 @@ def parse_listen(value: str, *, tls: bool = False) -> tuple[Listener, ...]:
             try:
                 if name == "mode":
                     mode = parse_mode(flag_value)
+                elif name == "name":
+                    listener_name = _listener_name(flag_value)
                 else:
                     delay = parse_delay(flag_value, allow_comma=False)
             except ValueError as exc:
@@ -170,7 +178,13 @@ def parse_listen(value: str, *, tls: bool = False) -> tuple[Listener, ...]:
         # Only a wholly valid entry counts: a bad one already has its message,
         # and must not draw a second one (a clash) on top.
         if valid and len(problems) == problems_before:
-            listeners.append(Listener(host, port, tls=tls, mode=mode, delay=delay))
+            listeners.append(Listener(host, port, tls, mode, delay, lmtp=lmtp, name=listener_name))
     if problems:
         raise ListenError(problems, tuple(listeners))
     return tuple(listeners)
+
+
+def _listener_name(text: str) -> str:
+    if not _NAME.fullmatch(text):
+        raise ValueError(f"must be 1 to 64 letters, digits, '_', '.' or '-', not {text!r}")
+    return text

@@ -32,7 +32,7 @@ DEFAULT_HOST = "127.0.0.1"
 
 @dataclass(frozen=True, slots=True)
 class Listener:
-    """One ``listen`` / ``tls_listen`` entry.
+    """One ``listen`` / ``tls_listen`` / ``lmtp_listen`` entry.
 
     ``host`` is what to bind: ``"0.0.0.0"`` for the classic ``:PORT`` (all IPv4
     addresses), ``"::"`` for ``:::PORT`` (all IPv6 addresses), else a literal
@@ -45,9 +45,16 @@ class Listener:
     tls: bool = False
     mode: Mode | None = None
     delay: Delay | None = None
+    lmtp: bool = False  # LMTP (RFC 2033) rather than SMTP
+    name: str | None = None  # the name= flag: for rules (listener) and metrics labels
+
+    @property
+    def scheme(self) -> str:
+        """How the start-up line and messages name the protocol."""
+        return "lmtp" if self.lmtp else "smtps" if self.tls else "smtp"
 
     def __str__(self) -> str:
-        return f"{'smtps' if self.tls else 'smtp'}://{host_port(self.host, self.port)}"
+        return f"{self.scheme}://{host_port(self.host, self.port)}"
 
 
 @dataclass(frozen=True, slots=True)

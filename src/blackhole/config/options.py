@@ -27,7 +27,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "listen",
         "127.0.0.1:2525, when neither listen nor tls_listen is set",
-        "ADDR:PORT [mode=MODE] [delay=N|delay=A-B], ...",
+        "ADDR:PORT [mode=MODE] [delay=N|delay=A-B] [name=NAME], ...",
         "Plain SMTP listeners (STARTTLS offered when tls_cert is set). :PORT means every"
         " IPv4 address, :::PORT every IPv6 address.",
         ":25, :::25, 127.0.0.1:2525 mode=bounce delay=1-5",
@@ -40,6 +40,15 @@ OPTIONS: tuple[Option, ...] = (
         "Implicit-TLS (SMTPS) listeners.",
         ":465, :::465",
         classic=True,
+    ),
+    Option(
+        "lmtp_listen",
+        "none",
+        "same syntax as listen",
+        "LMTP (RFC 2033) listeners: LHLO instead of HELO/EHLO, and one reply per"
+        " recipient after the message (STARTTLS offered when tls_cert is set).",
+        "127.0.0.1:2424 mode=random",
+        classic=False,
     ),
     Option(
         "user",

@@ -147,6 +147,13 @@ class Commands:
         )
         self._out.append(reply.wire)
 
+    def check_lhlo(self, arg: str) -> str | Reply:
+        name = arg.strip()
+        return name if name else R.R501_LHLO_SYNTAX
+
+    # RFC 2033 4.1: LHLO is EHLO in syntax and answer.
+    do_lhlo = do_ehlo
+
     def check_helo(self, arg: str) -> str | Reply:
         name = arg.strip()
         return name if name else R.R501_HELO_SYNTAX
@@ -172,7 +179,9 @@ class Commands:
         self._close(R.R221_BYE, "quit")
 
     def do_help(self, arg: str) -> None:
-        reply = info.help_reply(arg, tls=self.offers_tls, auth=self.offers_auth)
+        reply = info.help_reply(
+            arg, tls=self.offers_tls, auth=self.offers_auth, lmtp=self.settings.lmtp
+        )
         self._out.append(reply.wire)
 
     def check_vrfy(self, arg: str) -> str:
@@ -239,8 +248,13 @@ class Commands:
         else:
             self._message_complete(reader.size, reader.headers)
 
-    def _refuse_message(self, reply: Reply) -> None:
-        self._out.append(reply.wire)
+    def _refuse_message(self, reply: Reply, *, ended: bool = True) -> None:
+        """Fail the message; ``ended``: its content has been read to the end."""
+        if ended and self.settings.lmtp:
+            # RFC 2033 4.2: after the content, one reply per recipient.
+            self._out.extend([reply.wire] * len(self.recipients))
+        else:
+            self._out.append(reply.wire)
         self._end_transaction()
         self._mode = Mode.COMMAND
 
@@ -270,7 +284,16 @@ class Commands:
                 fields = headers.fields()
         sender, final = self.sender or "", self._final
         self._events.append(
-            MessageReceived(size, sender, self.recipients, mode, delay, fields, reply or final)
+            MessageReceived(
+                size,
+                sender,
+                self.recipients,
+                mode,
+                delay,
+                fields,
+                reply or final,
+                self.settings.lmtp,
+            )
         )
         # Postfix: the junk command count is reset after mail is delivered.
         self._junk = 0
@@ -313,8 +336,9 @@ class Commands:
             assert reply is not None
             self._out.append(reply.wire)
         elif chunks.size > self.settings.max_message_size:
-            # RFC 3030 section 2: an error on any chunk fails the transaction.
-            self._refuse_message(R.R552_TOO_BIG)
+            # RFC 3030 section 2: an error on any chunk fails the transaction
+            # (in LMTP, only BDAT LAST is answered per recipient: RFC 3030 3).
+            self._refuse_message(R.R552_TOO_BIG, ended=chunks.last)
         elif chunks.last:
             self._message_complete(chunks.size, chunks.headers)
         else:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from collections.abc import Sequence
 
 from blackhole.protocol import replies as R
 from blackhole.protocol.events import Event, StageReached
@@ -29,7 +30,8 @@ from blackhole.protocol.modes import Mode
 from blackhole.protocol.replies import Reply
 from blackhole.protocol.settings import SessionSettings
 from blackhole.protocol.staging import Entry, Staging
-from blackhole.protocol.states import TABLE, State
+from blackhole.protocol.states import LMTP_TABLE, TABLE, State
+from blackhole.protocol.states import Entry as Row
 
 # Control characters other than HT are not allowed in a command line
 # (RFC 5321 section 4.1.1: commands are printable US-ASCII, or UTF-8 with
@@ -53,6 +55,8 @@ class SMTPConnection(Staging):
     _overlong = False  # inside a command line that is too long
     _draining = False  # shutting down: close once the transaction ends
 
+    _dispatch: dict[tuple[State, str], Entry]
+
     def __init__(self, settings: SessionSettings) -> None:
         self.settings = settings
         self.state = State.CONNECTED
@@ -62,12 +66,13 @@ class SMTPConnection(Staging):
         self._out: list[bytes] = []
         self._events = deque()
         self.recipients = []
+        self._dispatch = _LMTP_DISPATCH if settings.lmtp else _DISPATCH
 
     # --- the adapter's API --------------------------------------------------
 
     def start(self) -> None:
         """Queue the greeting (RFC 5321 section 4.3.1: 220 first)."""
-        greeting = R.greeting(self.settings.mailname)
+        greeting = R.greeting(self.settings.mailname, self.settings.lmtp)
         if Stage.CONNECT in self.watch:
             self._pause(
                 StageReached(Stage.CONNECT), Mode.COMMAND, self._greet, self._refuse_session
@@ -111,11 +116,25 @@ class SMTPConnection(Staging):
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
-    def send(self, reply: Reply) -> None:
-        """Answer the message reported by ``MessageReceived``, then read on."""
+    def send(self, reply: Reply | Sequence[Reply]) -> None:
+        """Answer the message reported by ``MessageReceived``, then read on.
+
+        SMTP: one reply. LMTP: a sequence of one reply per recipient, in the
+        order of ``MessageReceived.recipients`` (RFC 2033 section 4.2).
+        """
         if self._mode is not Mode.WAITING:
             raise RuntimeError("send() is only for the final reply to a message")
-        self._out.append(reply.wire)
+        if isinstance(reply, Reply):
+            if self.settings.lmtp:
+                raise ValueError("an LMTP message needs one reply per recipient")
+            self._out.append(reply.wire)
+        else:
+            if not self.settings.lmtp or len(reply) != len(self.recipients):
+                raise ValueError(
+                    f"{len(reply)} replies for {len(self.recipients)} recipient(s)"
+                    f" in an {'LMTP' if self.settings.lmtp else 'SMTP'} session"
+                )
+            self._out.extend(r.wire for r in reply)
         self._end_transaction()
         self._mode = Mode.COMMAND
         self._carry_on()
@@ -290,7 +309,7 @@ class SMTPConnection(Staging):
             self._command_stage(raw, verb, text)
             return
         # The dispatch, inline: this is the per-command hot path.
-        entry = _DISPATCH.get((self.state, verb))
+        entry = self._dispatch.get((self.state, verb))
         if entry is None:
             self._unknown_command(verb)
             return
@@ -343,8 +362,8 @@ class SMTPConnection(Staging):
             self._out.append(R.R502_UNKNOWN.wire)
 
 
-def _resolve(key: tuple[State, str]) -> Entry:
-    entry = TABLE[key]
+def _resolve(key: tuple[State, str], table: dict[tuple[State, str], Row] = TABLE) -> Entry:
+    entry = table[key]
     cls = SMTPConnection
     return (
         getattr(cls, entry.check, None),
@@ -357,5 +376,9 @@ def _resolve(key: tuple[State, str]) -> Entry:
     )
 
 
-# TABLE with the method names resolved to functions, once, at import.
+# TABLE (LMTP_TABLE for LMTP sessions) with the method names resolved to
+# functions, once, at import.
 _DISPATCH: dict[tuple[State, str], Entry] = {key: _resolve(key) for key in TABLE}
+_LMTP_DISPATCH: dict[tuple[State, str], Entry] = {
+    key: _resolve(key, LMTP_TABLE) for key in LMTP_TABLE
+}

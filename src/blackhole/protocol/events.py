@@ -22,7 +22,9 @@ class MessageReceived:
     ``headers`` holds the header section's (name, value) pairs when the
     session collects headers (``SessionSettings.collect_headers``), else
     None. ``reply`` is the answer a ``content`` rule already chose: when it
-    is set, the adapter sends it rather than asking the policy.
+    is set, the adapter sends it rather than asking the policy. ``lmtp``:
+    the answer is one reply per recipient, in ``recipients`` order (RFC 2033
+    section 4.2), each decided on its own.
     """
 
     size: int
@@ -32,6 +34,7 @@ class MessageReceived:
     delay: str | None
     headers: list[tuple[str, str]] | None = None
     reply: Reply | None = None
+    lmtp: bool = False
 
 
 @dataclass(slots=True)

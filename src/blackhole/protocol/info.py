@@ -31,11 +31,11 @@ _ETRN_SYNTAX = Reply(501, "5.5.4", f"Syntax: {COMMANDS['ETRN'].help}")
 _SMTPUTF8 = " SMTPUTF8"
 
 
-def help_reply(arg: str, *, tls: bool, auth: bool) -> Reply:
+def help_reply(arg: str, *, tls: bool, auth: bool, lmtp: bool = False) -> Reply:
     """RFC 5321 4.1.1.8: 214 with the commands offered, or the syntax of one verb."""
     topic = arg.strip().upper()
     if not topic:
-        return help_summary(tls=tls, auth=auth)
+        return help_summary(tls=tls, auth=auth, lmtp=lmtp)
     return HELP_TOPICS.get(topic, R.R504_HELP_UNKNOWN)
 
 

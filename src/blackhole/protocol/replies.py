@@ -92,7 +92,9 @@ R452_TOO_MANY_RCPT = Reply(452, "4.5.3", "Too many recipients")
 R500_LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
 R500_BAD_ENCODING = Reply(500, "5.5.2", "Syntax error, command is not valid UTF-8")
 R500_BAD_BYTES = Reply(500, "5.5.2", "Syntax error, command contains forbidden bytes")
+R500_USE_LHLO = Reply(500, "5.5.1", "This is an LMTP server: use LHLO (RFC 2033)")
 R501_EHLO_SYNTAX = Reply(501, "5.5.4", "Syntax: EHLO hostname")
+R501_LHLO_SYNTAX = Reply(501, "5.5.4", "Syntax: LHLO hostname")
 R501_HELO_SYNTAX = Reply(501, "5.5.4", "Syntax: HELO hostname")
 R501_MAIL_SYNTAX = Reply(501, "5.5.4", "Syntax: MAIL FROM:<address> [parameters]")
 R501_RCPT_SYNTAX = Reply(501, "5.5.4", "Syntax: RCPT TO:<address> [parameters]")
@@ -148,8 +150,8 @@ def queued(queue_id: str) -> Reply:
 
 
 @lru_cache(maxsize=64)  # one per mail name: made once, not per connection
-def greeting(mailname: str) -> Reply:
-    return Reply(220, None, f"{mailname} ESMTP")
+def greeting(mailname: str, lmtp: bool = False) -> Reply:
+    return Reply(220, None, f"{mailname} {'LMTP' if lmtp else 'ESMTP'}")
 
 
 def bdat_chunk(size: int) -> Reply:

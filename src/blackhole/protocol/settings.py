@@ -29,6 +29,9 @@ class SessionSettings:
     # MAX_HEADER_SCAN) for header rules and recorded messages. Off, the hot
     # path never copies a header.
     collect_headers: bool = False
+    # LMTP (RFC 2033): LHLO instead of HELO/EHLO, and one reply per
+    # recipient at the end of a message.
+    lmtp: bool = False
     tls_available: bool = False  # STARTTLS can be offered
     tls_active: bool = False  # the connection is TLS from the start (SMTPS)
     auth_required: bool = False  # MAIL needs AUTH first (530 5.7.0)

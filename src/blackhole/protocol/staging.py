@@ -43,7 +43,8 @@ class Staging(Commands):
         def _line(self, raw: bytes, staged: bool = False) -> None: ...
 
     def _greet(self, reply: Reply | None) -> None:
-        self._out.append((reply or R.greeting(self.settings.mailname)).wire)
+        greeting = reply or R.greeting(self.settings.mailname, self.settings.lmtp)
+        self._out.append(greeting.wire)
 
     def _refuse_session(self, reply: Reply) -> None:
         # RFC 5321 3.1: after a 554-style greeting only QUIT is of any use.

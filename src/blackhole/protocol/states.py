@@ -83,6 +83,7 @@ class Command:
     stage_in: frozenset[State] | None = None  # where the stage is reported, if not everywhere
     refuse: str | None = None  # method run instead of a plain 503 when refused
     stays_in: frozenset[State] = frozenset()  # states that ``next`` does not leave
+    lmtp: bool | None = None  # only in LMTP (True) or only in SMTP (False) sessions
 
 
 # The EHLO keyword of a command follows the command's row; these name no verb.
@@ -99,8 +100,10 @@ _MECHANISMS = tuple(sasl.MECHANISMS)
 
 # In the order the EHLO keywords are offered.
 COMMANDS: dict[str, Command] = {
-    "EHLO": Command("ehlo", SESSION, _S.GREETED, Stage.HELO, "EHLO hostname"),
-    "HELO": Command("helo", SESSION, _S.GREETED, Stage.HELO, "HELO hostname"),
+    "EHLO": Command("ehlo", SESSION, _S.GREETED, Stage.HELO, "EHLO hostname", lmtp=False),
+    "HELO": Command("helo", SESSION, _S.GREETED, Stage.HELO, "HELO hostname", lmtp=False),
+    # RFC 2033 4.1: LMTP's greeting, EHLO by another name (same answer).
+    "LHLO": Command("lhlo", SESSION, _S.GREETED, Stage.HELO, "LHLO hostname", lmtp=True),
     "MAIL": Command("mail", _GREETED, _S.MAIL, Stage.MAIL, "MAIL FROM:<address> [parameters]"),
     "RCPT": Command(
         "rcpt", frozenset({_S.MAIL, _S.RCPT}), _S.RCPT, Stage.RCPT, "RCPT TO:<address> [parameters]"
@@ -220,15 +223,35 @@ def _entry(state: State, verb: str, command: Command) -> Entry:
     return Entry(verb, check, commit, command.refuse, next_state, stage, command.junk, None)
 
 
+def _lmtp_entry(state: State, verb: str, command: Command) -> Entry:
+    if command.lmtp is False:
+        # RFC 2033 4.1: HELO and EHLO are replaced by LHLO, so that a client
+        # speaking SMTP to an LMTP server finds out at once.
+        check, commit = f"check_{command.handler}", f"do_{command.handler}"
+        return Entry(verb, check, commit, None, state, None, False, R.R500_USE_LHLO)
+    return _entry(state, verb, command)
+
+
+# SMTP sessions: LHLO is in no row, so it is an unknown command (502).
 TABLE: dict[tuple[State, str], Entry] = {
     (state, verb): _entry(state, verb, command)
+    for verb, command in COMMANDS.items()
+    if command.lmtp is not True
+    for state in State
+}
+# LMTP sessions (RFC 2033): the same rows, with LHLO in place of HELO/EHLO.
+LMTP_TABLE: dict[tuple[State, str], Entry] = {
+    (state, verb): _lmtp_entry(state, verb, command)
     for verb, command in COMMANDS.items()
     for state in State
 }
 
 
-def offered(verb: str, *, tls: bool, auth: bool) -> bool:
-    offer = COMMANDS[verb].offer
+def offered(verb: str, *, tls: bool, auth: bool, lmtp: bool = False) -> bool:
+    command = COMMANDS[verb]
+    if command.lmtp is not None and command.lmtp is not lmtp:
+        return False
+    offer = command.offer
     return offer is Offer.ALWAYS or (tls if offer is Offer.STARTTLS else auth)
 
 
@@ -244,10 +267,10 @@ def ehlo_reply(greeting: str, max_size: int, *, tls: bool, auth: bool) -> Reply:
     return Reply(250, None, lines)
 
 
-@lru_cache(maxsize=4)
-def help_summary(*, tls: bool, auth: bool) -> Reply:
+@lru_cache(maxsize=8)
+def help_summary(*, tls: bool, auth: bool, lmtp: bool = False) -> Reply:
     """RFC 5321 4.1.1.8: the commands offered in this session, as EHLO offers them."""
-    verbs = sorted(v for v in COMMANDS if offered(v, tls=tls, auth=auth))
+    verbs = sorted(v for v in COMMANDS if offered(v, tls=tls, auth=auth, lmtp=lmtp))
     return Reply(214, "2.0.0", "Supported commands: " + " ".join(verbs))
 
 

@@ -143,7 +143,9 @@ def describe_all(bound: Bound, starttls: bool) -> str:
         text = describe(listener, sock)
         if starttls and not listener.tls:
             text += " (STARTTLS)"
-        flags = [f"mode={listener.mode}" if listener.mode else "", ""]
+        flags = [f"mode={listener.mode}" if listener.mode else ""]
+        if listener.name is not None:
+            flags.append(f"name={listener.name}")
         if listener.delay is not None:
             flags.append(f"delay={listener.delay}")
         flag_text = " ".join(f for f in flags if f)

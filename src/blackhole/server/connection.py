@@ -202,16 +202,22 @@ class SMTPProtocol(asyncio.Protocol):
 
     def _message(self, core: SMTPConnection, event: MessageReceived) -> bool:
         """Answer a complete message; True if the answer is delayed."""
-        server = self.server
-        server.stats.messages += 1
-        reply, delay = server.policy.decide(self.ctx.defaults, event.mode, event.delay)
+        self.server.stats.messages += 1
+        reply: Reply | list[Reply]
+        if event.lmtp:
+            # RFC 2033 4.2: one reply per recipient, each decided on its own;
+            # they go out together, after the longest delay any of them drew.
+            decided = [self._decide(event, recipient) for recipient in event.recipients]
+            reply, delay = [r for r, _ in decided], max(seconds for _, seconds in decided)
+        else:
+            reply, delay = self._decide(event, None)
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
-                "[%s] message of %d bytes to %d recipient(s): %d in %.3gs",
+                "[%s] message of %d bytes to %d recipient(s): %s in %.3gs",
                 self.session_id,
                 event.size,
                 len(event.recipients),
-                reply.code,
+                reply.code if isinstance(reply, Reply) else " ".join(str(r.code) for r in reply),
                 delay,
             )
         if delay > 0:
@@ -224,7 +230,11 @@ class SMTPProtocol(asyncio.Protocol):
         core.send(reply)
         return False
 
-    def _deliver(self, reply: Reply) -> None:
+    def _decide(self, event: MessageReceived, recipient: str | None) -> tuple[Reply, float]:
+        """(reply, delay) for a message (SMTP), or for one recipient of it (LMTP)."""
+        return self.server.policy.decide(self.ctx.defaults, event.mode, event.delay)
+
+    def _deliver(self, reply: Reply | list[Reply]) -> None:
         self._delay = None
         core = self.core
         if core is None or self.transport is None or self.closing:

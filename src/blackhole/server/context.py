@@ -45,6 +45,7 @@ def build_context(
         # Listener flags win over headers (SPEC precedence), and the classic
         # server stopped reading switches altogether on flagged listeners.
         dynamic_switch=config.dynamic_switch,
+        lmtp=listener.lmtp,
         tls_available=ssl_context is not None and not listener.tls,
         tls_active=listener.tls,  # SMTPS: the core starts after the handshake
         auth_required=config.auth_required,

@@ -152,6 +152,5 @@ def bind_all(listeners: Iterable[Listener]) -> list[tuple[Listener, socket.socke
 def describe(listener: Listener, sock: socket.socket) -> str:
     """``smtp://127.0.0.1:2525`` / ``smtps://[::1]:4650`` with the real bound
     address and port (port 0 in the config means "any free port")."""
-    scheme = "smtps" if listener.tls else "smtp"
     address = sock.getsockname()
-    return f"{scheme}://{host_port(str(address[0]), int(address[1]))}"
+    return f"{listener.scheme}://{host_port(str(address[0]), int(address[1]))}"
