@@ -25,6 +25,8 @@ from blackhole.config.listen import ListenError, parse_delay, parse_listen, pars
 from blackhole.config.model import Config, Listener
 from blackhole.errors import ConfigError
 from blackhole.net import host_port
+from blackhole.rules.addresses import parse_conventions
+from blackhole.rules.parse import RulesError, parse_file
 
 
 def _parsers(base: Path) -> dict[str, Callable[[str], Any]]:
@@ -61,6 +63,10 @@ def _parsers(base: Path) -> dict[str, Callable[[str], Any]]:
         "tls_handshake_timeout": values.tls_handshake_timeout,
         "grace_period": values.grace_period,
         "heartbeat_interval": values.heartbeat_interval,
+        # Parsed with the config, so that -t, start-up and SIGHUP all refuse a
+        # broken rules file the same way (a reload keeps the old config).
+        "rules": lambda text: parse_file(files.resolve(text, base)),
+        "address_rules": parse_conventions,
     }
 
 
@@ -81,6 +87,7 @@ def parse_config(
     settings = read_settings(text, problems)
     parsers = _parsers(start)
     parsed: dict[str, Any] = {}
+    in_rules: list[str] = []
     for key, setting in settings.items():
         try:
             parsed[key] = parsers[key](setting.value)
@@ -90,13 +97,16 @@ def parse_config(
             # Still checked for clashes below; nothing else uses them, since
             # any problem stops the load.
             parsed[key] = exc.listeners
+        except RulesError as exc:
+            # Each problem already names the rules file and line (or rule).
+            in_rules.extend(exc.problems)
         except ValueError as exc:
             problems.add(setting.line, f"{key} {exc}")
 
     _check_tls(settings, problems)
     _check_listener_clashes(settings, parsed, problems)
-    if problems:
-        raise ConfigError(problems.messages())
+    if problems or in_rules:
+        raise ConfigError(problems.messages() + in_rules)
 
     changes = {key: value for key, value in parsed.items() if key not in {"listen", "tls_listen"}}
     if "listen" in settings or "tls_listen" in settings:

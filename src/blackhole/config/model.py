@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from blackhole.net import host_port
 from blackhole.policy.modes import CLASSIC_RANDOM_ACCEPT, Delay, Mode
+from blackhole.rules.parse import RuleFile
 
 DEFAULT_TIMEOUT = 60.0
 MAX_TIMEOUT = 180.0
@@ -82,6 +83,8 @@ class Config:
     tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT
     grace_period: float = 30.0  # seconds sessions get to finish at SIGTERM
     heartbeat_interval: float = 5.0  # supervisor -> worker liveness ping
+    rules: RuleFile | None = None  # the `rules` file, parsed when the config is loaded
+    address_rules: tuple[str, ...] = ()  # "mox", "ses": docs/rules.md "Address conventions"
     # --- command line only ---------------------------------------------------
     less_secure: bool = False  # -ls: skip single-use DH keys (classic meaning)
     debug: bool = False
