@@ -14,5 +14,6 @@ def rules_server(
     """A one-worker server on an ephemeral port with ``rules`` as its rules file."""
     path = directory / "rules.toml"
     path.write_text(rules)
-    text = f"listen = 127.0.0.1:0\nworkers = 1\ntimeout = 30\nrules = {path}\n{extra}"
+    timeout = "" if "timeout" in extra else "timeout = 30\n"
+    text = f"listen = 127.0.0.1:0\nworkers = 1\ngrace_period = 1\n{timeout}rules = {path}\n{extra}"
     return start(factory, directory, text, *args)
