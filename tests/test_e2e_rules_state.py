@@ -181,17 +181,35 @@ def r(body: str, name: str = "r", at: str = "rcpt") -> str:
 
 
 BAD = {
-    "unknown stage": ('[[rule]]\nname = "r"\nat = "rcptt"\nreply = "450"\n', "rules.toml:3: rule \"r\": at: unknown stage 'rcptt' (did you mean 'rcpt'?)"),
-    "unknown key": (r('reply = "450"\ndealy = 3'), "rules.toml:5: rule \"r\": dealy: unknown key (did you mean 'delay'?)"),
-    "matcher too early": (r('sender = "a@x"\nreply = "450"', at="connect"), 'rules.toml:4: rule "r": sender: is not known yet at connect'),
+    "unknown stage": (
+        '[[rule]]\nname = "r"\nat = "rcptt"\nreply = "450"\n',
+        "rules.toml:3: rule \"r\": at: unknown stage 'rcptt' (did you mean 'rcpt'?)",
+    ),
+    "unknown key": (
+        r('reply = "450"\ndealy = 3'),
+        "rules.toml:5: rule \"r\": dealy: unknown key (did you mean 'delay'?)",
+    ),
+    "matcher too early": (
+        r('sender = "a@x"\nreply = "450"', at="connect"),
+        'rules.toml:4: rule "r": sender: is not known yet at connect',
+    ),
     "bad glob": (r('recipient = "[a-"\nreply = "450"'), 'rules.toml:4: rule "r": recipient:'),
-    "reply 600": (r('reply = "600"'), 'rules.toml:4: rule "r": reply: code 600 is not between 200 and 599'),
+    "reply 600": (
+        r('reply = "600"'),
+        'rules.toml:4: rule "r": reply: code 600 is not between 200 and 599',
+    ),
     "class mismatch": (r('reply = "250 5.1.1"'), 'rules.toml:4: rule "r": reply:'),
     "negative delay": (r("delay = -1"), 'rules.toml:4: rule "r": delay:'),
-    "probability 1.5": (r('probability = 1.5\nreply = "450"'), 'rules.toml:4: rule "r": probability:'),
-    "duplicate names": (r('reply = "450"') + r('reply = "451"'), 'rules.toml:6: rule "r": name: already used by the rule at line 1'),
+    "probability 1.5": (
+        r('probability = 1.5\nreply = "450"'),
+        'rules.toml:4: rule "r": probability:',
+    ),
+    "duplicate names": (
+        r('reply = "450"') + r('reply = "451"'),
+        'rules.toml:6: rule "r": name: already used by the rule at line 1',
+    ),
     "TOML syntax": ("[[rule]\nname=", "rules.toml: not valid TOML"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("case", list(BAD))
