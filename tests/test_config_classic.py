@@ -639,6 +639,7 @@ def test_option_examples_are_valid(tmp_path: Path, pem: dict[str, Path]) -> None
         "pidfile",
         "log_file",
         "control_token_file",
+        "rules",
     }
     for option in OPTIONS:
         if option.name in needs_files:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 
 import pytest
 
@@ -242,10 +243,11 @@ def test_debug_log_says_why(caplog: pytest.LogCaptureFixture) -> None:
         '[[rule]]\nname = "b"\nat = "rcpt"\nevery = 2\nreply = "451"\n'
     )
     with caplog.at_level(logging.DEBUG, logger="blackhole.rules"):
-        run(rules, Stage.RCPT, RCPT)
+        run(rules, Stage.RCPT, replace(RCPT, session="w1-7"))
+    # The session id leads, so that -d output can be followed per session.
     assert [r.getMessage() for r in caplog.records] == [
-        "rule a at rcpt: recipient does not hold",
-        "rule b at rcpt: match 1 of '' not selected",
+        "[w1-7] rule a at rcpt: recipient does not hold",
+        "[w1-7] rule b at rcpt: match 1 of '' not selected",
     ]
 
 

@@ -32,6 +32,8 @@ from blackhole.config.listen import (
 from blackhole.config.model import Config, Listener
 from blackhole.errors import ConfigError
 from blackhole.net import host_port
+from blackhole.rules.addresses import parse_conventions
+from blackhole.rules.parse import RulesError, parse_file
 
 
 def _parsers(base: Path) -> dict[str, Callable[[str], Any]]:
@@ -74,6 +76,10 @@ def _parsers(base: Path) -> dict[str, Callable[[str], Any]]:
         "control_listen": parse_address,
         "control_token": values.token,
         "control_token_file": lambda text: files.readable_file(text, base),
+        # Parsed with the config, so that -t, start-up and SIGHUP all refuse a
+        # broken rules file the same way (a reload keeps the old config).
+        "rules": lambda text: parse_file(files.resolve(text, base)),
+        "address_rules": parse_conventions,
     }
 
 
@@ -94,6 +100,7 @@ def parse_config(
     settings = read_settings(text, problems)
     parsers = _parsers(start)
     parsed: dict[str, Any] = {}
+    in_rules: list[str] = []
     for key, setting in settings.items():
         try:
             parsed[key] = parsers[key](setting.value)
@@ -103,14 +110,17 @@ def parse_config(
             # Still checked for clashes below; nothing else uses them, since
             # any problem stops the load.
             parsed[key] = exc.listeners
+        except RulesError as exc:
+            # Each problem already names the rules file and line (or rule).
+            in_rules.extend(exc.problems)
         except ValueError as exc:
             problems.add(setting.line, f"{key} {exc}")
 
     _check_tls(settings, problems)
     _check_control(settings, parsed, problems)
     _check_listener_clashes(settings, parsed, problems)
-    if problems:
-        raise ConfigError(problems.messages())
+    if problems or in_rules:
+        raise ConfigError(problems.messages() + in_rules)
 
     changes = {key: value for key, value in parsed.items() if key not in _LISTEN_KEYS}
     if any(key in settings for key in _LISTEN_KEYS):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from blackhole.net import host_port
 from blackhole.policy.modes import CLASSIC_RANDOM_ACCEPT, Delay, Mode
 from blackhole.protocol.settings import FORBIDDEN_COMMANDS
+from blackhole.rules.parse import RuleFile
 
 DEFAULT_TIMEOUT = 60.0
 MAX_TIMEOUT = 180.0
@@ -95,6 +96,8 @@ class Config:
     control_listen: tuple[str, int] | None = None  # the control API's (host, port); None: off
     control_token: str | None = None  # bearer token the control API requires
     control_token_file: str | None = None  # a file holding it (absolute path), read at start
+    rules: RuleFile | None = None  # the `rules` file, parsed when the config is loaded
+    address_rules: tuple[str, ...] = ()  # "mox", "ses": docs/rules.md "Address conventions"
     # --- command line only ---------------------------------------------------
     less_secure: bool = False  # -ls: skip single-use DH keys (classic meaning)
     debug: bool = False

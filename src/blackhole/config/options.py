@@ -278,6 +278,22 @@ OPTIONS: tuple[Option, ...] = (
         "/run/secrets/blackhole-token",
         classic=False,
     ),
+    Option(
+        "rules",
+        "(none)",
+        "path to a TOML rules file",
+        "Scripted faults at every stage of the conversation (docs/rules.md); reloaded by SIGHUP.",
+        "/etc/blackhole-rules.toml",
+        classic=False,
+    ),
+    Option(
+        "address_rules",
+        "(off)",
+        "mox, ses, or both",
+        "Replies chosen by the recipient or sender address, as mox and the SES simulator do.",
+        "mox, ses",
+        classic=False,
+    ),
 )
 
 OPTION_NAMES: tuple[str, ...] = tuple(option.name for option in OPTIONS)

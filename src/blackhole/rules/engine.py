@@ -161,7 +161,13 @@ class RuleSet:
                 miss = "after_bytes"
             if miss is not None:
                 if debug:
-                    log.debug("rule %s at %s: %s does not hold", rule.name, stage, miss)
+                    log.debug(
+                        "[%s] rule %s at %s: %s does not hold",
+                        facts.session,
+                        rule.name,
+                        stage,
+                        miss,
+                    )
                 continue
             self.hits[rule.name] += 1
             selection = rule.selection
@@ -180,11 +186,23 @@ class RuleSet:
             if not act:
                 if debug:
                     log.debug(
-                        "rule %s at %s: match %d of %r not selected", rule.name, stage, count, key
+                        "[%s] rule %s at %s: match %d of %r not selected",
+                        facts.session,
+                        rule.name,
+                        stage,
+                        count,
+                        key,
                     )
                 continue
             if debug:
-                log.debug("rule %s at %s: match %d of %r acts", rule.name, stage, count, key)
+                log.debug(
+                    "[%s] rule %s at %s: match %d of %r acts",
+                    facts.session,
+                    rule.name,
+                    stage,
+                    count,
+                    key,
+                )
             return self._verdict(rule, key, count)
         return None
 

@@ -21,6 +21,7 @@ from blackhole.config.model import Config, Listener
 from blackhole.policy.decide import Policy
 from blackhole.server.connection import SMTPProtocol
 from blackhole.server.context import ListenerContext, build_context
+from blackhole.server.rulestate import WorkerRules
 from blackhole.server.sockets import default_backlog, describe
 from blackhole.server.state import ServerState
 
@@ -80,6 +81,8 @@ class Worker:
         self.config = config
         self.contexts: list[ListenerContext] = []
         self._servers: list[asyncio.AbstractServer] = []
+        if WorkerRules.wanted(config):
+            self.state.rules = WorkerRules(config)
         self.reload(config, mailname, ssl_context)
 
     def reload(self, config: Config, mailname: str, ssl_context: ssl.SSLContext | None) -> None:
@@ -96,8 +99,17 @@ class Worker:
             # Flags come from the new config when the listener is still there.
             current = by_address.get(key, listener)
             contexts.append(build_context(config, current, mailname, ssl_context, challenge))
+        if self.config is not config:  # a SIGHUP reload, not the first load
+            self._reload_rules(config)
         self.config = config
         self.contexts = contexts
+
+    def _reload_rules(self, config: Config) -> None:
+        rules = self.state.rules
+        if rules is not None:
+            rules.reload(config)
+        elif WorkerRules.wanted(config):
+            self.state.rules = WorkerRules(config)
 
     async def start(self) -> None:
         backlog = default_backlog()

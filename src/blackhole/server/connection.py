@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from blackhole.protocol import replies as R
 from blackhole.protocol.core import SMTPConnection
-from blackhole.protocol.events import Close, Cut, MessageReceived, StartTLS
+from blackhole.protocol.events import Close, Cut, MessageReceived, StageReached, StartTLS
 from blackhole.protocol.replies import Reply
-from blackhole.server import upgrade
+from blackhole.server import upgrade, verdicts
 from blackhole.server.idle import IdleTimer
+from blackhole.server.steering import Steering
 
 if TYPE_CHECKING:
     from blackhole.server.context import ListenerContext
@@ -54,6 +56,7 @@ class SMTPProtocol(asyncio.Protocol):
         "loop",
         "server",
         "session_id",
+        "steer",
         "transport",
     )
 
@@ -73,6 +76,7 @@ class SMTPProtocol(asyncio.Protocol):
         self._backlog = b""  # input read but not yet given to the core
         # SMTPS only: bytes read before start_tls() took over the transport.
         self._early: bytearray | None = None
+        self.steer: Steering | None = None  # set when the worker has rules
 
     # --- transport callbacks --------------------------------------------------
 
@@ -152,6 +156,8 @@ class SMTPProtocol(asyncio.Protocol):
     def _begin(self) -> None:
         core = SMTPConnection(self.ctx.settings)
         self.core = core
+        if self.server.rules is not None:
+            self.steer = Steering(self, self.server.rules, core)
         core.start()
         self._pump(core)
 
@@ -173,8 +179,15 @@ class SMTPProtocol(asyncio.Protocol):
             if isinstance(event, MessageReceived):
                 if self._message(core, event):
                     break  # delayed: _deliver resumes the pump
+            elif isinstance(event, StageReached):
+                assert self.steer is not None  # only rules make the core watch stages
+                if self.steer.reached(core, event):
+                    break  # decided later: the steering resumes the pump
             elif isinstance(event, StartTLS):
                 self._write(transport, core)  # the 220, in plaintext
+                if self.steer is not None and self.steer.tls_fault is not None:
+                    self.steer.break_tls(transport)
+                    return
                 self.core = None  # nothing is read until the handshake is done
                 transport.pause_reading()
                 self._start_tls(greet=False, core=core)
@@ -188,21 +201,29 @@ class SMTPProtocol(asyncio.Protocol):
                 # hang (the core reads nothing more; the idle timer ends it).
                 self._write(transport, core)
                 if event.how == "reset":
-                    transport.abort()
+                    verdicts.reset(transport)
                 elif event.how == "drop":
                     self._close()
                 return
         self._write(transport, core)
 
-    @staticmethod
-    def _write(transport: asyncio.Transport, core: SMTPConnection) -> None:
+    def _write(self, transport: asyncio.Transport, core: SMTPConnection) -> None:
         out = core.data_to_send()
         if out:
-            transport.write(out)
+            if self.steer is None:
+                transport.write(out)
+            else:
+                self.steer.write(transport, out)  # maybe through a tarpit
 
     def _message(self, core: SMTPConnection, event: MessageReceived) -> bool:
         """Answer a complete message; True if the answer is delayed."""
         self.server.stats.messages += 1
+        if self.steer is not None:
+            return self.steer.message(core, event)  # end rules, then address conventions
+        return self.answer(core, event)
+
+    def answer(self, core: SMTPConnection, event: MessageReceived) -> bool:
+        """The mode's answer to a message; True if it is delayed."""
         reply: Reply | list[Reply]
         if event.lmtp:
             # RFC 2033 4.2: one reply per recipient, each decided on its own;
@@ -246,6 +267,27 @@ class SMTPProtocol(asyncio.Protocol):
             self._continue()
         except Exception:
             self._internal_error()
+
+    # --- held answers (server.steering) ---------------------------------------------
+
+    def hold(self, delay: float, then: Callable[[], None]) -> None:
+        """Run ``then`` in ``delay`` seconds; input is held meanwhile."""
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self._delay = self.loop.call_later(delay, self._held, then)
+
+    def _held(self, then: Callable[[], None]) -> None:
+        self._delay = None
+        self.last = self.loop.time()
+        then()
+
+    def carry_on(self, core: SMTPConnection) -> None:
+        """A held answer was given: write it and read on."""
+        self._pump(core)
+        self._continue()
+
+    def touch(self) -> None:
+        self.last = self.loop.time()  # a tarpit's bytes are a sign of life
 
     # --- flow control -------------------------------------------------------------
 
@@ -376,7 +418,10 @@ class SMTPProtocol(asyncio.Protocol):
             self._delay.cancel()
             self._delay = None
         if self.transport is not None:
-            self.transport.close()  # flushes what was written first
+            if self.steer is None:
+                self.transport.close()  # flushes what was written first
+            else:
+                self.steer.close_after(self.transport.close)  # a tarpit's bytes first
 
     def _abort(self) -> None:
         """Drop the connection now, and the session with it.

@@ -50,6 +50,8 @@ def build_context(
         tls_active=listener.tls,  # SMTPS: the core starts after the handshake
         auth_required=config.auth_required,
         auth_tls_only=config.auth_tls_only,
+        # Header matchers and the "message" key read the header section.
+        collect_headers=config.rules is not None,
     )
     if challenge is not None:
         settings = replace(settings, challenge=challenge)

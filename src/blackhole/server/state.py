@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from blackhole.policy.decide import Policy
+
+if TYPE_CHECKING:
+    from blackhole.server.rulestate import WorkerRules
 
 
 class Session(Protocol):
@@ -35,7 +38,7 @@ class Stats:
 
 
 class ServerState:
-    __slots__ = ("_ids", "loop", "policy", "prefix", "sessions", "stats")
+    __slots__ = ("_ids", "loop", "policy", "prefix", "rules", "sessions", "stats")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, policy: Policy, prefix: str = "") -> None:
         self.loop = loop
@@ -43,6 +46,7 @@ class ServerState:
         self.prefix = prefix
         self.sessions: set[Session] = set()
         self.stats = Stats()
+        self.rules: WorkerRules | None = None  # rules or address conventions in force
         self._ids = itertools.count(1)
 
     def next_session_id(self) -> str:

@@ -1,0 +1,107 @@
+"""A worker's rules: the file rules of its config, and the store they count in.
+
+``new_store`` is the one seam where the state store is chosen: an in-process
+``MemoryStore`` today (exact for ``workers = 1``). A store shared by every
+worker plugs in here; any exception it raises is answered ``451 4.3.0`` for
+that one event (``server.steering``), never a crashed session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from blackhole.config.model import Config
+from blackhole.protocol.hooks import Stage
+from blackhole.rules.addresses import MOX, SES
+from blackhole.rules.engine import RuleSet
+from blackhole.rules.store import MemoryStore, Store
+
+log = logging.getLogger("blackhole.rules")
+
+# The stages each address convention decides at (RULES.md "Address conventions").
+_CONVENTION_STAGES = {
+    MOX: frozenset((Stage.MAIL, Stage.RCPT, Stage.END)),
+    SES: frozenset((Stage.RCPT, Stage.END)),
+}
+
+
+def new_store() -> Store:
+    """The store every rule of this worker counts in."""
+    return MemoryStore()
+
+
+def _seed(config: Config) -> int:
+    # RULES.md: the rules file's seed, else the config file's; 0 keeps a run
+    # without either replayable all the same.
+    if config.rules is not None and config.rules.seed is not None:
+        return config.rules.seed
+    return config.seed if config.seed is not None else 0
+
+
+class WorkerRules:
+    """The rules in force in one worker, and what the adapter needs to know of them."""
+
+    __slots__ = ("_tasks", "conventions", "ruleset")
+
+    def __init__(self, config: Config, store: Store | None = None) -> None:
+        file_rules = config.rules.rules if config.rules is not None else ()
+        self.ruleset = RuleSet(
+            file_rules,
+            seed=_seed(config),
+            started=time.time(),
+            store=store if store is not None else new_store(),
+        )
+        self.conventions = config.address_rules
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @staticmethod
+    def wanted(config: Config) -> bool:
+        """Whether a config asks for any of this (else sessions pay nothing)."""
+        return config.rules is not None or bool(config.address_rules)
+
+    def reload(self, config: Config) -> None:
+        """SIGHUP: the new file rules; unchanged rules keep their state.
+
+        The file was parsed when the config was loaded, so a broken one never
+        gets here (the supervisor keeps the old config).
+        """
+        self.conventions = config.address_rules
+        file_rules = config.rules.rules if config.rules is not None else ()
+        task = asyncio.get_running_loop().create_task(
+            self.ruleset.reload(file_rules, _seed(config))
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._reloaded)
+
+    def _reloaded(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("the new rules are refused, the old ones stay: %s", exc)
+
+    @property
+    def stages(self) -> frozenset[Stage]:
+        """The stages the core must report: the rules' and the conventions'."""
+        stages = self.ruleset.stages
+        for name in self.conventions:
+            stages = stages | _CONVENTION_STAGES[name]
+        return stages
+
+    @property
+    def content_threshold(self) -> int | None:
+        """Report content once the smallest ``after_bytes`` has arrived (None: at its end)."""
+        thresholds = [
+            r.actions.after_bytes
+            for r in self.ruleset.rules
+            if r.stage is Stage.CONTENT and r.actions.after_bytes > 0
+        ]
+        return min(thresholds) if thresholds else None
+
+    @property
+    def headers_wanted(self) -> bool:
+        return any(r.matchers.header is not None for r in self.ruleset.rules)
+
+    def stateful(self, stage: Stage) -> bool:
+        """Whether deciding at ``stage`` may have to wait for the store."""
+        return any(r.stage is stage and r.selection.stateful for r in self.ruleset.rules)

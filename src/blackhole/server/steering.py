@@ -1,0 +1,243 @@
+"""One session under rules: evaluate at each watched stage, then carry out the verdict.
+
+``SMTPProtocol`` makes a ``Steering`` when the worker has rules or address
+conventions, and calls it when the core reports a stage and when a message
+ends. Order (RULES.md): rules first, then address conventions, then the mode.
+
+Rules without state decide in the same callback: the engine's coroutine is
+run to its end at once, without a task (it never waits). Rules that count in
+the store may wait for it: a task decides, and the core holds the session's
+input until the verdict is applied. A store that fails answers ``451 4.3.0``
+for that event; the session carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from blackhole.protocol import replies as R
+from blackhole.protocol.core import SMTPConnection
+from blackhole.protocol.events import MessageReceived, StageReached
+from blackhole.protocol.hooks import Stage, TLSFault, Verdict
+from blackhole.protocol.replies import Reply
+from blackhole.rules.addresses import address_verdict
+from blackhole.rules.engine import CLOSING
+from blackhole.rules.match import Facts
+from blackhole.server.rulefacts import Where, end_facts, stage_facts
+from blackhole.server.rulestate import WorkerRules
+from blackhole.server.verdicts import Pacer, RefuseHandshake, reset
+
+if TYPE_CHECKING:
+    from blackhole.server.connection import SMTPProtocol
+
+log = logging.getLogger("blackhole.rules")
+
+# Applies a verdict; True while the session still waits for something else.
+Done = Callable[[Verdict | None], bool]
+
+
+def run_now(coro: Coroutine[Any, Any, Verdict | None]) -> Verdict | None:
+    """The result of a coroutine that never suspends, without an event loop task."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        result: Verdict | None = stop.value
+        return result
+    coro.close()
+    raise RuntimeError("the rules engine waited although no rule needs the store")
+
+
+def describe(verdict: Verdict) -> str:
+    """The action, as the info log line says it."""
+    parts = []
+    if verdict.delay:
+        parts.append(f"delay {verdict.delay:.3g}s")
+    for flag in ("close", "drop", "reset", "hang"):
+        if getattr(verdict, flag):
+            parts.append(flag)
+    if verdict.tarpit:
+        parts.append(f"tarpit {verdict.tarpit} B/s")
+    if verdict.tls is not None:
+        parts.append(f"tls {verdict.tls}")
+    if verdict.reply is not None:
+        parts.append(f"reply {verdict.reply.code} {verdict.reply.text}")
+    return ", ".join(parts) or "pass"
+
+
+class Steering:
+    """The rules' side of one session."""
+
+    __slots__ = ("pacer", "rules", "session", "tls_fault", "where")
+
+    def __init__(self, session: SMTPProtocol, rules: WorkerRules, core: SMTPConnection) -> None:
+        self.session = session
+        self.rules = rules
+        assert session.transport is not None
+        listener = session.ctx.listener
+        self.where = Where.of(session.session_id, session.transport, listener.host, listener.name)
+        self.pacer: Pacer | None = None
+        self.tls_fault: TLSFault | None = None
+        core.watch = rules.stages
+        core.content_threshold = rules.content_threshold
+
+    # --- the two entry points -----------------------------------------------------
+
+    def reached(self, core: SMTPConnection, event: StageReached) -> bool:
+        """A watched stage; True if its verdict comes later (the pump stops)."""
+
+        def done(verdict: Verdict | None) -> bool:
+            if verdict is not None and verdict.tls is not None and event.stage is Stage.STARTTLS:
+                self.tls_fault = verdict.tls
+            core.resolve(verdict)
+            return False
+
+        return self._decide(core, event.stage, stage_facts(self.where, core, event), done)
+
+    def message(self, core: SMTPConnection, event: MessageReceived) -> bool:
+        """A message has ended (``end``); True if its answer comes later."""
+        session = self.session
+        if event.reply is not None:
+            # A content rule chose the message's answer already.
+            core.send(for_each(event, event.reply))
+            return False
+
+        def done(verdict: Verdict | None) -> bool:
+            if verdict is None or not (
+                verdict.reply or verdict.close or verdict.drop or verdict.reset or verdict.hang
+            ):
+                return session.answer(core, event)  # the mode decides
+            return self._end(core, event, verdict)
+
+        return self._decide(core, Stage.END, end_facts(self.where, core, event), done)
+
+    # --- deciding -------------------------------------------------------------------
+
+    def _decide(self, core: SMTPConnection, stage: Stage, facts: Facts, done: Done) -> bool:
+        rules = self.rules
+        if rules.stateful(stage):
+            task = self.session.loop.create_task(self._evaluate(stage, facts))
+            task.add_done_callback(lambda t: self._decided(core, stage, t, done))
+            return True
+        verdict = run_now(rules.ruleset.evaluate(stage, facts, time.time()))
+        if verdict is None and rules.conventions:
+            verdict = address_verdict(rules.conventions, stage, facts)
+        return self._act(core, stage, verdict, done, later=False)
+
+    async def _evaluate(self, stage: Stage, facts: Facts) -> Verdict | None:
+        try:
+            verdict = await self.rules.ruleset.evaluate(stage, facts, time.time())
+        except Exception as exc:
+            log.warning(
+                "[%s] rules store failed at %s, answering 451 4.3.0: %s",
+                self.session.session_id,
+                stage,
+                exc,
+            )
+            return Verdict("(store unavailable)", reply=R.R451_INTERNAL)
+        if verdict is None and self.rules.conventions:
+            verdict = address_verdict(self.rules.conventions, stage, facts)
+        return verdict
+
+    def _decided(
+        self, core: SMTPConnection, stage: Stage, task: asyncio.Task[Verdict | None], done: Done
+    ) -> None:
+        if task.cancelled() or self.session.core is not core or self.session.closing:
+            return
+        self._act(core, stage, task.result(), done, later=True)
+
+    # --- carrying out -----------------------------------------------------------------
+
+    def _act(
+        self, core: SMTPConnection, stage: Stage, verdict: Verdict | None, done: Done, later: bool
+    ) -> bool:
+        session = self.session
+        if verdict is not None:
+            log.info(
+                "[%s] rule %s at %s: %s", session.session_id, verdict.rule, stage, describe(verdict)
+            )
+            if verdict.tarpit:
+                # From this reply on, every reply of the session is paced.
+                self.pacer = Pacer(
+                    session.loop, lambda: session.transport, verdict.tarpit, session.touch
+                )
+            if verdict.delay > 0:
+                # A timer, not a sleep: other sessions run on meanwhile, and
+                # the session's input is held (SMTPProtocol._delay).
+                session.hold(verdict.delay, lambda: self._resume(core, done, verdict))
+                return True
+        if later:
+            self._resume(core, done, verdict)
+            return True
+        return done(verdict)
+
+    def _resume(self, core: SMTPConnection, done: Done, verdict: Verdict | None) -> None:
+        session = self.session
+        if session.core is not core or session.closing:
+            return
+        try:
+            if not done(verdict):
+                session.carry_on(core)
+        except Exception:
+            session._internal_error()
+
+    def _end(self, core: SMTPConnection, event: MessageReceived, verdict: Verdict) -> bool:
+        """An ``end`` verdict: a reply replaces the mode's answer, or the session ends."""
+        session = self.session
+        transport = session.transport
+        assert transport is not None
+        if verdict.drop:
+            session._close()  # FIN, no reply
+        elif verdict.reset:
+            reset(transport)
+            session._finish()
+        elif verdict.hang:
+            # No answer ever: the session ends at the idle timeout, silently.
+            session.hold(session.ctx.timeout, session._close)
+        elif verdict.close or (verdict.reply is not None and verdict.reply.code == 421):
+            core.send(for_each(event, verdict.reply or CLOSING))
+            session._write(transport, core)
+            session._close()
+        else:
+            assert verdict.reply is not None
+            core.send(for_each(event, verdict.reply))
+            return False
+        return True
+
+    # --- hooks for the adapter ----------------------------------------------------------
+
+    def write(self, transport: asyncio.Transport, data: bytes) -> None:
+        if self.pacer is None:
+            transport.write(data)
+        else:
+            self.pacer.write(data)
+
+    def close_after(self, close: Callable[[], None]) -> None:
+        """Close once a tarpit has written everything (at once without one)."""
+        if self.pacer is None:
+            close()
+        else:
+            self.pacer.then(close)
+
+    def break_tls(self, transport: asyncio.Transport) -> None:
+        """After the 220 to STARTTLS: fail the handshake, or never start it."""
+        session = self.session
+        if self.tls_fault is TLSFault.FAIL:
+            transport.set_protocol(RefuseHandshake(transport, session.ctx.tls_handshake_timeout))
+            session._finish()
+        else:
+            # Nothing is read and nothing answered: the idle timer ends it.
+            session.core = None
+            transport.pause_reading()
+
+
+def for_each(event: MessageReceived, reply: Reply) -> Reply | list[Reply]:
+    """The final answer as the core takes it: on LMTP one per recipient (RFC 2033 4.2).
+
+    An ``end`` rule is evaluated once per message here, so on LMTP its reply
+    goes to every recipient alike.
+    """
+    return [reply] * len(event.recipients) if event.lmtp else reply

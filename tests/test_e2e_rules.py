@@ -1,0 +1,260 @@
+"""Rules over real sockets: a reply at every stage, each action as a client sees it."""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e import Factory
+from tests.rulesrv import rules_server
+from tests.serverproc import ServerProcess, start_server
+from tests.smtpclient import Client
+
+
+def rule(name: str, at: str, body: str) -> str:
+    return f'[[rule]]\nname = "{name}"\nat = "{at}"\n{body}\n'
+
+
+def test_reply_at_rcpt_for_one_domain(server_factory: Factory, tmp_path: Path) -> None:
+    server = rules_server(
+        server_factory,
+        tmp_path,
+        rule("full", "rcpt", 'recipient = "*@full.example"\nreply = "452 4.2.2 Mailbox full"'),
+    )
+    client = Client.connect(server.port())
+    client.expect("EHLO c.example", 250)
+    client.expect("MAIL FROM:<a@example.com>", 250)
+    client.expect("RCPT TO:<x@full.example>", 452, "4.2.2")
+    client.expect("RCPT TO:<x@ok.example>", 250)
+    server.wait_for(r"\[w1-\d+\] rule full at rcpt: reply 452 Mailbox full")
+
+
+# The commands that reach each stage, after EHLO (connect and helo aside);
+# the rule's reply is what the last one gets.
+STAGES = {
+    "helo": [],
+    "mail": [],
+    "rcpt": ["MAIL FROM:<a@example.com>"],
+    "data": ["MAIL FROM:<a@example.com>", "RCPT TO:<b@example.com>"],
+    "rset": [],
+    "noop": [],
+    "vrfy": [],
+    "quit": [],
+    "command": [],
+}
+LAST = {
+    "helo": "EHLO c.example",
+    "mail": "MAIL FROM:<a@example.com>",
+    "rcpt": "RCPT TO:<b@example.com>",
+    "data": "DATA",
+    "rset": "RSET",
+    "noop": "NOOP",
+    "vrfy": "VRFY postmaster",
+    "quit": "QUIT",
+    "command": "NOOP",
+}
+
+
+@pytest.fixture(scope="module")
+def every_stage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    directory = tmp_path_factory.mktemp("stages")
+    text = "".join(
+        rule(stage, stage, f'helo = "stage-{stage}"\nreply = "554 5.7.1 stopped at {stage}"')
+        for stage in (*STAGES, "content", "end")
+        if stage not in ("helo", "command")
+    )
+    text += rule("helo", "helo", 'helo = "stage-helo"\nreply = "554 5.7.1 stopped at helo"')
+    text += rule(
+        "command", "command", 'helo = "stage-command"\nreply = "554 5.7.1 stopped at command"'
+    )
+    path = directory / "rules.toml"
+    path.write_text(text)
+    conf = directory / "b.conf"
+    conf.write_text(
+        f"mailname = mx.test\nlisten = 127.0.0.1:0\nworkers = 1\ngrace_period = 1\nrules = {path}\n"
+    )
+    server = start_server(conf)
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("stage", list(STAGES))
+def test_a_reply_at_each_command_stage(every_stage: ServerProcess, stage: str) -> None:
+    client = Client.connect(every_stage.port())
+    first = client.cmd(f"EHLO stage-{stage}")
+    if stage == "helo":
+        assert (first.code, first.text) == (554, "5.7.1 stopped at helo")
+        return
+    for line in STAGES[stage]:
+        assert client.cmd(line).code < 400, line
+    reply = client.cmd(LAST[stage])
+    assert (reply.code, reply.text) == (554, f"5.7.1 stopped at {stage}")
+
+
+@pytest.mark.parametrize("stage", ["content", "end"])
+def test_a_reply_at_content_and_end(every_stage: ServerProcess, stage: str) -> None:
+    client = Client.connect(every_stage.port())
+    client.expect(f"EHLO stage-{stage}", 250)
+    client.mail_rcpt()
+    client.expect("DATA", 354)
+    client.send(b"Subject: t\r\n\r\nhello\r\n.\r\n")
+    reply = client.reply()
+    assert (reply.code, reply.text) == (554, f"5.7.1 stopped at {stage}")
+
+
+def test_a_reply_at_connect_replaces_the_greeting(server_factory: Factory, tmp_path: Path) -> None:
+    server = rules_server(
+        server_factory,
+        tmp_path,
+        rule("closed", "connect", 'client = "127.0.0.0/8"\nreply = "554 5.7.1 stopped at connect"'),
+    )
+    client = Client.connect(server.port(), greet=False)
+    reply = client.reply()
+    assert (reply.code, reply.text) == (554, "5.7.1 stopped at connect")
+    client.expect("EHLO c.example", 503)  # RFC 5321 3.1: only QUIT after a 554 greeting
+    client.expect("QUIT", 221)
+
+
+def test_delay_at_connect_comes_before_the_greeting(
+    server_factory: Factory, tmp_path: Path
+) -> None:
+    server = rules_server(server_factory, tmp_path, rule("late", "connect", "delay = 1"))
+    started = time.monotonic()
+    Client.connect(server.port())
+    assert time.monotonic() - started >= 1.0
+
+
+def test_delay_costs_no_other_session(server_factory: Factory, tmp_path: Path) -> None:
+    server = rules_server(
+        server_factory, tmp_path, rule("slow", "helo", 'helo = "slow"\ndelay = 2')
+    )
+    slow = Client.connect(server.port())
+    started = time.monotonic()
+    slow.send("EHLO slow\r\n")
+    fast = Client.connect(server.port())
+    fast.expect("EHLO fast", 250)
+    fast_done = time.monotonic() - started
+    assert slow.reply().code == 250
+    slow_done = time.monotonic() - started
+    assert slow_done >= 2.0
+    assert fast_done < slow_done  # answered while the slow one waited
+
+
+def test_close_sends_421_then_closes(server_factory: Factory, tmp_path: Path) -> None:
+    server = rules_server(server_factory, tmp_path, rule("bye", "mail", "close = true"))
+    client = Client.connect(server.port())
+    client.expect("EHLO c", 250)
+    client.expect("MAIL FROM:<a@example.com>", 421, "4.3.2")
+    assert client.sock.recv(100) == b""
+
+
+def test_drop_closes_without_a_reply(server_factory: Factory, tmp_path: Path) -> None:
+    server = rules_server(server_factory, tmp_path, rule("cut", "rcpt", "drop = true"))
+    client = Client.connect(server.port())
+    client.expect("EHLO c", 250)
+    client.expect("MAIL FROM:<a@example.com>", 250)
+    client.send("RCPT TO:<b@example.com>\r\n")
+    assert client.sock.recv(100) == b""  # FIN, no reply
+
+
+def test_reset_is_seen_as_connection_reset(server_factory: Factory, tmp_path: Path) -> None:
+    server = rules_server(server_factory, tmp_path, rule("rst", "data", "reset = true"))
+    client = Client.connect(server.port())
+    client.expect("EHLO c", 250)
+    client.mail_rcpt()
+    client.send("DATA\r\n")
+    with pytest.raises(ConnectionResetError):
+        client.sock.recv(100)
+
+
+def test_hang_ends_at_the_clients_timeout(server_factory: Factory, tmp_path: Path) -> None:
+    server = rules_server(server_factory, tmp_path, rule("stall", "rcpt", "hang = true"))
+    client = Client.connect(server.port(), timeout=1.0)
+    client.expect("EHLO c", 250)
+    client.expect("MAIL FROM:<a@example.com>", 250)
+    client.send("RCPT TO:<b@example.com>\r\n")
+    with pytest.raises(TimeoutError):
+        client.sock.recv(100)
+
+
+def test_hang_ends_at_the_servers_idle_timeout(server_factory: Factory, tmp_path: Path) -> None:
+    server = rules_server(
+        server_factory, tmp_path, rule("stall", "noop", "hang = true"), "timeout = 1\n"
+    )
+    client = Client.connect(server.port(), timeout=10)
+    client.send("NOOP\r\n")
+    assert client.sock.recv(100) == b""  # closed at 1 s, without a 421
+
+
+def test_tarpit_trickles_every_reply(server_factory: Factory, tmp_path: Path) -> None:
+    server = rules_server(server_factory, tmp_path, rule("tar", "helo", "tarpit = 40"))
+    client = Client.connect(server.port())
+    client.send("EHLO c.example\r\n")
+    reads = []
+    data = b""
+    while not re.search(rb"(^|\n)250 [^\r]*\r\n$", data):
+        chunk = client.sock.recv(4096)
+        assert chunk
+        reads.append(chunk)
+        data += chunk
+    assert len(reads) > 3  # several small pieces, not one write
+    assert all(len(r) <= 4 for r in reads)
+    # Later replies too.
+    client.send("NOOP\r\n")
+    started = time.monotonic()
+    got = b""
+    while not got.endswith(b"\r\n"):
+        got += client.sock.recv(4096)
+    assert got.startswith(b"250")
+    assert time.monotonic() - started >= (len(got) - 4) / 40
+
+
+def test_content_drop_after_bytes(server_factory: Factory, tmp_path: Path) -> None:
+    server = rules_server(
+        server_factory, tmp_path, rule("cut-big", "content", "after_bytes = 1000\ndrop = true")
+    )
+    client = Client.connect(server.port())
+    client.expect("EHLO c", 250)
+    client.mail_rcpt()
+    client.expect("DATA", 354)
+    client.send(b"Subject: small\r\n\r\n" + b"x" * 100 + b"\r\n")
+    client.send(b"y" * 2000 + b"\r\n")
+    assert client.sock.recv(100) == b""
+
+
+def test_starttls_fail_is_a_handshake_error(
+    server_factory: Factory, tmp_path: Path, cert_pair: tuple[Path, Path]
+) -> None:
+    cert, key = cert_pair
+    server = rules_server(
+        server_factory,
+        tmp_path,
+        rule("tlsfail", "starttls", 'tls = "fail"'),
+        f"tls_cert = {cert}\ntls_key = {key}\n",
+    )
+    smtp = smtplib.SMTP("127.0.0.1", server.port(), timeout=10)
+    smtp.ehlo()
+    with pytest.raises(ssl.SSLError, match="handshake failure"):
+        smtp.starttls(context=ssl._create_unverified_context())  # noqa: S323
+
+
+def test_starttls_hang_is_a_handshake_timeout(
+    server_factory: Factory, tmp_path: Path, cert_pair: tuple[Path, Path]
+) -> None:
+    cert, key = cert_pair
+    server = rules_server(
+        server_factory,
+        tmp_path,
+        rule("tlshang", "starttls", 'tls = "hang"'),
+        f"tls_cert = {cert}\ntls_key = {key}\n",
+    )
+    smtp = smtplib.SMTP("127.0.0.1", server.port(), timeout=1)
+    smtp.ehlo()
+    with pytest.raises(TimeoutError):
+        smtp.starttls(context=ssl._create_unverified_context())  # noqa: S323
