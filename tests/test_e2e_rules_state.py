@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e import Factory
+from tests.e2e import Factory, start
 from tests.rulesrv import rules_server
 from tests.smtpclient import Client
 
@@ -232,3 +232,30 @@ def test_dash_t_reports_every_problem_at_once(tmp_path: Path) -> None:
 def test_dash_t_accepts_good_rules(tmp_path: Path) -> None:
     done = check(tmp_path, r('reply = "452 4.2.2 Mailbox full"'))
     assert done.returncode == 0, done.stderr
+
+
+def test_first_is_counted_across_workers_through_the_hub(
+    server_factory: Factory, tmp_path: Path
+) -> None:
+    # RULES.md "Determinism": counts are shared exactly by all workers. Twelve
+    # sessions open at once (so both workers take some), one RCPT each: the
+    # fleet fails exactly three, not three per worker.
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        '[[rule]]\nname = "three"\nat = "rcpt"\nfirst = 3\nreply = "451 4.3.0 Later"\n'
+    )
+    server = start(
+        server_factory,
+        tmp_path,
+        f"listen = 127.0.0.1:0\nworkers = 2\ngrace_period = 1\nrules = {rules}\n",
+    )
+    clients = [Client.connect(server.port()) for _ in range(12)]
+    try:
+        for client in clients:
+            client.expect("EHLO c.example", 250)
+            client.expect("MAIL FROM:<a@example.com>", 250)
+        codes = [client.cmd("RCPT TO:<b@x.example>").code for client in clients]
+    finally:
+        for client in clients:
+            client.close()
+    assert sorted(codes) == [250] * 9 + [451] * 3, codes

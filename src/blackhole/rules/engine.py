@@ -95,6 +95,11 @@ class RuleSet:
         await self._keep_state()
         return True
 
+    def replace_api(self, rules: Sequence[Rule]) -> None:
+        """The API rules as the hub holds them (newest first); state lives in the store."""
+        self._api = tuple(rules)
+        self._index()
+
     async def remove_api(self) -> None:
         self._api = ()
         self._index()

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 
 from blackhole.config.model import Config, Listener
 from blackhole.policy.decide import Policy
+from blackhole.rules.model import Rule
+from blackhole.rules.store import Store
 from blackhole.server.connection import SMTPProtocol
 from blackhole.server.context import ListenerContext, build_context
 from blackhole.server.rulestate import WorkerRules
@@ -71,6 +73,7 @@ class Worker:
         *,
         rng: random.Random | None = None,
         worker_id: int | None = None,
+        store: Store | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.bound = list(bound)
@@ -81,8 +84,9 @@ class Worker:
         self.config = config
         self.contexts: list[ListenerContext] = []
         self._servers: list[asyncio.AbstractServer] = []
+        self.store = store
         if WorkerRules.wanted(config):
-            self.state.rules = WorkerRules(config)
+            self.state.rules = WorkerRules(config, store)
         self.reload(config, mailname, ssl_context)
 
     def reload(self, config: Config, mailname: str, ssl_context: ssl.SSLContext | None) -> None:
@@ -109,7 +113,19 @@ class Worker:
         if rules is not None:
             rules.reload(config)
         elif WorkerRules.wanted(config):
-            self.state.rules = WorkerRules(config)
+            self.state.rules = WorkerRules(config, self.store)
+
+    def set_api_rules(self, rules: list[Rule]) -> None:
+        """The control API's rules, pushed by the hub: in force for every new session.
+
+        A worker without rules gets its rule set only now, so that a server
+        nobody steers pays nothing per session.
+        """
+        if self.state.rules is None:
+            if not rules:
+                return
+            self.state.rules = WorkerRules(self.config, self.store)
+        self.state.rules.ruleset.replace_api(rules)
 
     async def start(self) -> None:
         backlog = default_backlog()

@@ -157,9 +157,19 @@ class Runner:
         bound = list(zip(self.spec.listeners, self.sockets, strict=True))
         settings = self.settings
         try:
+            hub = self.hub
             worker = Worker(
-                settings.config, bound, settings.mailname, ssl_context, worker_id=self.number
+                settings.config,
+                bound,
+                settings.mailname,
+                ssl_context,
+                worker_id=self.number,
+                # Rule state shared by every worker lives in the hub (RULES.md
+                # "Determinism"); without one, each worker keeps its own.
+                store=hub.store if hub is not None else None,
             )
+            if hub is not None:
+                hub.on_api_rules = worker.set_api_rules
             await worker.start()
         except Exception as exc:
             self.channel.send(Failed(EX_SOFTWARE, f"worker {self.number} cannot serve: {exc!r}"))
