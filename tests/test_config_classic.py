@@ -29,7 +29,7 @@ DHPARAMS = "-----BEGIN DH PARAMETERS-----\nMIIB\n-----END DH PARAMETERS-----\n"
 VALID_KEYS = ", ".join(OPTION_NAMES)
 BOOL_WORDS = "true or false (or yes/no, on/off, 1/0)"
 HEARTBEAT = "heartbeat_interval must be more than 0 and at most 60 seconds"
-LISTEN_FLAGS = "the flags are mode=MODE, delay=N or A-B and name=NAME"
+LISTEN_FLAGS = "the flags are mode=MODE, delay=N or A-B, name=NAME and proxy=yes|no"
 
 
 def unknown(key: str, hint: str | None = None) -> str:

@@ -186,8 +186,8 @@ def test_parse_listen_reports_every_problem_at_once() -> None:
         "entry ':25 mode=drop delay=99': mode must be one of accept, bounce, random, not 'drop'",
         "entry ':25 mode=drop delay=99': delay 99 seconds is over the maximum of 60",
         "entry 'localhost': no port; write HOST:PORT, or :PORT for every IPv4 address",
-        "entry ':26 speed=1': unknown flag 'speed'; the flags are mode=MODE, delay=N or A-B"
-        " and name=NAME",
+        "entry ':26 speed=1': unknown flag 'speed'; the flags are mode=MODE, delay=N or A-B,"
+        " name=NAME and proxy=yes|no",
         "entry ':27 mode=accept mode=bounce': mode is given twice",
         "entry ':28 bounce': 'bounce' is not a flag; flags look like mode=bounce",
         "entry '5': is not an address; a comma starts a new listener, so write a delay range"
@@ -225,3 +225,26 @@ def test_bad_names_are_refused(value: str) -> None:
     with pytest.raises(ListenError) as caught:
         parse_listen(f":25 name={value}")
     assert "name must be 1 to 64 letters" in str(caught.value)
+
+
+def test_proxy_flag_on_every_kind_of_listener() -> None:
+    assert parse_listen(":25 proxy=yes, :26 proxy=no mode=bounce, :27") == (
+        Listener("0.0.0.0", 25, proxy=True),
+        Listener("0.0.0.0", 26, mode=Mode.BOUNCE),
+        Listener("0.0.0.0", 27),
+    )
+    assert parse_listen(":465 proxy=yes", tls=True) == (
+        Listener("0.0.0.0", 465, tls=True, proxy=True),
+    )
+    assert parse_listen(":24 proxy=yes", lmtp=True) == (
+        Listener("0.0.0.0", 24, lmtp=True, proxy=True),
+    )
+
+
+@pytest.mark.parametrize("value", ["", "true", "YES", "1", "on"])
+def test_bad_proxy_values_are_refused(value: str) -> None:
+    with pytest.raises(ListenError) as caught:
+        parse_listen(f":25 proxy={value}")
+    assert caught.value.problems == [
+        f"entry ':25 proxy={value}': proxy must be yes or no, not {value!r}"
+    ]

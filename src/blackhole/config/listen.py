@@ -2,7 +2,7 @@
 
 A value is a comma-separated list of entries::
 
-    ADDR:PORT [mode=MODE] [delay=N | delay=A-B] [name=NAME]
+    ADDR:PORT [mode=MODE] [delay=N | delay=A-B] [name=NAME] [proxy=yes|no]
 
 ``ADDR`` may be empty (``:25``, every IPv4 address), ``::`` (``:::25``, every
 IPv6 address), an IPv4 literal, a host name, or an IPv6 literal either in
@@ -30,7 +30,7 @@ __all__ = ["ListenError", "parse_address", "parse_delay", "parse_listen", "parse
 ALL_IPV4 = "0.0.0.0"
 ALL_IPV6 = "::"
 
-_FLAGS = ("mode", "delay", "name")
+_FLAGS = ("mode", "delay", "name", "proxy")
 # A listener's name is a metrics label value and a rules matcher argument:
 # one word, nothing that needs quoting in either.
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -150,6 +150,7 @@ def parse_listen(value: str, *, tls: bool = False, lmtp: bool = False) -> tuple[
         mode: Mode | None = None
         delay: Delay | None = None
         listener_name: str | None = None
+        proxy = False
         seen: set[str] = set()
         for flag in flags:
             name, equals, flag_value = flag.partition("=")
@@ -158,8 +159,8 @@ def parse_listen(value: str, *, tls: bool = False, lmtp: bool = False) -> tuple[
                 continue
             if name not in _FLAGS:
                 problems.append(
-                    f"{label}: unknown flag {name!r}; the flags are mode=MODE, delay=N or A-B"
-                    " and name=NAME"
+                    f"{label}: unknown flag {name!r}; the flags are mode=MODE, delay=N or A-B,"
+                    " name=NAME and proxy=yes|no"
                 )
                 continue
             if name in seen:
@@ -171,6 +172,8 @@ def parse_listen(value: str, *, tls: bool = False, lmtp: bool = False) -> tuple[
                     mode = parse_mode(flag_value)
                 elif name == "name":
                     listener_name = _listener_name(flag_value)
+                elif name == "proxy":
+                    proxy = _yes_no(flag_value)
                 else:
                     delay = parse_delay(flag_value, allow_comma=False)
             except ValueError as exc:
@@ -178,7 +181,9 @@ def parse_listen(value: str, *, tls: bool = False, lmtp: bool = False) -> tuple[
         # Only a wholly valid entry counts: a bad one already has its message,
         # and must not draw a second one (a clash) on top.
         if valid and len(problems) == problems_before:
-            listeners.append(Listener(host, port, tls, mode, delay, lmtp=lmtp, name=listener_name))
+            listeners.append(
+                Listener(host, port, tls, mode, delay, lmtp=lmtp, name=listener_name, proxy=proxy)
+            )
     if problems:
         raise ListenError(problems, tuple(listeners))
     return tuple(listeners)
@@ -188,3 +193,9 @@ def _listener_name(text: str) -> str:
     if not _NAME.fullmatch(text):
         raise ValueError(f"must be 1 to 64 letters, digits, '_', '.' or '-', not {text!r}")
     return text
+
+
+def _yes_no(text: str) -> bool:
+    if text not in ("yes", "no"):
+        raise ValueError(f"must be yes or no, not {text!r}")
+    return text == "yes"

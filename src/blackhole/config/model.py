@@ -48,6 +48,7 @@ class Listener:
     delay: Delay | None = None
     lmtp: bool = False  # LMTP (RFC 2033) rather than SMTP
     name: str | None = None  # the name= flag: for rules (listener) and metrics labels
+    proxy: bool = False  # proxy=yes: a PROXY protocol header comes first (server.proxied)
 
     @property
     def scheme(self) -> str:
