@@ -21,6 +21,7 @@ from blackhole.protocol.events import Close, Cut, MessageReceived, StageReached,
 from blackhole.protocol.replies import Reply
 from blackhole.server import upgrade, verdicts
 from blackhole.server.idle import IdleTimer
+from blackhole.server.proxied import HeaderWait
 from blackhole.server.steering import Steering
 
 if TYPE_CHECKING:
@@ -47,8 +48,10 @@ class SMTPProtocol(asyncio.Protocol):
         "_delay",
         "_early",
         "_ended",
+        "_header",
         "_timer",
         "_write_paused",
+        "client",
         "closing",
         "core",
         "ctx",
@@ -77,6 +80,11 @@ class SMTPProtocol(asyncio.Protocol):
         # SMTPS only: bytes read before start_tls() took over the transport.
         self._early: bytearray | None = None
         self.steer: Steering | None = None  # set when the worker has rules
+        # The client's (address, port): the peer's, or on a proxy=yes
+        # listener the one its PROXY header names. Everything that shows or
+        # matches the client reads this, and only this.
+        self.client: tuple[str, int] | None = None
+        self._header: HeaderWait | None = None  # proxy=yes: until the header is in
 
     # --- transport callbacks --------------------------------------------------
 
@@ -85,11 +93,22 @@ class SMTPProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self.server.sessions.add(self)
         self.server.stats.connections += 1
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.client = (str(peer[0]), int(peer[1]))
         self.last = self.loop.time()
         self._timer.arm()
+        if self.ctx.listener.proxy:
+            # The PROXY header comes before the greeting and the TLS handshake.
+            limit = min(self.ctx.tls_handshake_timeout, self.ctx.timeout)
+            self._header = HeaderWait(self.loop, self, limit)
+            return
+        self._open()
+
+    def _open(self, early: bytes = b"") -> None:
         if self.ctx.implicit_tls:
             # SMTPS: TLS first, greeting after (RFC 8314 section 3.3).
-            self._early = bytearray()
+            self._early = bytearray(early)
             self._start_tls(greet=True)
             # Runs right after the task's first step, in which start_tls()
             # puts its SSL protocol on the transport (it is synchronous up to
@@ -97,10 +116,15 @@ class SMTPProtocol(asyncio.Protocol):
             self.loop.call_soon(self._hand_over_early_bytes)
             return
         self._begin()
+        if early:
+            self.data_received(early)  # commands sent right behind the PROXY header
 
     def data_received(self, data: bytes) -> None:
         core = self.core
         if core is None:
+            if self._header is not None:
+                self._header.received(data)
+                return
             early = self._early
             if early is not None and self.transport is not None:
                 # SMTPS: the loop reads as soon as connection_made() returns
@@ -149,7 +173,22 @@ class SMTPProtocol(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._header is not None:
+            self._header.closed()
         self._finish()
+
+    # --- the PROXY header (server.proxied calls back) ----------------------------------
+
+    def proxied(self, client: tuple[str, int] | None, rest: bytes) -> None:
+        self._header = None
+        if client is not None:  # None: UNKNOWN or LOCAL, the peer is the client
+            self.client = client
+        self._open(rest)
+
+    def header_failed(self) -> None:
+        self._header = None
+        self.server.stats.proxy_failures += 1
+        self._abort()
 
     # --- the session --------------------------------------------------------------
 
@@ -376,6 +415,8 @@ class SMTPProtocol(asyncio.Protocol):
             # stopped reading would hold the connection and its buffer for
             # ever. A whole timeout without progress, and they are dropped.
             self._abort()
+        elif self._header is not None:
+            self._header.expired()
         elif core is None:
             # In a TLS handshake: no plaintext 421 can be sent.
             self.tls_failed(f"timed out after {self._timer.limit:g} s (idle timeout)")
@@ -442,6 +483,9 @@ class SMTPProtocol(asyncio.Protocol):
         self._ended = True
         self.closing = True
         self._timer.cancel()
+        if self._header is not None:
+            self._header.cancel()
+            self._header = None
         if self._delay is not None:
             self._delay.cancel()
             self._delay = None

@@ -29,15 +29,20 @@ class Where:
 
     @classmethod
     def of(
-        cls, session: str, transport: asyncio.BaseTransport, host: str, name: str | None = None
+        cls,
+        session: str,
+        transport: asyncio.BaseTransport,
+        host: str,
+        client: tuple[str, int] | None,
+        name: str | None = None,
     ) -> Where:
+        """``client`` is the session's (``SMTPProtocol.client``): behind a
+        PROXY header it is not the socket's peer."""
         sockname = transport.get_extra_info("sockname")
-        peername = transport.get_extra_info("peername")
         # A port-0 listener's real port is the socket's, not the config's 0.
         port = sockname[1] if isinstance(sockname, tuple) else None
-        client = peername[0] if isinstance(peername, tuple) else None
         shown = host_port(host, port) if port is not None else None
-        return cls(session, port, shown, client, name)
+        return cls(session, port, shown, client[0] if client else None, name)
 
 
 def stage_facts(where: Where, core: SMTPConnection, event: StageReached) -> Facts:

@@ -33,6 +33,7 @@ class Stats:
     messages: int = 0
     starttls: int = 0
     tls_failures: int = 0
+    proxy_failures: int = 0  # proxy=yes listeners: no valid PROXY header
     timeouts: int = 0
     errors: int = 0
 

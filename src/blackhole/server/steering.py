@@ -78,7 +78,9 @@ class Steering:
         self.rules = rules
         assert session.transport is not None
         listener = session.ctx.listener
-        self.where = Where.of(session.session_id, session.transport, listener.host, listener.name)
+        self.where = Where.of(
+            session.session_id, session.transport, listener.host, session.client, listener.name
+        )
         self.pacer: Pacer | None = None
         self.tls_fault: TLSFault | None = None
         core.watch = rules.stages
