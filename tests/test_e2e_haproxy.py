@@ -102,3 +102,10 @@ def test_another_client_behind_the_same_haproxy_is_not_matched(
     smtp = connect(proxy, frontend, "127.0.0.6")
     assert send(smtp) == {}
     server.wait_for(r"PROXY v\d header: client 127\.0\.0\.6:")
+
+
+def test_starttls_behind_haproxy(server: ServerProcess, proxy: HAProxy) -> None:
+    smtp = connect(proxy, "v2", CLIENT)
+    smtp.ehlo("client.example")
+    smtp.starttls(context=insecure_context())
+    assert send(smtp) == {"b@example.com": (451, f"4.7.1 {SEEN}".encode())}
