@@ -243,3 +243,25 @@ def test_valid_headers_in_any_chunking_leave_the_client_bytes_intact(
 ) -> None:
     expected, _ = read(header)
     assert read(header + after, sizes) == (expected, after)
+
+
+def test_a_large_header_sent_byte_by_byte_is_examined_once_not_per_byte(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A slow client: 64 KiB of v2 header one byte per read once meant 64 Ki
+    # parses of a growing buffer (gigabytes copied), within one timeout.
+    from blackhole.protocol import proxyheader
+
+    calls = 0
+    examine = proxyheader._examine
+
+    def counted(buffer: bytes) -> object:
+        nonlocal calls
+        calls += 1
+        return examine(buffer)
+
+    monkeypatch.setattr(proxyheader, "_examine", counted)
+    body = inet4("127.0.0.5", "127.0.0.1", 1, 25) + tlv(0x04, b"\0" * (65535 - 12 - 3))
+    header, rest = read(v2(body=body) + SMTP, [1])
+    assert header is not None and header.source == ("127.0.0.5", 1) and rest == SMTP
+    assert calls <= 2 * 16 + 1
