@@ -262,3 +262,11 @@ def test_a_header_on_a_listener_without_the_flag_is_just_bad_smtp(server: Server
         reply = client.cmd(v1_tcp4(40013).rstrip(b"\r\n"))
         assert reply.code == 502 and reply.enhanced == "5.5.2", reply
         assert rcpt_reply(client).startswith("250 ")  # the client is still 127.0.0.1
+
+
+def test_a_client_that_hangs_up_before_its_header_is_a_debug_line(server: ServerProcess) -> None:
+    # Port scans and TCP health checks do this all day: not worth an info line.
+    with proxied(server) as sock:
+        sock.sendall(b"PROXY TCP4 ")
+    line = server.wait_for(r"closed before its PROXY header")
+    assert " DEBUG " in line, line

@@ -56,7 +56,8 @@ class HeaderWait:
             return
         if header is not None:
             self.cancel()
-            self._session.proxied(self._client(header), self._reader.rest)
+            self._log(header)
+            self._session.proxied(header.source, self._reader.rest)
 
     def expired(self) -> None:
         self._timer = None
@@ -72,9 +73,9 @@ class HeaderWait:
             self._timer.cancel()
             self._timer = None
 
-    def _client(self, header: ProxyHeader) -> Address | None:
-        session = self._session
+    def _log(self, header: ProxyHeader) -> None:
         if log.isEnabledFor(logging.DEBUG):
+            session = self._session
             via = host_port(*session.client) if session.client else "?"
             shown = host_port(*header.source) if header.source else "none (the proxy's own)"
             log.debug(
@@ -84,7 +85,6 @@ class HeaderWait:
                 shown,
                 via,
             )
-        return header.source
 
     def _fail(self, reason: str) -> None:
         self.cancel()
