@@ -27,9 +27,10 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "listen",
         "127.0.0.1:2525, when neither listen nor tls_listen is set",
-        "ADDR:PORT [mode=MODE] [delay=N|delay=A-B] [name=NAME], ...",
+        "ADDR:PORT [mode=MODE] [delay=N|delay=A-B] [name=NAME] [proxy=yes|no], ...",
         "Plain SMTP listeners (STARTTLS offered when tls_cert is set). :PORT means every"
-        " IPv4 address, :::PORT every IPv6 address.",
+        " IPv4 address, :::PORT every IPv6 address. proxy=yes: a PROXY protocol v1/v2"
+        " header (HAProxy send-proxy) comes first and names the client.",
         ":25, :::25, 127.0.0.1:2525 mode=bounce delay=1-5",
         classic=True,
     ),
