@@ -68,8 +68,13 @@ def stage_facts(where: Where, core: SMTPConnection, event: StageReached) -> Fact
     )
 
 
-def end_facts(where: Where, core: SMTPConnection, event: MessageReceived) -> Facts:
-    """The facts at ``end``: the message as read, with its headers when collected."""
+def end_facts(
+    where: Where, core: SMTPConnection, event: MessageReceived, recipient: str | None = None
+) -> Facts:
+    """The facts at ``end``: the message as read, with its headers when collected.
+
+    ``recipient``: on LMTP, the recipient being answered (RULES.md "LMTP").
+    """
     return Facts(
         stage=Stage.END,
         session=where.session,
@@ -82,6 +87,7 @@ def end_facts(where: Where, core: SMTPConnection, event: MessageReceived) -> Fac
         auth_user=core.auth_user,
         sender=event.sender,
         recipients=tuple(event.recipients),
+        recipient=recipient,
         headers=tuple(event.headers) if event.headers is not None else None,
         size=event.size,
         message=core.message_number or None,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from blackhole.config.model import Config
 from blackhole.protocol.hooks import Stage
@@ -19,12 +21,24 @@ from blackhole.rules.engine import RuleSet
 from blackhole.rules.store import MemoryStore, Store
 
 log = logging.getLogger("blackhole.rules")
+T = TypeVar("T")
 
 # The stages each address convention decides at (RULES.md "Address conventions").
 _CONVENTION_STAGES = {
     MOX: frozenset((Stage.MAIL, Stage.RCPT, Stage.END)),
     SES: frozenset((Stage.RCPT, Stage.END)),
 }
+
+
+def run_now(coro: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine that never suspends, without an event loop task."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+    coro.close()
+    raise RuntimeError("the rules engine waited although no rule needs the store")
 
 
 def new_store() -> Store:
