@@ -40,7 +40,7 @@ def test_end_rule_answers_each_recipient_on_its_own(
     server = rules_server(server_factory, tmp_path, rules, LMTP)
     replies = _deliver(
         server,
-        ["a@ok.example", "b@full.example", "c@ok.example", "x451@ok.example", "permerror@o.example"],
+        ["a@ok.example", "b@full.example", "c@ok.example", "x451@ok.example", "permerror@o.ex"],
     )
     codes = [code for code, _ in replies]
     assert codes == [250, 452, 250, 451, 550]

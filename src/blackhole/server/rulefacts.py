@@ -61,10 +61,12 @@ def stage_facts(where: Where, core: SMTPConnection, event: StageReached) -> Fact
         recipient=value if stage is Stage.RCPT else None,
         size=event.size if stage is Stage.MAIL else None,
         message=event.message or None,
-        # The core reports content once per message, at the threshold or at
-        # its end: this event brings every byte so far (rules.match.crossed).
+        # The core reports content at each rule's after_bytes, or at its end
+        # when none is reached: this event brings the bytes since the last
+        # one (rules.match.crossed), and the headers once they have ended.
+        headers=tuple(event.headers) if event.headers is not None else None,
         content_bytes=content,
-        chunk_bytes=content,
+        chunk_bytes=content - event.before,
     )
 
 

@@ -103,14 +103,17 @@ class WorkerRules:
         return stages
 
     @property
-    def content_threshold(self) -> int | None:
-        """Report content once the smallest ``after_bytes`` has arrived (None: at its end)."""
-        thresholds = [
-            r.actions.after_bytes
-            for r in self.ruleset.rules
-            if r.stage is Stage.CONTENT and r.actions.after_bytes > 0
-        ]
-        return min(thresholds) if thresholds else None
+    def content_thresholds(self) -> tuple[int, ...]:
+        """The byte counts at which the core reports content: every ``after_bytes``."""
+        return tuple(
+            sorted(
+                {
+                    r.actions.after_bytes
+                    for r in self.ruleset.rules
+                    if r.stage is Stage.CONTENT and r.actions.after_bytes > 0
+                }
+            )
+        )
 
     @property
     def headers_wanted(self) -> bool:

@@ -72,7 +72,7 @@ class Steering:
         self.pacer: Pacer | None = None
         self.tls_fault: TLSFault | None = None
         core.watch = rules.stages
-        core.content_threshold = rules.content_threshold
+        core.content_thresholds = rules.content_thresholds
 
     # --- the two entry points -----------------------------------------------------
 
