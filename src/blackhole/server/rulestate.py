@@ -59,12 +59,14 @@ class WorkerRules:
 
     __slots__ = ("_tasks", "conventions", "ruleset")
 
-    def __init__(self, config: Config, store: Store | None = None) -> None:
+    def __init__(
+        self, config: Config, store: Store | None = None, started: float | None = None
+    ) -> None:
         file_rules = config.rules.rules if config.rules is not None else ()
         self.ruleset = RuleSet(
             file_rules,
             seed=_seed(config),
-            started=time.time(),
+            started=started if started is not None else time.time(),
             store=store if store is not None else new_store(),
         )
         self.conventions = config.address_rules
