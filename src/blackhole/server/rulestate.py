@@ -107,15 +107,7 @@ class WorkerRules:
     @property
     def content_thresholds(self) -> tuple[int, ...]:
         """The byte counts at which the core reports content: every ``after_bytes``."""
-        return tuple(
-            sorted(
-                {
-                    r.actions.after_bytes
-                    for r in self.ruleset.rules
-                    if r.stage is Stage.CONTENT and r.actions.after_bytes > 0
-                }
-            )
-        )
+        return self.ruleset.content_thresholds
 
     @property
     def headers_wanted(self) -> bool:
@@ -123,4 +115,4 @@ class WorkerRules:
 
     def stateful(self, stage: Stage) -> bool:
         """Whether deciding at ``stage`` may have to wait for the store."""
-        return any(r.stage is stage and r.selection.stateful for r in self.ruleset.rules)
+        return stage in self.ruleset.stateful_stages
