@@ -24,6 +24,7 @@ from pathlib import Path
 
 from classic_venv import CLASSIC_VERSION, VenvError, classic_env, classic_python
 from procstats import event_loop_of, group_alive
+from rulesets import RULESETS
 from scenarios import CLASSIC_SLOW, Scenario
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -102,6 +103,7 @@ class Server:
     tls_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=Path)
+    rules: str | None = None  # a rulesets.RULESETS name (Blackhole only)
 
     @property
     def has_tls(self) -> bool:
@@ -164,7 +166,12 @@ class Server:
                 "--key", str(self.key),
             ]  # fmt: skip
             return argv, env
-        conf = self.write_config("Blackhole")
+        extra = []
+        if self.rules is not None:
+            path = self.workdir / f"{self.name}.rules.toml"
+            path.write_text(RULESETS[self.rules])
+            extra.append(f"rules = {path}")
+        conf = self.write_config("Blackhole", *extra)
         if not module_available("blackhole"):
             src = str(REPO_DIR / "src")
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
@@ -295,11 +302,16 @@ def make_server(
     extra = {"classic_venv": options.classic_venv, "classic_scale": options.classic_scale}
     for kind in ("blackhole", "classic"):
         if name.startswith(kind):
-            match = re.fullmatch(kind + r"(?:-(\d+)w)?", name)
+            # blackhole-2w+greylist: Blackhole with 2 workers and a rules file.
+            variants = "|".join(RULESETS) if kind == "blackhole" else "(?!)"
+            match = re.fullmatch(kind + rf"(?:-(\d+)w)?(?:\+({variants}))?", name)
             if match is None:
-                raise SystemExit(f"bad server name {name!r}: use {kind}-Nw")
+                hint = f" or {kind}-Nw+RULES ({', '.join(RULESETS)})" if kind == "blackhole" else ""
+                raise SystemExit(f"bad server name {name!r}: use {kind}-Nw{hint}")
             workers = int(match.group(1) or 1)
-            return Server(name, kind, workdir, cert, key, workers, capacity, **extra)
+            server = Server(name, kind, workdir, cert, key, workers, capacity, **extra)
+            server.rules = match.group(2)
+            return server
     if name in ("smtp-sink", "aiosmtpd", "s_server"):
         return Server(name, name, workdir, cert, key, 1, capacity, **extra)
     raise SystemExit(f"unknown server {name!r}; known: {', '.join(ALL_SERVERS)}")

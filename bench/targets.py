@@ -44,6 +44,11 @@ TARGETS: tuple[Target, ...] = (
            "", 1.0, False, "classic-1w", "/s"),
     Target("TLS handshakes/s, 2 workers, vs classic Blackhole 2 workers", "blackhole-2w", "tls",
            "", 1.0, False, "classic-2w", "/s"),
+    # The cost of rules (bench/rulesets.py), against the same server without any.
+    Target("server CPU/msg, 1 KB reused, 2 workers, 20 rules that match nothing",
+           "blackhole-2w+nomatch20", "cpu", "1k-reuse", 1.10, True, "blackhole-2w", "µs"),
+    Target("server CPU/msg, 1 KB reused, 2 workers, greylist on every recipient (hub)",
+           "blackhole-2w+greylist", "cpu", "1k-reuse", 1.25, True, "blackhole-2w", "µs"),
 )  # fmt: skip
 
 

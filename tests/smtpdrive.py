@@ -86,7 +86,7 @@ class Driver:
     ) -> Driver:
         conn = SMTPConnection(settings or make_settings())
         conn.watch = watch
-        conn.content_threshold = content_threshold
+        conn.content_thresholds = () if content_threshold is None else (content_threshold,)
         driver = cls(conn, answer, decide=decide)
         conn.start()
         driver.pump()
@@ -142,19 +142,15 @@ class Driver:
 
 
 def describe_stage(event: StageReached, conn: SMTPConnection) -> str:
-    """``stage <stage> [verb] [value=...] [size=...]``; a content size reached
-    by a threshold depends on the reads, so only ``size>=threshold`` is shown."""
+    """``stage <stage> [verb] [value=...] [size=...]``: a content event's size
+    is the threshold it reports (or the content's size at its end)."""
     words = ["stage", event.stage.value]
     if event.verb:
         words.append(event.verb)
     if event.value is not None:
         words.append(f"value={event.value}")
-    threshold = conn.content_threshold
     if event.size is not None:
-        if event.stage is Stage.CONTENT and threshold is not None and event.size >= threshold:
-            words.append(f"size>={threshold}")
-        else:
-            words.append(f"size={event.size}")
+        words.append(f"size={event.size}")
     return " ".join(words)
 
 

@@ -68,6 +68,26 @@ def test_an_unreachable_hub_answers_at_once_with_a_typed_error(tmp_path: Path) -
     asyncio.run(scenario())
 
 
+def test_a_hub_that_does_not_answer_is_a_typed_error_at_the_timeout(tmp_path: Path) -> None:
+    # A hub that accepts and then never answers (hung): each decision fails
+    # with HubUnavailableError once the client's timeout has run out.
+    async def scenario() -> None:
+        path = str(tmp_path / "mute.sock")
+        server = await asyncio.start_unix_server(lambda _r, _w: None, path)
+        client = HubClient(path, 1, timeout=0.3)
+        await client.start(0.2)  # connected, but no API rules ever come
+        ask = Ask("id", "name", "key", Selection(first=1), time.time(), 0.0, 1)
+        started = time.monotonic()
+        with pytest.raises(HubUnavailableError, match=r"did not answer in 0\.3s"):
+            await client.store.decide(ask)
+        assert 0.3 <= time.monotonic() - started < 2.0
+        assert client.pending == {}
+        await client.close()
+        server.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_restarted_hub_is_reconnected_to(hub: HubKeeper) -> None:
     assert hub.path is not None
     path = hub.path

@@ -173,3 +173,45 @@ def test_help_summary_follows_the_offer() -> None:
 def test_rset_is_no_greeting() -> None:
     assert TABLE[State.CONNECTED, "RSET"].next is State.CONNECTED
     assert TABLE[State.RCPT, "RSET"].next is State.GREETED
+
+
+@pytest.mark.parametrize("bytewise", [False, True], ids=["whole", "bytewise"])
+@pytest.mark.parametrize("bdat", [False, True], ids=["data", "bdat"])
+def test_content_reported_at_every_threshold_however_cut(bytewise: bool, bdat: bool) -> None:
+    # RULES.md after_bytes: each content rule acts at its own byte count, so
+    # the core reports each threshold once, with the threshold as its size;
+    # the header section comes with the events past its end.
+    header = b"X-Test: retry-1\r\n\r\n"  # 19 bytes
+    content = header + b"y" * 98 + b"\r\n"  # 119 bytes
+    driver = Driver.start(make_settings(collect_headers=True), watch=frozenset({Stage.CONTENT}))
+    driver.conn.content_thresholds = (10, 19, 100, 500)
+    body = b"BDAT 119 LAST\r\n" + content if bdat else b"DATA\r\n" + content + b".\r\n"
+    data = (
+        _TRANSACTION
+        + body
+        + _TRANSACTION[8:]
+        + (b"BDAT 1 LAST\r\nz" if bdat else b"DATA\r\nz\r\n.\r\n")
+    )
+    driver.feed_chunks([bytes([b]) for b in data] if bytewise else [data])
+    events = [(e.size, e.before, e.headers) for e in driver.stages]
+    fields = [("X-Test", "retry-1")]
+    assert events == [
+        (10, 0, None),  # the header section has not ended yet
+        (19, 10, fields),
+        (100, 19, fields),
+        # The second message: no threshold reached, reported at its end.
+        (1 if bdat else 3, 0, []),
+    ]
+    assert len(driver.messages) == 2
+
+
+def test_a_content_reply_is_the_first_one_given() -> None:
+    verdicts = [Verdict("a", reply=R.Reply(552, "5.3.4", "first")), None, Verdict("c")]
+    driver = Driver.start(
+        make_settings(),
+        watch=frozenset({Stage.CONTENT}),
+        decide=lambda event: verdicts.pop(0),
+    )
+    driver.conn.content_thresholds = (1, 2, 3)
+    driver.feed(_TRANSACTION + b"DATA\r\nabcdef\r\n.\r\n")
+    assert driver.raw.endswith(b"552 5.3.4 first\r\n")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from blackhole.protocol import info, sasl
 from blackhole.protocol import replies as R
@@ -61,10 +62,19 @@ class Commands:
     _reader: DataReader | None = None
     _chunks: ChunkReader | None = None
     _final: Reply | None = None  # a content rule's answer to the message
-    _content_seen = False  # the content stage was reported for this message
+    # The content stage in this message: the next threshold to report, the
+    # byte count last reported (0: none yet), and whether its end was.
+    _content_next = 0
+    _content_at = 0
+    _content_ended = False
     _sasl: sasl.Exchange | None = None
     _chunk_reply: Reply | None = None  # a BDAT chunk's answer chosen in advance
     _override: Reply | None = None  # a rule's reply for the command being done
+
+    if TYPE_CHECKING:
+        # In staging.py: the content stage, then the message.
+        def _message_complete(self, size: int, headers: HeaderScanner | None) -> None: ...
+
     # A watched stage waiting for resolve(): the mode to go back to, and what
     # to run for a positive verdict (None: as usual) or a refusal.
     _resume = Mode.COMMAND
@@ -106,7 +116,8 @@ class Commands:
         self._reader = None
         self._chunks = None
         self._final = None
-        self._content_seen = False
+        self._content_next = self._content_at = 0
+        self._content_ended = False
 
     def _end_transaction(self) -> None:
         """A message's final answer was given (or it was refused): no transaction."""
@@ -257,20 +268,6 @@ class Commands:
             self._out.append(reply.wire)
         self._end_transaction()
         self._mode = Mode.COMMAND
-
-    def _message_complete(self, size: int, headers: HeaderScanner | None) -> None:
-        if Stage.CONTENT in self.watch and not self._content_seen:
-            # Not reported while the content arrived: the content stage is
-            # the end of the content at the latest, with every header read.
-            self._content_seen = True
-
-            def done(reply: Reply | None) -> None:
-                self._emit_message(size, headers, reply)
-
-            event = StageReached(Stage.CONTENT, size=size, message=self.message_number)
-            self._pause(event, Mode.COMMAND, done, done)
-            return
-        self._emit_message(size, headers)
 
     def _emit_message(
         self, size: int, headers: HeaderScanner | None, reply: Reply | None = None

@@ -46,9 +46,9 @@ class SMTPConnection(Staging):
     # The stages the adapter wants to hear about; it may set this at any time
     # (before start() for connect). Empty, a command costs one truth test.
     watch = _NO_STAGES
-    # Report the content stage once this many content bytes have arrived
-    # (None: at the end of the content).
-    content_threshold: int | None = None
+    # Report the content stage as the content reaches each of these byte
+    # counts (ascending), and at its end if none was reached.
+    content_thresholds: tuple[int, ...] = ()
     discarded_after_starttls = 0
     _unknown = 0
     _junk = 0
@@ -237,16 +237,16 @@ class SMTPConnection(Staging):
                 reader = self._reader
                 assert reader is not None
                 if not reader.consume(buf):
-                    if self.content_threshold is not None:
-                        self._check_threshold(reader.size, Mode.DATA)
+                    if self.content_thresholds:
+                        self._check_threshold(reader.size, reader.headers, Mode.DATA)
                     return
                 self._data_done(reader)
             elif mode is Mode.BDAT:
                 chunks = self._chunks
                 assert chunks is not None
                 if not chunks.consume(buf):
-                    if self.content_threshold is not None and chunks.counting:
-                        self._check_threshold(chunks.size, Mode.BDAT)
+                    if self.content_thresholds and chunks.counting:
+                        self._check_threshold(chunks.size, chunks.headers, Mode.BDAT)
                     return
                 self._bdat_chunk_done(chunks)
             elif mode <= Mode.SASL:

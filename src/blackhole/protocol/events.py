@@ -48,6 +48,11 @@ class StageReached:
     command. ``size`` is the SIZE= parameter at mail and the content bytes
     received so far at content. ``message`` is the number of the message in
     the session that the stage belongs to (1 for the first MAIL).
+
+    At content only: ``before`` is the byte count of the message's previous
+    content event (0 for its first); ``headers`` the header section's (name,
+    value) pairs when headers are collected and the section has ended within
+    ``size`` bytes, else None.
     """
 
     stage: Stage
@@ -55,6 +60,8 @@ class StageReached:
     value: str | None = None
     size: int | None = None
     message: int = 0
+    before: int = 0
+    headers: list[tuple[str, str]] | None = None
 
 
 @dataclass(slots=True)

@@ -35,11 +35,18 @@ class HeaderScanner:
     classic server also read switches from the body; this one never does.
     """
 
-    __slots__ = ("_buf", "done")
+    __slots__ = ("_buf", "done", "end")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self.done = False
+        # Once done: the bytes the header section took, its blank line
+        # included (as sent, dot-stuffing and all); the cap when it is longer.
+        self.end = 0
+
+    def ended_within(self, size: int) -> bool:
+        """Whether the header section had ended by the ``size``-th content byte."""
+        return self.done and self.end <= size
 
     def feed(self, data: bytes | bytearray, start: int = 0, end: int | None = None) -> None:
         """Take ``data[start:end]``; only the header part of it is ever copied."""
@@ -58,6 +65,7 @@ class HeaderScanner:
         old = len(buf)
         buf += data[start:stop]
         if buf.startswith(b"\r\n") or buf.startswith(b"\n"):
+            self.end = 2 if buf[0] == 13 else 1
             buf.clear()  # no header section at all
             self.done = True
             return
@@ -67,15 +75,19 @@ class HeaderScanner:
         joined = max(0, old - 2)
         ends = [i for i in (buf.find(b"\n\r\n", joined), buf.find(b"\n\n", joined)) if i >= 0]
         if ends:
-            del buf[min(ends) + 1 :]
+            last = min(ends) + 1  # after the last header line's LF
+            self.end = last + (2 if buf[last : last + 1] == b"\r" else 1)
+            del buf[last:]
             self.done = True
         elif cut >= 0:
+            self.end = len(buf) + (2 if data[cut + 1 : cut + 2] == b"\r" else 1)
             self.done = True
         elif len(buf) >= MAX_HEADER_SCAN:
             # Stopped by the cap, not by the blank line: a field cut in the
             # middle could read as another valid value ("30" as "3"), so only
             # whole lines are kept.
             del buf[buf.rfind(b"\n") + 1 :]
+            self.end = MAX_HEADER_SCAN
             self.done = True
 
     def switches(self) -> tuple[str | None, str | None]:

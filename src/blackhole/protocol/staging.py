@@ -18,6 +18,7 @@ from blackhole.protocol.commands import Commands
 from blackhole.protocol.events import StageReached
 from blackhole.protocol.hooks import Stage
 from blackhole.protocol.modes import Mode
+from blackhole.protocol.reader import HeaderScanner
 from blackhole.protocol.replies import Reply
 from blackhole.protocol.states import State
 
@@ -36,7 +37,7 @@ Entry = tuple[
 class Staging(Commands):
     """The stage and verdict half of ``SMTPConnection``."""
 
-    content_threshold: int | None
+    content_thresholds: tuple[int, ...]
 
     if TYPE_CHECKING:
 
@@ -99,17 +100,74 @@ class Staging(Commands):
 
         self._pause(StageReached(stage, verb, value, size, message), Mode.COMMAND, apply, refuse)
 
-    def _check_threshold(self, size: int, resume: Mode) -> None:
-        threshold = self.content_threshold
-        if self._content_seen or threshold is None or size < threshold:
-            return
+    def _check_threshold(self, size: int, headers: HeaderScanner | None, resume: Mode) -> None:
+        """While content arrives: report the next threshold ``size`` has reached.
+
+        One event per threshold, each with the threshold as its byte count, so
+        that every rule acts at its own ``after_bytes`` however the content
+        was cut into reads; the next is checked once this one is resolved.
+        """
         if Stage.CONTENT not in self.watch:
             return
-        self._content_seen = True
+        at = self._next_threshold(size)
+        if at is None:
+            return
 
         def keep(reply: Reply | None) -> None:
-            # A reply here is the message's answer, once the content has ended.
-            self._final = reply
+            self._keep_final(reply)
+            self._check_threshold(size, headers, resume)
 
-        event = StageReached(Stage.CONTENT, size=size, message=self.message_number)
-        self._pause(event, resume, keep, keep)
+        self._pause(self._content_event(at, headers), resume, keep, keep)
+
+    def _message_complete(self, size: int, headers: HeaderScanner | None) -> None:
+        """The content has ended: the thresholds it reached and not yet reported,
+        or the end itself if none was (the content stage is reported at least
+        once per message, with every header read); then the message."""
+        if Stage.CONTENT in self.watch:
+            at = self._next_threshold(size)
+            ended = at is None and not self._content_at and not self._content_ended
+            if ended:
+                at = size
+                self._content_ended = True
+            if at is not None:
+
+                def done(reply: Reply | None) -> None:
+                    self._keep_final(reply)
+                    self._message_complete(size, headers)
+
+                self._pause(self._content_event(at, headers, ended), Mode.COMMAND, done, done)
+                return
+        self._emit_message(size, headers)
+
+    def _next_threshold(self, size: int) -> int | None:
+        thresholds = self.content_thresholds
+        i = self._content_next
+        if i < len(thresholds) and thresholds[i] <= size:
+            self._content_next = i + 1
+            return thresholds[i]
+        return None
+
+    def _content_event(
+        self, at: int, scanner: HeaderScanner | None, ended: bool = False
+    ) -> StageReached:
+        before, self._content_at = self._content_at, at
+        headers = None
+        # The header section as read, once it has ended within the first
+        # ``at`` bytes (RFC 5322 2.1: at the first empty line), or the content
+        # has: the same whatever the reads were. Else unknown: a header
+        # matcher does not hold yet.
+        if (
+            self.settings.collect_headers
+            and scanner is not None
+            and (ended or scanner.ended_within(at))
+        ):
+            headers = scanner.fields()
+        return StageReached(
+            Stage.CONTENT, size=at, message=self.message_number, before=before, headers=headers
+        )
+
+    def _keep_final(self, reply: Reply | None) -> None:
+        # A content rule's reply is the message's answer once the content has
+        # ended; the first one given stands.
+        if reply is not None and self._final is None:
+            self._final = reply

@@ -43,7 +43,18 @@ class RuleSet:
     this process's matches by rule name, for /stats.
     """
 
-    __slots__ = ("_api", "_by_stage", "_file", "hits", "seed", "stages", "started", "store")
+    __slots__ = (
+        "_api",
+        "_by_stage",
+        "_file",
+        "content_thresholds",
+        "hits",
+        "seed",
+        "stages",
+        "started",
+        "stateful_stages",
+        "store",
+    )
 
     def __init__(
         self,
@@ -61,6 +72,8 @@ class RuleSet:
         self.hits: Counter[str] = Counter()
         self._by_stage: dict[Stage, tuple[Rule, ...]] = {}
         self.stages: frozenset[Stage] = frozenset()
+        self.stateful_stages: frozenset[Stage] = frozenset()
+        self.content_thresholds: tuple[int, ...] = ()
         self._index()
 
     @property
@@ -74,6 +87,19 @@ class RuleSet:
             by_stage.setdefault(rule.stage, []).append(rule)
         self._by_stage = {stage: tuple(rules) for stage, rules in by_stage.items()}
         self.stages = frozenset(self._by_stage)
+        # Asked for every stage event and every session: worked out here, once
+        # per change of the rules, not each time.
+        self.stateful_stages = frozenset(r.stage for r in self.rules if r.selection.stateful)
+        # The byte counts at which content is reported: every rule's after_bytes.
+        self.content_thresholds = tuple(
+            sorted(
+                {
+                    r.actions.after_bytes
+                    for r in by_stage.get(Stage.CONTENT, ())
+                    if r.actions.after_bytes > 0
+                }
+            )
+        )
 
     async def _keep_state(self) -> None:
         await self.store.keep(frozenset(rule.fingerprint for rule in self.rules))

@@ -15,9 +15,13 @@ from blackhole.protocol.hooks import Stage
 from blackhole.rules.model import Matchers
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Facts:
-    """What is known about the session at one stage event."""
+    """What is known about the session at one stage event.
+
+    Not frozen, though never changed once made: a frozen dataclass pays an
+    ``object.__setattr__`` per field, and one is made at every stage event.
+    """
 
     stage: Stage
     session: str = ""  # a session id, for key = "session"
@@ -67,8 +71,10 @@ def failing(m: Matchers, facts: Facts) -> str | None:
         return "sender"
     if m.recipient is not None:
         # RULES.md: at rcpt the one given, later any of them (LMTP end: the one answered).
-        candidates = (facts.recipient,) if facts.recipient is not None else facts.recipients
-        if not any(m.recipient.matches(r) for r in candidates):
+        if facts.recipient is not None:
+            if not m.recipient.matches(facts.recipient):
+                return "recipient"
+        elif not any(m.recipient.matches(r) for r in facts.recipients):
             return "recipient"
     if m.header is not None:
         if facts.headers is None:

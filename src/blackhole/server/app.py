@@ -74,6 +74,7 @@ class Worker:
         rng: random.Random | None = None,
         worker_id: int | None = None,
         store: Store | None = None,
+        started: float | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.bound = list(bound)
@@ -85,8 +86,11 @@ class Worker:
         self.contexts: list[ListenerContext] = []
         self._servers: list[asyncio.AbstractServer] = []
         self.store = store
+        # When the server started (the supervisor's time): file rules'
+        # windows count from it, in every worker and after any restart.
+        self.started = started if started is not None else time.time()
         if WorkerRules.wanted(config):
-            self.state.rules = WorkerRules(config, store)
+            self.state.rules = WorkerRules(config, store, self.started)
         self.reload(config, mailname, ssl_context)
 
     def reload(self, config: Config, mailname: str, ssl_context: ssl.SSLContext | None) -> None:
@@ -113,7 +117,7 @@ class Worker:
         if rules is not None:
             rules.reload(config)
         elif WorkerRules.wanted(config):
-            self.state.rules = WorkerRules(config, self.store)
+            self.state.rules = WorkerRules(config, self.store, self.started)
 
     def set_api_rules(self, rules: list[Rule]) -> None:
         """The control API's rules, pushed by the hub: in force for every new session.
@@ -124,7 +128,7 @@ class Worker:
         if self.state.rules is None:
             if not rules:
                 return
-            self.state.rules = WorkerRules(self.config, self.store)
+            self.state.rules = WorkerRules(self.config, self.store, self.started)
         self.state.rules.ruleset.replace_api(rules)
 
     async def start(self) -> None:

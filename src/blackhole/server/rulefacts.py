@@ -66,15 +66,22 @@ def stage_facts(where: Where, core: SMTPConnection, event: StageReached) -> Fact
         recipient=value if stage is Stage.RCPT else None,
         size=event.size if stage is Stage.MAIL else None,
         message=event.message or None,
-        # The core reports content once per message, at the threshold or at
-        # its end: this event brings every byte so far (rules.match.crossed).
+        # The core reports content at each rule's after_bytes, or at its end
+        # when none is reached: this event brings the bytes since the last
+        # one (rules.match.crossed), and the headers once they have ended.
+        headers=tuple(event.headers) if event.headers is not None else None,
         content_bytes=content,
-        chunk_bytes=content,
+        chunk_bytes=content - event.before,
     )
 
 
-def end_facts(where: Where, core: SMTPConnection, event: MessageReceived) -> Facts:
-    """The facts at ``end``: the message as read, with its headers when collected."""
+def end_facts(
+    where: Where, core: SMTPConnection, event: MessageReceived, recipient: str | None = None
+) -> Facts:
+    """The facts at ``end``: the message as read, with its headers when collected.
+
+    ``recipient``: on LMTP, the recipient being answered (RULES.md "LMTP").
+    """
     return Facts(
         stage=Stage.END,
         session=where.session,
@@ -87,6 +94,7 @@ def end_facts(where: Where, core: SMTPConnection, event: MessageReceived) -> Fac
         auth_user=core.auth_user,
         sender=event.sender,
         recipients=tuple(event.recipients),
+        recipient=recipient,
         headers=tuple(event.headers) if event.headers is not None else None,
         size=event.size,
         message=core.message_number or None,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from blackhole.config.model import Config
 from blackhole.protocol.hooks import Stage
@@ -19,12 +21,24 @@ from blackhole.rules.engine import RuleSet
 from blackhole.rules.store import MemoryStore, Store
 
 log = logging.getLogger("blackhole.rules")
+T = TypeVar("T")
 
 # The stages each address convention decides at (RULES.md "Address conventions").
 _CONVENTION_STAGES = {
     MOX: frozenset((Stage.MAIL, Stage.RCPT, Stage.END)),
     SES: frozenset((Stage.RCPT, Stage.END)),
 }
+
+
+def run_now(coro: Coroutine[Any, Any, T]) -> T:
+    """The result of a coroutine that never suspends, without an event loop task."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+    coro.close()
+    raise RuntimeError("the rules engine waited although no rule needs the store")
 
 
 def new_store() -> Store:
@@ -45,12 +59,14 @@ class WorkerRules:
 
     __slots__ = ("_tasks", "conventions", "ruleset")
 
-    def __init__(self, config: Config, store: Store | None = None) -> None:
+    def __init__(
+        self, config: Config, store: Store | None = None, started: float | None = None
+    ) -> None:
         file_rules = config.rules.rules if config.rules is not None else ()
         self.ruleset = RuleSet(
             file_rules,
             seed=_seed(config),
-            started=time.time(),
+            started=started if started is not None else time.time(),
             store=store if store is not None else new_store(),
         )
         self.conventions = config.address_rules
@@ -89,14 +105,9 @@ class WorkerRules:
         return stages
 
     @property
-    def content_threshold(self) -> int | None:
-        """Report content once the smallest ``after_bytes`` has arrived (None: at its end)."""
-        thresholds = [
-            r.actions.after_bytes
-            for r in self.ruleset.rules
-            if r.stage is Stage.CONTENT and r.actions.after_bytes > 0
-        ]
-        return min(thresholds) if thresholds else None
+    def content_thresholds(self) -> tuple[int, ...]:
+        """The byte counts at which the core reports content: every ``after_bytes``."""
+        return self.ruleset.content_thresholds
 
     @property
     def headers_wanted(self) -> bool:
@@ -104,4 +115,4 @@ class WorkerRules:
 
     def stateful(self, stage: Stage) -> bool:
         """Whether deciding at ``stage`` may have to wait for the store."""
-        return any(r.stage is stage and r.selection.stateful for r in self.ruleset.rules)
+        return stage in self.ruleset.stateful_stages

@@ -16,8 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from blackhole.protocol import replies as R
 from blackhole.protocol.core import SMTPConnection
@@ -27,8 +27,9 @@ from blackhole.protocol.replies import Reply
 from blackhole.rules.addresses import address_verdict
 from blackhole.rules.engine import CLOSING
 from blackhole.rules.match import Facts
+from blackhole.server import lmtpend
 from blackhole.server.rulefacts import Where, end_facts, stage_facts
-from blackhole.server.rulestate import WorkerRules
+from blackhole.server.rulestate import WorkerRules, run_now
 from blackhole.server.verdicts import Pacer, RefuseHandshake, reset
 
 if TYPE_CHECKING:
@@ -38,17 +39,6 @@ log = logging.getLogger("blackhole.rules")
 
 # Applies a verdict; True while the session still waits for something else.
 Done = Callable[[Verdict | None], bool]
-
-
-def run_now(coro: Coroutine[Any, Any, Verdict | None]) -> Verdict | None:
-    """The result of a coroutine that never suspends, without an event loop task."""
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        result: Verdict | None = stop.value
-        return result
-    coro.close()
-    raise RuntimeError("the rules engine waited although no rule needs the store")
 
 
 def describe(verdict: Verdict) -> str:
@@ -84,7 +74,7 @@ class Steering:
         self.pacer: Pacer | None = None
         self.tls_fault: TLSFault | None = None
         core.watch = rules.stages
-        core.content_threshold = rules.content_threshold
+        core.content_thresholds = rules.content_thresholds
 
     # --- the two entry points -----------------------------------------------------
 
@@ -107,12 +97,15 @@ class Steering:
             core.send(for_each(event, event.reply))
             return False
 
+        if event.lmtp:
+            return lmtpend.decide(self, core, event)
+
         def done(verdict: Verdict | None) -> bool:
             if verdict is None or not (
                 verdict.reply or verdict.close or verdict.drop or verdict.reset or verdict.hang
             ):
                 return session.answer(core, event)  # the mode decides
-            return self._end(core, event, verdict)
+            return self.end(core, event, verdict)
 
         return self._decide(core, Stage.END, end_facts(self.where, core, event), done)
 
@@ -121,7 +114,7 @@ class Steering:
     def _decide(self, core: SMTPConnection, stage: Stage, facts: Facts, done: Done) -> bool:
         rules = self.rules
         if rules.stateful(stage):
-            task = self.session.loop.create_task(self._evaluate(stage, facts))
+            task = self.session.loop.create_task(self.evaluate(stage, facts))
             task.add_done_callback(lambda t: self._decided(core, stage, t, done))
             return True
         verdict = run_now(rules.ruleset.evaluate(stage, facts, time.time()))
@@ -129,7 +122,8 @@ class Steering:
             verdict = address_verdict(rules.conventions, stage, facts)
         return self._act(core, stage, verdict, done, later=False)
 
-    async def _evaluate(self, stage: Stage, facts: Facts) -> Verdict | None:
+    async def evaluate(self, stage: Stage, facts: Facts) -> Verdict | None:
+        """Rules, then address conventions; a failing store answers 451 4.3.0."""
         try:
             verdict = await self.rules.ruleset.evaluate(stage, facts, time.time())
         except Exception as exc:
@@ -158,25 +152,30 @@ class Steering:
     ) -> bool:
         session = self.session
         if verdict is not None:
-            log.info(
-                "[%s] rule %s at %s: %s", session.session_id, verdict.rule, stage, describe(verdict)
-            )
-            if verdict.tarpit:
-                # From this reply on, every reply of the session is paced.
-                self.pacer = Pacer(
-                    session.loop, lambda: session.transport, verdict.tarpit, session.touch
-                )
+            self.note(stage, verdict)
             if verdict.delay > 0:
                 # A timer, not a sleep: other sessions run on meanwhile, and
                 # the session's input is held (SMTPProtocol._delay).
-                session.hold(verdict.delay, lambda: self._resume(core, done, verdict))
+                session.hold(verdict.delay, lambda: self.resume(core, done, verdict))
                 return True
         if later:
-            self._resume(core, done, verdict)
+            self.resume(core, done, verdict)
             return True
         return done(verdict)
 
-    def _resume(self, core: SMTPConnection, done: Done, verdict: Verdict | None) -> None:
+    def note(self, stage: Stage, verdict: Verdict) -> None:
+        """Log a rule's action; start its tarpit."""
+        session = self.session
+        log.info(
+            "[%s] rule %s at %s: %s", session.session_id, verdict.rule, stage, describe(verdict)
+        )
+        if verdict.tarpit:
+            # From this reply on, every reply of the session is paced.
+            self.pacer = Pacer(
+                session.loop, lambda: session.transport, verdict.tarpit, session.touch
+            )
+
+    def resume(self, core: SMTPConnection, done: Done, verdict: Verdict | None) -> None:
         session = self.session
         if session.core is not core or session.closing:
             return
@@ -186,8 +185,18 @@ class Steering:
         except Exception:
             session._internal_error()
 
-    def _end(self, core: SMTPConnection, event: MessageReceived, verdict: Verdict) -> bool:
-        """An ``end`` verdict: a reply replaces the mode's answer, or the session ends."""
+    def end(
+        self,
+        core: SMTPConnection,
+        event: MessageReceived,
+        verdict: Verdict,
+        answered: Sequence[Reply] = (),
+    ) -> bool:
+        """An ``end`` verdict: a reply replaces the mode's answer, or the session ends.
+
+        ``answered``: on LMTP, the replies of the recipients before the one
+        this verdict is for (``server.lmtpend``).
+        """
         session = self.session
         transport = session.transport
         assert transport is not None
@@ -200,12 +209,12 @@ class Steering:
             # No answer ever: the session ends at the idle timeout, silently.
             session.hold(session.ctx.timeout, session._close)
         elif verdict.close or (verdict.reply is not None and verdict.reply.code == 421):
-            core.send(for_each(event, verdict.reply or CLOSING))
+            core.send(for_each(event, verdict.reply or CLOSING, answered))
             session._write(transport, core)
             session._close()
         else:
             assert verdict.reply is not None
-            core.send(for_each(event, verdict.reply))
+            core.send(for_each(event, verdict.reply, answered))
             return False
         return True
 
@@ -236,10 +245,15 @@ class Steering:
             transport.pause_reading()
 
 
-def for_each(event: MessageReceived, reply: Reply) -> Reply | list[Reply]:
+def for_each(
+    event: MessageReceived, reply: Reply, answered: Sequence[Reply] = ()
+) -> Reply | list[Reply]:
     """The final answer as the core takes it: on LMTP one per recipient (RFC 2033 4.2).
 
-    An ``end`` rule is evaluated once per message here, so on LMTP its reply
-    goes to every recipient alike.
+    On LMTP the recipients ``answered`` already keep their replies and every
+    later one gets ``reply`` (a content rule's answer, or the 421 of a rule
+    that closes the session: RFC 2033 4.2 has every recipient answered).
     """
-    return [reply] * len(event.recipients) if event.lmtp else reply
+    if not event.lmtp:
+        return reply
+    return [*answered, *[reply] * (len(event.recipients) - len(answered))]

@@ -82,6 +82,8 @@ class Fleet:
         self.bound: Bound = []
         self.method = SPAWN
         self.hub_path: str | None = None  # the hub's socket, passed to every worker
+        # When the server started: every worker's rule windows count from it.
+        self.started = time.time()
         self.next_ping = 0.0
         # Descriptors of the supervisor's own that a forked worker must close.
         self.own_fds: Callable[[], list[int]] = list
@@ -109,7 +111,9 @@ class Fleet:
         assert self.settings is not None
         slot.start_at = None
         listeners = tuple(lst for lst, _ in self.bound)
-        spec = WorkerSpec(slot.number, self.settings, listeners, hub=self.hub_path)
+        spec = WorkerSpec(
+            slot.number, self.settings, listeners, hub=self.hub_path, started=self.started
+        )
         sockets = [sock for _listener, sock in self.bound]
         close_in_child = [fd for process in self.slots.processes() for fd in process.fds()]
         close_in_child += self.own_fds()

@@ -44,7 +44,9 @@ class WorkerSpec:
 
     ``listeners`` describe the listening sockets passed alongside, in the same
     order; ``fds`` are their descriptor numbers in the worker (spawn only);
-    ``hub`` is the path of the hub's socket (``blackhole.hub``).
+    ``hub`` is the path of the hub's socket (``blackhole.hub``); ``started``
+    is when the server started (wall clock), the same for every worker and
+    every restart: rule windows count from it (RULES.md "window").
     """
 
     number: int
@@ -52,6 +54,7 @@ class WorkerSpec:
     listeners: tuple[Listener, ...]
     fds: tuple[int, ...] = ()
     hub: str | None = None
+    started: float | None = None
 
 
 # --- supervisor -> worker ---------------------------------------------------------

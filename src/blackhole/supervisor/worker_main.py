@@ -167,6 +167,7 @@ class Runner:
                 # Rule state shared by every worker lives in the hub (RULES.md
                 # "Determinism"); without one, each worker keeps its own.
                 store=hub.store if hub is not None else None,
+                started=self.spec.started,
             )
             if hub is not None:
                 hub.on_api_rules = worker.set_api_rules
