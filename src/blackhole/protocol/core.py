@@ -25,6 +25,7 @@ from blackhole.protocol import replies as R
 from blackhole.protocol.events import Event, StageReached
 from blackhole.protocol.hooks import Stage, Verdict
 from blackhole.protocol.limits import MAX_AUTH_LINE, MAX_COMMAND_LINE, MAX_UNKNOWN_COMMANDS
+from blackhole.protocol.metering import CONNECT, END, NULL_METER, SERVER, UNPARSED, ReplyMeter
 from blackhole.protocol.modes import Mode
 from blackhole.protocol.replies import Reply
 from blackhole.protocol.settings import SessionSettings
@@ -52,6 +53,8 @@ class SMTPConnection(Staging):
     _junk = 0
     _overlong = False  # inside a command line that is too long
     _draining = False  # shutting down: close once the transaction ends
+    # Told of every batch of replies before it is written (protocol.metering).
+    meter: ReplyMeter = NULL_METER
 
     def __init__(self, settings: SessionSettings) -> None:
         self.settings = settings
@@ -62,6 +65,7 @@ class SMTPConnection(Staging):
         self._out: list[bytes] = []
         self._events = deque()
         self.recipients = []
+        self._marks: list[tuple[int, str]] = [(0, CONNECT)]
 
     # --- the adapter's API --------------------------------------------------
 
@@ -104,8 +108,12 @@ class SMTPConnection(Staging):
         out = self._out
         if not out:
             return b""
+        marks = self._marks
+        self.meter.replies(out, marks)
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
+        # Replies still to come belong to the verb in force now.
+        self._marks = [(0, marks[-1][1])]
         return data
 
     def next_event(self) -> Event | None:
@@ -115,6 +123,7 @@ class SMTPConnection(Staging):
         """Answer the message reported by ``MessageReceived``, then read on."""
         if self._mode is not Mode.WAITING:
             raise RuntimeError("send() is only for the final reply to a message")
+        self._prompted_by(END)
         self._out.append(reply.wire)
         self._end_transaction()
         self._mode = Mode.COMMAND
@@ -173,6 +182,7 @@ class SMTPConnection(Staging):
 
     def timeout(self) -> None:
         """The client was idle too long (RFC 5321 4.5.3.2: 421 then close)."""
+        self._prompted_by(SERVER)
         if self._mode is Mode.HUNG:
             self._close(None, "timeout")  # a hung session never answers again
         elif self._mode is not Mode.CLOSED:
@@ -182,6 +192,7 @@ class SMTPConnection(Staging):
         """Server stopping: idle sessions get 421 now, others after their transaction."""
         if self._mode is Mode.CLOSED:
             return
+        self._prompted_by(SERVER)
         if self._mode is Mode.HUNG:
             self._close(None, "shutdown")
         elif self.in_transaction or self._mode is Mode.STAGE:
@@ -245,6 +256,7 @@ class SMTPConnection(Staging):
                     del buf[: nl + 1]
                     self._overlong = False
                     self._abort_sasl()
+                    self._prompted_by(UNPARSED)
                     self._out.append(R.R500_LINE_TOO_LONG.wire)
                     continue
                 line = bytes(buf[:nl])
@@ -261,6 +273,7 @@ class SMTPConnection(Staging):
         """Shutting down: close once no transaction is open; True if closed."""
         if self.in_transaction or self._mode >= Mode.STAGE:
             return False
+        self._prompted_by(SERVER)
         self._close(R.R421_SHUTDOWN, "shutdown")
         return True
 
@@ -270,12 +283,14 @@ class SMTPConnection(Staging):
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             self._abort_sasl()
+            self._prompted_by(UNPARSED)
             self._out.append(R.R500_BAD_ENCODING.wire)
             return
         # isprintable() is a C fast path that is true for almost every
         # command; only when it is false (a TAB, or worse) does the regex run.
         if not text.isprintable() and _CONTROL.search(text):
             self._abort_sasl()
+            self._prompted_by(UNPARSED)
             self._out.append(R.R500_BAD_BYTES.wire)
             return
         if self._mode is Mode.SASL:
@@ -283,6 +298,8 @@ class SMTPConnection(Staging):
             return
         verb, _, arg = text.partition(" ")
         verb = verb.upper()
+        if not staged:
+            self._marks.append((len(self._out), verb))  # _prompted_by, inline: hot path
         if len(raw) + 2 > MAX_COMMAND_LINE and verb != "AUTH":
             self._out.append(R.R500_LINE_TOO_LONG.wire)
             return

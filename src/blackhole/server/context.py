@@ -23,6 +23,7 @@ class ListenerContext:
     timeout: float
     tls_handshake_timeout: float
     ssl_context: ssl.SSLContext | None  # SMTPS handshake and STARTTLS
+    name: str = "-"  # the listener's label in counts and the event log
 
     @property
     def implicit_tls(self) -> bool:
