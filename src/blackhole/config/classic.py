@@ -61,6 +61,9 @@ def _parsers(base: Path) -> dict[str, Callable[[str], Any]]:
         "tls_handshake_timeout": values.tls_handshake_timeout,
         "grace_period": values.grace_period,
         "heartbeat_interval": values.heartbeat_interval,
+        "stats_interval": values.stats_interval,
+        "event_log": lambda text: text if text == "-" else files.writable_path(text, base),
+        "record": values.record,
     }
 
 

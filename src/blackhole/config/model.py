@@ -82,6 +82,9 @@ class Config:
     tls_handshake_timeout: float = DEFAULT_TLS_HANDSHAKE_TIMEOUT
     grace_period: float = 30.0  # seconds sessions get to finish at SIGTERM
     heartbeat_interval: float = 5.0  # supervisor -> worker liveness ping
+    stats_interval: float = 0.0  # seconds between console progress lines; 0: off
+    event_log: str | None = None  # JSON lines per message and session; "-": stdout
+    record: int = 0  # message records (with headers) kept for GET /messages
     # --- command line only ---------------------------------------------------
     less_secure: bool = False  # -ls: skip single-use DH keys (classic meaning)
     debug: bool = False
