@@ -239,7 +239,7 @@ OPTIONS: tuple[Option, ...] = (
         "(none)",
         "a file name, or - for standard output",
         "Write one JSON line per message and per session; SIGHUP reopens the file.",
-        "/tmp/blackhole-events.jsonl",
+        "events.jsonl",
         classic=False,
     ),
     Option(

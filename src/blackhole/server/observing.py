@@ -32,6 +32,7 @@ from blackhole.observe.eventlog import EventLog, message_record, session_record,
 from blackhole.observe.layout import OUTCOMES, SESSION_ENDS, Layout
 from blackhole.observe.meter import SessionMeter
 from blackhole.observe.record import with_headers
+from blackhole.observe.tally import attach_counters
 
 if TYPE_CHECKING:
     from blackhole.protocol.core import SMTPConnection
@@ -72,6 +73,31 @@ class Observation:
     @classmethod
     def private(cls, names: Sequence[str]) -> Observation:
         return cls(Counters.private(Layout(names or ["-"])))
+
+    @classmethod
+    def for_worker(
+        cls,
+        region: tuple[int, int, Sequence[str]] | None,
+        listeners: Sequence[str],
+        event_log: str | None,
+        record: int,
+        worker: int,
+    ) -> Observation:
+        """A worker's: its slot of the shared region ``(fd, slot, names)``, if
+        it has one, and the event log of the config (``OSError`` if it cannot
+        be opened)."""
+        if region is None:
+            counters = Counters.private(Layout(listeners or ["-"]))
+        else:
+            fd, slot, names = region
+            counters = attach_counters(fd, Layout(names), slot)
+        log = EventLog(event_log) if event_log is not None else None
+        return cls(counters, log, record, worker)
+
+    def reopen(self) -> None:
+        """SIGHUP: open the event log's path again (logrotate moved it)."""
+        if self.event_log is not None:
+            self.event_log.reopen()
 
     def listener_index(self, name: str) -> int:
         """Listeners a reload added after the layout was made count as the first."""

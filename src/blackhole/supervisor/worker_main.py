@@ -28,6 +28,7 @@ from types import FrameType
 from blackhole.errors import EX_OK, EX_SOFTWARE, BlackholeError
 from blackhole.observe.logs import setup_logging
 from blackhole.server.app import Worker, new_event_loop
+from blackhole.server.observing import Observation, listener_name
 from blackhole.server.tls import build_server_context
 from blackhole.supervisor import capabilities
 from blackhole.supervisor.messages import (
@@ -150,7 +151,12 @@ class Runner:
         settings = self.settings
         try:
             worker = Worker(
-                settings.config, bound, settings.mailname, ssl_context, worker_id=self.number
+                settings.config,
+                bound,
+                settings.mailname,
+                ssl_context,
+                worker_id=self.number,
+                observation=self.observation(),
             )
             await worker.start()
         except Exception as exc:
@@ -170,6 +176,18 @@ class Runner:
         log.debug("stopping: up to %gs for sessions in flight", grace)
         await worker.stop(grace)
         return EX_OK
+
+    def observation(self) -> Observation:
+        """Counting into the supervisor's region, and the event log, if configured."""
+        counters = self.spec.counters
+        config = self.settings.config
+        return Observation.for_worker(
+            None if counters is None else (counters.fd, counters.slot, counters.names),
+            [listener_name(sock) for sock in self.sockets],
+            config.event_log,
+            config.record,
+            self.number,
+        )
 
     async def _told_to_go(self) -> None:
         waiters = [asyncio.ensure_future(event.wait()) for event in (self.stop, self.retire)]
@@ -217,6 +235,7 @@ class Runner:
             self.channel.send(ReloadFailed(settings.generation, str(exc)))
             return
         self.worker.reload(settings.config, settings.mailname, ssl_context)
+        self._reopen_event_log()
         self.settings = settings
         log.debug("new sessions use configuration generation %d", settings.generation)
         self.channel.send(Reloaded(settings.generation))
@@ -226,6 +245,15 @@ class Runner:
             setup_logging(message.config, worker=self.number)
         except BlackholeError as exc:
             log.error("cannot reopen the log: %s", exc)
+        self._reopen_event_log()
+
+    def _reopen_event_log(self) -> None:
+        """SIGHUP, whether or not the reload succeeds: logrotate moved the file."""
+        if self.worker is not None:
+            try:
+                self.worker.state.observation.reopen()
+            except OSError as exc:
+                log.error("cannot reopen the event log: %s", exc.strerror or exc)
 
 
 def serve_worker(
