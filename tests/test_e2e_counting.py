@@ -172,3 +172,44 @@ def test_a_killed_worker_loses_no_count(
         str(line["outcome"]) for line in event_lines(events) if line["type"] == "message"
     )
     assert seen["accepted"] <= logged["accepted"] <= figures["accepted"]
+
+
+def test_stats_interval_logs_progress_lines(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    server = start(server_factory, tmp_path, "listen = 127.0.0.1:0\nstats_interval = 0.2\n")
+    seen: Counter[str] = Counter()
+    send(server.port(), seen)
+    line = server.wait_for(r"messages/s over .* replies 2xx=[1-9]")
+    assert "sessions open" in line
+    assert server.stop() == 0
+    assert summary(server)["accepted"] == 1
+
+
+def test_sighup_reopens_the_event_log(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    events = tmp_path / "events.jsonl"
+    server = start(server_factory, tmp_path, f"listen = 127.0.0.1:0\nevent_log = {events}\n")
+    seen: Counter[str] = Counter()
+    send(server.port(), seen)
+    wait_until(lambda: len(event_lines(events)) == 2, what="two event lines")
+    rotated = tmp_path / "events.jsonl.1"
+    events.rename(rotated)
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for("configuration reloaded")
+    send(server.port(), seen)
+    wait_until(lambda: events.exists() and len(event_lines(events)) == 2, what="a new file")
+    assert len(event_lines(rotated)) == 2
+    assert server.stop() == 0
+
+
+def test_event_log_on_standard_output(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    server = start(server_factory, tmp_path, "listen = 127.0.0.1:0\nevent_log = -\n")
+    seen: Counter[str] = Counter()
+    send(server.port(), seen)
+    line = server.wait_for(r'^\{"type":"message"')
+    assert json.loads(line)["reply"]["code"] == 250
+    assert server.stop() == 0
