@@ -44,7 +44,7 @@ class Commands:
     _mode: Mode
     _in: bytearray
     _out: list[bytes]
-    _marks: list[tuple[int, str]]  # which verb each queued reply answers
+    _marks: list[int | str]  # which verb each queued reply answers (protocol.metering)
     _events: deque[Event]
     _junk: int
     watch: frozenset[Stage]
@@ -102,7 +102,7 @@ class Commands:
 
     def _prompted_by(self, verb: str) -> None:
         """The replies queued from now on answer ``verb`` (protocol.metering)."""
-        self._marks.append((len(self._out), verb))
+        self._marks += (len(self._out), verb)
 
     def _reset_transaction(self) -> None:
         self.sender = None

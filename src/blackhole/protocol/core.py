@@ -65,7 +65,7 @@ class SMTPConnection(Staging):
         self._out: list[bytes] = []
         self._events = deque()
         self.recipients = []
-        self._marks: list[tuple[int, str]] = [(0, CONNECT)]
+        self._marks: list[int | str] = [0, CONNECT]
 
     # --- the adapter's API --------------------------------------------------
 
@@ -112,8 +112,10 @@ class SMTPConnection(Staging):
         self.meter.replies(out, marks)
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
-        # Replies still to come belong to the verb in force now.
-        self._marks = [(0, marks[-1][1])]
+        # Replies still to come belong to the verb in force now (in place:
+        # no new list per batch on the hot path).
+        marks[1] = marks[-1]
+        del marks[2:]
         return data
 
     def next_event(self) -> Event | None:
@@ -299,7 +301,7 @@ class SMTPConnection(Staging):
         verb, _, arg = text.partition(" ")
         verb = verb.upper()
         if not staged:
-            self._marks.append((len(self._out), verb))  # _prompted_by, inline: hot path
+            self._marks += (len(self._out), verb)  # _prompted_by, inline: hot path
         if len(raw) + 2 > MAX_COMMAND_LINE and verb != "AUTH":
             self._out.append(R.R500_LINE_TOO_LONG.wire)
             return

@@ -6,8 +6,9 @@ which command prompted each, just before the adapter writes them. So a count
 is taken before the client can see the reply (OBSERVE.md: a SIGKILL never
 loses a reply the client saw), and the adapter keeps no copy of SMTP meaning.
 
-``marks`` are ``(position, verb)`` pairs in output order: the replies from
-``out[position]`` up to the next mark were prompted by ``verb``. Verbs are the
+``marks`` is a flat list of ``position, verb`` pairs in output order (flat:
+no tuple per command on the hot path): the replies from ``out[position]`` up
+to the next mark were prompted by ``verb``. Verbs are the
 command's (upper case, as typed, so possibly unknown), or one of the replies
 no command prompted: ``connect`` (the greeting), ``end`` (the answer after a
 message's data, RFC 5321 4.1.1.4) and ``server`` (a timeout's or a
@@ -26,7 +27,7 @@ UNPARSED = "unknown"
 
 
 class ReplyMeter(Protocol):
-    def replies(self, out: list[bytes], marks: list[tuple[int, str]]) -> None:
+    def replies(self, out: list[bytes], marks: list[int | str]) -> None:
         """``out`` is about to be written; read it, never change it."""
         ...
 
@@ -36,7 +37,7 @@ class NullMeter:
 
     __slots__ = ()
 
-    def replies(self, out: list[bytes], marks: list[tuple[int, str]]) -> None:
+    def replies(self, out: list[bytes], marks: list[int | str]) -> None:
         return None
 
 
