@@ -48,6 +48,8 @@ def build_context(
         tls_active=listener.tls,  # SMTPS: the core starts after the handshake
         auth_required=config.auth_required,
         auth_tls_only=config.auth_tls_only,
+        # Recorded messages carry their header fields (record = N).
+        collect_headers=config.record > 0,
     )
     if challenge is not None:
         settings = replace(settings, challenge=challenge)
