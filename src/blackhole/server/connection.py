@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
@@ -25,6 +26,7 @@ from blackhole.server.steering import Steering
 
 if TYPE_CHECKING:
     from blackhole.server.context import ListenerContext
+    from blackhole.server.observing import SessionObservation
     from blackhole.server.state import ServerState
 
 log = logging.getLogger("blackhole.session")
@@ -37,6 +39,9 @@ log = logging.getLogger("blackhole.session")
 # became 1 GB of replies). The wordiest command, "EXPN all", makes 64 times its
 # size in reply, so one slice adds at most about 512 KiB past the mark.
 _SLICE = 8192
+# A Close event's reason -> the event log's session end (OBSERVE.md); any
+# other reason (a rule's close, too many unknown commands) is "dropped".
+_CLOSE_ENDS = {"quit": "quit", "timeout": "timeout", "shutdown": "shutdown"}
 
 
 class SMTPProtocol(asyncio.Protocol):
@@ -54,6 +59,7 @@ class SMTPProtocol(asyncio.Protocol):
         "ctx",
         "last",
         "loop",
+        "obs",
         "server",
         "session_id",
         "steer",
@@ -77,6 +83,8 @@ class SMTPProtocol(asyncio.Protocol):
         # SMTPS only: bytes read before start_tls() took over the transport.
         self._early: bytearray | None = None
         self.steer: Steering | None = None  # set when the worker has rules
+        # Made only for an accepted connection: counted from here.
+        self.obs: SessionObservation = server.observation.session(ctx.name, self.session_id)
 
     # --- transport callbacks --------------------------------------------------
 
@@ -85,6 +93,8 @@ class SMTPProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self.server.sessions.add(self)
         self.server.stats.connections += 1
+        peer = transport.get_extra_info("peername")
+        self.obs.client = str(peer[0]) if isinstance(peer, tuple) else str(peer or "")
         self.last = self.loop.time()
         self._timer.arm()
         if self.ctx.implicit_tls:
@@ -122,6 +132,7 @@ class SMTPProtocol(asyncio.Protocol):
         if self._backlog:
             self._backlog += data  # reading is paused; this is only a safety net
             return
+        self.obs.meter.started = time.perf_counter()
         try:
             if len(data) <= _SLICE and not self._write_paused and self._delay is None:
                 core.receive_data(data)
@@ -156,6 +167,8 @@ class SMTPProtocol(asyncio.Protocol):
     def _begin(self) -> None:
         core = SMTPConnection(self.ctx.settings)
         self.core = core
+        core.meter = self.obs.meter
+        self.obs.core = core
         if self.server.rules is not None:
             self.steer = Steering(self, self.server.rules, core)
         core.start()
@@ -193,12 +206,14 @@ class SMTPProtocol(asyncio.Protocol):
                 self._start_tls(greet=False, core=core)
                 return
             elif isinstance(event, Close):
+                self._ended_by(_CLOSE_ENDS.get(event.reason, "dropped"))
                 self._write(transport, core)
                 self._close()
                 return
             elif isinstance(event, Cut):
                 # No reply: drop (FIN after what was queued), reset (RST), or
                 # hang (the core reads nothing more; the idle timer ends it).
+                self._ended_by("reset" if event.how == "reset" else "dropped")
                 self._write(transport, core)
                 if event.how == "reset":
                     verdicts.reset(transport)
@@ -218,6 +233,7 @@ class SMTPProtocol(asyncio.Protocol):
     def _message(self, core: SMTPConnection, event: MessageReceived) -> bool:
         """Answer a complete message; True if the answer is delayed."""
         self.server.stats.messages += 1
+        self.obs.message_read(event)
         if self.steer is not None:
             return self.steer.message(core, event)  # end rules, then address conventions
         return self.answer(core, event)
@@ -261,6 +277,7 @@ class SMTPProtocol(asyncio.Protocol):
         if core is None or self.transport is None or self.closing:
             return
         self.last = self.loop.time()
+        self.obs.meter.started = time.perf_counter()  # delay excluded
         try:
             core.send(reply)
             self._pump(core)
@@ -326,6 +343,7 @@ class SMTPProtocol(asyncio.Protocol):
         context = self.ctx.ssl_context
         assert context is not None  # STARTTLS is only offered with a context
         limit = self.ctx.tls_handshake_timeout
+        self.obs.handshake_started()
         upgrade.start(self.loop, self, context, limit, greet=greet, core=core)
 
     def _hand_over_early_bytes(self) -> None:
@@ -341,6 +359,10 @@ class SMTPProtocol(asyncio.Protocol):
     ) -> None:
         self.transport = transport
         self.last = self.loop.time()
+        ssl_object = transport.get_extra_info("ssl_object")
+        version = ssl_object.version() if ssl_object is not None else None
+        cipher = ssl_object.cipher()[0] if ssl_object is not None else None
+        self.obs.handshake_done(True, version, cipher)
         if greet:
             self._begin()
             return
@@ -353,6 +375,9 @@ class SMTPProtocol(asyncio.Protocol):
         # Plaintext on an SMTPS port, a client gone mid-handshake, a scanner:
         # counted and logged at debug, never a traceback, never a flood.
         self.server.stats.tls_failures += 1
+        if self.obs.tls is None:
+            self.obs.handshake_done(False, None, None)
+            self._ended_by("error")
         log.debug("[%s] TLS handshake failed: %s", self.session_id, reason)
         self._abort()
 
@@ -381,6 +406,7 @@ class SMTPProtocol(asyncio.Protocol):
             self.tls_failed(f"timed out after {self._timer.limit:g} s (idle timeout)")
         else:
             self.server.stats.timeouts += 1
+            self.obs.meter.started = time.perf_counter()
             core.timeout()
             self._pump(core)
 
@@ -392,6 +418,8 @@ class SMTPProtocol(asyncio.Protocol):
         if core is None:
             self._abort()  # in a TLS handshake, or already closing
             return
+        self._ended_by("shutdown")
+        self.obs.meter.started = time.perf_counter()
         core.shutdown()
         self._pump(core)
 
@@ -404,8 +432,10 @@ class SMTPProtocol(asyncio.Protocol):
         """
         transport = self.transport
         if transport is None or self.closing or self.core is None:
+            self._ended_by("shutdown")
             self._abort()
             return
+        self._ended_by("shutdown")
         transport.write(R.R421_SHUTDOWN.wire)
         self._close()
 
@@ -447,10 +477,17 @@ class SMTPProtocol(asyncio.Protocol):
             self._delay = None
         self.server.sessions.discard(self)
         self.core = None
+        self.obs.close()
+
+    def _ended_by(self, how: str) -> None:
+        """How the session ends, for counts and the event log (first one wins)."""
+        if self.obs.end == "client_closed":
+            self.obs.end = how
 
     def _internal_error(self) -> None:
         log.exception("[%s] internal error; the session is closed", self.session_id)
         self.server.stats.errors += 1
+        self._ended_by("error")
         if self.transport is not None and not self.closing:
             self.transport.write(R.R451_INTERNAL.wire)
             self._close()
