@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from blackhole.observe.layout import SESSION_ENDS, Layout
-from blackhole.observe.meter import SessionMeter
+from blackhole.observe.meter import SessionMeter, verb_slots
 from blackhole.observe.metrics import render
 from blackhole.observe.snapshot import Figures, RuleFigures
 from blackhole.observe.tally import Tally
@@ -32,7 +32,7 @@ def real_exposition() -> set[str]:
     tally = Tally.create(layout, 2)
     try:
         counters = tally.counters(tally.acquire())
-        meter = SessionMeter(counters, 0)
+        meter = SessionMeter(counters, 0, verb_slots(counters.layout))
         core = SMTPConnection(SessionSettings())
         core.meter = meter
         core.start()

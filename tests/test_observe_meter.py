@@ -11,7 +11,7 @@ import pytest
 
 from blackhole.observe.counters import Counters
 from blackhole.observe.layout import SESSION_ENDS, Layout
-from blackhole.observe.meter import SessionMeter
+from blackhole.observe.meter import SessionMeter, verb_slots
 from blackhole.observe.snapshot import Snapshot
 from blackhole.protocol import replies as R
 from blackhole.protocol.core import SMTPConnection
@@ -29,7 +29,7 @@ class Session:
 
     def __init__(self, answer: Reply = QUEUED, **settings: object) -> None:
         self.counters = Counters.private(LAYOUT)
-        self.meter = SessionMeter(self.counters, 0)
+        self.meter = SessionMeter(self.counters, 0, verb_slots(self.counters.layout))
         self.core = SMTPConnection(SessionSettings(**settings))  # type: ignore[arg-type]
         self.core.meter = self.meter
         self.answer = answer

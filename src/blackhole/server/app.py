@@ -24,7 +24,7 @@ from blackhole.rules.model import Rule
 from blackhole.rules.store import Store
 from blackhole.server.connection import SMTPProtocol
 from blackhole.server.context import ListenerContext, build_context
-from blackhole.server.observing import Observation, listener_name
+from blackhole.server.observing import Observation, listener_labels
 from blackhole.server.rulestate import WorkerRules
 from blackhole.server.sockets import default_backlog, describe
 from blackhole.server.state import ServerState
@@ -81,7 +81,7 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         self.bound = list(bound)
         self.rng = rng if rng is not None else random.Random(config.seed)
-        self.names = [listener_name(sock) for _listener, sock in self.bound]
+        self.names = listener_labels(self.bound)
         if observation is None:
             observation = Observation.private(self.names)
         self.state = ServerState(

@@ -23,14 +23,16 @@ from __future__ import annotations
 import re
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from blackhole.config.model import Listener
 from blackhole.net import host_port
 from blackhole.observe.counters import Counters
 from blackhole.observe.eventlog import EventLog, message_record, session_record, tls_field
 from blackhole.observe.layout import OUTCOMES, SESSION_ENDS, Layout
-from blackhole.observe.meter import SessionMeter
+from blackhole.observe.meter import SessionMeter, verb_slots
 from blackhole.observe.record import with_headers
 from blackhole.observe.tally import attach_counters
 
@@ -44,10 +46,22 @@ _QUEUE_ID = re.compile(rb"queued as (\S+)")
 _END_INDEX = {name: index for index, name in enumerate(SESSION_ENDS)}
 
 
-def listener_name(sock: socket.socket) -> str:
-    """A listener's label: its bound ``host:port`` (the real port, not 0)."""
-    address = sock.getsockname()
-    return host_port(str(address[0]), int(address[1]))
+def listener_labels(bound: Sequence[tuple[Listener, socket.socket]]) -> list[str]:
+    """The listeners' labels: their ``name=`` flag, else the bound ``host:port``
+    (the real port, not 0). A name several listeners share is followed by
+    ``@host:port``, so that each listener keeps a series of its own."""
+    names = Counter(listener.name for listener, _sock in bound if listener.name is not None)
+    labels = []
+    for listener, sock in bound:
+        address = sock.getsockname()
+        where = host_port(str(address[0]), int(address[1]))
+        if listener.name is None:
+            labels.append(where)
+        else:
+            labels.append(
+                listener.name if names[listener.name] == 1 else f"{listener.name}@{where}"
+            )
+    return labels
 
 
 def _ignore_record(_record: JSON) -> None:
@@ -69,6 +83,7 @@ class Observation:
         self.record = record
         self.worker = worker
         self.record_sink: RecordSink = _ignore_record
+        self.verb_slots = verb_slots(counters.layout)  # shared by every session's meter
 
     @classmethod
     def private(cls, names: Sequence[str]) -> Observation:
@@ -133,7 +148,9 @@ class SessionObservation:
         self.listener = listener
         self.session_id = session_id
         self.client = ""  # the peer's address, once connected
-        self.meter = SessionMeter(observation.counters, observation.listener_index(listener))
+        self.meter = SessionMeter(
+            observation.counters, observation.listener_index(listener), observation.verb_slots
+        )
         self.opened = time.time()
         self.end = "client_closed"  # until the server knows better
         self.messages = 0

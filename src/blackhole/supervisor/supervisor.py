@@ -28,11 +28,10 @@ from collections.abc import Callable
 
 from blackhole.config.model import Config
 from blackhole.errors import EX_OK
-from blackhole.observe.layout import Layout
 from blackhole.server.app import startup_line
 from blackhole.server.mailname import resolve_mailname
-from blackhole.server.observing import listener_name
-from blackhole.server.sockets import bind_all, describe
+from blackhole.server.observing import listener_labels
+from blackhole.server.sockets import bind_all
 from blackhole.supervisor.counting import Console, Counting
 from blackhole.supervisor.daemon import Readiness
 from blackhole.supervisor.draining import Drain
@@ -136,7 +135,7 @@ class Supervisor:
         warn_if_root(config.user)  # only once it is sure to run: not before a failed bind
         self.reloader = Reloader(self.fleet, self.tls_store, as_user)
         self.fleet.settings = Settings(config, mailname, tls, generation=1)
-        names = [listener_name(sock) for _listener, sock in self.fleet.bound]
+        names = listener_labels(self.fleet.bound)
         self.counting = self.fleet.counting = Counting(names, config.workers)
         self.console = Console(self.counting.tally, config.stats_interval, self.clock)
         self._start_hub(config, token)
@@ -146,8 +145,9 @@ class Supervisor:
     def _start_hub(self, config: Config, token: str | None) -> None:
         self.hub.method = self.fleet.method
         self.hub.bind_store()
-        layout = Layout([describe(listener, sock) for listener, sock in self.fleet.bound])
-        self.hub.configure(config, token, layout)
+        counting = self.counting
+        assert counting is not None  # made first: the hub serves its figures
+        self.hub.configure(config, token, counting.tally.layout, counting.tally.fd)
         self.hub.start_and_wait(self._own_fds())
         self.fleet.hub_path = self.hub.path
         if self.hub.control is not None:

@@ -29,7 +29,7 @@ from blackhole.errors import EX_OK, EX_SOFTWARE, BlackholeError
 from blackhole.hub.client import HubClient
 from blackhole.observe.logs import setup_logging
 from blackhole.server.app import Worker, new_event_loop
-from blackhole.server.observing import Observation, listener_name
+from blackhole.server.observing import Observation, listener_labels
 from blackhole.server.tls import build_server_context
 from blackhole.supervisor import capabilities
 from blackhole.supervisor.messages import (
@@ -197,16 +197,20 @@ class Runner:
         return EX_OK
 
     def observation(self) -> Observation:
-        """Counting into the supervisor's region, and the event log, if configured."""
+        """Counting into the supervisor's region, the event log if configured, and
+        message records to the hub."""
         counters = self.spec.counters
         config = self.settings.config
-        return Observation.for_worker(
+        observation = Observation.for_worker(
             None if counters is None else (counters.fd, counters.slot, counters.names),
-            [listener_name(sock) for sock in self.sockets],
+            listener_labels(list(zip(self.spec.listeners, self.sockets, strict=True))),
             config.event_log,
             config.record,
             self.number,
         )
+        if self.hub is not None:
+            observation.record_sink = self.hub.record  # GET /messages is served by the hub
+        return observation
 
     async def _told_to_go(self) -> None:
         waiters = [asyncio.ensure_future(event.wait()) for event in (self.stop, self.retire)]
