@@ -46,12 +46,13 @@ from blackhole.observe.layout import (
 )
 
 # What a reply verb means to the transaction (OBSERVE.md "Counting, exactly").
-_PLAIN, _MAIL, _INSIDE, _ENDS, _END = range(5)
+_PLAIN, _MAIL, _INSIDE, _ENDS, _END, _AUTH = range(6)
 _KINDS = {
     "MAIL": _MAIL,
     **dict.fromkeys(("RCPT", "DATA", "BDAT"), _INSIDE),
     **dict.fromkeys(("RSET", "HELO", "EHLO", "LHLO", "QUIT", "STARTTLS"), _ENDS),
     "end": _END,
+    "AUTH": _AUTH,  # not the transaction's: counted by result (its final reply)
 }
 # Transaction states besides an outcome: none open, open with a positive last reply.
 _IDLE = -1
@@ -88,6 +89,10 @@ def _no_message(_outcome: int, _reply: bytes | None, _size: int | None) -> None:
     return None
 
 
+def _no_auth(_ok: bool) -> None:
+    return None
+
+
 class SessionMeter:
     """Counts one session's replies and messages into a worker's ``Counters``."""
 
@@ -101,6 +106,7 @@ class SessionMeter:
         "clock",
         "commands",
         "listener",
+        "on_auth",
         "on_message",
         "size",
         "started",
@@ -128,6 +134,7 @@ class SessionMeter:
         self.started = clock()
         self.size: int | None = None  # of the message whose data was read
         self.on_message: MessageSink = _no_message
+        self.on_auth: Callable[[bool], None] = _no_auth  # an AUTH exchange's result
         self.commands = 0  # command lines in this session (the event log's)
         counters.connection(listener)
 
@@ -178,7 +185,10 @@ class SessionMeter:
                     self._transaction_reply(kind, code, wire)
 
     def _transaction_reply(self, kind: int, code: int, wire: bytes) -> None:
-        if kind == _END:
+        if kind == _AUTH:
+            if code != 334:  # RFC 4954 4: 334 is a challenge, anything else ends it
+                self.on_auth(code == 235)
+        elif kind == _END:
             outcome = ACCEPTED if code < 400 else DEFERRED if code < 500 else REJECTED
             self._count(outcome, wire, self.size)
             self._transaction, self.size = _IDLE, None

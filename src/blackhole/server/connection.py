@@ -258,6 +258,7 @@ class SMTPProtocol(asyncio.Protocol):
                 delay,
             )
         if delay > 0:
+            self.obs.delayed(delay)
             # Hold input (the client may pipeline the next transaction) and
             # answer later; other sessions are not blocked by this.
             assert self.transport is not None
@@ -296,6 +297,7 @@ class SMTPProtocol(asyncio.Protocol):
     def _held(self, then: Callable[[], None]) -> None:
         self._delay = None
         self.last = self.loop.time()
+        self.obs.meter.started = time.perf_counter()  # the injected delay excluded
         then()
 
     def carry_on(self, core: SMTPConnection) -> None:

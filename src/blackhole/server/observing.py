@@ -31,7 +31,13 @@ from blackhole.config.model import Listener
 from blackhole.net import host_port
 from blackhole.observe.counters import Counters
 from blackhole.observe.eventlog import EventLog, message_record, session_record, tls_field
-from blackhole.observe.layout import OUTCOMES, SESSION_ENDS, Layout
+from blackhole.observe.layout import (
+    MODE_RULE_SLOT,
+    OUTCOMES,
+    SESSION_ENDS,
+    Layout,
+    mechanism_index,
+)
 from blackhole.observe.meter import SessionMeter, verb_slots
 from blackhole.observe.record import with_headers
 from blackhole.observe.tally import attach_counters
@@ -138,6 +144,7 @@ class SessionObservation:
         "meter",
         "observation",
         "opened",
+        "rule",
         "session_id",
         "tls",
         "tls_started",
@@ -151,6 +158,8 @@ class SessionObservation:
         self.meter = SessionMeter(
             observation.counters, observation.listener_index(listener), observation.verb_slots
         )
+        self.meter.on_auth = self._auth_done
+        self.rule: str | None = None  # the last rule that acted, for the message's line
         self.opened = time.time()
         self.end = "client_closed"  # until the server knows better
         self.messages = 0
@@ -170,6 +179,19 @@ class SessionObservation:
         if ok:
             self.tls = tls_field(version, cipher)
 
+    def _auth_done(self, ok: bool) -> None:
+        core = self.core
+        mechanism = core.auth_mechanism if core is not None else None
+        self.observation.counters.auth(mechanism_index(mechanism or "unknown"), ok)
+
+    def rule_acted(self, rule: str) -> None:
+        """A rule's verdict was carried out (server.steering)."""
+        self.rule = rule
+
+    def delayed(self, seconds: float) -> None:
+        """The mode (config, listener flag or X-Blackhole-Delay) held a reply."""
+        self.observation.counters.delay(MODE_RULE_SLOT, seconds)
+
     def message_read(self, event: MessageReceived) -> None:
         self.meter.size = event.size
         self.event = event
@@ -177,6 +199,7 @@ class SessionObservation:
     def _message_done(self, outcome: int, reply: bytes | None, size: int | None) -> None:
         self.messages += 1
         event, self.event = self.event, None
+        self.rule = None  # a rule that acted before the next message is that one's
         core = self.core
         code, enhanced, text = _parse_reply(reply)
         queue_id = _QUEUE_ID.search(reply) if reply else None
@@ -194,7 +217,7 @@ class SessionObservation:
             recipients=event.recipients if event is not None else _recipients(core),
             size=size,
             reply=(code, enhanced, text),
-            rule=None,
+            rule=self.rule,
             seconds=time.perf_counter() - self.meter.started,
         )
         record["outcome"] = OUTCOMES[outcome]
