@@ -199,7 +199,8 @@ class SessionObservation:
     def _message_done(self, outcome: int, reply: bytes | None, size: int | None) -> None:
         self.messages += 1
         event, self.event = self.event, None
-        self.rule = None  # a rule that acted before the next message is that one's
+        # A rule that acts after this message belongs to the next one.
+        rule, self.rule = self.rule, None
         core = self.core
         code, enhanced, text = _parse_reply(reply)
         queue_id = _QUEUE_ID.search(reply) if reply else None
@@ -217,7 +218,7 @@ class SessionObservation:
             recipients=event.recipients if event is not None else _recipients(core),
             size=size,
             reply=(code, enhanced, text),
-            rule=self.rule,
+            rule=rule,
             seconds=time.perf_counter() - self.meter.started,
         )
         record["outcome"] = OUTCOMES[outcome]
