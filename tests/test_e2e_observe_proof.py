@@ -205,3 +205,36 @@ def test_stats_metrics_event_log_and_records_agree_through_a_kill(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert server.stop() == 0
+
+
+def test_auth_mode_delays_and_listener_names_are_counted(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    server = start(
+        server_factory,
+        tmp_path,
+        "listen = 127.0.0.1:0 name=inbound delay=0.05\n"
+        f"control_listen = 127.0.0.1:0\ncontrol_token = {TOKEN}\n",
+    )
+    port = server.port()
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo("proof.test")
+        client.user, client.password = "user", "secret"
+        client.auth("PLAIN", client.auth_plain)  # accepted
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo("proof.test")
+        client.user, client.password = "user", "fail=yes"  # the password says: 535
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            client.auth("PLAIN", client.auth_plain)
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.sendmail("a@example.com", ["b@example.com"], MESSAGE)
+    status, _kind, exposition = call(server, "GET", "/metrics", token=None)
+    assert status == 200
+    samples = metrics(exposition)
+    auth = "blackhole_auth_total"
+    assert samples[auth, frozenset({("mechanism", "PLAIN"), ("result", "ok")})] == 1
+    assert samples[auth, frozenset({("mechanism", "PLAIN"), ("result", "failed")})] == 1
+    accepted = frozenset({("listener", "inbound"), ("outcome", "accepted")})
+    assert samples["blackhole_messages_total", accepted] == 1
+    delay = samples["blackhole_injected_delay_seconds_total", frozenset({("rule", "mode")})]
+    assert 0.04 < delay < 0.06
