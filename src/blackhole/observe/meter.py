@@ -37,9 +37,11 @@ from blackhole.observe.layout import (
     DROPPED,
     FIRST_CODE,
     MICROS,
+    OUTCOMES,
     REJECTED,
     REPLY_BOUNDS,
     REPLY_VERBS,
+    SIZE_BOUNDS,
     VERBS,
     Layout,
     histogram_width,
@@ -59,6 +61,7 @@ _IDLE = -1
 _OPEN = -2
 _REPLY_WIDTH = histogram_width(REPLY_BOUNDS)
 _REPLY_SUM = len(REPLY_BOUNDS) + 1
+_SIZE_SUM = len(SIZE_BOUNDS) + 1
 _FIRST_BOUND = REPLY_BOUNDS[0]
 # A reply's code from its first three bytes, without slicing: b"0" is 48.
 _ZEROS = 48 * 111
@@ -97,8 +100,11 @@ class SessionMeter:
     """Counts one session's replies and messages into a worker's ``Counters``."""
 
     __slots__ = (
+        "_bytes",
         "_counters",
         "_last",
+        "_outcomes",
+        "_sizes",
         "_slots",
         "_transaction",
         "_unknown",
@@ -121,6 +127,10 @@ class SessionMeter:
     ) -> None:
         self._counters = counters
         self._v = counters.view  # the slot itself: increments inlined below
+        layout = counters.layout
+        self._outcomes = layout.messages + listener * len(OUTCOMES)
+        self._bytes = layout.message_bytes + listener
+        self._sizes = layout.size_histogram
         self._slots = slots
         self._unknown = slots["unknown"]
         self.listener = listener
@@ -162,7 +172,11 @@ class SessionMeter:
             v[histogram + bucket] += 1
             v[histogram + _REPLY_SUM] += micros
             if kind:
-                if code >= 400 or kind >= _ENDS or self._transaction >= 0:
+                if kind == _END:
+                    outcome = ACCEPTED if code < 400 else DEFERRED if code < 500 else REJECTED
+                    self._count(outcome, wire, self.size)
+                    self._transaction, self.size = _IDLE, None
+                elif code >= 400 or kind >= _ENDS or self._transaction >= 0:
                     self._transaction_reply(kind, code, wire)
                 elif kind == _MAIL:
                     self._transaction = _OPEN
@@ -212,8 +226,15 @@ class SessionMeter:
         self._transaction, self.size = _IDLE, None
 
     def _count(self, outcome: int, reply: bytes | None, size: int | None) -> None:
-        self._counters.message(self.listener, outcome, size)
-        self.on_message(outcome, reply, size)
+        # Counters.message inlined: one call per message fewer on the hot path.
+        v = self._v
+        v[self._outcomes + outcome] += 1
+        if size is not None:
+            v[self._bytes] += size
+            v[self._sizes + bisect_left(SIZE_BOUNDS, size)] += 1
+            v[self._sizes + _SIZE_SUM] += size
+        if self.on_message is not _no_message:
+            self.on_message(outcome, reply, size)
 
     def end(self, how: int) -> None:
         """The session ended (``layout.SESSION_ENDS`` index): a transaction in
