@@ -162,6 +162,9 @@ def test_stats_metrics_event_log_and_records_agree_through_a_kill(
             )
     assert seen["inbound"]["accepted"] > 0 and seen["inbound"]["deferred"] > 0
     assert seen["bounces"]["rejected"] + seen["bounces"]["deferred"] > 0
+    # Every rule-deferred RCPT is one action of the rule.
+    actions = samples.get(("blackhole_rule_actions_total", frozenset({("rule", "defer-some")})), 0)
+    assert seen["inbound"]["deferred"] <= actions <= seen["inbound"]["deferred"] + broken["inbound"]
     # /stats and /metrics are the same figures (the load is over).
     for outcome in OUTCOMES:
         total = sum(

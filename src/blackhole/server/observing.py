@@ -90,6 +90,10 @@ class Observation:
         self.worker = worker
         self.record_sink: RecordSink = _ignore_record
         self.verb_slots = verb_slots(counters.layout)  # shared by every session's meter
+        self.rule_slots: dict[str, int] = {}  # rule name -> counter slot, from the hub
+
+    def set_rule_slots(self, slots: dict[str, int]) -> None:
+        self.rule_slots = slots
 
     @classmethod
     def private(cls, names: Sequence[str]) -> Observation:
@@ -184,9 +188,16 @@ class SessionObservation:
         mechanism = core.auth_mechanism if core is not None else None
         self.observation.counters.auth(mechanism_index(mechanism or "unknown"), ok)
 
-    def rule_acted(self, rule: str) -> None:
-        """A rule's verdict was carried out (server.steering)."""
+    def rule_acted(self, rule: str, delay: float) -> None:
+        """A rule's verdict was carried out (server.steering): counted under the
+        rule's slot when the hub gave it one, and named in the message's line."""
         self.rule = rule
+        slot = self.observation.rule_slots.get(rule)
+        if slot is not None:
+            counters = self.observation.counters
+            counters.rule_action(slot)
+            if delay > 0:
+                counters.delay(slot, delay)
 
     def delayed(self, seconds: float) -> None:
         """The mode (config, listener flag or X-Blackhole-Delay) held a reply."""

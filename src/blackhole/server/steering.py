@@ -156,7 +156,7 @@ class Steering:
     ) -> bool:
         session = self.session
         if verdict is not None:
-            session.obs.rule_acted(verdict.rule)
+            session.obs.rule_acted(verdict.rule, verdict.delay)
             log.info(
                 "[%s] rule %s at %s: %s", session.session_id, verdict.rule, stage, describe(verdict)
             )

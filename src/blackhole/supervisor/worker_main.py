@@ -210,6 +210,7 @@ class Runner:
         )
         if self.hub is not None:
             observation.record_sink = self.hub.record  # GET /messages is served by the hub
+            self.hub.on_rule_slots = observation.set_rule_slots
         return observation
 
     async def _told_to_go(self) -> None:
