@@ -132,3 +132,22 @@ def test_replies_are_counted_by_the_time_they_are_handed_out() -> None:
     before = session.counters.value(LAYOUT.commands + 8)  # NOOP
     session.core.data_to_send()
     assert session.counters.value(LAYOUT.commands + 8) == before + 1
+
+
+def test_lmtp_counts_one_message_per_recipient_reply() -> None:
+    # RFC 2033 4.2: after the data, one reply per recipient, each its own outcome.
+    session = Session(lmtp=True)
+    session.answer = None  # type: ignore[assignment]
+    session.core.receive_data(b"LHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nRCPT TO:<c@x>\r\n")
+    session.core.data_to_send()
+    session.core.receive_data(CONTENT)
+    event = session.core.next_event()
+    assert isinstance(event, MessageReceived)
+    session.meter.size = event.size
+    session.core.send([R.queued("Q1"), R.R451_INTERNAL])
+    session.core.data_to_send()
+    snapshot = session.end()
+    assert outcomes(snapshot) == {"accepted": 1, "deferred": 1}
+    assert snapshot.replies()[("end", 250)] == 1
+    assert snapshot.replies()[("end", 451)] == 1
+    assert snapshot.message_bytes() == {"l": len(b"Subject: s\r\n\r\nbody\r\n")}  # once
