@@ -24,9 +24,9 @@ outcome, and the reply that decided it (None for ``dropped``).
 
 from __future__ import annotations
 
-import time
 from bisect import bisect_left
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 from blackhole.observe.counters import Counters
@@ -109,7 +109,6 @@ class SessionMeter:
         "_transaction",
         "_unknown",
         "_v",
-        "clock",
         "commands",
         "listener",
         "on_auth",
@@ -118,13 +117,7 @@ class SessionMeter:
         "started",
     )
 
-    def __init__(
-        self,
-        counters: Counters,
-        listener: int,
-        slots: VerbSlots,
-        clock: Callable[[], float] = time.perf_counter,
-    ) -> None:
+    def __init__(self, counters: Counters, listener: int, slots: VerbSlots) -> None:
         self._counters = counters
         self._v = counters.view  # the slot itself: increments inlined below
         layout = counters.layout
@@ -136,12 +129,9 @@ class SessionMeter:
         self.listener = listener
         self._transaction = _IDLE
         self._last = b""  # the last reply in the transaction
-        # The adapter's clock (its event loop's: it reads it anyway for the
-        # idle timer, so a batch costs one read more, not two). ``started``:
-        # when the input that completed the command being answered arrived;
-        # the adapter moves it on, and past any injected delay.
-        self.clock = clock
-        self.started = clock()
+        # When the input that completed the command being answered arrived
+        # (perf_counter); the adapter moves it on, and past any injected delay.
+        self.started = perf_counter()
         self.size: int | None = None  # of the message whose data was read
         self.on_message: MessageSink = _no_message
         self.on_auth: Callable[[bool], None] = _no_auth  # an AUTH exchange's result
@@ -155,7 +145,7 @@ class SessionMeter:
         # command, three stores per reply, and a call only where the
         # transaction's state changes in a way that counts (a refusal, the
         # reply after the data, RSET/EHLO/QUIT inside a transaction).
-        seconds = self.clock() - self.started
+        seconds = perf_counter() - self.started
         bucket = 0 if seconds <= _FIRST_BOUND else bisect_left(REPLY_BOUNDS, seconds)
         micros = int(seconds * MICROS + 0.5)
         v = self._v
