@@ -80,6 +80,9 @@ def _parsers(base: Path) -> dict[str, Callable[[str], Any]]:
         # broken rules file the same way (a reload keeps the old config).
         "rules": lambda text: parse_file(files.resolve(text, base)),
         "address_rules": parse_conventions,
+        "stats_interval": values.stats_interval,
+        "event_log": lambda text: text if text == "-" else files.writable_path(text, base),
+        "record": values.record,
     }
 
 

@@ -99,6 +99,9 @@ class Config:
     control_token_file: str | None = None  # a file holding it (absolute path), read at start
     rules: RuleFile | None = None  # the `rules` file, parsed when the config is loaded
     address_rules: tuple[str, ...] = ()  # "mox", "ses": docs/rules.md "Address conventions"
+    stats_interval: float = 0.0  # seconds between console progress lines; 0: off
+    event_log: str | None = None  # JSON lines per message and session; "-": stdout
+    record: int = 0  # message records (with headers) kept for GET /messages
     # --- command line only ---------------------------------------------------
     less_secure: bool = False  # -ls: skip single-use DH keys (classic meaning)
     debug: bool = False

@@ -295,6 +295,30 @@ OPTIONS: tuple[Option, ...] = (
         "mox, ses",
         classic=False,
     ),
+    Option(
+        "stats_interval",
+        "0",
+        "seconds, 0 (off) to 86400",
+        "Log a progress line (messages per second, open sessions, replies by class) this often.",
+        "10",
+        classic=False,
+    ),
+    Option(
+        "event_log",
+        "(none)",
+        "a file name, or - for standard output",
+        "Write one JSON line per message and per session; SIGHUP reopens the file.",
+        "events.jsonl",
+        classic=False,
+    ),
+    Option(
+        "record",
+        "0",
+        "0 (off) to 100000",
+        "Keep the last N messages (with their headers, never the body) for GET /messages.",
+        "100",
+        classic=False,
+    ),
 )
 
 OPTION_NAMES: tuple[str, ...] = tuple(option.name for option in OPTIONS)

@@ -21,6 +21,8 @@ from blackhole.config.model import (
 MAX_WORKERS = 64  # more processes than this is a typo, not a plan
 MAX_GRACE_PERIOD = 3600.0
 MAX_HEARTBEAT_INTERVAL = 60.0
+MAX_STATS_INTERVAL = 86400.0
+MAX_RECORD = 100_000  # records of a few KiB each: a bounded, modest memory
 # RFC 5321 section 4.5.3.1.8: a server must accept at least 100 recipients.
 MIN_RECIPIENTS = 100
 
@@ -81,6 +83,20 @@ def heartbeat_interval(text: str) -> float:
         raise ValueError(
             f"must be more than 0 and at most {MAX_HEARTBEAT_INTERVAL:g} seconds, not {text}"
         )
+    return value
+
+
+def stats_interval(text: str) -> float:
+    value = seconds(text)
+    if value > MAX_STATS_INTERVAL:
+        raise ValueError(f"must be 0 (off) to {MAX_STATS_INTERVAL:g} seconds, not {text}")
+    return value
+
+
+def record(text: str) -> int:
+    value = integer(text)
+    if not 0 <= value <= MAX_RECORD:
+        raise ValueError(f"must be 0 (off) to {MAX_RECORD}, not {text}")
     return value
 
 

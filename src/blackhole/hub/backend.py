@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterable
 
@@ -22,10 +23,12 @@ from blackhole.control.backend import JSON
 from blackhole.hub.hubside import Hub
 from blackhole.hub.spec import FleetState
 from blackhole.observe.layout import Layout
-from blackhole.observe.ruleslots import RuleSlots
+from blackhole.observe.ruleslots import RuleSlots, TooManyRulesError
 from blackhole.observe.snapshot import Figures, RuleFigures, Snapshot
 from blackhole.observe.tally import Tally
 from blackhole.rules.model import Rule
+
+log = logging.getLogger("blackhole.hub")
 
 
 class HubBackend:
@@ -34,6 +37,7 @@ class HubBackend:
         self.layout = layout
         self.tally = tally
         self.slots = RuleSlots(tally) if tally is not None else None
+        hub.rule_slots = self.slots
         self.fleet = FleetState(0, ())
         self.started = time.monotonic()
         self._expiry: asyncio.TimerHandle | None = None
@@ -90,6 +94,25 @@ class HubBackend:
         return self.hub.recorder.messages(limit)
 
     # --- changing ---------------------------------------------------------------------
+
+    def file_rules(self, rules: Iterable[Rule]) -> None:
+        """The rules file in force (at start, at SIGHUP): each name gets a counter slot.
+
+        A name the new file no longer has gives its slot back, unless an API
+        rule still holds it; the caller pushes the new table to the workers.
+        """
+        if self.slots is None:
+            return
+        names = [rule.name for rule in rules]
+        held = set(names) | {rule.name for rule in self.hub.book.rules}
+        for name in self.slots.names():
+            if name not in held:
+                self.slots.unbind(name)
+        try:
+            for name in names:
+                self.slots.bind(name)
+        except TooManyRulesError as exc:
+            log.warning("rule counts: %s; the rules after that are not counted", exc)
 
     async def add_rule(self, fields: JSON, ttl: float | None) -> JSON:
         rule = self.hub.book.add(fields, ttl, time.time())

@@ -65,6 +65,10 @@ def _ignore(_rules: list[Rule]) -> None:
     return None
 
 
+def _ignore_slots(_slots: dict[str, int]) -> None:
+    return None
+
+
 class _Link(asyncio.Protocol):
     """One connection to the hub; its loss fails every request in flight."""
 
@@ -122,6 +126,8 @@ class HubClient:
         self.path = path
         self.worker = worker
         self.on_api_rules = on_api_rules
+        # Every rule's counter slot, with each list (observe.ruleslots).
+        self.on_rule_slots: Callable[[dict[str, int]], None] = _ignore_slots
         self.timeout = timeout
         self.pending: dict[int, asyncio.Future[object]] = {}
         self.store = RemoteStore(self)
@@ -182,6 +188,7 @@ class HubClient:
         self.api_rules = rules
         self.rules_version = message.version
         self.on_api_rules(rules)
+        self.on_rule_slots(dict(message.slots))
         self._synced.set()
 
     async def call(self, make: Callable[[int], object]) -> object:

@@ -25,6 +25,7 @@ from blackhole.framing import ChannelError, FrameReader, encode
 from blackhole.hub.apirules import ApiRuleBook
 from blackhole.hub.wire import AckRules, ApiRules, Decide, Decision, Hello, Query, Record, Result
 from blackhole.observe.record import Recorder
+from blackhole.observe.ruleslots import RuleSlots
 from blackhole.rules.store import MemoryStore
 
 log = logging.getLogger("blackhole.hub")
@@ -94,6 +95,8 @@ class Hub:
         self.version = 0
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Rule names bound to counter slots (HubBackend binds them); None: no counters.
+        self.rule_slots: RuleSlots | None = None
 
     def connected(self) -> set[int]:
         """Numbers of the workers connected now."""
@@ -103,7 +106,8 @@ class Hub:
         self._changed.set()
 
     def rules_message(self) -> ApiRules:
-        return ApiRules(self.version, self.book.wire())
+        slots = () if self.rule_slots is None else tuple(self.rule_slots.names().items())
+        return ApiRules(self.version, self.book.wire(), slots)
 
     async def query(self, what: str) -> object:
         if what == "acted":

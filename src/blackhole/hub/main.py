@@ -20,6 +20,7 @@ import signal
 import socket
 import sys
 
+from blackhole.config.model import Config
 from blackhole.control.serve import ControlServer, start_on
 from blackhole.errors import EX_OK, EX_SOFTWARE, BlackholeError
 from blackhole.hub.apirules import ApiRuleBook
@@ -28,6 +29,7 @@ from blackhole.hub.hubside import Hub, WorkerLink
 from blackhole.hub.spec import FleetState, HubReload, HubSpec, StartHub, StopHub
 from blackhole.observe.logs import setup_logging
 from blackhole.observe.tally import Tally
+from blackhole.rules.model import Rule
 from blackhole.server.app import new_event_loop
 from blackhole.supervisor import capabilities
 from blackhole.supervisor.messages import Failed, FrameReader, Ready
@@ -43,6 +45,10 @@ def ignore_signals() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 
+def _file_rules(config: Config) -> tuple[Rule, ...]:
+    return config.rules.rules if config.rules is not None else ()
+
+
 class HubRunner:
     def __init__(self, spec: HubSpec, channel: Channel) -> None:
         self.spec = spec
@@ -53,6 +59,7 @@ class HubRunner:
             Tally.attach(spec.counters_fd, spec.layout) if spec.counters_fd is not None else None
         )
         self.backend = HubBackend(self.hub, spec.layout, self.tally)
+        self.backend.file_rules(_file_rules(spec.config))
         self.control: ControlServer | None = None
 
     async def run(self) -> int:
@@ -94,6 +101,8 @@ class HubRunner:
         except BlackholeError as exc:
             log.error("cannot reopen the log: %s", exc)
         self.hub.book.file_rules = message.file_rules
+        self.backend.file_rules(_file_rules(message.config))
+        self.hub.spawn(self.hub.push())  # the workers learn the new rule slots
         if self.control is not None:
             self.control.set_token(message.token)
 

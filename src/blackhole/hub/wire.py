@@ -83,3 +83,6 @@ class ApiRules:
 
     version: int
     rules: tuple[ApiRule, ...]
+    # (rule name, counter slot) of every rule in force, file and API
+    # (observe.ruleslots): what a worker counts a rule's actions and delays in.
+    slots: tuple[tuple[str, int], ...] = ()

@@ -21,6 +21,7 @@ from blackhole.protocol import replies as R
 from blackhole.protocol.events import Close, Cut, Event, MessageReceived, StageReached, StartTLS
 from blackhole.protocol.grammar import MailParams, parse_mail, parse_rcpt
 from blackhole.protocol.hooks import Stage
+from blackhole.protocol.metering import END
 from blackhole.protocol.modes import Mode
 from blackhole.protocol.reader import DATA_PREFIX, ChunkReader, DataReader, HeaderScanner
 from blackhole.protocol.replies import Reply
@@ -44,6 +45,7 @@ class Commands:
     _mode: Mode
     _in: bytearray
     _out: list[bytes]
+    _marks: list[int | str]  # which verb each queued reply answers (protocol.metering)
     _events: deque[Event]
     _junk: int
     watch: frozenset[Stage]
@@ -52,6 +54,7 @@ class Commands:
     # Session facts, for rules and the event log.
     authenticated = False
     auth_user: str | None = None  # the AUTH user (never a password)
+    auth_mechanism: str | None = None  # of the last AUTH command, as typed (for counts)
     helo: str | None = None  # the HELO/EHLO argument
     message_number = 0  # MAIL commands accepted in this session
     # The transaction (reset by _reset_transaction).
@@ -107,6 +110,10 @@ class Commands:
         self._mode = Mode.HUNG if how == "hang" else Mode.CLOSED
         self._in.clear()
         self._events.append(Cut(how, reason))
+
+    def _prompted_by(self, verb: str) -> None:
+        """The replies queued from now on answer ``verb`` (protocol.metering)."""
+        self._marks += (len(self._out), verb)
 
     def _reset_transaction(self) -> None:
         self.sender = None
@@ -261,6 +268,7 @@ class Commands:
 
     def _refuse_message(self, reply: Reply, *, ended: bool = True) -> None:
         """Fail the message; ``ended``: its content has been read to the end."""
+        self._prompted_by(END)
         if ended and self.settings.lmtp:
             # RFC 2033 4.2: after the content, one reply per recipient.
             self._out.extend([reply.wire] * len(self.recipients))
@@ -351,6 +359,7 @@ class Commands:
         return arg
 
     def do_auth(self, arg: str) -> None:
+        self.auth_mechanism = arg.strip().partition(" ")[0].upper()
         self._sasl, reply = sasl.begin(arg, self.settings.challenge)
         self._sasl_reply(reply)
 

@@ -26,6 +26,7 @@ from blackhole.protocol import replies as R
 from blackhole.protocol.events import Event, StageReached
 from blackhole.protocol.hooks import Stage, Verdict
 from blackhole.protocol.limits import MAX_AUTH_LINE, MAX_COMMAND_LINE, MAX_UNKNOWN_COMMANDS
+from blackhole.protocol.metering import CONNECT, END, NULL_METER, SERVER, UNPARSED, ReplyMeter
 from blackhole.protocol.modes import Mode
 from blackhole.protocol.replies import Reply
 from blackhole.protocol.settings import SessionSettings
@@ -54,6 +55,8 @@ class SMTPConnection(Staging):
     _junk = 0
     _overlong = False  # inside a command line that is too long
     _draining = False  # shutting down: close once the transaction ends
+    # Told of every batch of replies before it is written (protocol.metering).
+    meter: ReplyMeter = NULL_METER
 
     _dispatch: dict[tuple[State, str], Entry]
 
@@ -67,6 +70,7 @@ class SMTPConnection(Staging):
         self._events = deque()
         self.recipients = []
         self._dispatch = _LMTP_DISPATCH if settings.lmtp else _DISPATCH
+        self._marks: list[int | str] = [0, CONNECT]
 
     # --- the adapter's API --------------------------------------------------
 
@@ -109,8 +113,14 @@ class SMTPConnection(Staging):
         out = self._out
         if not out:
             return b""
+        marks = self._marks
+        self.meter.replies(out, marks)
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
+        # Replies still to come belong to the verb in force now (in place:
+        # no new list per batch on the hot path).
+        marks[1] = marks[-1]
+        del marks[2:]
         return data
 
     def next_event(self) -> Event | None:
@@ -124,6 +134,7 @@ class SMTPConnection(Staging):
         """
         if self._mode is not Mode.WAITING:
             raise RuntimeError("send() is only for the final reply to a message")
+        self._prompted_by(END)
         if isinstance(reply, Reply):
             if self.settings.lmtp:
                 raise ValueError("an LMTP message needs one reply per recipient")
@@ -192,6 +203,7 @@ class SMTPConnection(Staging):
 
     def timeout(self) -> None:
         """The client was idle too long (RFC 5321 4.5.3.2: 421 then close)."""
+        self._prompted_by(SERVER)
         if self._mode is Mode.HUNG:
             self._close(None, "timeout")  # a hung session never answers again
         elif self._mode is not Mode.CLOSED:
@@ -201,6 +213,7 @@ class SMTPConnection(Staging):
         """Server stopping: idle sessions get 421 now, others after their transaction."""
         if self._mode is Mode.CLOSED:
             return
+        self._prompted_by(SERVER)
         if self._mode is Mode.HUNG:
             self._close(None, "shutdown")
         elif self.in_transaction or self._mode is Mode.STAGE:
@@ -264,6 +277,7 @@ class SMTPConnection(Staging):
                     del buf[: nl + 1]
                     self._overlong = False
                     self._abort_sasl()
+                    self._prompted_by(UNPARSED)
                     self._out.append(R.R500_LINE_TOO_LONG.wire)
                     continue
                 line = bytes(buf[:nl])
@@ -280,6 +294,7 @@ class SMTPConnection(Staging):
         """Shutting down: close once no transaction is open; True if closed."""
         if self.in_transaction or self._mode >= Mode.STAGE:
             return False
+        self._prompted_by(SERVER)
         self._close(R.R421_SHUTDOWN, "shutdown")
         return True
 
@@ -289,12 +304,14 @@ class SMTPConnection(Staging):
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             self._abort_sasl()
+            self._prompted_by(UNPARSED)
             self._out.append(R.R500_BAD_ENCODING.wire)
             return
         # isprintable() is a C fast path that is true for almost every
         # command; only when it is false (a TAB, or worse) does the regex run.
         if not text.isprintable() and _CONTROL.search(text):
             self._abort_sasl()
+            self._prompted_by(UNPARSED)
             self._out.append(R.R500_BAD_BYTES.wire)
             return
         if self._mode is Mode.SASL:
@@ -302,6 +319,8 @@ class SMTPConnection(Staging):
             return
         verb, _, arg = text.partition(" ")
         verb = verb.upper()
+        if not staged:
+            self._marks += (len(self._out), verb)  # _prompted_by, inline: hot path
         if len(raw) + 2 > MAX_COMMAND_LINE and verb != "AUTH":
             self._out.append(R.R500_LINE_TOO_LONG.wire)
             return

@@ -16,6 +16,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from blackhole.config.model import Config, Listener
 from blackhole.policy.decide import Policy
@@ -23,6 +24,7 @@ from blackhole.rules.model import Rule
 from blackhole.rules.store import Store
 from blackhole.server.connection import SMTPProtocol
 from blackhole.server.context import ListenerContext, build_context
+from blackhole.server.observing import Observation, listener_labels
 from blackhole.server.rulestate import WorkerRules
 from blackhole.server.sockets import default_backlog, describe
 from blackhole.server.state import ServerState
@@ -75,12 +77,19 @@ class Worker:
         worker_id: int | None = None,
         store: Store | None = None,
         started: float | None = None,
+        observation: Observation | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.bound = list(bound)
         self.rng = rng if rng is not None else random.Random(config.seed)
+        self.names = listener_labels(self.bound)
+        if observation is None:
+            observation = Observation.private(self.names)
         self.state = ServerState(
-            self.loop, Policy(self.rng), prefix=f"w{worker_id}-" if worker_id is not None else ""
+            self.loop,
+            Policy(self.rng),
+            prefix=f"w{worker_id}-" if worker_id is not None else "",
+            observation=observation,
         )
         self.config = config
         self.contexts: list[ListenerContext] = []
@@ -102,11 +111,12 @@ class Worker:
         # and keyed by address alone they all took the flags of the last one.
         by_address = dict(zip(listener_keys(config.listeners), config.listeners, strict=True))
         bound_keys = listener_keys([listener for listener, _sock in self.bound])
-        contexts = []
+        contexts: list[ListenerContext] = []
         for key, (listener, _sock) in zip(bound_keys, self.bound, strict=True):
             # Flags come from the new config when the listener is still there.
             current = by_address.get(key, listener)
-            contexts.append(build_context(config, current, mailname, ssl_context, challenge))
+            context = build_context(config, current, mailname, ssl_context, challenge)
+            contexts.append(replace(context, name=self.names[len(contexts)]))
         if self.config is not config:  # a SIGHUP reload, not the first load
             self._reload_rules(config)
         self.config = config

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
@@ -26,6 +27,7 @@ from blackhole.server.steering import Steering
 
 if TYPE_CHECKING:
     from blackhole.server.context import ListenerContext
+    from blackhole.server.observing import SessionObservation
     from blackhole.server.state import ServerState
 
 log = logging.getLogger("blackhole.session")
@@ -38,6 +40,9 @@ log = logging.getLogger("blackhole.session")
 # became 1 GB of replies). The wordiest command, "EXPN all", makes 64 times its
 # size in reply, so one slice adds at most about 512 KiB past the mark.
 _SLICE = 8192
+# A Close event's reason -> the event log's session end (OBSERVE.md); any
+# other reason (a rule's close, too many unknown commands) is "dropped".
+_CLOSE_ENDS = {"quit": "quit", "timeout": "timeout", "shutdown": "shutdown"}
 
 
 class SMTPProtocol(asyncio.Protocol):
@@ -57,6 +62,7 @@ class SMTPProtocol(asyncio.Protocol):
         "ctx",
         "last",
         "loop",
+        "obs",
         "server",
         "session_id",
         "steer",
@@ -85,6 +91,8 @@ class SMTPProtocol(asyncio.Protocol):
         # matches the client reads this, and only this.
         self.client: tuple[str, int] | None = None
         self._header: HeaderWait | None = None  # proxy=yes: until the header is in
+        # Made only for an accepted connection: counted from here.
+        self.obs: SessionObservation = server.observation.session(ctx.name, self.session_id)
 
     # --- transport callbacks --------------------------------------------------
 
@@ -96,6 +104,7 @@ class SMTPProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.client = (str(peer[0]), int(peer[1]))
+        self.obs.client = self.client[0] if self.client is not None else str(peer or "")
         self.last = self.loop.time()
         self._timer.arm()
         if self.ctx.listener.proxy:
@@ -146,6 +155,7 @@ class SMTPProtocol(asyncio.Protocol):
         if self._backlog:
             self._backlog += data  # reading is paused; this is only a safety net
             return
+        self.obs.meter.started = time.perf_counter()
         try:
             if len(data) <= _SLICE and not self._write_paused and self._delay is None:
                 core.receive_data(data)
@@ -183,6 +193,7 @@ class SMTPProtocol(asyncio.Protocol):
         self._header = None
         if client is not None:  # None: UNKNOWN or LOCAL, the peer is the client
             self.client = client
+            self.obs.client = client[0]
         self._open(rest)
 
     def header_failed(self) -> None:
@@ -195,6 +206,8 @@ class SMTPProtocol(asyncio.Protocol):
     def _begin(self) -> None:
         core = SMTPConnection(self.ctx.settings)
         self.core = core
+        core.meter = self.obs.meter
+        self.obs.core = core
         if self.server.rules is not None:
             self.steer = Steering(self, self.server.rules, core)
         core.start()
@@ -232,12 +245,14 @@ class SMTPProtocol(asyncio.Protocol):
                 self._start_tls(greet=False, core=core)
                 return
             elif isinstance(event, Close):
+                self._ended_by(_CLOSE_ENDS.get(event.reason, "dropped"))
                 self._write(transport, core)
                 self._close()
                 return
             elif isinstance(event, Cut):
                 # No reply: drop (FIN after what was queued), reset (RST), or
                 # hang (the core reads nothing more; the idle timer ends it).
+                self._ended_by("reset" if event.how == "reset" else "dropped")
                 self._write(transport, core)
                 if event.how == "reset":
                     verdicts.reset(transport)
@@ -257,6 +272,7 @@ class SMTPProtocol(asyncio.Protocol):
     def _message(self, core: SMTPConnection, event: MessageReceived) -> bool:
         """Answer a complete message; True if the answer is delayed."""
         self.server.stats.messages += 1
+        self.obs.message_read(event)
         if self.steer is not None:
             return self.steer.message(core, event)  # end rules, then address conventions
         return self.answer(core, event)
@@ -281,6 +297,7 @@ class SMTPProtocol(asyncio.Protocol):
                 delay,
             )
         if delay > 0:
+            self.obs.delayed(delay)
             # Hold input (the client may pipeline the next transaction) and
             # answer later; other sessions are not blocked by this.
             assert self.transport is not None
@@ -300,6 +317,7 @@ class SMTPProtocol(asyncio.Protocol):
         if core is None or self.transport is None or self.closing:
             return
         self.last = self.loop.time()
+        self.obs.meter.started = time.perf_counter()  # delay excluded
         try:
             core.send(reply)
             self._pump(core)
@@ -318,6 +336,7 @@ class SMTPProtocol(asyncio.Protocol):
     def _held(self, then: Callable[[], None]) -> None:
         self._delay = None
         self.last = self.loop.time()
+        self.obs.meter.started = time.perf_counter()  # the injected delay excluded
         then()
 
     def carry_on(self, core: SMTPConnection) -> None:
@@ -365,6 +384,7 @@ class SMTPProtocol(asyncio.Protocol):
         context = self.ctx.ssl_context
         assert context is not None  # STARTTLS is only offered with a context
         limit = self.ctx.tls_handshake_timeout
+        self.obs.handshake_started()
         upgrade.start(self.loop, self, context, limit, greet=greet, core=core)
 
     def _hand_over_early_bytes(self) -> None:
@@ -380,6 +400,10 @@ class SMTPProtocol(asyncio.Protocol):
     ) -> None:
         self.transport = transport
         self.last = self.loop.time()
+        ssl_object = transport.get_extra_info("ssl_object")
+        version = ssl_object.version() if ssl_object is not None else None
+        cipher = ssl_object.cipher()[0] if ssl_object is not None else None
+        self.obs.handshake_done(True, version, cipher)
         if greet:
             self._begin()
             return
@@ -392,6 +416,9 @@ class SMTPProtocol(asyncio.Protocol):
         # Plaintext on an SMTPS port, a client gone mid-handshake, a scanner:
         # counted and logged at debug, never a traceback, never a flood.
         self.server.stats.tls_failures += 1
+        if self.obs.tls is None:
+            self.obs.handshake_done(False, None, None)
+            self._ended_by("error")
         log.debug("[%s] TLS handshake failed: %s", self.session_id, reason)
         self._abort()
 
@@ -422,6 +449,7 @@ class SMTPProtocol(asyncio.Protocol):
             self.tls_failed(f"timed out after {self._timer.limit:g} s (idle timeout)")
         else:
             self.server.stats.timeouts += 1
+            self.obs.meter.started = time.perf_counter()
             core.timeout()
             self._pump(core)
 
@@ -433,6 +461,8 @@ class SMTPProtocol(asyncio.Protocol):
         if core is None:
             self._abort()  # in a TLS handshake, or already closing
             return
+        self._ended_by("shutdown")
+        self.obs.meter.started = time.perf_counter()
         core.shutdown()
         self._pump(core)
 
@@ -445,8 +475,10 @@ class SMTPProtocol(asyncio.Protocol):
         """
         transport = self.transport
         if transport is None or self.closing or self.core is None:
+            self._ended_by("shutdown")
             self._abort()
             return
+        self._ended_by("shutdown")
         transport.write(R.R421_SHUTDOWN.wire)
         self._close()
 
@@ -491,10 +523,17 @@ class SMTPProtocol(asyncio.Protocol):
             self._delay = None
         self.server.sessions.discard(self)
         self.core = None
+        self.obs.close()
+
+    def _ended_by(self, how: str) -> None:
+        """How the session ends, for counts and the event log (first one wins)."""
+        if self.obs.end == "client_closed":
+            self.obs.end = how
 
     def _internal_error(self) -> None:
         log.exception("[%s] internal error; the session is closed", self.session_id)
         self.server.stats.errors += 1
+        self._ended_by("error")
         if self.transport is not None and not self.closing:
             self.transport.write(R.R451_INTERNAL.wire)
             self._close()

@@ -23,6 +23,7 @@ class ListenerContext:
     timeout: float
     tls_handshake_timeout: float
     ssl_context: ssl.SSLContext | None  # SMTPS handshake and STARTTLS
+    name: str = "-"  # the listener's label in counts and the event log
 
     @property
     def implicit_tls(self) -> bool:
@@ -50,8 +51,9 @@ def build_context(
         tls_active=listener.tls,  # SMTPS: the core starts after the handshake
         auth_required=config.auth_required,
         auth_tls_only=config.auth_tls_only,
-        # Header matchers and the "message" key read the header section.
-        collect_headers=config.rules is not None,
+        # Header matchers and the "message" key read the header section;
+        # recorded messages carry their header fields (record = N).
+        collect_headers=config.rules is not None or config.record > 0,
     )
     if challenge is not None:
         settings = replace(settings, challenge=challenge)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from blackhole.policy.decide import Policy
+from blackhole.server.observing import Observation
 
 if TYPE_CHECKING:
     from blackhole.server.rulestate import WorkerRules
@@ -39,10 +40,18 @@ class Stats:
 
 
 class ServerState:
-    __slots__ = ("_ids", "loop", "policy", "prefix", "rules", "sessions", "stats")
+    __slots__ = ("_ids", "loop", "observation", "policy", "prefix", "rules", "sessions", "stats")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, policy: Policy, prefix: str = "") -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        policy: Policy,
+        prefix: str = "",
+        observation: Observation | None = None,
+    ) -> None:
         self.loop = loop
+        # Counting into private memory unless the worker shares its counters.
+        self.observation = observation if observation is not None else Observation.private([])
         self.policy = policy
         self.prefix = prefix
         self.sessions: set[Session] = set()

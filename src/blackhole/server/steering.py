@@ -164,8 +164,9 @@ class Steering:
         return done(verdict)
 
     def note(self, stage: Stage, verdict: Verdict) -> None:
-        """Log a rule's action; start its tarpit."""
+        """Count and log a rule's action; start its tarpit."""
         session = self.session
+        session.obs.rule_acted(verdict.rule, verdict.delay)
         log.info(
             "[%s] rule %s at %s: %s", session.session_id, verdict.rule, stage, describe(verdict)
         )

@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from blackhole.config.model import Config
 from blackhole.errors import EX_SOFTWARE, BlackholeError, PermissionDenied
 from blackhole.supervisor.backoff import Backoff
+from blackhole.supervisor.counting import Counting
 from blackhole.supervisor.heartbeat import Heartbeat
 from blackhole.supervisor.messages import (
+    CounterSlot,
     Failed,
     Ping,
     Pong,
@@ -91,6 +93,9 @@ class Fleet:
         # (a reload waits for every worker to serve the new settings).
         self.on_ready: Callable[[Slot], None] = _ignore
         self.on_change: Callable[[], None] = _ignore
+        # The shared counters (None: workers count privately, as in tests
+        # that drive the fleet with fake processes).
+        self.counting: Counting | None = None
 
     @property
     def config(self) -> Config:
@@ -111,8 +116,17 @@ class Fleet:
         assert self.settings is not None
         slot.start_at = None
         listeners = tuple(lst for lst, _ in self.bound)
+        counting = self.counting
+        counters = None
+        if counting is not None:
+            counters = CounterSlot(counting.tally.fd, counting.acquire(), counting.names)
         spec = WorkerSpec(
-            slot.number, self.settings, listeners, hub=self.hub_path, started=self.started
+            slot.number,
+            self.settings,
+            listeners,
+            hub=self.hub_path,
+            counters=counters,
+            started=self.started,
         )
         sockets = [sock for _listener, sock in self.bound]
         close_in_child = [fd for process in self.slots.processes() for fd in process.fds()]
@@ -120,6 +134,8 @@ class Fleet:
         try:
             process = self.launch(self.method, spec, sockets, close_in_child)
         except OSError as exc:
+            if counting is not None and counters is not None:
+                counting.release_slot(counters.slot)
             message = f"cannot start worker {slot.number}: {exc.strerror or exc}"
             if not self.phase.announced:
                 raise PermissionDenied(message) from None
@@ -127,6 +143,8 @@ class Fleet:
             log.error("%s; trying again in %gs", message, delay)
             slot.start_at = self.clock() + delay
             return
+        if counting is not None and counters is not None:
+            counting.bind(process.pid, counters.slot)
         slot.process = process
         slot.ready = False
         slot.started_at = self.clock()
@@ -163,7 +181,13 @@ class Fleet:
             process.signal(signal.SIGKILL)
         for process in processes:
             process.reap()
+            self._fold(process)
         self.slots.clear()
+
+    def _fold(self, process: Process) -> None:
+        """A reaped worker's counts join the retired totals (observe.tally)."""
+        if self.counting is not None:
+            self.counting.release(process.pid)
 
     def broadcast(self, message: object) -> None:
         for slot in self.slots:
@@ -280,6 +304,7 @@ class Fleet:
         while process.control is not None:
             self.receive(process)
         code = process.reap()
+        self._fold(process)
         if process in self.slots.retiring:
             self.slots.retiring.remove(process)
             exit_text = describe_exit(code)

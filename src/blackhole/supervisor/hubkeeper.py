@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from blackhole.config.model import Config
@@ -139,10 +140,22 @@ class HubKeeper:
 
     # --- starting ---------------------------------------------------------------------
 
-    def configure(self, config: Config, token: str | None, layout: Layout) -> None:
+    def configure(
+        self, config: Config, token: str | None, layout: Layout, counters_fd: int | None = None
+    ) -> None:
+        """``counters_fd``: the counters region (``observe.tally``) the API's figures
+        come from, passed to the hub as a worker's slot is passed to it."""
         assert self.store is not None
         control_fd = None if self.control is None else self.control.fileno()
-        self.spec = HubSpec(config, token, self.store.fileno(), control_fd, layout)
+        self.spec = HubSpec(
+            config,
+            token,
+            self.store.fileno(),
+            control_fd,
+            layout,
+            counters_fd=counters_fd,
+            record=config.record,
+        )
         # Until the supervisor says otherwise, every worker is still missing.
         self.fleet = FleetState(config.workers, ())
 
@@ -154,7 +167,8 @@ class HubKeeper:
         self.started_at = self.clock()
         if self._first_start < 0:
             self._first_start = self.started_at
-        keep = [fd for fd in (self.spec.store_fd, self.spec.control_fd) if fd is not None]
+        spec = self.spec
+        keep = [fd for fd in (spec.store_fd, spec.control_fd, spec.counters_fd) if fd is not None]
         if self.method == FORK:
             # The supervisor's descriptors, less the two the hub serves on.
             close = [fd for fd in close_in_child if fd not in keep]
@@ -250,9 +264,7 @@ class HubKeeper:
             log.error("reload: %s; the control API keeps the previous token", exc)
             token = self.spec.token if self.spec is not None else None
         if self.spec is not None:
-            self.spec = HubSpec(
-                config, token, self.spec.store_fd, self.spec.control_fd, self.spec.layout
-            )
+            self.spec = replace(self.spec, config=config, token=token)
         if self.process is not None:
             self.process.send(HubReload(config, token))
 

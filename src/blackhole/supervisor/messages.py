@@ -39,6 +39,17 @@ class Settings:
 
 
 @dataclass(frozen=True, slots=True)
+class CounterSlot:
+    """Where a worker counts (``observe.tally``): the shared region's descriptor
+    (the same number in the worker: it is inherited), the worker's own slot,
+    and the listener labels the region's layout was made from."""
+
+    fd: int
+    slot: int
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerSpec:
     """What a worker is started with.
 
@@ -55,6 +66,7 @@ class WorkerSpec:
     fds: tuple[int, ...] = ()
     hub: str | None = None
     started: float | None = None
+    counters: CounterSlot | None = None
 
 
 # --- supervisor -> worker ---------------------------------------------------------

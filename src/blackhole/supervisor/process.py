@@ -128,6 +128,11 @@ class WorkerProcess:
         return self.returncode
 
 
+def inherited(spec: WorkerSpec) -> tuple[int, ...]:
+    """Descriptors besides the sockets a spawned worker keeps: the counters region."""
+    return () if spec.counters is None else (spec.counters.fd,)
+
+
 def spawn_worker(spec: WorkerSpec, sockets: Sequence[socket.socket]) -> WorkerProcess:
     """A fresh interpreter; raises ``OSError`` if it cannot be executed."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -137,7 +142,7 @@ def spawn_worker(spec: WorkerSpec, sockets: Sequence[socket.socket]) -> WorkerPr
         # Our own interpreter running our own bootstrap: no outside input.
         popen = subprocess.Popen(  # noqa: S603
             [sys.executable, "-c", BOOTSTRAP, str(child.fileno()), *sys.path],
-            pass_fds=(held, child.fileno(), *fds),
+            pass_fds=(held, child.fileno(), *fds, *inherited(spec)),
             stdin=subprocess.DEVNULL,
         )
     except BaseException:

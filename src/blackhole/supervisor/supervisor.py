@@ -28,10 +28,11 @@ from collections.abc import Callable
 
 from blackhole.config.model import Config
 from blackhole.errors import EX_OK
-from blackhole.observe.layout import Layout
 from blackhole.server.app import startup_line
 from blackhole.server.mailname import resolve_mailname
-from blackhole.server.sockets import bind_all, describe
+from blackhole.server.observing import listener_labels
+from blackhole.server.sockets import bind_all
+from blackhole.supervisor.counting import Console, Counting
 from blackhole.supervisor.daemon import Readiness
 from blackhole.supervisor.draining import Drain
 from blackhole.supervisor.fleet import Fleet, Launch, Phase, Timing
@@ -79,6 +80,9 @@ class Supervisor:
         self.pidfile: PidFile | None = None
         self.tls_store: TLSStore | None = None
         self.signals = SignalQueue((*_STOP_SIGNALS, signal.SIGHUP))
+        # The shared counters (``counting.tally`` is what the control API reads).
+        self.counting: Counting | None = None
+        self.console: Console | None = None
 
     # --- the whole life ---------------------------------------------------------------
 
@@ -97,6 +101,8 @@ class Supervisor:
                 self.tls_store.cleanup()
             if self.pidfile is not None:
                 self.pidfile.release()
+            if self.counting is not None:
+                self.counting.close()
             self.signals.restore()
 
     def _start_up(self) -> None:
@@ -129,6 +135,9 @@ class Supervisor:
         warn_if_root(config.user)  # only once it is sure to run: not before a failed bind
         self.reloader = Reloader(self.fleet, self.tls_store, as_user)
         self.fleet.settings = Settings(config, mailname, tls, generation=1)
+        names = listener_labels(self.fleet.bound)
+        self.counting = self.fleet.counting = Counting(names, config.workers)
+        self.console = Console(self.counting.tally, config.stats_interval, self.clock)
         self._start_hub(config, token)
         for number in range(1, config.workers + 1):
             self.fleet.add(number)
@@ -136,8 +145,9 @@ class Supervisor:
     def _start_hub(self, config: Config, token: str | None) -> None:
         self.hub.method = self.fleet.method
         self.hub.bind_store()
-        layout = Layout([describe(listener, sock) for listener, sock in self.fleet.bound])
-        self.hub.configure(config, token, layout)
+        counting = self.counting
+        assert counting is not None  # made first: the hub serves its figures
+        self.hub.configure(config, token, counting.tally.layout, counting.tally.fd)
         self.hub.start_and_wait(self._own_fds())
         self.fleet.hub_path = self.hub.path
         if self.hub.control is not None:
@@ -150,6 +160,8 @@ class Supervisor:
     def _loop(self) -> int:
         while True:
             if self.drain.done():
+                if self.console is not None:
+                    self.console.summary()  # every worker is reaped and folded
                 log.info("stopped")
                 return EX_OK
             self._wait()
@@ -159,6 +171,9 @@ class Supervisor:
             else:
                 self.fleet.tick()
                 self.hub.tick(self._own_fds)
+                if self.console is not None:
+                    self.console.interval = self.fleet.config.stats_interval
+                    self.console.tick()
 
     def _wait(self) -> None:
         poller = select.poll()
@@ -190,6 +205,8 @@ class Supervisor:
         times = [self.clock() + 1.0, *self.fleet.deadlines(), *self.hub.deadlines()]
         if self.phase.stopping:
             times.append(self.drain.deadline)
+        elif self.console is not None and (stats := self.console.deadline()) is not None:
+            times.append(stats)
         return min(times)
 
     def _own_fds(self) -> list[int]:

@@ -29,6 +29,7 @@ from blackhole.errors import EX_OK, EX_SOFTWARE, BlackholeError
 from blackhole.hub.client import HubClient
 from blackhole.observe.logs import setup_logging
 from blackhole.server.app import Worker, new_event_loop
+from blackhole.server.observing import Observation, listener_labels
 from blackhole.server.tls import build_server_context
 from blackhole.supervisor import capabilities
 from blackhole.supervisor.messages import (
@@ -168,6 +169,7 @@ class Runner:
                 # "Determinism"); without one, each worker keeps its own.
                 store=hub.store if hub is not None else None,
                 started=self.spec.started,
+                observation=self.observation(),
             )
             if hub is not None:
                 hub.on_api_rules = worker.set_api_rules
@@ -194,6 +196,23 @@ class Runner:
         if self.hub is not None:
             await self.hub.close()
         return EX_OK
+
+    def observation(self) -> Observation:
+        """Counting into the supervisor's region, the event log if configured, and
+        message records to the hub."""
+        counters = self.spec.counters
+        config = self.settings.config
+        observation = Observation.for_worker(
+            None if counters is None else (counters.fd, counters.slot, counters.names),
+            listener_labels(list(zip(self.spec.listeners, self.sockets, strict=True))),
+            config.event_log,
+            config.record,
+            self.number,
+        )
+        if self.hub is not None:
+            observation.record_sink = self.hub.record  # GET /messages is served by the hub
+            self.hub.on_rule_slots = observation.set_rule_slots
+        return observation
 
     async def _told_to_go(self) -> None:
         waiters = [asyncio.ensure_future(event.wait()) for event in (self.stop, self.retire)]
@@ -241,6 +260,7 @@ class Runner:
             self.channel.send(ReloadFailed(settings.generation, str(exc)))
             return
         self.worker.reload(settings.config, settings.mailname, ssl_context)
+        self._reopen_event_log()
         self.settings = settings
         log.debug("new sessions use configuration generation %d", settings.generation)
         self.channel.send(Reloaded(settings.generation))
@@ -250,6 +270,15 @@ class Runner:
             setup_logging(message.config, worker=self.number)
         except BlackholeError as exc:
             log.error("cannot reopen the log: %s", exc)
+        self._reopen_event_log()
+
+    def _reopen_event_log(self) -> None:
+        """SIGHUP, whether or not the reload succeeds: logrotate moved the file."""
+        if self.worker is not None:
+            try:
+                self.worker.state.observation.reopen()
+            except OSError as exc:
+                log.error("cannot reopen the event log: %s", exc.strerror or exc)
 
 
 def serve_worker(

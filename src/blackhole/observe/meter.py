@@ -1,0 +1,233 @@
+"""One session's counting: the core's replies in, exact counts out.
+
+``SessionMeter`` is the ``protocol.metering.ReplyMeter`` the adapter injects
+into each core. The core calls ``replies`` with every batch of replies just
+before the adapter writes it, so every count below is taken before the client
+can see the reply it counts (a SIGKILL then never loses a reply a client saw).
+
+Per reply: ``commands_total`` for each command line, ``replies_total`` and
+``reply_seconds`` by (verb, code). Per transaction, OBSERVE.md "Counting,
+exactly": a message is counted once, when its transaction ends:
+
+- ``accepted`` / ``deferred`` / ``rejected``: the reply after the data was
+  2xx / 4xx / 5xx;
+- ``deferred`` / ``rejected``: the transaction ended (RSET, HELO/EHLO, QUIT,
+  STARTTLS, a new MAIL, the connection's end) while the server's last reply in
+  it (at MAIL, RCPT, DATA or BDAT) was 4xx / 5xx;
+- ``dropped``: the connection ended inside the transaction, its last reply
+  being positive;
+- nothing: the client abandoned it (RSET, QUIT...) after a positive last reply.
+
+``on_message`` is told of each counted message (for the event log): the
+outcome, and the reply that decided it (None for ``dropped``).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable
+from time import perf_counter
+from typing import Any
+
+from blackhole.observe.counters import Counters
+from blackhole.observe.layout import (
+    ACCEPTED,
+    CODE_SPAN,
+    DEFERRED,
+    DROPPED,
+    FIRST_CODE,
+    MICROS,
+    OUTCOMES,
+    REJECTED,
+    REPLY_BOUNDS,
+    REPLY_VERBS,
+    SIZE_BOUNDS,
+    VERBS,
+    Layout,
+    histogram_width,
+)
+
+# What a reply verb means to the transaction (OBSERVE.md "Counting, exactly").
+_PLAIN, _MAIL, _INSIDE, _ENDS, _END, _AUTH = range(6)
+_KINDS = {
+    "MAIL": _MAIL,
+    **dict.fromkeys(("RCPT", "DATA", "BDAT"), _INSIDE),
+    **dict.fromkeys(("RSET", "HELO", "EHLO", "LHLO", "QUIT", "STARTTLS"), _ENDS),
+    "end": _END,
+    "AUTH": _AUTH,  # not the transaction's: counted by result (its final reply)
+}
+# Transaction states besides an outcome: none open, open with a positive last reply.
+_IDLE = -1
+_OPEN = -2
+_REPLY_WIDTH = histogram_width(REPLY_BOUNDS)
+_REPLY_SUM = len(REPLY_BOUNDS) + 1
+_SIZE_SUM = len(SIZE_BOUNDS) + 1
+_FIRST_BOUND = REPLY_BOUNDS[0]
+# A reply's code from its first three bytes, without slicing: b"0" is 48.
+_ZEROS = 48 * 111
+
+# Per reply verb: (command slot or -1 when no command prompted it, base of its
+# replies by code less FIRST_CODE, base of its histogram, _KINDS value).
+VerbSlots = dict[str, tuple[int, int, int, int]]
+
+
+def verb_slots(layout: Layout) -> VerbSlots:
+    """Every reply verb's indices in ``layout``: one dict lookup per batch of replies."""
+    slots: VerbSlots = {}
+    for reply_index, verb in enumerate(REPLY_VERBS):
+        command = layout.commands + reply_index if verb in VERBS else -1
+        slots[verb] = (
+            command,
+            layout.replies + reply_index * CODE_SPAN - FIRST_CODE,
+            layout.reply_histograms + reply_index * _REPLY_WIDTH,
+            _KINDS.get(verb, _PLAIN),
+        )
+    return slots
+
+
+MessageSink = Callable[[int, bytes | None, int | None], None]
+
+
+def _no_message(_outcome: int, _reply: bytes | None, _size: int | None) -> None:
+    return None
+
+
+def _no_auth(_ok: bool) -> None:
+    return None
+
+
+class SessionMeter:
+    """Counts one session's replies and messages into a worker's ``Counters``."""
+
+    __slots__ = (
+        "_bytes",
+        "_counters",
+        "_last",
+        "_outcomes",
+        "_sizes",
+        "_slots",
+        "_transaction",
+        "_unknown",
+        "_v",
+        "commands",
+        "listener",
+        "on_auth",
+        "on_message",
+        "size",
+        "started",
+    )
+
+    def __init__(self, counters: Counters, listener: int, slots: VerbSlots) -> None:
+        self._counters = counters
+        self._v = counters.view  # the slot itself: increments inlined below
+        layout = counters.layout
+        self._outcomes = layout.messages + listener * len(OUTCOMES)
+        self._bytes = layout.message_bytes + listener
+        self._sizes = layout.size_histogram
+        self._slots = slots
+        self._unknown = slots["unknown"]
+        self.listener = listener
+        self._transaction = _IDLE
+        self._last = b""  # the last reply in the transaction
+        # When the input that completed the command being answered arrived
+        # (perf_counter); the adapter moves it on, and past any injected delay.
+        self.started = perf_counter()
+        self.size: int | None = None  # of the message whose data was read
+        self.on_message: MessageSink = _no_message
+        self.on_auth: Callable[[bool], None] = _no_auth  # an AUTH exchange's result
+        self.commands = 0  # command lines in this session (the event log's)
+        counters.connection(listener)
+
+    # marks: list[int | str], alternating; Any spares the hot loop a check per item.
+    def replies(self, out: list[bytes], marks: list[Any]) -> None:
+        # The hot path, about 4 batches per message, with a budget of 5% of a
+        # message's CPU: one clock read per batch, one dict lookup per
+        # command, three stores per reply, and a call only where the
+        # transaction's state changes in a way that counts (a refusal, the
+        # reply after the data, RSET/EHLO/QUIT inside a transaction).
+        seconds = perf_counter() - self.started
+        bucket = 0 if seconds <= _FIRST_BOUND else bisect_left(REPLY_BOUNDS, seconds)
+        micros = int(seconds * MICROS + 0.5)
+        v = self._v
+        count = len(marks)
+        if count == 4 and len(out) == 1 and not marks[2]:
+            # One command, one reply: pipelining off, the usual case.
+            command, replies, histogram, kind = self._slots.get(marks[3], self._unknown)
+            if command >= 0:
+                v[command] += 1
+                self.commands += 1
+            wire = out[0]
+            code = wire[0] * 100 + wire[1] * 10 + wire[2] - _ZEROS
+            v[replies + code] += 1
+            v[histogram + bucket] += 1
+            v[histogram + _REPLY_SUM] += micros
+            if kind:
+                if kind == _END:
+                    outcome = ACCEPTED if code < 400 else DEFERRED if code < 500 else REJECTED
+                    self._count(outcome, wire, self.size)
+                    self._transaction, self.size = _IDLE, None
+                elif code >= 400 or kind >= _ENDS or self._transaction >= 0:
+                    self._transaction_reply(kind, code, wire)
+                elif kind == _MAIL:
+                    self._transaction = _OPEN
+            return
+        # marks[0:2] carries on from the previous batch; every later mark
+        # made by a command line is a command.
+        for k in range(0, count, 2):
+            command, replies, histogram, kind = self._slots.get(marks[k + 1], self._unknown)
+            if k and command >= 0:
+                v[command] += 1
+                self.commands += 1
+            stop = marks[k + 2] if k + 2 < count else len(out)
+            for index in range(marks[k], stop):
+                wire = out[index]
+                code = wire[0] * 100 + wire[1] * 10 + wire[2] - _ZEROS
+                v[replies + code] += 1
+                v[histogram + bucket] += 1
+                v[histogram + _REPLY_SUM] += micros
+                if kind:
+                    self._transaction_reply(kind, code, wire)
+
+    def _transaction_reply(self, kind: int, code: int, wire: bytes) -> None:
+        if kind == _AUTH:
+            if code != 334:  # RFC 4954 4: 334 is a challenge, anything else ends it
+                self.on_auth(code == 235)
+        elif kind == _END:
+            outcome = ACCEPTED if code < 400 else DEFERRED if code < 500 else REJECTED
+            self._count(outcome, wire, self.size)
+            self._transaction, self.size = _IDLE, None
+        elif kind == _ENDS:
+            self._close_transaction(abandoned=True)
+        elif kind == _MAIL or self._transaction != _IDLE:  # RCPT, DATA, BDAT inside one
+            if kind == _MAIL:
+                self._close_transaction(abandoned=True)  # after a refused MAIL
+            # The last reply matters only when it refused: it decides the outcome.
+            self._transaction = _OPEN if code < 400 else DEFERRED if code < 500 else REJECTED
+            self._last = wire
+
+    def _close_transaction(self, *, abandoned: bool) -> None:
+        state = self._transaction
+        if state == _IDLE:
+            return
+        if state >= 0:
+            self._count(state, self._last, None)
+        elif not abandoned:
+            self._count(DROPPED, None, self.size)
+        self._transaction, self.size = _IDLE, None
+
+    def _count(self, outcome: int, reply: bytes | None, size: int | None) -> None:
+        # Counters.message inlined: one call per message fewer on the hot path.
+        v = self._v
+        v[self._outcomes + outcome] += 1
+        if size is not None:
+            v[self._bytes] += size
+            v[self._sizes + bisect_left(SIZE_BOUNDS, size)] += 1
+            v[self._sizes + _SIZE_SUM] += size
+        if self.on_message is not _no_message:
+            self.on_message(outcome, reply, size)
+
+    def end(self, how: int) -> None:
+        """The session ended (``layout.SESSION_ENDS`` index): a transaction in
+        flight is a message, dropped unless its last reply refused it."""
+        self._close_transaction(abandoned=False)
+        self._counters.session_end(self.listener, how)

@@ -1,0 +1,281 @@
+"""What a worker's sessions report: counts, event log lines, recorded messages.
+
+``Observation`` is built once per worker (``supervisor.worker_main``) and
+shared by its sessions through ``ServerState``; without a supervisor it counts
+into private memory (``Counters.private``), the null sink, so that no session
+code asks whether anything is counted.
+
+``SessionObservation`` is one session's: the ``observe.meter.SessionMeter``
+injected into its core, plus the facts the event log needs (OBSERVE.md
+"Event log"): a message line after its final reply, a session line when the
+session ends. Never a password, never content: the records are built from
+the envelope, the reply and the header fields only.
+
+``record_sink`` is the seam for ``record = N``: when ``record`` is above 0,
+it is called with every message record plus its headers
+(``observe.record.with_headers``: plain JSON values), right after the event
+log line; the process that serves ``GET /messages`` keeps the last N. The
+default does nothing; whoever hosts the ring (the control process) sets it.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from blackhole.config.model import Listener
+from blackhole.net import host_port
+from blackhole.observe.counters import Counters
+from blackhole.observe.eventlog import EventLog, message_record, session_record, tls_field
+from blackhole.observe.layout import (
+    MODE_RULE_SLOT,
+    OUTCOMES,
+    SESSION_ENDS,
+    Layout,
+    mechanism_index,
+)
+from blackhole.observe.meter import SessionMeter, verb_slots
+from blackhole.observe.record import with_headers
+from blackhole.observe.tally import attach_counters
+
+if TYPE_CHECKING:
+    from blackhole.protocol.core import SMTPConnection
+    from blackhole.protocol.events import MessageReceived
+
+JSON = dict[str, Any]
+RecordSink = Callable[[JSON], None]
+_QUEUE_ID = re.compile(rb"queued as (\S+)")
+_END_INDEX = {name: index for index, name in enumerate(SESSION_ENDS)}
+
+
+def listener_labels(bound: Sequence[tuple[Listener, socket.socket]]) -> list[str]:
+    """The listeners' labels: their ``name=`` flag, else the bound ``host:port``
+    (the real port, not 0). A name several listeners share is followed by
+    ``@host:port``, so that each listener keeps a series of its own."""
+    names = Counter(listener.name for listener, _sock in bound if listener.name is not None)
+    labels = []
+    for listener, sock in bound:
+        address = sock.getsockname()
+        where = host_port(str(address[0]), int(address[1]))
+        if listener.name is None:
+            labels.append(where)
+        else:
+            labels.append(
+                listener.name if names[listener.name] == 1 else f"{listener.name}@{where}"
+            )
+    return labels
+
+
+def _ignore_record(_record: JSON) -> None:
+    return None
+
+
+class Observation:
+    """A worker's sinks: counters, the event log, the record seam."""
+
+    def __init__(
+        self,
+        counters: Counters,
+        event_log: EventLog | None = None,
+        record: int = 0,
+        worker: int = 0,
+    ) -> None:
+        self.counters = counters
+        self.event_log = event_log
+        self.record = record
+        self.worker = worker
+        self.record_sink: RecordSink = _ignore_record
+        self.verb_slots = verb_slots(counters.layout)  # shared by every session's meter
+        self.rule_slots: dict[str, int] = {}  # rule name -> counter slot, from the hub
+
+    def set_rule_slots(self, slots: dict[str, int]) -> None:
+        self.rule_slots = slots
+
+    @classmethod
+    def private(cls, names: Sequence[str]) -> Observation:
+        return cls(Counters.private(Layout(names or ["-"])))
+
+    @classmethod
+    def for_worker(
+        cls,
+        region: tuple[int, int, Sequence[str]] | None,
+        listeners: Sequence[str],
+        event_log: str | None,
+        record: int,
+        worker: int,
+    ) -> Observation:
+        """A worker's: its slot of the shared region ``(fd, slot, names)``, if
+        it has one, and the event log of the config (``OSError`` if it cannot
+        be opened)."""
+        if region is None:
+            counters = Counters.private(Layout(listeners or ["-"]))
+        else:
+            fd, slot, names = region
+            counters = attach_counters(fd, Layout(names), slot)
+        log = EventLog(event_log) if event_log is not None else None
+        return cls(counters, log, record, worker)
+
+    def reopen(self) -> None:
+        """SIGHUP: open the event log's path again (logrotate moved it)."""
+        if self.event_log is not None:
+            self.event_log.reopen()
+
+    def listener_index(self, name: str) -> int:
+        """Listeners a reload added after the layout was made count as the first."""
+        try:
+            return self.counters.layout.listener_index(name)
+        except KeyError:
+            return 0
+
+    def session(self, listener: str, session_id: str) -> SessionObservation:
+        return SessionObservation(self, listener, session_id)
+
+
+class SessionObservation:
+    """One session's meter and event log facts."""
+
+    __slots__ = (
+        "client",
+        "core",
+        "end",
+        "event",
+        "listener",
+        "messages",
+        "meter",
+        "observation",
+        "opened",
+        "rule",
+        "session_id",
+        "tls",
+        "tls_started",
+    )
+
+    def __init__(self, observation: Observation, listener: str, session_id: str) -> None:
+        self.observation = observation
+        self.listener = listener
+        self.session_id = session_id
+        self.client = ""  # the peer's address, once connected
+        self.meter = SessionMeter(
+            observation.counters, observation.listener_index(listener), observation.verb_slots
+        )
+        self.meter.on_auth = self._auth_done
+        self.rule: str | None = None  # the last rule that acted, for the message's line
+        self.opened = time.time()
+        self.end = "client_closed"  # until the server knows better
+        self.messages = 0
+        self.tls: JSON | None = None
+        self.tls_started = 0.0
+        self.event: MessageReceived | None = None
+        if observation.event_log is not None or observation.record:
+            self.meter.on_message = self._message_done
+        self.core: SMTPConnection | None = None
+
+    def handshake_started(self) -> None:
+        self.tls_started = time.perf_counter()
+
+    def handshake_done(self, ok: bool, version: str | None, cipher: str | None) -> None:
+        seconds = time.perf_counter() - self.tls_started
+        self.observation.counters.tls(self.meter.listener, ok, seconds)
+        if ok:
+            self.tls = tls_field(version, cipher)
+
+    def _auth_done(self, ok: bool) -> None:
+        core = self.core
+        mechanism = core.auth_mechanism if core is not None else None
+        self.observation.counters.auth(mechanism_index(mechanism or "unknown"), ok)
+
+    def rule_acted(self, rule: str, delay: float) -> None:
+        """A rule's verdict was carried out (server.steering): counted under the
+        rule's slot when the hub gave it one, and named in the message's line."""
+        self.rule = rule
+        slot = self.observation.rule_slots.get(rule)
+        if slot is not None:
+            counters = self.observation.counters
+            counters.rule_action(slot)
+            if delay > 0:
+                counters.delay(slot, delay)
+
+    def delayed(self, seconds: float) -> None:
+        """The mode (config, listener flag or X-Blackhole-Delay) held a reply."""
+        self.observation.counters.delay(MODE_RULE_SLOT, seconds)
+
+    def message_read(self, event: MessageReceived) -> None:
+        self.meter.size = event.size
+        self.event = event
+
+    def _message_done(self, outcome: int, reply: bytes | None, size: int | None) -> None:
+        self.messages += 1
+        event, self.event = self.event, None
+        # A rule that acts after this message belongs to the next one.
+        rule, self.rule = self.rule, None
+        core = self.core
+        code, enhanced, text = _parse_reply(reply)
+        queue_id = _QUEUE_ID.search(reply) if reply else None
+        record = message_record(
+            time=time.time(),
+            queue_id=queue_id.group(1).decode() if queue_id else None,
+            session=self.session_id,
+            worker=self.observation.worker,
+            listener=self.listener,
+            client=self.client,
+            helo=core.helo if core is not None else None,
+            tls=self.tls,
+            auth_user=core.auth_user if core is not None else None,
+            sender=event.sender if event is not None else _sender(core),
+            recipients=event.recipients if event is not None else _recipients(core),
+            size=size,
+            reply=(code, enhanced, text),
+            rule=rule,
+            seconds=time.perf_counter() - self.meter.started,
+        )
+        record["outcome"] = OUTCOMES[outcome]
+        observation = self.observation
+        if observation.event_log is not None:
+            observation.event_log.write(record)
+        if observation.record:
+            headers = event.headers if event is not None and event.headers else []
+            observation.record_sink(with_headers(record, headers))
+
+    def close(self) -> None:
+        """The session is over: count its end, write its line."""
+        meter = self.meter
+        meter.end(_END_INDEX[self.end])
+        log = self.observation.event_log
+        if log is not None:
+            log.write(
+                session_record(
+                    time=time.time(),
+                    session=self.session_id,
+                    listener=self.listener,
+                    client=self.client,
+                    duration=time.time() - self.opened,
+                    commands=meter.commands,
+                    messages=self.messages,
+                    tls=self.tls,
+                    end=self.end,
+                )
+            )
+
+
+def _sender(core: SMTPConnection | None) -> str | None:
+    return core.sender if core is not None else None
+
+
+def _recipients(core: SMTPConnection | None) -> list[str]:
+    return list(core.recipients) if core is not None else []
+
+
+def _parse_reply(wire: bytes | None) -> tuple[int, str | None, str]:
+    """(code, enhanced, text) of a reply's last line; (0, None, "") for none."""
+    if not wire:
+        return 0, None, ""
+    last = wire.rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1].decode("utf-8", "replace")
+    code, text = int(last[:3]), last[4:]
+    first, _, rest = text.partition(" ")
+    if first.count(".") == 2 and first[:1] in "245":
+        return code, first, rest
+    return code, None, text

@@ -1,0 +1,153 @@
+"""The session meter over the sans-IO core: which replies and messages count, and how.
+
+No sockets: the core is fed command lines, the adapter's part (answering a
+message, ending the session) is played by hand, and the counts are read
+back through a ``Snapshot``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from blackhole.observe.counters import Counters
+from blackhole.observe.layout import SESSION_ENDS, Layout
+from blackhole.observe.meter import SessionMeter, verb_slots
+from blackhole.observe.snapshot import Snapshot
+from blackhole.protocol import replies as R
+from blackhole.protocol.core import SMTPConnection
+from blackhole.protocol.events import MessageReceived
+from blackhole.protocol.replies import Reply
+from blackhole.protocol.settings import SessionSettings
+
+LAYOUT = Layout(["l"])
+CLIENT_CLOSED = SESSION_ENDS.index("client_closed")
+QUEUED = R.queued("Q1")
+
+
+class Session:
+    """A core with a meter; ``answer`` is the reply given to every message."""
+
+    def __init__(self, answer: Reply = QUEUED, **settings: object) -> None:
+        self.counters = Counters.private(LAYOUT)
+        self.meter = SessionMeter(self.counters, 0, verb_slots(self.counters.layout))
+        self.core = SMTPConnection(SessionSettings(**settings))  # type: ignore[arg-type]
+        self.core.meter = self.meter
+        self.answer = answer
+        self.outcomes: list[tuple[int, bytes | None, int | None]] = []
+        self.meter.on_message = lambda *args: self.outcomes.append(args)
+        self.core.start()
+        self.core.data_to_send()
+
+    def send(self, data: bytes) -> bytes:
+        self.core.receive_data(data)
+        while (event := self.core.next_event()) is not None:
+            if isinstance(event, MessageReceived):
+                self.meter.size = event.size
+                self.core.send(self.answer)
+        return self.core.data_to_send()
+
+    def end(self) -> Snapshot:
+        self.meter.end(CLIENT_CLOSED)
+        return Snapshot(LAYOUT, tuple(self.counters.value(i) for i in range(LAYOUT.size)))
+
+
+MAIL = b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\n"
+CONTENT = b"DATA\r\nSubject: s\r\n\r\nbody\r\n.\r\n"
+
+
+def outcomes(snapshot: Snapshot) -> dict[str, int]:
+    return {name: value for name, value in snapshot.message_totals().items() if value}
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome"),
+    [
+        (R.queued("Q1"), "accepted"),
+        (Reply(550, "5.7.1", "Rejected"), "rejected"),
+        (R.R451_INTERNAL, "deferred"),
+    ],
+)
+def test_the_reply_after_the_data_decides(answer: Reply, outcome: str) -> None:
+    session = Session(answer)
+    session.send(MAIL + CONTENT)
+    session.send(b"QUIT\r\n")
+    snapshot = session.end()
+    assert outcomes(snapshot) == {outcome: 1}
+    assert snapshot.replies()[("end", answer.code)] == 1
+    assert snapshot.message_bytes() == {"l": len(b"Subject: s\r\n\r\nbody\r\n")}
+
+
+def test_a_refused_recipient_then_rset_is_one_deferred_message() -> None:
+    session = Session(max_recipients=0)
+    reply = session.send(MAIL + b"RSET\r\n")
+    assert b"452" in reply  # too many recipients: 4xx at RCPT
+    assert outcomes(session.end()) == {"deferred": 1}
+    assert session.outcomes[0][1] is not None and session.outcomes[0][1].startswith(b"452")
+
+
+def test_an_abandoned_transaction_after_only_positive_replies_is_no_message() -> None:
+    session = Session()
+    session.send(MAIL + b"RSET\r\nQUIT\r\n")
+    assert outcomes(session.end()) == {}
+
+
+def test_a_connection_ending_inside_a_transaction_is_dropped() -> None:
+    session = Session()
+    session.send(MAIL + b"DATA\r\nSubject: half")
+    snapshot = session.end()
+    assert outcomes(snapshot) == {"dropped": 1}
+    assert snapshot.session_ends()["client_closed"] == 1
+    assert snapshot.sessions_open() == {"l": 0}
+
+
+def test_a_refused_mail_then_an_accepted_one_are_two_messages() -> None:
+    session = Session(auth_required=True)
+    session.send(b"EHLO c\r\nMAIL FROM:<a@x>\r\n")  # 530: AUTH first
+    session.send(b"QUIT\r\n")
+    assert outcomes(session.end()) == {"rejected": 1}
+
+
+def test_every_command_and_reply_counts_with_its_verb() -> None:
+    session = Session()
+    session.send(b"EHLO c\r\nNOOP\r\nFROB\r\n")
+    session.send(MAIL[8:] + CONTENT + b"QUIT\r\n")
+    snapshot = session.end()
+    commands = {verb: n for verb, n in snapshot.commands().items() if n}
+    assert commands == {
+        "EHLO": 1, "NOOP": 1, "unknown": 1, "MAIL": 1, "RCPT": 1, "DATA": 1, "QUIT": 1,
+    }  # fmt: skip
+    replies = {key: n for key, n in snapshot.replies().items() if n}
+    assert replies == {
+        ("connect", 220): 1, ("EHLO", 250): 1, ("NOOP", 250): 1, ("unknown", 502): 1,
+        ("MAIL", 250): 1,
+        ("RCPT", 250): 1, ("DATA", 354): 1, ("end", 250): 1, ("QUIT", 221): 1,
+    }  # fmt: skip
+    assert session.meter.commands == 7
+
+
+def test_replies_are_counted_by_the_time_they_are_handed_out() -> None:
+    """Before the adapter writes them: data_to_send() has counted them."""
+    session = Session()
+    session.core.receive_data(b"NOOP\r\n")
+    before = session.counters.value(LAYOUT.commands + 8)  # NOOP
+    session.core.data_to_send()
+    assert session.counters.value(LAYOUT.commands + 8) == before + 1
+
+
+def test_lmtp_counts_one_message_per_recipient_reply() -> None:
+    # RFC 2033 4.2: after the data, one reply per recipient, each its own outcome.
+    session = Session(lmtp=True)
+    session.answer = None  # type: ignore[assignment]
+    session.core.receive_data(b"LHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nRCPT TO:<c@x>\r\n")
+    session.core.data_to_send()
+    session.core.receive_data(CONTENT)
+    event = session.core.next_event()
+    assert isinstance(event, MessageReceived)
+    session.meter.size = event.size
+    session.core.send([R.queued("Q1"), R.R451_INTERNAL])
+    session.core.data_to_send()
+    snapshot = session.end()
+    assert outcomes(snapshot) == {"accepted": 1, "deferred": 1}
+    assert snapshot.replies()[("end", 250)] == 1
+    assert snapshot.replies()[("end", 451)] == 1
+    assert snapshot.message_bytes() == {"l": len(b"Subject: s\r\n\r\nbody\r\n")}  # once
