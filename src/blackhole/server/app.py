@@ -15,7 +15,7 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from blackhole.config.model import Config, Listener
 from blackhole.policy.decide import Policy
@@ -30,6 +30,8 @@ from blackhole.server.state import ServerState
 log = logging.getLogger("blackhole.server")
 
 Bound = Sequence[tuple[Listener, socket.socket]]
+# The contexts of listeners with cert=/key=, by (cert, key) as configured.
+ListenerTLS = Mapping[tuple[str, str], ssl.SSLContext]
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -50,11 +52,11 @@ def _challenge_maker(rng: random.Random, mailname: str) -> Callable[[], str]:
 
 
 def listener_keys(listeners: Sequence[Listener]) -> list[tuple[str, int, bool, int]]:
-    """(host, port, tls, rank among the listeners with that host, port and tls)."""
+    """(host or socket path, port, tls, rank among the listeners with those)."""
     seen: dict[tuple[str, int, bool], int] = {}
     keys = []
     for listener in listeners:
-        address = (listener.host, listener.port, listener.tls)
+        address = (listener.path or listener.host, listener.port, listener.tls)
         rank = seen.get(address, 0)
         seen[address] = rank + 1
         keys.append((*address, rank))
@@ -74,6 +76,7 @@ class Worker:
         rng: random.Random | None = None,
         worker_id: int | None = None,
         store: Store | None = None,
+        listener_tls: ListenerTLS | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.bound = list(bound)
@@ -87,9 +90,16 @@ class Worker:
         self.store = store
         if WorkerRules.wanted(config):
             self.state.rules = WorkerRules(config, store)
-        self.reload(config, mailname, ssl_context)
+        self.reload(config, mailname, ssl_context, listener_tls=listener_tls)
 
-    def reload(self, config: Config, mailname: str, ssl_context: ssl.SSLContext | None) -> None:
+    def reload(
+        self,
+        config: Config,
+        mailname: str,
+        ssl_context: ssl.SSLContext | None,
+        *,
+        listener_tls: ListenerTLS | None = None,
+    ) -> None:
         """New settings for new sessions; sessions in flight keep theirs."""
         challenge = _challenge_maker(self.rng, mailname)
         # Listeners are matched by address and by their rank among listeners
@@ -102,7 +112,9 @@ class Worker:
         for key, (listener, _sock) in zip(bound_keys, self.bound, strict=True):
             # Flags come from the new config when the listener is still there.
             current = by_address.get(key, listener)
-            contexts.append(build_context(config, current, mailname, ssl_context, challenge))
+            own = (listener_tls or {}).get((current.cert or "", current.key or ""))
+            context = own if own is not None else ssl_context
+            contexts.append(build_context(config, current, mailname, context, challenge))
         if self.config is not config:  # a SIGHUP reload, not the first load
             self._reload_rules(config)
         self.config = config

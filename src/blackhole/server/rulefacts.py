@@ -15,6 +15,7 @@ from blackhole.protocol.core import SMTPConnection
 from blackhole.protocol.events import MessageReceived, StageReached
 from blackhole.protocol.hooks import Stage
 from blackhole.rules.match import Facts
+from blackhole.server.unixsock import client_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +33,9 @@ class Where:
         cls, session: str, transport: asyncio.BaseTransport, host: str, name: str | None = None
     ) -> Where:
         sockname = transport.get_extra_info("sockname")
-        peername = transport.get_extra_info("peername")
         # A port-0 listener's real port is the socket's, not the config's 0.
         port = sockname[1] if isinstance(sockname, tuple) else None
-        client = peername[0] if isinstance(peername, tuple) else None
+        client = client_of(transport)
         shown = host_port(host, port) if port is not None else None
         return cls(session, port, shown, client, name)
 
