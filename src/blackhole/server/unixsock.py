@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 import socket
 import stat
@@ -22,12 +23,14 @@ from pathlib import Path
 from blackhole.config.model import Listener
 from blackhole.errors import PermissionDenied, Unavailable
 
-__all__ = ["UNIX_CLIENT", "bind_unix", "client_of", "hand_over", "release"]
+__all__ = ["UNIX_CLIENT", "apply_modes", "bind_unix", "client_of", "hand_over", "release"]
 
 # How a session over a UNIX socket names its client (logs, event log, rules'
 # Facts): the peer has no address, and "unix" is no IP, so a rule's client
 # matcher never holds for it.
 UNIX_CLIENT = "unix"
+
+log = logging.getLogger(__name__)
 
 
 def client_of(transport: asyncio.BaseTransport) -> str | None:
@@ -96,6 +99,16 @@ def hand_over(listeners: Iterable[Listener], uid: int, gid: int) -> None:
     for listener in listeners:
         if listener.path is not None:
             os.chown(listener.path, uid, gid)
+
+
+def apply_modes(listeners: Iterable[Listener]) -> None:
+    """Set ``socket_mode`` again: a reload keeps an unchanged socket, not its old mode."""
+    for listener in listeners:
+        if listener.path is not None and listener.socket_mode is not None:
+            try:
+                Path(listener.path).chmod(listener.socket_mode)
+            except OSError as exc:
+                log.warning("cannot set socket_mode of %s: %s", listener.path, exc)
 
 
 def release(listener: Listener) -> None:
