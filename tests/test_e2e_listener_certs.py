@@ -13,6 +13,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,23 @@ def test_config_test_checks_each_listener_pair(certs: Path, tmp_path: Path) -> N
         result.stdout + result.stderr
     )
     assert "do not match" in result.stdout + result.stderr
+
+
+def test_implicit_tls_on_a_unix_socket_with_its_own_certificate(
+    server_factory: Factory, certs: Path
+) -> None:
+    directory = Path(tempfile.mkdtemp(prefix="bh-", dir="/tmp"))  # short: socket paths
+    path = directory / "smtps.sock"
+    try:
+        start(
+            server_factory,
+            directory,
+            f"tls_listen = unix:{path} cert={certs / 'valid.pem'} key={certs / 'valid.key'}\n",
+        )
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+            raw.settimeout(10)
+            raw.connect(str(path))
+            with _verifying(certs).wrap_socket(raw, server_hostname="localhost") as tls:
+                assert tls.recv(4) == b"220 "
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
