@@ -29,7 +29,10 @@ DHPARAMS = "-----BEGIN DH PARAMETERS-----\nMIIB\n-----END DH PARAMETERS-----\n"
 VALID_KEYS = ", ".join(OPTION_NAMES)
 BOOL_WORDS = "true or false (or yes/no, on/off, 1/0)"
 HEARTBEAT = "heartbeat_interval must be more than 0 and at most 60 seconds"
-LISTEN_FLAGS = "the flags are mode=MODE, delay=N or A-B, name=NAME and proxy=yes|no"
+LISTEN_FLAGS = (
+    "the flags are mode=MODE, delay=N or A-B, name=NAME, proxy=yes|no, cert=PATH, key=PATH"
+    " and socket_mode=MODE"
+)
 
 
 def unknown(key: str, hint: str | None = None) -> str:
@@ -470,8 +473,8 @@ def test_tls_listen_and_dhparams_need_a_cert(tmp_path: Path, pem: dict[str, Path
     assert problems(
         tmp_path, f"listen = :25\ntls_listen = :465\ntls_dhparams = {pem['dhparams']}\n"
     ) == [
-        "FILE:2: tls_listen needs tls_cert and tls_key: a TLS listener cannot start without"
-        " a certificate",
+        "FILE:2: tls_listen needs tls_cert and tls_key (or cert= and key= on each entry):"
+        " a TLS listener cannot start without a certificate",
         "FILE:3: tls_dhparams is set but tls_cert is not; DH parameters are only used with TLS",
     ]
 
@@ -515,8 +518,8 @@ dynamic_switch = true
         " not 'drop'",
         "FILE:2: listen entry 'localhost': no port; write HOST:PORT, or :PORT for every"
         " IPv4 address",
-        "FILE:3: tls_listen needs tls_cert and tls_key: a TLS listener cannot start without"
-        " a certificate",
+        "FILE:3: tls_listen needs tls_cert and tls_key (or cert= and key= on each entry):"
+        " a TLS listener cannot start without a certificate",
         "FILE:4: timeout must be at most 180 seconds, not 500",
         "FILE:5: delay 90 seconds is over the maximum of 60",
         "FILE:6: expected 'key = value', found 'nonsense'",

@@ -94,8 +94,8 @@ def test_config_test_bad_lists_every_problem_with_line_numbers(tmp_path: Path) -
         f"{conf}:8: dynamic_switch must be true or false (or yes/no, on/off, 1/0), not 'maybe'",
         f"{conf}:9: expected 'key = value', found 'workers'",
         f"{conf}:10: mode is set twice, on lines 4 and 10; keep one",
-        f"{conf}:11: tls_listen needs tls_cert and tls_key: a TLS listener cannot start"
-        " without a certificate",
+        f"{conf}:11: tls_listen needs tls_cert and tls_key (or cert= and key= on each entry):"
+        " a TLS listener cannot start without a certificate",
         "config test failed: 10 problems",
     ]
     assert done.stderr.splitlines() == [f"blackhole: {line}" for line in expected]

@@ -31,7 +31,6 @@ from blackhole.config.listen import (
 )
 from blackhole.config.model import Config, Listener
 from blackhole.errors import ConfigError
-from blackhole.net import host_port
 from blackhole.rules.addresses import parse_conventions
 from blackhole.rules.parse import RulesError, parse_file
 
@@ -43,9 +42,9 @@ def _parsers(base: Path) -> dict[str, Callable[[str], Any]]:
     parser's own signature is checked, and tests check the Config they build.
     """
     return {
-        "listen": lambda text: parse_listen(text, tls=False),
-        "tls_listen": lambda text: parse_listen(text, tls=True),
-        "lmtp_listen": lambda text: parse_listen(text, lmtp=True),
+        "listen": lambda text: parse_listen(text, tls=False, base=base),
+        "tls_listen": lambda text: parse_listen(text, tls=True, base=base),
+        "lmtp_listen": lambda text: parse_listen(text, lmtp=True, base=base),
         "user": values.account_name,
         "group": values.account_name,
         "pidfile": lambda text: files.writable_path(text, base),
@@ -119,7 +118,7 @@ def parse_config(
         except ValueError as exc:
             problems.add(setting.line, f"{key} {exc}")
 
-    _check_tls(settings, problems)
+    _check_tls(settings, parsed, problems)
     _check_control(settings, parsed, problems)
     _check_listener_clashes(settings, parsed, problems)
     if problems or in_rules:
@@ -140,18 +139,20 @@ def _listeners(value: object) -> tuple[Listener, ...]:
     return value if isinstance(value, tuple) else ()
 
 
-def _check_tls(settings: dict[str, Setting], problems: Problems) -> None:
+def _check_tls(settings: dict[str, Setting], parsed: dict[str, Any], problems: Problems) -> None:
     cert, key = settings.get("tls_cert"), settings.get("tls_key")
     if cert and not key:
         problems.add(cert.line, "tls_cert is set but tls_key is not; TLS needs both")
     if key and not cert:
         problems.add(key.line, "tls_key is set but tls_cert is not; TLS needs both")
     if not cert:
-        if "tls_listen" in settings:
+        # A tls_listen entry with cert=/key= has a certificate of its own.
+        own = all(listener.cert is not None for listener in _listeners(parsed.get("tls_listen")))
+        if "tls_listen" in settings and not own:
             problems.add(
                 settings["tls_listen"].line,
-                "tls_listen needs tls_cert and tls_key: a TLS listener cannot start without"
-                " a certificate",
+                "tls_listen needs tls_cert and tls_key (or cert= and key= on each entry):"
+                " a TLS listener cannot start without a certificate",
             )
         if "tls_dhparams" in settings:
             problems.add(
@@ -184,16 +185,16 @@ def _check_listener_clashes(
 ) -> None:
     # Two listeners on one address and port cannot both bind; say so now rather
     # than failing with "address in use" at start-up.
-    seen: dict[tuple[str, int], str] = {}
+    seen: dict[tuple[str, int | str], str] = {}
     for key in _LISTEN_KEYS:
         if key not in settings:
             continue
         line = settings[key].line
         for listener in _listeners(parsed.get(key)):
-            if listener.port == 0:
+            if listener.port == 0 and listener.path is None:
                 continue  # each port-0 listener gets its own port from the kernel
-            where = (listener.host, listener.port)
-            address = _show(listener)
+            where: tuple[str, int | str] = (listener.host, listener.path or listener.port)
+            address = listener.where
             if where not in seen:
                 seen[where] = key
             elif seen[where] == key:
@@ -205,10 +206,6 @@ def _check_listener_clashes(
                     f"{key} repeats {address}, already in {seen[where]} on line {first};"
                     " an address and port can have only one listener",
                 )
-
-
-def _show(listener: Listener) -> str:
-    return host_port(listener.host, listener.port)
 
 
 def load_config(path: str | os.PathLike[str], base: str | os.PathLike[str] | None = None) -> Config:

@@ -2,14 +2,16 @@
 
 A value is a comma-separated list of entries::
 
-    ADDR:PORT [mode=MODE] [delay=N | delay=A-B] [name=NAME] [proxy=yes|no]
+    ADDR:PORT [mode=MODE] [delay=N | delay=A-B] [name=NAME] [proxy=yes|no] [cert=PATH key=PATH]
+    unix:PATH [socket_mode=0660] [...the same flags]
 
 ``ADDR`` may be empty (``:25``, every IPv4 address), ``::`` (``:::25``, every
 IPv6 address), an IPv4 literal, a host name, or an IPv6 literal either in
 brackets (``[::1]:25``) or bare (``::1:25``, where the last colon starts the
 port, as the classic Blackhole read it).
 
-Nothing here knows about files or line numbers: a bad value raises
+Paths (``unix:``, ``cert=``, ``key=``) are checked by config/listenfiles.py.
+Nothing here knows about line numbers: a bad value raises
 ``ListenError`` holding every problem in it, and the caller adds the location.
 """
 
@@ -17,7 +19,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from pathlib import Path
 
+from blackhole.config import listenfiles
 from blackhole.config.domain import is_domain
 from blackhole.config.model import Listener
 
@@ -30,7 +34,7 @@ __all__ = ["ListenError", "parse_address", "parse_delay", "parse_listen", "parse
 ALL_IPV4 = "0.0.0.0"
 ALL_IPV6 = "::"
 
-_FLAGS = ("mode", "delay", "name", "proxy")
+_FLAGS = ("mode", "delay", "name", "proxy", "cert", "key", "socket_mode")
 # A listener's name is a metrics label value and a rules matcher argument:
 # one word, nothing that needs quoting in either.
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -114,12 +118,16 @@ def _port(text: str) -> int:
     return port
 
 
-def parse_listen(value: str, *, tls: bool = False, lmtp: bool = False) -> tuple[Listener, ...]:
+def parse_listen(
+    value: str, *, tls: bool = False, lmtp: bool = False, base: Path | None = None
+) -> tuple[Listener, ...]:
     """Parse a whole ``listen`` (``tls=True``: ``tls_listen``; ``lmtp=True``:
-    ``lmtp_listen``) value.
+    ``lmtp_listen``) value; relative paths start from ``base`` (default: the
+    current directory).
 
     Raises ``ListenError`` listing every bad entry and flag, not just the first.
     """
+    base = base if base is not None else Path.cwd()
     listeners: list[Listener] = []
     problems: list[str] = []
     entries = value.split(",")
@@ -134,8 +142,13 @@ def parse_listen(value: str, *, tls: bool = False, lmtp: bool = False) -> tuple[
         label = f"entry {entry.strip()!r}"
         problems_before = len(problems)
         valid = True
+        path: str | None = None
         try:
-            host, port = parse_address(address)
+            if address.startswith(listenfiles.UNIX_PREFIX):
+                path = listenfiles.unix_path(address.removeprefix(listenfiles.UNIX_PREFIX), base)
+                host, port = "unix", 0
+            else:
+                host, port = parse_address(address)
         except ValueError as exc:
             valid = False
             message = str(exc)
@@ -151,6 +164,8 @@ def parse_listen(value: str, *, tls: bool = False, lmtp: bool = False) -> tuple[
         delay: Delay | None = None
         listener_name: str | None = None
         proxy = False
+        paths: dict[str, str] = {}
+        mode_bits: int | None = None
         seen: set[str] = set()
         for flag in flags:
             name, equals, flag_value = flag.partition("=")
@@ -160,7 +175,7 @@ def parse_listen(value: str, *, tls: bool = False, lmtp: bool = False) -> tuple[
             if name not in _FLAGS:
                 problems.append(
                     f"{label}: unknown flag {name!r}; the flags are mode=MODE, delay=N or A-B,"
-                    " name=NAME and proxy=yes|no"
+                    " name=NAME, proxy=yes|no, cert=PATH, key=PATH and socket_mode=MODE"
                 )
                 continue
             if name in seen:
@@ -174,15 +189,38 @@ def parse_listen(value: str, *, tls: bool = False, lmtp: bool = False) -> tuple[
                     listener_name = _listener_name(flag_value)
                 elif name == "proxy":
                     proxy = _yes_no(flag_value)
+                elif name == "cert":
+                    paths[name] = listenfiles.cert_file(flag_value, base)
+                elif name == "key":
+                    paths[name] = listenfiles.key_file(flag_value, base)
+                elif name == "socket_mode":
+                    mode_bits = listenfiles.socket_mode(flag_value)
                 else:
                     delay = parse_delay(flag_value, allow_comma=False)
             except ValueError as exc:
                 problems.append(f"{label}: {name} {exc}")
+        if ("cert" in seen) != ("key" in seen):
+            problems.append(f"{label}: cert= and key= go together; give both")
+        if "socket_mode" in seen and path is None and valid:
+            problems.append(f"{label}: socket_mode= is for unix: listeners only")
         # Only a wholly valid entry counts: a bad one already has its message,
         # and must not draw a second one (a clash) on top.
         if valid and len(problems) == problems_before:
             listeners.append(
-                Listener(host, port, tls, mode, delay, lmtp=lmtp, name=listener_name, proxy=proxy)
+                Listener(
+                    host,
+                    port,
+                    tls,
+                    mode,
+                    delay,
+                    lmtp=lmtp,
+                    name=listener_name,
+                    proxy=proxy,
+                    cert=paths.get("cert"),
+                    key=paths.get("key"),
+                    path=path,
+                    socket_mode=mode_bits,
+                )
             )
     if problems:
         raise ListenError(problems, tuple(listeners))

@@ -49,14 +49,27 @@ class Listener:
     lmtp: bool = False  # LMTP (RFC 2033) rather than SMTP
     name: str | None = None  # the name= flag: for rules (listener) and metrics labels
     proxy: bool = False  # proxy=yes: a PROXY protocol header comes first (server.proxied)
+    # cert= and key= (absolute paths): this listener's own certificate, in
+    # place of tls_cert/tls_key.
+    cert: str | None = None
+    key: str | None = None
+    # unix:/path entries: the socket file (absolute), then host is "unix" and
+    # port 0; socket_mode= is its permission bits (None: as the umask leaves them).
+    path: str | None = None
+    socket_mode: int | None = None
 
     @property
     def scheme(self) -> str:
         """How the start-up line and messages name the protocol."""
         return "lmtp" if self.lmtp else "smtps" if self.tls else "smtp"
 
+    @property
+    def where(self) -> str:
+        """The address as the config writes it: ``HOST:PORT`` or ``unix:/path``."""
+        return f"unix:{self.path}" if self.path is not None else host_port(self.host, self.port)
+
     def __str__(self) -> str:
-        return f"{self.scheme}://{host_port(self.host, self.port)}"
+        return f"{self.scheme}://{self.where}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +129,22 @@ class Config:
         """True if the server needs a TLS context (the one place this is decided).
 
         A configured certificate, the no-config quick start, or an SMTPS
-        listener; without a certificate a self-signed one is made.
+        listener without a cert= of its own; without a certificate a
+        self-signed one is made. Listeners with cert= have their own context
+        besides (``listener_tls``).
         """
         return (
             self.tls_cert is not None
             or self.generated_cert
-            or any(listener.tls for listener in self.listeners)
+            or any(listener.tls and listener.cert is None for listener in self.listeners)
         )
+
+    @property
+    def listener_tls(self) -> tuple[tuple[str, str], ...]:
+        """The distinct (cert, key) pairs of listeners' cert=/key= flags, in order."""
+        pairs = (
+            (listener.cert, listener.key)
+            for listener in self.listeners
+            if listener.cert is not None and listener.key is not None
+        )
+        return tuple(dict.fromkeys(pairs))

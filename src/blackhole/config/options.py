@@ -27,17 +27,19 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "listen",
         "127.0.0.1:2525, when neither listen nor tls_listen is set",
-        "ADDR:PORT [mode=MODE] [delay=N|delay=A-B] [name=NAME] [proxy=yes|no], ...",
-        "Plain SMTP listeners (STARTTLS offered when tls_cert is set). :PORT means every"
-        " IPv4 address, :::PORT every IPv6 address. proxy=yes: a PROXY protocol v1/v2"
-        " header (HAProxy send-proxy) comes first and names the client.",
+        "ADDR:PORT [mode=MODE] [delay=N|delay=A-B] [name=NAME] [proxy=yes|no]"
+        " [cert=PATH key=PATH], ...; unix:PATH [socket_mode=0660] [flags] for a UNIX socket",
+        "Plain SMTP listeners (STARTTLS offered when tls_cert is set, or the entry has"
+        " cert=/key=). :PORT means every IPv4 address, :::PORT every IPv6 address."
+        " proxy=yes: a PROXY protocol v1/v2 header (HAProxy send-proxy) comes first"
+        " and names the client.",
         ":25, :::25, 127.0.0.1:2525 mode=bounce delay=1-5",
         classic=True,
     ),
     Option(
         "tls_listen",
         "127.0.0.1:4650, when neither listen nor tls_listen is set",
-        "same syntax as listen; needs tls_cert and tls_key",
+        "same syntax as listen; needs tls_cert and tls_key, or cert=/key= on each entry",
         "Implicit-TLS (SMTPS) listeners.",
         ":465, :::465",
         classic=True,

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from blackhole.config.model import Config
-from blackhole.errors import BlackholeError
+from blackhole.errors import BlackholeError, ConfigError
 
 # Linux: ports below this need CAP_NET_BIND_SERVICE (ip(7)).
 _UNPRIVILEGED_PORT_START = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
@@ -51,12 +51,20 @@ def _accounts(config: Config) -> None:
 def _tls_files(config: Config) -> None:
     # Loads them as start-up does: a key that is not the certificate's, or
     # DH parameters OpenSSL cannot read, pass the loader's PEM sniffing.
-    if config.tls_cert is None:
+    pairs = list(config.listener_tls)  # listeners' cert=/key=
+    if config.tls_cert is not None:
+        pairs.insert(0, (config.tls_cert, config.tls_key or config.tls_cert))
+    if not pairs:
         return
     build = _on_demand("blackhole.server.tls", "build_server_context")
-    build(
-        config.tls_cert, config.tls_key or config.tls_cert, config.tls_dhparams, config.less_secure
-    )
+    problems: list[str] = []
+    for cert, key in pairs:
+        try:
+            build(cert, key, config.tls_dhparams, config.less_secure)
+        except BlackholeError as exc:
+            problems += getattr(exc, "problems", None) or [str(exc)]
+    if problems:
+        raise ConfigError(problems)
 
 
 def _log_file(config: Config) -> None:

@@ -15,7 +15,7 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 from blackhole.config.model import Config, Listener
@@ -32,6 +32,8 @@ from blackhole.server.state import ServerState
 log = logging.getLogger("blackhole.server")
 
 Bound = Sequence[tuple[Listener, socket.socket]]
+# The contexts of listeners with cert=/key=, by (cert, key) as configured.
+ListenerTLS = Mapping[tuple[str, str], ssl.SSLContext]
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -52,11 +54,11 @@ def _challenge_maker(rng: random.Random, mailname: str) -> Callable[[], str]:
 
 
 def listener_keys(listeners: Sequence[Listener]) -> list[tuple[str, int, bool, int]]:
-    """(host, port, tls, rank among the listeners with that host, port and tls)."""
+    """(host or socket path, port, tls, rank among the listeners with those)."""
     seen: dict[tuple[str, int, bool], int] = {}
     keys = []
     for listener in listeners:
-        address = (listener.host, listener.port, listener.tls)
+        address = (listener.path or listener.host, listener.port, listener.tls)
         rank = seen.get(address, 0)
         seen[address] = rank + 1
         keys.append((*address, rank))
@@ -78,6 +80,7 @@ class Worker:
         store: Store | None = None,
         started: float | None = None,
         observation: Observation | None = None,
+        listener_tls: ListenerTLS | None = None,
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.bound = list(bound)
@@ -100,9 +103,16 @@ class Worker:
         self.started = started if started is not None else time.time()
         if WorkerRules.wanted(config):
             self.state.rules = WorkerRules(config, store, self.started)
-        self.reload(config, mailname, ssl_context)
+        self.reload(config, mailname, ssl_context, listener_tls=listener_tls)
 
-    def reload(self, config: Config, mailname: str, ssl_context: ssl.SSLContext | None) -> None:
+    def reload(
+        self,
+        config: Config,
+        mailname: str,
+        ssl_context: ssl.SSLContext | None,
+        *,
+        listener_tls: ListenerTLS | None = None,
+    ) -> None:
         """New settings for new sessions; sessions in flight keep theirs."""
         challenge = _challenge_maker(self.rng, mailname)
         # Listeners are matched by address and by their rank among listeners
@@ -115,8 +125,10 @@ class Worker:
         for key, (listener, _sock) in zip(bound_keys, self.bound, strict=True):
             # Flags come from the new config when the listener is still there.
             current = by_address.get(key, listener)
-            context = build_context(config, current, mailname, ssl_context, challenge)
-            contexts.append(replace(context, name=self.names[len(contexts)]))
+            own = (listener_tls or {}).get((current.cert or "", current.key or ""))
+            context = own if own is not None else ssl_context
+            built = build_context(config, current, mailname, context, challenge)
+            contexts.append(replace(built, name=self.names[len(contexts)]))
         if self.config is not config:  # a SIGHUP reload, not the first load
             self._reload_rules(config)
         self.config = config

@@ -104,7 +104,11 @@ class SMTPProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.client = (str(peer[0]), int(peer[1]))
-        self.obs.client = self.client[0] if self.client is not None else str(peer or "")
+        if self.client is not None:
+            self.obs.client = self.client[0]
+        elif self.ctx.listener.path is not None:
+            self.obs.client = UNIX_CLIENT  # a UNIX socket's peer has no address
+
         self.last = self.loop.time()
         self._timer.arm()
         if self.ctx.listener.proxy:

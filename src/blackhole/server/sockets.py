@@ -18,6 +18,7 @@ from pathlib import Path
 from blackhole.config.model import Listener
 from blackhole.errors import BlackholeError, ConfigError, PermissionDenied, Unavailable
 from blackhole.net import host_port
+from blackhole.server.unixsock import bind_unix, release
 
 __all__ = ["MIN_BACKLOG", "bind_all", "bind_listener", "default_backlog", "describe"]
 
@@ -88,7 +89,10 @@ def bind_listener(listener: Listener, backlog: int | None = None) -> socket.sock
     Raises ``PermissionDenied`` (EACCES/EPERM), ``Unavailable`` (address in
     use, not available, unresolvable) or ``ConfigError`` (port out of range).
     The socket is close-on-exec: the supervisor passes it to workers explicitly.
+    A ``unix:`` listener binds its socket file (server/unixsock.py).
     """
+    if listener.path is not None:
+        return bind_unix(listener, default_backlog() if backlog is None else backlog)
     if not 0 <= listener.port <= 65535:
         # getaddrinfo() would silently bind the port modulo 65536.
         raise ConfigError(f"cannot bind {listener}: port must be between 0 and 65535")
@@ -143,7 +147,8 @@ def bind_all(listeners: Iterable[Listener]) -> list[tuple[Listener, socket.socke
         for listener in listeners:
             bound.append((listener, bind_listener(listener)))
     except BaseException:
-        for _listener, sock in bound:
+        for listener, sock in bound:
+            release(listener)
             sock.close()
         raise
     return bound
@@ -152,5 +157,7 @@ def bind_all(listeners: Iterable[Listener]) -> list[tuple[Listener, socket.socke
 def describe(listener: Listener, sock: socket.socket) -> str:
     """``smtp://127.0.0.1:2525`` / ``smtps://[::1]:4650`` with the real bound
     address and port (port 0 in the config means "any free port")."""
+    if listener.path is not None:
+        return str(listener)
     address = sock.getsockname()
     return f"{listener.scheme}://{host_port(str(address[0]), int(address[1]))}"

@@ -53,7 +53,7 @@ class Drain:
         sd_notify("STOPPING=1")
         # Our copies of the listening sockets go now, so that once the
         # workers close theirs the ports refuse instead of queueing.
-        close_all([sock for _listener, sock in fleet.bound])
+        close_all(fleet.bound)
         fleet.bound = []
         for slot in fleet.slots:
             slot.start_at = None

@@ -36,6 +36,8 @@ class Settings:
     mailname: str
     tls: TLSFiles | None
     generation: int
+    # The listeners' own cert=/key= pairs, as configured, with their copies.
+    listener_tls: tuple[tuple[tuple[str, str], TLSFiles], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from blackhole.observe.logs import setup_logging
 from blackhole.server.app import listener_keys
 from blackhole.server.mailname import resolve_mailname
 from blackhole.server.sockets import bind_listener
+from blackhole.server.unixsock import release
 from blackhole.supervisor.messages import Settings
 from blackhole.supervisor.tlsfiles import TLSStore
 
@@ -52,7 +53,7 @@ class Rebind:
     bound: Bound
     changed: bool  # the set of addresses differs: workers need the new sockets
     added: list[socket.socket] = field(default_factory=list)
-    removed: list[socket.socket] = field(default_factory=list)
+    removed: Bound = field(default_factory=list)
 
     def abandon(self) -> None:
         """The reload failed after binding: give the new ports back."""
@@ -86,12 +87,20 @@ def rebind(
         result.abandon()
         raise
     kept = set(new_keys)
-    result.removed = [sock for key, sock in by_key.items() if key not in kept]
+    result.removed = [
+        (listener, sock)
+        for key, (listener, sock) in zip(old_keys, current, strict=True)
+        if key not in kept
+    ]
     return result
 
 
-def close_all(sockets: Sequence[socket.socket]) -> None:
-    for sock in sockets:
+def close_all(bound: Sequence[tuple[Listener, socket.socket]]) -> None:
+    """Close the supervisor's listening sockets for good, removing UNIX socket files."""
+    for listener, sock in bound:
+        # While our socket is open nobody else can have bound the path: the
+        # file is ours to remove (a later one may be another server's).
+        release(listener)
         with contextlib.suppress(OSError):
             sock.close()
 
@@ -118,10 +127,12 @@ def prepare(old: Settings, bound: Bound, tls_store: TLSStore) -> Prepared:
     if config.mailname != old.config.mailname:
         mailname = resolve_mailname(config.mailname)
     tls = tls_store.prepare(config, mailname)
+    listener_tls = tls_store.prepare_listeners(config)
     rebound = rebind(bound, config.listeners)
     try:
         setup_logging(config)  # reopens the log file: logrotate moved it
     except BaseException:
         rebound.abandon()
         raise
-    return Prepared(Settings(config, mailname, tls, old.generation + 1), rebound)
+    settings = Settings(config, mailname, tls, old.generation + 1, listener_tls)
+    return Prepared(settings, rebound)

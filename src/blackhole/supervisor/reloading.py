@@ -16,6 +16,7 @@ from blackhole.config.model import Config
 from blackhole.errors import BlackholeError, ConfigError
 from blackhole.observe.logs import setup_logging
 from blackhole.server.app import startup_line
+from blackhole.server.unixsock import apply_modes
 from blackhole.supervisor.fleet import Fleet
 from blackhole.supervisor.messages import Reload, ReopenLogs
 from blackhole.supervisor.reload import close_all, prepare
@@ -56,6 +57,7 @@ class Reloader:
         self.pending = prepared.settings.generation
         fleet.bound = rebound.bound
         close_all(rebound.removed)
+        apply_modes(listener for listener, _sock in rebound.bound)
         if rebound.changed:
             log.info("listeners changed: starting workers on the new set")
             fleet.roll()

@@ -14,6 +14,7 @@ import blackhole
 from blackhole.config.model import Config
 from blackhole.errors import ConfigError, PermissionDenied
 from blackhole.observe.logs import setup_logging
+from blackhole.server import unixsock
 from blackhole.supervisor import capabilities
 from blackhole.supervisor.privileges import Target, drop_privileges
 from blackhole.supervisor.process import FORK, SPAWN
@@ -79,6 +80,7 @@ def become(target: Target, config: Config, tls_store: TLSStore) -> Became:
     needs = spawn_needs()  # while every path is still visible to us
     if os.geteuid() == 0:
         tls_store.hand_over(target.uid, target.gid)
+        unixsock.hand_over(config.listeners, target.uid, target.gid)
     kept = drop_privileges(target, keep=capabilities.KEPT)
     reads_anything = capabilities.CAP_DAC_READ_SEARCH in kept
     if not reads_anything:

@@ -96,7 +96,7 @@ class Supervisor:
         finally:
             self.fleet.kill_all()
             self.hub.stop()  # after the workers: they ask it for decisions while they drain
-            close_all([sock for _listener, sock in self.fleet.bound])
+            close_all(self.fleet.bound)
             if self.tls_store is not None:
                 self.tls_store.cleanup()
             if self.pidfile is not None:
@@ -114,6 +114,7 @@ class Supervisor:
         mailname = resolve_mailname(config.mailname)
         self.tls_store = TLSStore()
         tls = self.tls_store.prepare(config, mailname)
+        listener_tls = self.tls_store.prepare_listeners(config)
         token = load_token(config)  # before the drop: a root-only secret file is fine
         self.fleet.bound = bind_all(config.listeners)
         self.hub.bind_control(config)
@@ -134,7 +135,7 @@ class Supervisor:
                 )
         warn_if_root(config.user)  # only once it is sure to run: not before a failed bind
         self.reloader = Reloader(self.fleet, self.tls_store, as_user)
-        self.fleet.settings = Settings(config, mailname, tls, generation=1)
+        self.fleet.settings = Settings(config, mailname, tls, 1, listener_tls)
         names = listener_labels(self.fleet.bound)
         self.counting = self.fleet.counting = Counting(names, config.workers)
         self.console = Console(self.counting.tally, config.stats_interval, self.clock)

@@ -7,6 +7,8 @@ read them it copies the certificate, key and DH parameters into a private
 directory (mode 0700, files 0600), hands that directory to the user it is
 about to become, checks the copies load as a pair, and passes their paths.
 Without a configured certificate it makes a self-signed one there instead.
+Listeners with their own ``cert=``/``key=`` get their copies the same way
+(``prepare_listeners``), one set per distinct pair.
 
 Each ``prepare`` writes a new generation subdirectory, so that a worker
 loading the files during a reload never sees the new certificate with the
@@ -108,6 +110,24 @@ class TLSStore:
             key = _read(key_path, "key", self.who)
         else:
             cert, key = self._self_signed_pair(mailname)
+        return self._store(config, cert, key, config.tls_cert, config.tls_key or config.tls_cert)
+
+    def prepare_listeners(self, config: Config) -> tuple[tuple[tuple[str, str], TLSFiles], ...]:
+        """Copy and check the files of every listener's ``cert=``/``key=``:
+        ((cert, key) as configured, the copies) for each distinct pair."""
+        prepared = []
+        for cert_path, key_path in config.listener_tls:
+            cert = _read(cert_path, "certificate", self.who)
+            key = _read(key_path, "key", self.who)
+            prepared.append(
+                ((cert_path, key_path), self._store(config, cert, key, cert_path, key_path))
+            )
+        return tuple(prepared)
+
+    def _store(
+        self, config: Config, cert: bytes, key: bytes, cert_name: str | None, key_name: str | None
+    ) -> TLSFiles:
+        """Write one set of files in a new generation directory and check that they load."""
         dhparams = (
             _read(config.tls_dhparams, "dhparams", self.who)
             if config.tls_dhparams is not None
@@ -131,8 +151,8 @@ class TLSStore:
             shutil.rmtree(directory, ignore_errors=True)
             # The copies have our names; the user knows the files by theirs.
             problems = [
-                p.replace(files.cert, config.tls_cert or "(self-signed)")
-                .replace(files.key, config.tls_key or config.tls_cert or "(self-signed)")
+                p.replace(files.cert, cert_name or "(self-signed)")
+                .replace(files.key, key_name or "(self-signed)")
                 .replace(files.dhparams or "\0", config.tls_dhparams or "")
                 for p in exc.problems
             ]

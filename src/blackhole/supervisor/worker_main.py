@@ -28,7 +28,7 @@ from types import FrameType
 from blackhole.errors import EX_OK, EX_SOFTWARE, BlackholeError
 from blackhole.hub.client import HubClient
 from blackhole.observe.logs import setup_logging
-from blackhole.server.app import Worker, new_event_loop
+from blackhole.server.app import ListenerTLS, Worker, new_event_loop
 from blackhole.server.observing import Observation, listener_labels
 from blackhole.server.tls import build_server_context
 from blackhole.supervisor import capabilities
@@ -104,6 +104,14 @@ def load_tls(files: TLSFiles | None) -> ssl.SSLContext | None:
     return build_server_context(files.cert, files.key, files.dhparams, files.less_secure)
 
 
+def load_listener_tls(settings: Settings) -> ListenerTLS:
+    """One context per distinct cert=/key= pair, shared by its listeners."""
+    return {
+        pair: build_server_context(f.cert, f.key, f.dhparams, f.less_secure)
+        for pair, f in settings.listener_tls
+    }
+
+
 class Channel:
     """The worker's end of the control socket, driven by the event loop."""
 
@@ -152,7 +160,9 @@ class Runner:
         # ``hub.store`` as its Store and ``hub.on_api_rules`` as its feed.
         self.hub = HubClient(spec.hub, spec.number) if spec.hub is not None else None
 
-    async def run(self, ssl_context: ssl.SSLContext | None, early: EarlyStop) -> int:
+    async def run(
+        self, ssl_context: ssl.SSLContext | None, listener_tls: ListenerTLS, early: EarlyStop
+    ) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.stop.set)
         bound = list(zip(self.spec.listeners, self.sockets, strict=True))
@@ -170,6 +180,7 @@ class Runner:
                 store=hub.store if hub is not None else None,
                 started=self.spec.started,
                 observation=self.observation(),
+                listener_tls=listener_tls,
             )
             if hub is not None:
                 hub.on_api_rules = worker.set_api_rules
@@ -254,12 +265,15 @@ class Runner:
             # Blocking file reads on the loop, once per SIGHUP: a few
             # milliseconds against sessions that time out in seconds.
             ssl_context = load_tls(settings.tls)
+            listener_tls = load_listener_tls(settings)
             setup_logging(settings.config, worker=self.number)
         except BlackholeError as exc:
             log.error("cannot apply the new configuration: %s", exc)
             self.channel.send(ReloadFailed(settings.generation, str(exc)))
             return
-        self.worker.reload(settings.config, settings.mailname, ssl_context)
+        self.worker.reload(
+            settings.config, settings.mailname, ssl_context, listener_tls=listener_tls
+        )
         self._reopen_event_log()
         self.settings = settings
         log.debug("new sessions use configuration generation %d", settings.generation)
@@ -295,13 +309,14 @@ def serve_worker(
     try:
         setup_logging(spec.settings.config, worker=spec.number)
         ssl_context = load_tls(spec.settings.tls)
+        listener_tls = load_listener_tls(spec.settings)
     except BlackholeError as exc:
         channel.send(Failed(exc.exit_code, str(exc)))
         return exc.exit_code
     runner = Runner(spec, sockets, channel)
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as loop_runner:
-            return loop_runner.run(runner.run(ssl_context, early))
+            return loop_runner.run(runner.run(ssl_context, listener_tls, early))
     except Exception:
         log.exception("worker %d failed", spec.number)
         return EX_SOFTWARE
