@@ -24,6 +24,7 @@ from blackhole.server import upgrade, verdicts
 from blackhole.server.idle import IdleTimer
 from blackhole.server.proxied import HeaderWait
 from blackhole.server.steering import Steering
+from blackhole.server.unixsock import UNIX_CLIENT
 
 if TYPE_CHECKING:
     from blackhole.server.context import ListenerContext
@@ -108,7 +109,6 @@ class SMTPProtocol(asyncio.Protocol):
             self.obs.client = self.client[0]
         elif self.ctx.listener.path is not None:
             self.obs.client = UNIX_CLIENT  # a UNIX socket's peer has no address
-
         self.last = self.loop.time()
         self._timer.arm()
         if self.ctx.listener.proxy:
