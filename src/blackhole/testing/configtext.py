@@ -83,7 +83,9 @@ def settings_for(
     """
     settings: dict[str, str] = {}
     if config is not None:
-        settings.update(_file_settings(Path(config)))
+        # The file's listeners and the like give way to the harness's own.
+        from_file = _file_settings(Path(config))
+        settings.update((key, value) for key, value in from_file.items() if key not in OWNED)
     for key, value in options.items():
         if key not in OPTION_NAMES:
             raise ConfigError(unknown_key_message(key))
