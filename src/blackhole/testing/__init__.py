@@ -10,12 +10,14 @@ shows them at work.
 
 from blackhole.errors import ConfigError
 from blackhole.testing.control import ControlError
+from blackhole.testing.plugin import BlackholeFactory
 from blackhole.testing.process import StartError
 from blackhole.testing.records import Headers, Message, Reply
 from blackhole.testing.server import Blackhole
 
 __all__ = [
     "Blackhole",
+    "BlackholeFactory",
     "ConfigError",
     "ControlError",
     "Headers",
