@@ -180,7 +180,9 @@ def test_not_running_is_a_clear_error() -> None:
     server = Blackhole()
     with pytest.raises(RuntimeError, match="not running"):
         _ = server.port
+    assert repr(server) == "<Blackhole (not running)>"
     server.start()
+    assert repr(server) == f"<Blackhole 127.0.0.1 smtp={server.port} smtps={server.smtps_port}>"
     with pytest.raises(RuntimeError, match="already running"):
         server.start()
     server.stop()

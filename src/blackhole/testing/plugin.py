@@ -31,7 +31,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def _blackhole_session() -> Iterator[Blackhole]:
-    with Blackhole() as server:
+    # Every listener, so that any test can reach SMTP, SMTPS and LMTP.
+    with Blackhole(lmtp=True) as server:
         yield server
 
 

@@ -140,6 +140,17 @@ class Blackhole:
     ) -> None:
         self.stop()
 
+    def __repr__(self) -> str:
+        server = self._server
+        if server is None:
+            return "<Blackhole (not running)>"
+        ports = " ".join(
+            f"{scheme}={port}"
+            for scheme in ("smtp", "smtps", "lmtp")
+            if (port := server.port(scheme)) is not None
+        )
+        return f"<Blackhole {HOST} {ports}>"
+
     @property
     def running(self) -> bool:
         return self._server is not None and self._server.running()
