@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 import ssl
 import time
@@ -196,6 +197,34 @@ def test_wait_for_names_what_arrived_when_it_times_out(bh: Blackhole) -> None:
         bh.wait_for(messages=1, timeout=0.3)
     assert 0.3 <= time.monotonic() - started < 3
     assert "expected 1 message within 0.3s; 0 arrived: nothing" in str(late.value)
+
+
+def test_wait_for_async_lets_the_loop_run_and_times_out_the_same_way(bh: Blackhole) -> None:
+    async def main() -> tuple[int, str]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        task = asyncio.create_task(ticker())
+        try:
+            with pytest.raises(TimeoutError) as late:
+                await bh.wait_for_async(messages=1, timeout=0.5)
+        finally:
+            task.cancel()
+        return ticks, str(late.value)
+
+    ticks, message = asyncio.run(main())
+    assert ticks >= 5  # the loop went on while it waited
+    assert "expected 1 message within 0.5s; 0 arrived: nothing" in message
+
+
+def test_a_negative_count_is_refused(bh: Blackhole) -> None:
+    with pytest.raises(ValueError, match="0 or more"):
+        bh.wait_for(messages=-1)
 
 
 @needs_records

@@ -204,7 +204,12 @@ class Blackhole:
     @property
     def messages(self) -> list[Message]:
         """The recorded messages, oldest first (the last ``record`` of them)."""
-        records = self._api().request("GET", "/messages")
+        return self._recorded(None)
+
+    def _recorded(self, limit: int | None) -> list[Message]:
+        """The newest ``limit`` records (all: None), oldest first."""
+        query = "" if limit is None else f"?limit={limit}"
+        records = self._api().request("GET", f"/messages{query}")
         return [Message.from_json(record) for record in reversed(records)]
 
     def wait_for(self, messages: int, timeout: float = 5.0) -> list[Message]:
@@ -212,27 +217,26 @@ class Blackhole:
 
         Raises ``TimeoutError`` naming what did arrive.
         """
+        _check_wanted(messages)
         deadline = time.monotonic() + timeout
         pause = POLL_FIRST
-        while True:
-            seen = self.messages
-            if len(seen) >= messages or time.monotonic() >= deadline:
-                break
+        while len(self._recorded(messages)) < messages and time.monotonic() < deadline:
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, POLL_MAX)
-        return _enough(seen, messages, timeout)
+        return _enough(self.messages, messages, timeout)
 
     async def wait_for_async(self, messages: int, timeout: float = 5.0) -> list[Message]:
         """``wait_for`` for async tests: the event loop keeps running while it waits."""
+        _check_wanted(messages)
         deadline = time.monotonic() + timeout
         pause = POLL_FIRST
-        while True:
-            seen = await asyncio.to_thread(lambda: self.messages)
-            if len(seen) >= messages or time.monotonic() >= deadline:
-                break
+        while (
+            len(await asyncio.to_thread(self._recorded, messages)) < messages
+            and time.monotonic() < deadline
+        ):
             await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, POLL_MAX)
-        return _enough(seen, messages, timeout)
+        return _enough(await asyncio.to_thread(self._recorded, None), messages, timeout)
 
     def add_rule(self, rule: Rule, ttl: float | None = None) -> dict[str, Any]:
         """Add a rule (RULES.md fields); in force on every worker when this returns."""
@@ -263,6 +267,11 @@ class Blackhole:
         """The ``GET /stats`` dictionary: messages by outcome, replies by code, rules' hits..."""
         figures: dict[str, Any] = self._api().request("GET", "/stats")
         return figures
+
+
+def _check_wanted(messages: int) -> None:
+    if messages < 0:
+        raise ValueError(f"messages must be 0 or more, not {messages}")
 
 
 def _enough(seen: list[Message], wanted: int, timeout: float) -> list[Message]:
