@@ -46,7 +46,7 @@ from blackhole.supervisor.reload import close_all
 from blackhole.supervisor.reloading import Reloader
 from blackhole.supervisor.signals import SignalQueue
 from blackhole.supervisor.slots import Slot
-from blackhole.supervisor.startup import become
+from blackhole.supervisor.startup import become, start_method
 from blackhole.supervisor.tlsfiles import TLSStore
 from blackhole.supervisor.worker_main import set_title
 
@@ -119,6 +119,9 @@ class Supervisor:
         self.fleet.bound = bind_all(config.listeners)
         self.hub.bind_control(config)
         as_user = ""
+        # Without a user switch every path stays readable: spawn, unless the
+        # environment forces a method (the testing API forks, to start fast).
+        self.fleet.method = start_method([], None)
         if target is not None:
             if self.pidfile is not None and os.geteuid() == 0:
                 self.pidfile.remove_at_exit_as_root()
