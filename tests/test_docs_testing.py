@@ -14,13 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from blackhole.config.options import OPTION_NAMES
-
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "testing.md"
 _EXAMPLE = re.compile(r"<!-- example: ([\w-]+) -->\n```python\n(.*?)```", re.DOTALL)
 # These read what arrived (bh.messages), which needs the server's record key.
-READS_RECORDS = {"smtplib", "aiosmtplib", "starttls"}
 
 
 def examples() -> dict[str, str]:
@@ -36,11 +33,7 @@ def test_every_example_the_brief_names_is_there() -> None:
 def test_every_example_passes(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
         monkeypatch.delenv(name, raising=False)
-    runnable = {
-        name: text
-        for name, text in examples().items()
-        if "record" in OPTION_NAMES or name not in READS_RECORDS
-    }
+    runnable = examples()
     pytester.makepyfile(**{f"test_{name.replace('-', '_')}": t for name, t in runnable.items()})
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)

@@ -12,7 +12,6 @@ import pytest
 
 from blackhole.config.classic import parse_config
 from blackhole.testing import Blackhole, ConfigError, ControlError, StartError, configtext
-from tests.testing_support import needs_records
 
 FULL = {"name": "full", "at": "rcpt", "recipient": "*@full.example", "reply": "452 4.2.2 Full"}
 
@@ -227,7 +226,6 @@ def test_a_negative_count_is_refused(bh: Blackhole) -> None:
         bh.wait_for(messages=-1)
 
 
-@needs_records
 def test_messages_are_the_records_oldest_first(bh: Blackhole) -> None:
     send(bh.port, ["b@example.com"], tls=bh.client_ssl_context())
     bh.add_rule(FULL)
@@ -240,7 +238,6 @@ def test_messages_are_the_records_oldest_first(bh: Blackhole) -> None:
     assert second.reply.code == 452 and second.rule == "full"
 
 
-@needs_records
 def test_wait_for_timeout_lists_the_messages_that_did_arrive(bh: Blackhole) -> None:
     send(bh.port, ["b@example.com"])
     with pytest.raises(TimeoutError) as late:
