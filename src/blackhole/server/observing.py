@@ -54,13 +54,16 @@ _END_INDEX = {name: index for index, name in enumerate(SESSION_ENDS)}
 
 def listener_labels(bound: Sequence[tuple[Listener, socket.socket]]) -> list[str]:
     """The listeners' labels: their ``name=`` flag, else the bound ``host:port``
-    (the real port, not 0). A name several listeners share is followed by
+    (the real port, not 0) or ``unix:/path``. A name several listeners share is followed by
     ``@host:port``, so that each listener keeps a series of its own."""
     names = Counter(listener.name for listener, _sock in bound if listener.name is not None)
     labels = []
     for listener, sock in bound:
-        address = sock.getsockname()
-        where = host_port(str(address[0]), int(address[1]))
+        if listener.path is not None:
+            where = listener.where  # unix:/path
+        else:
+            address = sock.getsockname()
+            where = host_port(str(address[0]), int(address[1]))
         if listener.name is None:
             labels.append(where)
         else:
