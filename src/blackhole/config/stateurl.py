@@ -8,7 +8,14 @@ hub connects when it starts and reconnects by itself.
 
 from __future__ import annotations
 
+import importlib.util
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
+
+from blackhole.errors import ConfigError
+
+if TYPE_CHECKING:
+    from blackhole.config.model import Config
 
 SCHEMES = ("redis", "rediss", "unix")
 # Redis's default port (redis.conf ``port``) when the URL gives none.
@@ -49,3 +56,9 @@ def shown(text: str) -> str:
     user = parts.username or ""
     host = parts.netloc.rpartition("@")[2]
     return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+def client_installed(config: Config) -> None:
+    """Start-up and ``-t``: ``state_url`` needs redis-py, an optional extra."""
+    if config.state_url is not None and importlib.util.find_spec("redis") is None:
+        raise ConfigError(["state_url needs the redis package: pip install 'blackhole[redis]'"])

@@ -2,7 +2,8 @@
 
 - health: the supervisor tells the hub which worker slots serve
   (``FleetState``); a slot serves for the API once its worker is also
-  connected to the hub, since only then does it see the API rules.
+  connected to the hub, since only then does it see the API rules; and the
+  state store (``state_url``) must be reachable.
 - figures: ``Tally.snapshot()`` over the counters region when the supervisor
   passes one (``counters``), else an empty snapshot of the same layout.
 - rules: API rules (newest first) then file rules, with ``hits`` (the rule's
@@ -52,6 +53,9 @@ class HubBackend:
                 missing.append(f"worker {number} is not serving")
             elif number not in connected:
                 missing.append(f"worker {number} is not connected to the hub")
+        trouble = self.hub.store.trouble()
+        if trouble is not None:
+            missing.append(trouble)  # rules that need state answer 451 meanwhile
         return not missing, missing
 
     def _snapshot(self) -> Snapshot:

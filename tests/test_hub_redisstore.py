@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from blackhole.hub.redisstore import ACTED, PREFIX, RedisStore
 from blackhole.rules.model import Selection
-from blackhole.rules.redisstore import ACTED, PREFIX, RedisStore
 from blackhole.rules.select import FORGET_AFTER
 from blackhole.rules.store import Answer, Ask, MemoryStore, StoreUnavailableError
 from tests.redisserver import RedisServer
