@@ -49,6 +49,11 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def unix_url(self) -> str:
+        """The same server through its UNIX socket, database 1."""
+        return f"unix://{self.directory / 'redis.sock'}?db=1"
+
     def start(self) -> None:
         self.process = subprocess.Popen(
             [
@@ -61,6 +66,8 @@ class RedisServer:
                 "",
                 "--appendonly",
                 "no",
+                "--unixsocket",
+                str(self.directory / "redis.sock"),
                 "--dir",
                 str(self.directory),
                 "--logfile",

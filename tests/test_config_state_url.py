@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from blackhole.config.classic import parse_config
+from blackhole.config.preflight import preflight
 from blackhole.config.stateurl import shown, state_url
-from blackhole.errors import ConfigError
+from blackhole.errors import EX_OK, EX_USAGE, ConfigError
+
+
+def blackhole(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "blackhole", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 @pytest.mark.parametrize(
@@ -56,3 +72,26 @@ def test_password_never_in_messages() -> None:
     assert "hunter2" not in str(caught.value)
     assert shown("redis://u:hunter2@host:1/0") == "redis://u:***@host:1/0"
     assert shown("redis://host/0") == "redis://host/0"
+
+
+def test_config_test_checks_the_syntax_not_the_reachability(tmp_path: Path) -> None:
+    good = tmp_path / "good.conf"
+    # Nothing listens on port 1: -t must not try to connect.
+    good.write_text("listen = 127.0.0.1:0\nstate_url = redis://127.0.0.1:1/0\n")
+    done = blackhole("-t", "-c", str(good))
+    assert (done.returncode, done.stderr) == (EX_OK, "")
+    bad = tmp_path / "bad.conf"
+    bad.write_text("state_url = redis://127.0.0.1:6379/zero\n")
+    done = blackhole("-t", "-c", str(bad))
+    assert done.returncode == EX_USAGE
+    assert f"{bad}:1: state_url has a bad database number" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_missing_redis_package_is_a_config_problem(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    config = parse_config("state_url = redis://127.0.0.1/0\n")
+    assert preflight(config) == [
+        "state_url needs the redis package: pip install 'blackhole[redis]'"
+    ]
+    assert preflight(parse_config("")) == []

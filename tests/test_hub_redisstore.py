@@ -222,3 +222,20 @@ def test_a_redis_that_never_answered_is_reported(tmp_path: Path) -> None:
             await store.close()
 
     assert asyncio.run(scenario()) == f"state store unreachable: {dead.url}"
+
+
+def test_a_unix_socket_url_and_its_database(shared_redis: RedisServer) -> None:
+    async def scenario() -> list[Answer]:
+        store = RedisStore(shared_redis.unix_url)
+        try:
+            await store.reset()
+            sel = Selection(first=1)
+            answers = [await store.decide(ask("u", "k", START, sel)) for _ in range(2)]
+            assert await store.redis.exists(f"{PREFIX}u:k:k") == 1
+            return answers
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == [Answer(True, 1), Answer(False, 2)]
+    # Database 0 (where a plain connection lands) holds none of it.
+    assert shared_redis.command("KEYS", "blackhole:u:*") == b"*0\r\n"

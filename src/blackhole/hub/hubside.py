@@ -113,7 +113,10 @@ class WorkerLink(asyncio.Protocol):
         self.send(Decision(decide.id, answer))
 
     async def _query(self, query: Query) -> None:
-        self.send(Result(query.id, await self.hub.query(query.what)))
+        try:
+            self.send(Result(query.id, await self.hub.query(query.what)))
+        except StoreUnavailableError as exc:
+            self.send(Refused(query.id, str(exc)))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
