@@ -55,17 +55,21 @@ def rcpt(server: ServerProcess, recipient: str) -> tuple[int, str]:
     return reply.code, reply.text
 
 
-def healthz(server: ServerProcess) -> tuple[int, str]:
+def control(server: ServerProcess, method: str, path: str) -> tuple[int, str]:
     line = server.wait_for(r"control API serving on http://")
     found = re.search(r"http://127\.0\.0\.1:(\d+)", line)
     assert found is not None, line
     conn = http.client.HTTPConnection("127.0.0.1", int(found.group(1)), timeout=10)
     try:
-        conn.request("GET", "/healthz")
+        conn.request(method, path)
         response = conn.getresponse()
         return response.status, response.read().decode()
     finally:
         conn.close()
+
+
+def healthz(server: ServerProcess) -> tuple[int, str]:
+    return control(server, "GET", "/healthz")
 
 
 def test_a_triplet_greylisted_on_one_server_passes_on_the_other(
@@ -153,11 +157,14 @@ def test_redis_stopped_and_restarted_in_the_middle_of_a_run(
     body = wait_until(unhealthy, what="healthz 503")
     assert body is not None
     assert "state store unreachable" in body and redis.url in body
+    status, body = control(server, "POST", "/reset")
+    assert status == 503 and "state store unreachable" in body
 
     redis.start()  # empty: Redis without persistence starts over
     wait_until(lambda: healthz(server)[0] == 200, what="healthz after the restart")
     assert rcpt(server, "b@state.example")[0] == 452
     assert send_message(server) == 250
+    assert control(server, "POST", "/reset")[0] == 204
     log = server.text()
     # Logged once for the outage, not once per refused decision.
     assert len(re.findall(r"state store \S+ unreachable", log)) == 1, log
