@@ -17,10 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from blackhole.config.model import Config
+from blackhole.hub.client import HubClient, HubUnavailableError
 from blackhole.hub.redisstore import ACTED, PREFIX, RedisStore
+from blackhole.observe.layout import Layout
 from blackhole.rules.model import Selection
 from blackhole.rules.select import FORGET_AFTER
 from blackhole.rules.store import Answer, Ask, MemoryStore, StoreUnavailableError
+from blackhole.supervisor.hubkeeper import HubKeeper
 from tests.redisserver import RedisServer
 
 START = 1_764_000_000.123456  # a wall-clock time with a fraction, as time.time() gives
@@ -239,3 +243,33 @@ def test_a_unix_socket_url_and_its_database(shared_redis: RedisServer) -> None:
     assert asyncio.run(scenario()) == [Answer(True, 1), Answer(False, 2)]
     # Database 0 (where a plain connection lands) holds none of it.
     assert shared_redis.command("KEYS", "blackhole:u:*") == b"*0\r\n"
+
+
+def test_a_hub_on_a_dead_redis_refuses_decisions_at_once(tmp_path: Path) -> None:
+    # Through a real hub process: the worker's RemoteStore gets the hub's
+    # Refused (StoreUnavailableError) at once, not its own 2 s timeout.
+    dead = RedisServer(tmp_path)  # never started
+    keeper = HubKeeper()
+    keeper.bind_store()
+    keeper.configure(Config(state_url=dead.url), None, Layout(["smtp://127.0.0.1:25"]))
+    keeper.start_and_wait([])
+
+    async def scenario() -> None:
+        assert keeper.path is not None
+        client = HubClient(keeper.path, 1)
+        assert await client.start(10.0)
+        try:
+            for _ in range(3):
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailableError) as caught:
+                    await client.store.decide(ask("h", "k", time.time(), Selection(first=1)))
+                assert not isinstance(caught.value, HubUnavailableError)
+                assert "unreachable" in str(caught.value)
+                assert time.monotonic() - started < 1.5
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        keeper.stop()

@@ -9,6 +9,12 @@ answers "draw", the store draws with ``select.drawn`` as every store does, and
 a chosen match claims its act with a second script that re-checks ``times``:
 ``times`` is never exceeded, and only matches that act pay the second trip.
 
+The hub uses it in place of its ``MemoryStore``, rather than every worker
+talking to Redis: workers keep their one round trip (to the hub, on a local
+socket), a server holds one connection pool to Redis instead of one per
+worker, and one process sees an outage, logs it once and reports it on
+``/healthz``. The price is one more local hop per stateful decision.
+
 Keys (``blackhole:`` then the rule's fingerprint, so a changed rule starts
 over and servers with the same rules share them):
 
