@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from blackhole.config.model import Config
 from blackhole.hub.client import HubClient, HubUnavailableError
-from blackhole.hub.redisstore import ACTED, PREFIX, RedisStore
+from blackhole.hub.redisstore import ACTED, CONNECTIONS, PREFIX, RedisStore
 from blackhole.observe.layout import Layout
 from blackhole.rules.model import Selection
 from blackhole.rules.select import FORGET_AFTER
@@ -116,7 +116,15 @@ def test_times_is_exact_under_concurrent_decisions(shared_redis: RedisServer) ->
             await stores[0].reset()
             sel = Selection(probability=0.5, times=5)
             questions = [ask("t", str(n), START, sel) for n in range(400)]
-            return await asyncio.gather(*(stores[n % 4].decide(q) for n, q in enumerate(questions)))
+            answers = await asyncio.gather(
+                *(stores[n % 4].decide(q) for n, q in enumerate(questions))
+            )
+            # A burst queues for a bounded pool instead of opening a connection
+            # per decision (a connect storm that, on a busy host, timed out).
+            info = shared_redis.command("INFO", "clients").decode()
+            clients = int(info.split("connected_clients:")[1].split()[0])
+            assert clients <= 4 * CONNECTIONS + 1
+            return answers
         finally:
             for store in stores:
                 await store.close()

@@ -38,7 +38,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -54,6 +54,9 @@ ACTED = PREFIX + "acted"
 # Redis answers in well under a millisecond; one that has not answered in a
 # second is down for our purpose (the worker waits at most 2 s for the hub).
 TIMEOUT = 1.0
+# Connections to Redis per server, and how long a decision waits for one: no
+# longer than a worker waits for the hub (hub.client.DECIDE_TIMEOUT).
+CONNECTIONS, POOL_WAIT = 16, 2.0
 # How often the watch task polls Redis while it is up, and while it is down.
 WATCH_UP, WATCH_DOWN = 1.0, 0.2
 _BATCH = 500  # keys deleted per UNLINK by keep and reset
@@ -106,15 +109,21 @@ class RedisStore(Store):
 
     def __init__(self, url: str) -> None:
         self.url = url
-        # No retries: a script whose reply was lost may have run, and running
-        # it again would count the match twice.
-        self.redis: Redis = Redis.from_url(
+        # A bounded pool: a burst of decisions queues for a few connections
+        # instead of opening one each (a connection storm that, on a busy
+        # host, times out and looks like an outage). No retries: a script
+        # whose reply was lost may have run, and running it again would count
+        # the match twice.
+        pool = BlockingConnectionPool.from_url(
             url,
+            max_connections=CONNECTIONS,
+            timeout=POOL_WAIT,
             socket_connect_timeout=TIMEOUT,
             socket_timeout=TIMEOUT,
             retry=Retry(NoBackoff(), 0),
             decode_responses=True,
         )
+        self.redis: Redis = Redis(connection_pool=pool)
         # Script objects send EVALSHA and load the script on NOSCRIPT (a
         # restarted or flushed Redis has forgotten it).
         self._decide = self.redis.register_script(_DECIDE)
@@ -134,7 +143,7 @@ class RedisStore(Store):
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        await self.redis.aclose()
+        await self.redis.aclose(close_connection_pool=True)
 
     async def _watching(self) -> None:
         while True:
