@@ -143,7 +143,8 @@ class RedisStore(Store):
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        await self.redis.aclose(close_connection_pool=True)
+        with contextlib.suppress(RedisError, OSError):  # a Redis that is down: nothing to close
+            await self.redis.aclose(close_connection_pool=True)
 
     async def _watching(self) -> None:
         while True:
