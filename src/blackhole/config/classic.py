@@ -30,6 +30,7 @@ from blackhole.config.listen import (
     parse_mode,
 )
 from blackhole.config.model import Config, Listener
+from blackhole.config.stateurl import state_url
 from blackhole.errors import ConfigError
 from blackhole.rules.addresses import parse_conventions
 from blackhole.rules.parse import RulesError, parse_file
@@ -82,6 +83,7 @@ def _parsers(base: Path) -> dict[str, Callable[[str], Any]]:
         "stats_interval": values.stats_interval,
         "event_log": lambda text: text if text == "-" else files.writable_path(text, base),
         "record": values.record,
+        "state_url": state_url,
     }
 
 

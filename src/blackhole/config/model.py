@@ -115,6 +115,7 @@ class Config:
     stats_interval: float = 0.0  # seconds between console progress lines; 0: off
     event_log: str | None = None  # JSON lines per message and session; "-": stdout
     record: int = 0  # message records (with headers) kept for GET /messages
+    state_url: str | None = None  # rule state in Redis, shared by servers; None: in the hub
     # --- command line only ---------------------------------------------------
     less_secure: bool = False  # -ls: skip single-use DH keys (classic meaning)
     debug: bool = False

@@ -321,6 +321,15 @@ OPTIONS: tuple[Option, ...] = (
         "100",
         classic=False,
     ),
+    Option(
+        "state_url",
+        "(none: state kept by this server)",
+        "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... or unix:///PATH[?db=N]",
+        "Keep rule state (counts, greylist entries, spent rules) in Redis, shared by every"
+        " server that points at it.",
+        "redis://127.0.0.1:6379/0",
+        classic=False,
+    ),
 )
 
 OPTION_NAMES: tuple[str, ...] = tuple(option.name for option in OPTIONS)

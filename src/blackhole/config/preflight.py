@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from blackhole.config.model import Config
+from blackhole.config.stateurl import client_installed
 from blackhole.errors import BlackholeError, ConfigError
 
 # Linux: ports below this need CAP_NET_BIND_SERVICE (ip(7)).
@@ -26,7 +27,7 @@ _CAP_NET_BIND_SERVICE = 10  # linux/capability.h
 def preflight(config: Config) -> list[str]:
     """Every problem start-up would meet with ``config`` on this host; empty when none."""
     problems: list[str] = []
-    for check in (_accounts, _tls_files, _log_file, _ports):
+    for check in (_accounts, _tls_files, _log_file, _ports, client_installed):
         try:
             check(config)
         except BlackholeError as exc:

@@ -29,6 +29,7 @@ from blackhole.control import bodies
 from blackhole.control.backend import Backend, RuleConflictError, RuleError, UnknownRuleError
 from blackhole.control.stats import stats
 from blackhole.observe.metrics import CONTENT_TYPE, render
+from blackhole.rules.store import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,8 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(409, str(exc), "name")
     except UnknownRuleError as exc:
         return _error(404, str(exc))
+    except StoreUnavailableError as exc:
+        return _error(503, str(exc))  # Redis is down (state_url): try again later
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -13,6 +13,9 @@ restarts it if it dies, and stops it after the workers:
 - ``backend``: ``control.backend.Backend`` over all of that;
 - ``main``: the hub process itself (its supervisor channel, the control API);
 - ``client``: the worker's end: ``HubClient``, ``RemoteStore``.
+- ``redisstore``: ``RedisStore``, the shared state in Redis (``state_url``),
+  used by the hub instead of its ``MemoryStore`` so that several servers
+  share counts; workers still make one round trip, to the hub.
 
 Workers reach the hub through a UNIX socket that the supervisor binds once in
 a private directory and hands to every hub it starts: a worker (new or

@@ -2,7 +2,8 @@
 
 - health: the supervisor tells the hub which worker slots serve
   (``FleetState``); a slot serves for the API once its worker is also
-  connected to the hub, since only then does it see the API rules.
+  connected to the hub, since only then does it see the API rules; and the
+  state store (``state_url``) must be reachable.
 - figures: ``Tally.snapshot()`` over the counters region when the supervisor
   passes one (``counters``), else an empty snapshot of the same layout.
 - rules: API rules (newest first) then file rules, with ``hits`` (the rule's
@@ -27,6 +28,9 @@ from blackhole.observe.ruleslots import RuleSlots, TooManyRulesError
 from blackhole.observe.snapshot import Figures, RuleFigures, Snapshot
 from blackhole.observe.tally import Tally
 from blackhole.rules.model import Rule
+from blackhole.rules.store import StoreUnavailableError
+
+log = logging.getLogger("blackhole.hub")
 
 log = logging.getLogger("blackhole.hub")
 
@@ -52,6 +56,9 @@ class HubBackend:
                 missing.append(f"worker {number} is not serving")
             elif number not in connected:
                 missing.append(f"worker {number} is not connected to the hub")
+        trouble = self.hub.store.trouble()
+        if trouble is not None:
+            missing.append(trouble)  # rules that need state answer 451 meanwhile
         return not missing, missing
 
     def _snapshot(self) -> Snapshot:
@@ -128,9 +135,10 @@ class HubBackend:
         await self._changed(self.hub.book.clear())
 
     async def reset(self) -> None:
+        # The store first: if Redis is down (503), nothing has been reset.
+        await self.hub.store.reset()
         if self.tally is not None:
             self.tally.reset()
-        await self.hub.store.reset()
         self.hub.recorder.clear()
 
     async def _changed(self, gone: Iterable[Rule]) -> None:
@@ -139,7 +147,11 @@ class HubBackend:
         ids = {rule.fingerprint for rule in gone}
         if ids:
             store = self.hub.store
-            await store.keep(frozenset(store.acted_now()) - ids)
+            try:
+                await store.keep(frozenset(store.acted_now()) - ids)
+            except StoreUnavailableError as exc:
+                # The rule goes all the same; its entries expire in 2 days.
+                log.warning("cannot forget the state of removed rules: %s", exc)
         if self.slots is not None:
             for rule in gone:
                 self.slots.unbind(rule.name)

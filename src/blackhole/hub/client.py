@@ -10,7 +10,9 @@ it does not answer within ``timeout``), ``decide`` raises
 ``HubUnavailableError`` at once rather than wait: the adapter answers that
 event ``451 4.3.0`` (a transient failure, RFC 5321 section 4.2.5), and the
 client retries later, as it would with any real server in trouble. The
-client reconnects by itself, at once and then with a growing pause.
+client reconnects by itself, at once and then with a growing pause. A hub
+whose own store cannot decide (Redis unreachable) says so (``wire.Refused``):
+``decide`` raises ``StoreUnavailableError``, answered the same way.
 
 API rules arrive pushed by the hub (``wire.ApiRules``): ``on_api_rules`` gets
 the whole list, newest first, each time; the hub is told once it returned.
@@ -26,7 +28,6 @@ import os
 from collections.abc import Callable
 from typing import cast
 
-from blackhole.errors import BlackholeError
 from blackhole.framing import ChannelError, FrameReader, encode
 from blackhole.hub.apirules import to_rule
 from blackhole.hub.wire import (
@@ -38,11 +39,12 @@ from blackhole.hub.wire import (
     Hello,
     Query,
     Record,
+    Refused,
     Result,
 )
 from blackhole.rules.model import Rule
 from blackhole.rules.parse import RulesError
-from blackhole.rules.store import Answer, Ask, Store
+from blackhole.rules.store import Answer, Ask, Store, StoreUnavailableError
 
 log = logging.getLogger("blackhole.worker")
 
@@ -52,7 +54,7 @@ DECIDE_TIMEOUT = 2.0
 RETRY_FIRST, RETRY_MAX = 0.05, 1.0
 
 
-class HubUnavailableError(BlackholeError):
+class HubUnavailableError(StoreUnavailableError):
     """The hub cannot decide now: answer this event ``451 4.3.0``."""
 
 
@@ -102,6 +104,10 @@ class _Link(asyncio.Protocol):
                 if waiter is not None and not waiter.done():
                     value = message.answer if isinstance(message, Decision) else message.value
                     waiter.set_result(value)
+            elif isinstance(message, Refused):
+                waiter = self.client.pending.pop(message.id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(StoreUnavailableError(message.reason))
             elif isinstance(message, ApiRules):
                 self.client.apply(message)
                 self.send(AckRules(message.version))

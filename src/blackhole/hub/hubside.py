@@ -1,7 +1,8 @@
 """The hub's end of the workers' connections.
 
 One ``Hub`` owns the shared rule state (one ``MemoryStore``: every worker's
-``Ask`` is decided here, one at a time, so counts are exact), the API rules,
+``Ask`` is decided here, one at a time, so counts are exact; or, with
+``state_url``, a ``RedisStore`` shared with other servers), the API rules,
 and the recorded messages. A ``WorkerLink`` is one worker's connection; it
 answers each request as soon as it is read, in order, without awaiting
 anything, so a decision costs one read and one write.
@@ -19,14 +20,30 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from blackhole.framing import ChannelError, FrameReader, encode
 from blackhole.hub.apirules import ApiRuleBook
-from blackhole.hub.wire import AckRules, ApiRules, Decide, Decision, Hello, Query, Record, Result
+from blackhole.hub.wire import (
+    AckRules,
+    ApiRules,
+    Decide,
+    Decision,
+    Hello,
+    Query,
+    Record,
+    Refused,
+    Result,
+)
 from blackhole.observe.record import Recorder
 from blackhole.observe.ruleslots import RuleSlots
-from blackhole.rules.store import MemoryStore
+from blackhole.rules.store import MemoryStore, StoreUnavailableError
+
+if TYPE_CHECKING:
+    from blackhole.hub.redisstore import RedisStore
+
+# Both keep ``acted_now`` for the synchronous ``GET /rules``.
+HubStore: TypeAlias = "MemoryStore | RedisStore"
 
 log = logging.getLogger("blackhole.hub")
 
@@ -63,7 +80,11 @@ class WorkerLink(asyncio.Protocol):
         hub = self.hub
         for message in messages:
             if isinstance(message, Decide):
-                self.send(Decision(message.id, hub.store.decide_now(message.ask)))
+                store = hub.store
+                if isinstance(store, MemoryStore):
+                    self.send(Decision(message.id, store.decide_now(message.ask)))
+                else:
+                    hub.spawn(self._decide(message))
             elif isinstance(message, Record):
                 hub.recorder.add(message.record)
             elif isinstance(message, AckRules):
@@ -77,8 +98,25 @@ class WorkerLink(asyncio.Protocol):
                 self.send(hub.rules_message())
                 log.debug("worker %d (pid %d) connected", message.worker, message.pid)
 
+    async def _decide(self, decide: Decide) -> None:
+        # A store across the network answers later; requests carry ids, so
+        # answers may go out of order.
+        try:
+            answer = await self.hub.store.decide(decide.ask)
+        except StoreUnavailableError as exc:
+            self.send(Refused(decide.id, str(exc)))  # the store logged the outage
+            return
+        except Exception:
+            log.exception("the state store failed")
+            self.send(Refused(decide.id, "the state store failed"))
+            return
+        self.send(Decision(decide.id, answer))
+
     async def _query(self, query: Query) -> None:
-        self.send(Result(query.id, await self.hub.query(query.what)))
+        try:
+            self.send(Result(query.id, await self.hub.query(query.what)))
+        except StoreUnavailableError as exc:
+            self.send(Refused(query.id, str(exc)))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -87,8 +125,8 @@ class WorkerLink(asyncio.Protocol):
 
 
 class Hub:
-    def __init__(self, book: ApiRuleBook, record: int) -> None:
-        self.store = MemoryStore()
+    def __init__(self, book: ApiRuleBook, record: int, store: HubStore | None = None) -> None:
+        self.store: HubStore = store if store is not None else MemoryStore()
         self.book = book
         self.recorder = Recorder(record)
         self.links: set[WorkerLink] = set()

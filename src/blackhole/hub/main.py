@@ -21,15 +21,17 @@ import socket
 import sys
 
 from blackhole.config.model import Config
+from blackhole.config.stateurl import client_installed
 from blackhole.control.serve import ControlServer, start_on
 from blackhole.errors import EX_OK, EX_SOFTWARE, BlackholeError
 from blackhole.hub.apirules import ApiRuleBook
 from blackhole.hub.backend import HubBackend
-from blackhole.hub.hubside import Hub, WorkerLink
+from blackhole.hub.hubside import Hub, HubStore, WorkerLink
 from blackhole.hub.spec import FleetState, HubReload, HubSpec, StartHub, StopHub
 from blackhole.observe.logs import setup_logging
 from blackhole.observe.tally import Tally
 from blackhole.rules.model import Rule
+from blackhole.rules.store import MemoryStore
 from blackhole.server.app import new_event_loop
 from blackhole.supervisor import capabilities
 from blackhole.supervisor.messages import Failed, FrameReader, Ready
@@ -54,7 +56,7 @@ class HubRunner:
         self.spec = spec
         self.channel = channel
         self.stop = asyncio.Event()
-        self.hub = Hub(ApiRuleBook(spec.file_rules), spec.record)
+        self.hub = Hub(ApiRuleBook(spec.file_rules), spec.record, open_store(spec.config))
         self.tally = (
             Tally.attach(spec.counters_fd, spec.layout) if spec.counters_fd is not None else None
         )
@@ -70,6 +72,8 @@ class HubRunner:
             control_sock = socket.socket(fileno=self.spec.control_fd)
             self.control = await start_on(self.backend, control_sock, self.spec.token)
         loop.add_reader(self.channel.sock.fileno(), self._on_channel)
+        if not isinstance(self.hub.store, MemoryStore):
+            self.hub.store.start()
         self.channel.send(Ready(os.getpid()))
         log.debug("hub serving (pid %d)", os.getpid())
         await self.stop.wait()
@@ -79,6 +83,8 @@ class HubRunner:
             await self.control.stop()
         if self.tally is not None:
             self.tally.close()
+        if not isinstance(self.hub.store, MemoryStore):
+            await self.hub.store.close()
         return EX_OK
 
     def _on_channel(self) -> None:
@@ -100,6 +106,8 @@ class HubRunner:
             setup_logging(message.config)
         except BlackholeError as exc:
             log.error("cannot reopen the log: %s", exc)
+        if message.config.state_url != self.spec.config.state_url:
+            log.warning("state_url changed: the new one is used after a restart")
         self.hub.book.file_rules = message.file_rules
         self.backend.file_rules(_file_rules(message.config))
         self.hub.spawn(self.hub.push())  # the workers learn the new rule slots
@@ -107,11 +115,23 @@ class HubRunner:
             self.control.set_token(message.token)
 
 
+def open_store(config: Config) -> HubStore:
+    """The shared rule state: in Redis with ``state_url``, else in this process."""
+    if config.state_url is None:
+        return MemoryStore()
+    # Here, not at the top: redis-py is an optional extra, and the supervisor
+    # imports this module.
+    from blackhole.hub.redisstore import RedisStore  # noqa: PLC0415
+
+    return RedisStore(config.state_url)
+
+
 def serve_hub(spec: HubSpec, channel: Channel) -> int:
     capabilities.clear()  # it serves HTTP: it keeps no privilege
     set_title("blackhole: hub")
     try:
         setup_logging(spec.config)
+        client_installed(spec.config)
     except BlackholeError as exc:
         channel.send(Failed(exc.exit_code, str(exc)))
         return exc.exit_code

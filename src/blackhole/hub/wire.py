@@ -62,6 +62,14 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """The store could not decide (Redis unreachable): the worker answers ``451 4.3.0``."""
+
+    id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     id: int
     value: object

@@ -56,7 +56,12 @@ def choose(
     # Greylisting acts (refuses) until the key was first seen `greylist` ago.
     if selection.greylist is not None and now - first_seen >= selection.greylist:
         return False
-    return selection.probability is None or (unit(seed, rule, key, count) < selection.probability)
+    return drawn(selection, rule=rule, key=key, count=count, seed=seed)
+
+
+def drawn(selection: Selection, *, rule: str, key: str, count: int, seed: int) -> bool:
+    """``probability``: whether chance picks the ``count``-th match of ``key``."""
+    return selection.probability is None or unit(seed, rule, key, count) < selection.probability
 
 
 def _network(client: str | None) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from blackhole.errors import BlackholeError
 from blackhole.rules.model import Key, Selection
 from blackhole.rules.select import FORGET_AFTER, choose
 
@@ -76,8 +77,17 @@ class _RuleState:
     entries: dict[str, _Entry] = field(default_factory=dict)
 
 
+class StoreUnavailableError(BlackholeError):
+    """The store cannot decide now (Redis or the hub is unreachable): the
+    adapter answers that event ``451 4.3.0``; whoever saw the outage logs it once."""
+
+
 class Store(abc.ABC):
     """The interface every state store implements."""
+
+    def trouble(self) -> str | None:
+        """Why the store cannot decide now, for ``/healthz``; None while it can."""
+        return None
 
     @abc.abstractmethod
     async def decide(self, ask: Ask) -> Answer:

@@ -27,6 +27,7 @@ from blackhole.protocol.replies import Reply
 from blackhole.rules.addresses import address_verdict
 from blackhole.rules.engine import CLOSING
 from blackhole.rules.match import Facts
+from blackhole.rules.store import StoreUnavailableError
 from blackhole.server import lmtpend
 from blackhole.server.rulefacts import Where, end_facts, stage_facts
 from blackhole.server.rulestate import WorkerRules, run_now
@@ -127,7 +128,11 @@ class Steering:
         try:
             verdict = await self.rules.ruleset.evaluate(stage, facts, time.time())
         except Exception as exc:
-            log.warning(
+            # An outage (StoreUnavailableError) is logged once where it is
+            # seen, by the hub or the store; here it would be once per event.
+            unavailable = isinstance(exc, StoreUnavailableError)
+            log.log(
+                logging.DEBUG if unavailable else logging.WARNING,
                 "[%s] rules store failed at %s, answering 451 4.3.0: %s",
                 self.session.session_id,
                 stage,
