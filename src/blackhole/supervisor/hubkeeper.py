@@ -121,7 +121,7 @@ class HubKeeper:
             self.control = bind_control(config.control_listen)
 
     def bind_store(self) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix="blackhole-hub-"))
+        self.directory = _socket_directory()
         store = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             store.bind(str(self.directory / "hub.sock"))
@@ -353,3 +353,17 @@ def _fork(spec: HubSpec, close_in_child: list[int]) -> WorkerProcess:
         child.close()
         os.close(held)
     return WorkerProcess(HUB_NUMBER, pid, sentinel, parent)
+
+
+# A UNIX socket path holds at most 107 bytes (unix(7), sun_path). A long
+# TMPDIR (a test runner's private one, say) cannot hold the hub's socket, so
+# its private directory goes to /tmp instead.
+_SUN_PATH_MAX = 107
+
+
+def _socket_directory() -> Path:
+    directory = Path(tempfile.mkdtemp(prefix="blackhole-hub-"))
+    if len(os.fsencode(directory / "hub.sock")) <= _SUN_PATH_MAX:
+        return directory
+    directory.rmdir()
+    return Path(tempfile.mkdtemp(prefix="blackhole-hub-", dir="/tmp"))
