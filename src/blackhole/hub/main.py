@@ -40,6 +40,7 @@ log = logging.getLogger("blackhole.hub")
 
 def ignore_signals() -> None:
     signal.set_wakeup_fd(-1)  # a forked hub must never wake the supervisor
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the supervisor's orphan reaping, as PID 1
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
