@@ -18,7 +18,6 @@ import smtplib
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import pytest
 
 from blackhole.supervisor import orphans
 from tests.e2e import config_file
+from tests.proctools import MAKE_ORPHAN, children, state, wait_until, workers, zombies
 from tests.serverproc import READY_MARK, ServerProcess
 
 # --- finding zombies in /proc ------------------------------------------------------
@@ -49,12 +49,9 @@ def test_zombie_children_reads_state_and_parent_past_odd_names(tmp_path: Path) -
 
 def test_reap_orphans_leaves_known_children_to_their_owner(tmp_path: Path) -> None:
     child = subprocess.Popen([sys.executable, "-c", ""])
-    deadline = time.monotonic() + 10
-    while not _is_zombie(child.pid) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert _is_zombie(child.pid)
+    wait_until(lambda: state(child.pid) == "Z", what="the child to exit")
     assert orphans.reap_orphans({child.pid}) == []
-    assert _is_zombie(child.pid)  # still there for Popen.wait to read
+    assert state(child.pid) == "Z"  # still there for Popen.wait to read
     assert child.wait() == 0
 
 
@@ -64,44 +61,6 @@ needs_namespaces = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("nsenter") is None,
     reason="needs root and util-linux unshare/nsenter",
 )
-
-# Runs inside the server's PID namespace: a child that forks a grandchild
-# and exits, so the grandchild is re-parented to the namespace's init (the
-# server). The grandchild waits until that happened, prints its pid as the
-# host sees it (NSpid, proc(5): this /proc is the host's), and exits. Its
-# stdout is the test's pipe: the test reads to EOF, so it knows it is gone.
-ORPHAN = """
-import os, time
-if os.fork() == 0:
-    if os.fork() == 0:
-        while os.getppid() != 1:
-            time.sleep(0.01)
-        status = open("/proc/self/status").read()
-        print([l for l in status.splitlines() if l.startswith("NSpid:")][0].split()[1])
-    os._exit(0)
-os.wait()
-"""
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] == "Z"
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rpartition(")")[2].split()
-            except OSError:
-                continue
-            if fields[1] == str(pid):
-                found.append(int(entry.name))
-    return found
 
 
 def _pump(stream: object, lines: queue.Queue[str]) -> None:
@@ -130,21 +89,21 @@ def init_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, int]]:
         port = re.search(r"smtp://127\.0\.0\.1:(\d+)", line)
         assert port is not None, line
         server.listeners = [("smtp", "127.0.0.1", int(port.group(1)))]
-        [init] = _children(proc.pid)  # unshare's one child: the server, PID 1 inside
+        [init] = children(proc.pid)  # unshare's one child: the server, PID 1 inside
         yield server, init
     finally:
         if proc.poll() is None:
-            with_pid = _children(proc.pid)
-            for pid in with_pid:
+            for pid in children(proc.pid):
                 os.kill(pid, signal.SIGKILL)
             proc.kill()
         proc.wait(15)
 
 
 def _orphan(init: int) -> int:
-    """Make an orphan in ``init``'s namespace; its host pid, once it has exited."""
+    """Make an orphan in ``init``'s namespace; return its host pid once it has exited."""
+    # nsenter enters the PID namespace only, so /proc (NSpid) is the host's.
     done = subprocess.run(
-        ["nsenter", "--target", str(init), "--pid", sys.executable, "-c", ORPHAN],
+        ["nsenter", "--target", str(init), "--pid", sys.executable, "-c", MAKE_ORPHAN],
         capture_output=True,
         text=True,
         timeout=30,
@@ -157,11 +116,8 @@ def _orphan(init: int) -> int:
 def test_server_as_pid_1_reaps_an_orphan(init_server: tuple[ServerProcess, int]) -> None:
     server, init = init_server
     orphan = _orphan(init)
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{orphan}").exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not Path(f"/proc/{orphan}").exists(), "the orphan is left a zombie"
-    assert not [pid for pid in _children(init) if _is_zombie(pid)]
+    wait_until(lambda: state(orphan) is None, what=f"the orphan {orphan} to be reaped")
+    assert zombies(init) == []
     with smtplib.SMTP("127.0.0.1", server.port(), timeout=10) as client:  # still serving
         assert client.noop()[0] == 250
 
@@ -173,9 +129,9 @@ def test_server_as_pid_1_still_tells_its_workers_deaths_apart(
     """Reaping orphans must not steal a worker's exit status (SIGKILL stays SIGKILL)."""
     server, init = init_server
     _orphan(init)
-    workers = [p for p in _children(init) if b"worker" in Path(f"/proc/{p}/cmdline").read_bytes()]
-    assert workers, server.text()
-    os.kill(workers[0], signal.SIGKILL)
+    pids = workers(init)
+    assert pids, server.text()
+    os.kill(pids[1], signal.SIGKILL)
     server.wait_for(r"worker \d+ .*was killed by SIGKILL")
     server.wait_for(r"worker \d+ is serving")
     os.kill(init, signal.SIGTERM)
