@@ -59,7 +59,7 @@ class HubRunner:
         self.tally = (
             Tally.attach(spec.counters_fd, spec.layout) if spec.counters_fd is not None else None
         )
-        self.backend = HubBackend(self.hub, spec.layout, self.tally)
+        self.backend = HubBackend(self.hub, spec.layout, self.tally, spec.config.workers)
         self.backend.file_rules(_file_rules(spec.config))
         self.control: ControlServer | None = None
 
