@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BASE_IMAGE = "localhost/blackhole-test-base:bookworm"
 IMAGE = "localhost/blackhole-test:latest"
+BUILD_IMAGE = "localhost/blackhole-test-build:latest"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 CONTAINERS_CONF = """\
 [containers]
@@ -103,19 +104,26 @@ class Podman:
         shutil.rmtree(root, ignore_errors=True)
 
     def build(self) -> None:
-        """The image from the Containerfile; the previous build's image is removed."""
-        previous = self.image_id(IMAGE)
-        self.run(
-            "build", "--format", "docker",  # docker format: keeps HEALTHCHECK
-            "--build-arg", f"BASE={BASE_IMAGE}",
-            # pip inside the build reaches the package index through this
-            # machine's TLS interception: it needs the host's CA bundle.
-            "-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro",
-            "-t", IMAGE, "-f", str(REPO / "Containerfile"), str(REPO),
-            timeout=600,
-        )  # fmt: skip
-        if previous is not None and previous != self.image_id(IMAGE):
-            self.run("rmi", previous, check=False)
+        """The image from the Containerfile, and its build stage, both by name.
+
+        Tagging the build stage too (built first, then reused from the layer
+        cache) lets a rebuild remove the images it replaces: nothing is left
+        untagged to pile up in podman's storage.
+        """
+        for target, tag in (("build", BUILD_IMAGE), (None, IMAGE)):
+            previous = self.image_id(tag)
+            self.run(
+                "build", "--format", "docker",  # docker format: keeps HEALTHCHECK
+                "--build-arg", f"BASE={BASE_IMAGE}",
+                # pip inside the build reaches the package index through this
+                # machine's TLS interception: it needs the host's CA bundle.
+                "-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro",
+                *(("--target", target) if target else ()),
+                "-t", tag, "-f", str(REPO / "Containerfile"), str(REPO),
+                timeout=600,
+            )  # fmt: skip
+            if previous is not None and previous != self.image_id(tag):
+                self.run("rmi", previous, check=False)
 
     def secret(self, name: str, data: bytes) -> None:
         self.run("secret", "rm", name, check=False)
