@@ -149,3 +149,38 @@ class MailPump:
         self._stop.set()
         self._thread.join(15)
         assert not self._thread.is_alive(), "the mail pump did not stop"
+
+
+def zombies(pid: int) -> list[int]:
+    """Children of ``pid`` that have exited and that it has not waited for."""
+    found = []
+    for entry in PROC.iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields and int(fields[1]) == pid and fields[0] == "Z":
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+# Run with ``python3 -c`` inside a PID namespace whose init is under test: a
+# child forks a grandchild and exits, so the kernel re-parents the grandchild
+# to the namespace's init (wait(2)). The grandchild waits until that happened,
+# prints its pid as this /proc names it (proc(5) NSpid, first field) and
+# exits; the script returns only once the grandchild is gone (EOF on a pipe
+# only the grandchild holds), so its zombie, if any, is there to be seen.
+MAKE_ORPHAN = """
+import os, time
+r, w = os.pipe()
+if os.fork() == 0:
+    os.close(r)
+    if os.fork() == 0:
+        while os.getppid() != 1:
+            time.sleep(0.01)
+        status = open("/proc/self/status").read()
+        print([l for l in status.splitlines() if l.startswith("NSpid:")][0].split()[1], flush=True)
+    os._exit(0)
+os.close(w)
+while os.read(r, 1):
+    pass
+os.wait()
+"""

@@ -36,13 +36,15 @@ log = logging.getLogger("blackhole.hub")
 
 
 class HubBackend:
-    def __init__(self, hub: Hub, layout: Layout, tally: Tally | None) -> None:
+    def __init__(self, hub: Hub, layout: Layout, tally: Tally | None, workers: int) -> None:
         self.hub = hub
         self.layout = layout
         self.tally = tally
         self.slots = RuleSlots(tally) if tally is not None else None
         hub.rule_slots = self.slots
-        self.fleet = FleetState(0, ())
+        # Every worker is missing until the supervisor says otherwise (its
+        # report follows the hub's Ready): /healthz must not say ok before.
+        self.fleet = FleetState(workers, ())
         self.started = time.monotonic()
         self._expiry: asyncio.TimerHandle | None = None
 

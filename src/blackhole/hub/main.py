@@ -42,6 +42,7 @@ log = logging.getLogger("blackhole.hub")
 
 def ignore_signals() -> None:
     signal.set_wakeup_fd(-1)  # a forked hub must never wake the supervisor
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the supervisor's orphan reaping, as PID 1
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
@@ -60,7 +61,7 @@ class HubRunner:
         self.tally = (
             Tally.attach(spec.counters_fd, spec.layout) if spec.counters_fd is not None else None
         )
-        self.backend = HubBackend(self.hub, spec.layout, self.tally)
+        self.backend = HubBackend(self.hub, spec.layout, self.tally, spec.config.workers)
         self.backend.file_rules(_file_rules(spec.config))
         self.control: ControlServer | None = None
 

@@ -39,6 +39,7 @@ from blackhole.supervisor.fleet import Fleet, Launch, Phase, Timing
 from blackhole.supervisor.hubkeeper import HubKeeper, load_token
 from blackhole.supervisor.messages import Settings
 from blackhole.supervisor.notify import sd_notify
+from blackhole.supervisor.orphans import is_init, reap_orphans
 from blackhole.supervisor.pidfile import PidFile
 from blackhole.supervisor.privileges import resolve_target, warn_if_root
 from blackhole.supervisor.process import launch
@@ -79,7 +80,10 @@ class Supervisor:
         self.reloader: Reloader | None = None
         self.pidfile: PidFile | None = None
         self.tls_store: TLSStore | None = None
-        self.signals = SignalQueue((*_STOP_SIGNALS, signal.SIGHUP))
+        # As PID 1 (a container) every orphan of the namespace becomes our
+        # child: SIGCHLD wakes the loop to reap those (orphans.py).
+        init = (signal.SIGCHLD,) if is_init() else ()
+        self.signals = SignalQueue((*_STOP_SIGNALS, signal.SIGHUP, *init))
         # The shared counters (``counting.tally`` is what the control API reads).
         self.counting: Counting | None = None
         self.console: Console | None = None
@@ -220,6 +224,13 @@ class Supervisor:
             fds.append(self.readiness.fd)
         return fds
 
+    def _children(self) -> set[int]:
+        """Pids of the processes we started: reaped through their sentinels, not here."""
+        pids = {process.pid for process in self.fleet.slots.processes()}
+        if self.hub.process is not None:
+            pids.add(self.hub.process.pid)
+        return pids
+
     # --- what the fleet reports -------------------------------------------------------
 
     def _on_ready(self, slot: Slot) -> None:
@@ -255,7 +266,9 @@ class Supervisor:
 
     def _handle_signals(self) -> None:
         for signum in self.signals.take():
-            if signum == signal.SIGHUP:
+            if signum == signal.SIGCHLD:
+                reap_orphans(self._children())
+            elif signum == signal.SIGHUP:
                 if not self.phase.stopping and self.reloader is not None:
                     self.reloader.reload()
                     self.hub.reload(self.fleet.config)

@@ -92,6 +92,7 @@ def prepare_signals(early: EarlyStop) -> None:
     # A forked worker inherits the supervisor's handlers and wakeup fd: a
     # signal for the worker must never wake (and confuse) the supervisor.
     signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the supervisor's orphan reaping, as PID 1
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, early.handler)
