@@ -18,7 +18,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,7 +153,13 @@ def _aim(line: str, placeholder: str, server: Server) -> str:
 def fleet(
     tmp_path_factory: pytest.TempPathFactory, cert_pair: tuple[Path, Path]
 ) -> Iterator[Fleet]:
-    directory = tmp_path_factory.mktemp("fleet")
+    with running_fleet(tmp_path_factory.mktemp("fleet"), cert_pair) as started:
+        yield started
+
+
+@contextmanager
+def running_fleet(directory: Path, cert_pair: tuple[Path, Path]) -> Iterator[Fleet]:
+    """Redis, two servers on it, and HAProxy in front of them with the page's haproxy.cfg."""
     redis = RedisServer(directory)
     redis.start()
     rules = directory / "rules.toml"
@@ -346,3 +352,13 @@ def test_redis_stopped_and_restarted_under_the_fleet(fleet: Fleet) -> None:
         log = server.process.text()
         assert len(re.findall(r"state store \S+ unreachable", log)) == 1, log
         assert len(re.findall(r"state store \S+ reachable again", log)) == 1, log
+
+
+def test_a_stopped_server_is_passed_over(tmp_path: Path, cert_pair: tuple[Path, Path]) -> None:
+    with running_fleet(tmp_path, cert_pair) as fleet:
+        assert codes(fleet, "b@ok.example", 2)[0] == [250, 250]
+        assert fleet.servers[0].process.stop() == 0
+        # At once, before the health check has noticed: HAProxy's retry of a
+        # refused connection goes to the other server (option redispatch).
+        replies, servers = codes(fleet, "b@ok.example", 4)
+        assert replies == [250] * 4 and servers == [1] * 4
