@@ -14,6 +14,7 @@ import http.client
 import itertools
 import json
 import re
+import shutil
 import socket
 import subprocess
 import time
@@ -362,3 +363,55 @@ def test_a_stopped_server_is_passed_over(tmp_path: Path, cert_pair: tuple[Path, 
         # refused connection goes to the other server (option redispatch).
         replies, servers = codes(fleet, "b@ok.example", 4)
         assert replies == [250] * 4 and servers == [1] * 4
+
+
+def doc_section(title: str) -> str:
+    text = DOC.read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else None]
+
+
+def promtool(*args: str) -> None:
+    tool = shutil.which("promtool")
+    if tool is None:
+        pytest.fail("promtool is not installed: run scripts/install-test-deps")
+    checked = subprocess.run([tool, *args], capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_the_pages_prometheus_config_is_valid(tmp_path: Path) -> None:
+    found = re.search(
+        r"<!-- prometheus\.yml -->\n```yaml\n(.*?)```",
+        doc_section("Prometheus over the fleet"),
+        re.S,
+    )
+    assert found is not None
+    config = tmp_path / "prometheus.yml"
+    config.write_text(found.group(1))
+    promtool("check", "config", str(config))
+
+
+def test_the_pages_fleet_queries_are_valid_promql(tmp_path: Path) -> None:
+    queries = re.findall(
+        r"^\| [^|]+ \| `([^`]+)` \|$", doc_section("Prometheus over the fleet"), re.M
+    )
+    assert len(queries) == 6, queries
+    rules = tmp_path / "queries.yml"
+    # promtool parses every expression of a rules file: the queries, as rules.
+    rules.write_text(
+        json.dumps(
+            {
+                "groups": [
+                    {
+                        "name": "fleet",
+                        "rules": [
+                            {"record": f"fleet:query{n}", "expr": query}
+                            for n, query in enumerate(queries)
+                        ],
+                    }
+                ]
+            }
+        )
+    )
+    promtool("check", "rules", str(rules))
