@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from blackhole.config.model import Config
 from blackhole.protocol.core import SMTPConnection
 from blackhole.protocol.events import StageReached
 from blackhole.protocol.hooks import Stage
@@ -21,6 +24,8 @@ from blackhole.rules.engine import RuleSet
 from blackhole.rules.match import Facts
 from blackhole.rules.parse import parse_text
 from blackhole.rules.store import MemoryStore
+from blackhole.server.rulestate import WorkerRules
+from tests.adapter_fakes import Harness
 
 # The stage, the matcher that gates it, and where its value goes in the facts.
 STAGES = {
@@ -156,3 +161,40 @@ def test_a_screened_stage_still_answers_the_commands_own_refusal() -> None:
     assert c.core.next_event() is None
     assert c.asked == []
     assert c.core.data_to_send().startswith(b"501 ")
+
+
+class Adapter:
+    """A worker's session on a fake loop (tests/adapter_fakes.py) under ``rules``."""
+
+    def __init__(self, rules: str) -> None:
+        config = Config(timeout=30, rules=parse_text(rules))
+        self.harness = Harness(config)
+        self.harness.state.rules = WorkerRules(config)
+        self.session, self.transport = self.harness.connect()
+        self.transport.take()
+
+    def say(self, line: bytes) -> bytes:
+        self.session.data_received(line)
+        return self.transport.take()
+
+
+RCPT_RULES = rules_text("rcpt", "recipient", ["*@never.invalid"])
+
+
+def test_a_session_skips_a_value_no_rule_matches_and_acts_on_one_that_does() -> None:
+    a = Adapter(RCPT_RULES)
+    a.say(b"EHLO c\r\n")
+    a.say(b"MAIL FROM:<a@x>\r\n")
+    assert a.say(b"RCPT TO:<b@example.com>\r\n").startswith(b"250 ")
+    assert a.say(b"RCPT TO:<B@Never.Invalid>\r\n").startswith(b"550 5.7.1 no")
+
+
+def test_at_debug_level_every_rule_still_says_why_it_does_not_hold(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a = Adapter(RCPT_RULES)
+    a.say(b"EHLO c\r\n")
+    a.say(b"MAIL FROM:<a@x>\r\n")
+    with caplog.at_level(logging.DEBUG, logger="blackhole.rules"):
+        assert a.say(b"RCPT TO:<b@example.com>\r\n").startswith(b"250 ")
+    assert "rule r0 at rcpt: recipient does not hold" in caplog.text
