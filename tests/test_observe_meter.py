@@ -151,3 +151,23 @@ def test_lmtp_counts_one_message_per_recipient_reply() -> None:
     assert snapshot.replies()[("end", 250)] == 1
     assert snapshot.replies()[("end", 451)] == 1
     assert snapshot.message_bytes() == {"l": len(b"Subject: s\r\n\r\nbody\r\n")}  # once
+
+
+def test_replies_whose_text_varies_all_count_past_the_workers_cache() -> None:
+    # Each message's 250 names its own queue id: more distinct replies than
+    # the meter keeps resolved, one at a time and pipelined, all counted.
+    session = Session()
+    session.send(b"EHLO c\r\n")
+    messages = 1500
+    for n in range(messages):
+        session.answer = R.queued(f"Q{n}")
+        if n % 2:
+            session.send(MAIL[8:] + CONTENT)  # pipelined: one batch
+        else:
+            for line in (b"MAIL FROM:<a@x>\r\n", b"RCPT TO:<b@x>\r\n", CONTENT):
+                session.send(line)
+    snapshot = session.end()
+    assert outcomes(snapshot) == {"accepted": messages}
+    assert snapshot.replies()[("end", 250)] == messages
+    assert snapshot.commands()["MAIL"] == messages
+    assert session.meter.commands == 1 + 3 * messages

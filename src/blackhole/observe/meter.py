@@ -68,12 +68,39 @@ _ZEROS = 48 * 111
 
 # Per reply verb: (command slot or -1 when no command prompted it, base of its
 # replies by code less FIRST_CODE, base of its histogram, _KINDS value).
-VerbSlots = dict[str, tuple[int, int, int, int]]
+Slot = tuple[int, int, int, int]
+# Per (verb, reply bytes): (command slot or -1, the reply's own replies_total
+# slot, base of the verb's histogram (its first bucket), its sum's slot,
+# _KINDS value, the reply code).
+Resolved = tuple[int, int, int, int, int, int]
+# Replies are mostly the same few constant byte strings; texts that vary (a
+# queue id, an echoed address) are resolved each time once this many are kept.
+_RESOLVED_LIMIT = 1024
+
+
+class VerbSlots:
+    """A worker's reply indices: by verb, and resolved per (verb, reply) as seen."""
+
+    __slots__ = ("by_verb", "resolved", "unknown")
+
+    def __init__(self, by_verb: dict[str, Slot]) -> None:
+        self.by_verb = by_verb
+        self.unknown = by_verb["unknown"]
+        self.resolved: dict[tuple[str, bytes], Resolved] = {}
+
+    def resolve(self, verb: str, wire: bytes) -> Resolved:
+        """The slots one reply counts in; kept for the next time while there is room."""
+        command, replies, histogram, kind = self.by_verb.get(verb, self.unknown)
+        code = wire[0] * 100 + wire[1] * 10 + wire[2] - _ZEROS
+        found = (command, replies + code, histogram, histogram + _REPLY_SUM, kind, code)
+        if len(self.resolved) < _RESOLVED_LIMIT:
+            self.resolved[verb, wire] = found
+        return found
 
 
 def verb_slots(layout: Layout) -> VerbSlots:
-    """Every reply verb's indices in ``layout``: one dict lookup per batch of replies."""
-    slots: VerbSlots = {}
+    """Every reply verb's indices in ``layout``: one dict lookup per reply."""
+    slots: dict[str, Slot] = {}
     for reply_index, verb in enumerate(REPLY_VERBS):
         command = layout.commands + reply_index if verb in VERBS else -1
         slots[verb] = (
@@ -82,7 +109,7 @@ def verb_slots(layout: Layout) -> VerbSlots:
             layout.reply_histograms + reply_index * _REPLY_WIDTH,
             _KINDS.get(verb, _PLAIN),
         )
-    return slots
+    return VerbSlots(slots)
 
 
 MessageSink = Callable[[int, bytes | None, int | None], None]
@@ -104,10 +131,10 @@ class SessionMeter:
         "_counters",
         "_last",
         "_outcomes",
+        "_resolved",
         "_sizes",
         "_slots",
         "_transaction",
-        "_unknown",
         "_v",
         "commands",
         "listener",
@@ -125,7 +152,7 @@ class SessionMeter:
         self._bytes = layout.message_bytes + listener
         self._sizes = layout.size_histogram
         self._slots = slots
-        self._unknown = slots["unknown"]
+        self._resolved = slots.resolved
         self.listener = listener
         self._transaction = _IDLE
         self._last = b""  # the last reply in the transaction
@@ -141,26 +168,30 @@ class SessionMeter:
     # marks: list[int | str], alternating; Any spares the hot loop a check per item.
     def replies(self, out: list[bytes], marks: list[Any]) -> None:
         # The hot path, about 4 batches per message, with a budget of 5% of a
-        # message's CPU: one clock read per batch, one dict lookup per
-        # command, three stores per reply, and a call only where the
-        # transaction's state changes in a way that counts (a refusal, the
-        # reply after the data, RSET/EHLO/QUIT inside a transaction).
+        # message's CPU: one clock read per batch, one dict lookup per reply
+        # (its slots and code resolved once per worker), three or four stores
+        # per reply, and a call only where the transaction's state changes in
+        # a way that counts (a refusal, the reply after the data, RSET/EHLO/QUIT
+        # inside a transaction).
         seconds = perf_counter() - self.started
-        bucket = 0 if seconds <= _FIRST_BOUND else bisect_left(REPLY_BOUNDS, seconds)
-        micros = int(seconds * MICROS + 0.5)
         v = self._v
-        count = len(marks)
-        if count == 4 and len(out) == 1 and not marks[2]:
+        resolved = self._resolved
+        if len(marks) == 4 and len(out) == 1 and not marks[2]:
             # One command, one reply: pipelining off, the usual case.
-            command, replies, histogram, kind = self._slots.get(marks[3], self._unknown)
+            wire = out[0]
+            found = resolved.get((marks[3], wire))
+            if found is None:
+                found = self._slots.resolve(marks[3], wire)
+            command, reply, histogram, total, kind, code = found
             if command >= 0:
                 v[command] += 1
                 self.commands += 1
-            wire = out[0]
-            code = wire[0] * 100 + wire[1] * 10 + wire[2] - _ZEROS
-            v[replies + code] += 1
-            v[histogram + bucket] += 1
-            v[histogram + _REPLY_SUM] += micros
+            v[reply] += 1
+            if seconds <= _FIRST_BOUND:
+                v[histogram] += 1
+            else:
+                v[histogram + bisect_left(REPLY_BOUNDS, seconds)] += 1
+            v[total] += int(seconds * MICROS + 0.5)
             if kind:
                 if kind == _END:
                     outcome = ACCEPTED if code < 400 else DEFERRED if code < 500 else REJECTED
@@ -171,20 +202,28 @@ class SessionMeter:
                 elif kind == _MAIL:
                     self._transaction = _OPEN
             return
+        bucket = 0 if seconds <= _FIRST_BOUND else bisect_left(REPLY_BOUNDS, seconds)
+        micros = int(seconds * MICROS + 0.5)
+        count = len(marks)
         # marks[0:2] carries on from the previous batch; every later mark
         # made by a command line is a command.
         for k in range(0, count, 2):
-            command, replies, histogram, kind = self._slots.get(marks[k + 1], self._unknown)
-            if k and command >= 0:
-                v[command] += 1
-                self.commands += 1
+            verb = marks[k + 1]
+            if k:
+                command = self._slots.by_verb.get(verb, self._slots.unknown)[0]
+                if command >= 0:
+                    v[command] += 1
+                    self.commands += 1
             stop = marks[k + 2] if k + 2 < count else len(out)
             for index in range(marks[k], stop):
                 wire = out[index]
-                code = wire[0] * 100 + wire[1] * 10 + wire[2] - _ZEROS
-                v[replies + code] += 1
+                found = resolved.get((verb, wire))
+                if found is None:
+                    found = self._slots.resolve(verb, wire)
+                _command, reply, histogram, total, kind, code = found
+                v[reply] += 1
                 v[histogram + bucket] += 1
-                v[histogram + _REPLY_SUM] += micros
+                v[total] += micros
                 if kind:
                     self._transaction_reply(kind, code, wire)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from blackhole.protocol import replies as R
 from blackhole.protocol.events import Event, StageReached
@@ -57,6 +57,9 @@ class SMTPConnection(Staging):
     _draining = False  # shutting down: close once the transaction ends
     # Told of every batch of replies before it is written (protocol.metering).
     meter: ReplyMeter = NULL_METER
+    # Asked at a watched command stage before it is reported: False lets the
+    # command run as if the stage were not watched (no rule can act on it).
+    screen: Callable[[Stage, str | None], bool] | None = None
 
     _dispatch: dict[tuple[State, str], Entry]
 

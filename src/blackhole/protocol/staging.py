@@ -38,6 +38,7 @@ class Staging(Commands):
     """The stage and verdict half of ``SMTPConnection``."""
 
     content_thresholds: tuple[int, ...]
+    screen: Callable[[Stage, str | None], bool] | None
 
     if TYPE_CHECKING:
 
@@ -81,6 +82,10 @@ class Staging(Commands):
         message = self.message_number
         if stage is Stage.MAIL:
             value, size, message = facts.address, facts.size, message + 1
+        if self.screen is not None and not self.screen(stage, value):
+            self.state = next_state  # as unwatched: no event, no pause
+            commit(self, facts)
+            return
 
         def apply(reply: Reply | None) -> None:
             self.state = next_state

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 
 from blackhole.protocol.hooks import Stage, Verdict
 from blackhole.protocol.replies import Reply
+from blackhole.rules.gates import Gate, gates
 from blackhole.rules.match import Facts, crossed, failing
 from blackhole.rules.model import Rule
 from blackhole.rules.parse import RulesError
@@ -48,6 +49,7 @@ class RuleSet:
         "_by_stage",
         "_file",
         "content_thresholds",
+        "gates",
         "hits",
         "seed",
         "stages",
@@ -74,6 +76,7 @@ class RuleSet:
         self.stages: frozenset[Stage] = frozenset()
         self.stateful_stages: frozenset[Stage] = frozenset()
         self.content_thresholds: tuple[int, ...] = ()
+        self.gates: dict[Stage, Gate] = {}
         self._index()
 
     @property
@@ -87,6 +90,8 @@ class RuleSet:
             by_stage.setdefault(rule.stage, []).append(rule)
         self._by_stage = {stage: tuple(rules) for stage, rules in by_stage.items()}
         self.stages = frozenset(self._by_stage)
+        # A value no rule of its stage can match skips the stage (rules.gates).
+        self.gates = gates(self._by_stage)
         # Asked for every stage event and every session: worked out here, once
         # per change of the rules, not each time.
         self.stateful_stages = frozenset(r.stage for r in self.rules if r.selection.stateful)

@@ -26,6 +26,7 @@ from blackhole.protocol.hooks import Stage, TLSFault, Verdict
 from blackhole.protocol.replies import Reply
 from blackhole.rules.addresses import address_verdict
 from blackhole.rules.engine import CLOSING
+from blackhole.rules.gates import Gate
 from blackhole.rules.match import Facts
 from blackhole.rules.store import StoreUnavailableError
 from blackhole.server import lmtpend
@@ -76,6 +77,30 @@ class Steering:
         self.tls_fault: TLSFault | None = None
         core.watch = rules.stages
         core.content_thresholds = rules.content_thresholds
+        core.screen = self.screen
+
+    # --- the first look (rules.gates) ----------------------------------------------
+
+    def _gate(self, stage: Stage) -> Gate | None:
+        rules = self.rules
+        if rules.conventions or log.isEnabledFor(logging.DEBUG):
+            # Conventions decide on their own; at debug level every rule
+            # that does not hold says so.
+            return None
+        return rules.ruleset.gates.get(stage)
+
+    def screen(self, stage: Stage, value: str | None) -> bool:
+        """The core's question at a command stage: could any rule act on ``value``?"""
+        gate = self._gate(stage)
+        return gate is None or gate.admits(value)
+
+    def _screen_end(self, event: MessageReceived) -> bool:
+        gate = self._gate(Stage.END)
+        if gate is None:
+            return True
+        if gate.field == "recipient":
+            return gate.admits_any(event.recipients)
+        return gate.admits(event.sender)
 
     # --- the two entry points -----------------------------------------------------
 
@@ -100,6 +125,8 @@ class Steering:
 
         if event.lmtp:
             return lmtpend.decide(self, core, event)
+        if not self._screen_end(event):
+            return session.answer(core, event)  # no rule can act: the mode decides
 
         def done(verdict: Verdict | None) -> bool:
             if verdict is None or not (
