@@ -132,6 +132,7 @@ def test_a_killed_hub_is_restarted_and_smtp_never_stops(
     hub = wait_until(lambda: _hub_pid(srv), what="the hub process")
     with MailPump(srv.port()) as pump:
         wait_until(lambda: pump.count() >= 3, what="mail flowing")
+        before = call(srv, "GET", "/stats")[2]["uptime"]
         kill_quietly(hub, signal.SIGKILL)
         srv.wait_for(r"the hub \(pid \d+\) was killed by SIGKILL; restarting it")
         srv.wait_for(r"the hub is serving again")
@@ -141,6 +142,8 @@ def test_a_killed_hub_is_restarted_and_smtp_never_stops(
         sent = pump.count()
         wait_until(lambda: pump.count() >= sent + 3, what="mail after the restart")
     assert set(pump.results) == {"ok"}, pump.results
+    # The server's uptime goes on: it counts from the server's start, not the hub's.
+    assert call(srv, "GET", "/stats")[2]["uptime"] >= before
     # The new hub serves the API rules again (its list starts empty).
     assert call(srv, "POST", "/rules", {"name": "again", "at": "mail", "delay": 1})[0] == 201
 

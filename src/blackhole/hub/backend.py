@@ -36,7 +36,14 @@ log = logging.getLogger("blackhole.hub")
 
 
 class HubBackend:
-    def __init__(self, hub: Hub, layout: Layout, tally: Tally | None, workers: int) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        layout: Layout,
+        tally: Tally | None,
+        workers: int,
+        started: float | None = None,
+    ) -> None:
         self.hub = hub
         self.layout = layout
         self.tally = tally
@@ -45,7 +52,7 @@ class HubBackend:
         # Every worker is missing until the supervisor says otherwise (its
         # report follows the hub's Ready): /healthz must not say ok before.
         self.fleet = FleetState(workers, ())
-        self.started = time.monotonic()
+        self.started = started if started is not None else time.time()  # the server's start
         self._expiry: asyncio.TimerHandle | None = None
 
     # --- reading ----------------------------------------------------------------------
@@ -74,7 +81,7 @@ class HubBackend:
             rules=rules,
             workers=len(self.fleet.serving),
             restarts=dict(self.fleet.restarts),
-            uptime=time.monotonic() - self.started,
+            uptime=max(0.0, time.time() - self.started),
         )
 
     def rules(self) -> list[JSON]:

@@ -61,7 +61,9 @@ class HubRunner:
         self.tally = (
             Tally.attach(spec.counters_fd, spec.layout) if spec.counters_fd is not None else None
         )
-        self.backend = HubBackend(self.hub, spec.layout, self.tally, spec.config.workers)
+        self.backend = HubBackend(
+            self.hub, spec.layout, self.tally, spec.config.workers, started=spec.started
+        )
         self.backend.file_rules(_file_rules(spec.config))
         self.control: ControlServer | None = None
 

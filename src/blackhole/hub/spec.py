@@ -33,6 +33,9 @@ class HubSpec:
     counters_fd: int | None = None
     file_rules: tuple[Rule, ...] = ()  # names an API rule may not take
     record: int = 0  # ``record = N``: message records kept for GET /messages
+    # When the server started (time.time()): /stats ``uptime`` counts from it,
+    # so a restarted hub does not start it over.
+    started: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

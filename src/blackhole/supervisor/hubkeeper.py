@@ -141,7 +141,12 @@ class HubKeeper:
     # --- starting ---------------------------------------------------------------------
 
     def configure(
-        self, config: Config, token: str | None, layout: Layout, counters_fd: int | None = None
+        self,
+        config: Config,
+        token: str | None,
+        layout: Layout,
+        counters_fd: int | None = None,
+        started: float | None = None,
     ) -> None:
         """``counters_fd``: the counters region (``observe.tally``) the API's figures
         come from, passed to the hub as a worker's slot is passed to it."""
@@ -155,6 +160,7 @@ class HubKeeper:
             layout,
             counters_fd=counters_fd,
             record=config.record,
+            started=started,
         )
         # Until the supervisor says otherwise, every worker is still missing.
         self.fleet = FleetState(config.workers, ())

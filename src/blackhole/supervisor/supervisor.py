@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 from blackhole.config.model import Config
 from blackhole.errors import EX_OK
+from blackhole.net import host_port
 from blackhole.server.app import startup_line
 from blackhole.server.mailname import resolve_mailname
 from blackhole.server.observing import listener_labels
@@ -155,13 +156,14 @@ class Supervisor:
         self.hub.bind_store()
         counting = self.counting
         assert counting is not None  # made first: the hub serves its figures
-        self.hub.configure(config, token, counting.tally.layout, counting.tally.fd)
+        self.hub.configure(
+            config, token, counting.tally.layout, counting.tally.fd, started=self.fleet.started
+        )
         self.hub.start_and_wait(self._own_fds())
         self.fleet.hub_path = self.hub.path
         if self.hub.control is not None:
             host, port = self.hub.control.getsockname()[:2]
-            shown = f"[{host}]" if ":" in host else host
-            log.info("control API serving on http://%s:%d", shown, port)
+            log.info("control API serving on http://%s", host_port(host, port))
 
     # --- the loop -------------------------------------------------------------------
 
