@@ -38,6 +38,7 @@ from blackhole.supervisor.daemon import Readiness
 from blackhole.supervisor.draining import Drain
 from blackhole.supervisor.fleet import Fleet, Launch, Phase, Timing
 from blackhole.supervisor.hubkeeper import HubKeeper, load_token
+from blackhole.supervisor.lifeline import take_lifeline
 from blackhole.supervisor.messages import Settings
 from blackhole.supervisor.notify import sd_notify
 from blackhole.supervisor.orphans import is_init, reap_orphans
@@ -88,6 +89,8 @@ class Supervisor:
         # The shared counters (``counting.tally`` is what the control API reads).
         self.counting: Counting | None = None
         self.console: Console | None = None
+        # The test process that started us, if any (lifeline.py).
+        self.lifeline = take_lifeline(os.environ)
 
     # --- the whole life ---------------------------------------------------------------
 
@@ -197,6 +200,8 @@ class Supervisor:
             handlers[hub.sentinel] = lambda: self.hub.exited(self.phase.stopping)
             if hub.control is not None:
                 handlers[hub.control.fileno()] = self.hub.receive
+        if self.lifeline is not None:
+            handlers[self.lifeline] = self._parent_gone
         for fd in handlers:
             poller.register(fd, select.POLLIN)
         timeout = max(0.0, min(1.0, self._next_deadline() - self.clock()))
@@ -211,6 +216,13 @@ class Supervisor:
         for fd in ready:
             handlers[fd]()
 
+    def _parent_gone(self) -> None:
+        assert self.lifeline is not None
+        os.close(self.lifeline)
+        self.lifeline = None
+        if not self.phase.stopping:
+            self.drain.on_signal("the process that started the server has gone")
+
     def _next_deadline(self) -> float:
         times = [self.clock() + 1.0, *self.fleet.deadlines(), *self.hub.deadlines()]
         if self.phase.stopping:
@@ -222,6 +234,8 @@ class Supervisor:
     def _own_fds(self) -> list[int]:
         """The supervisor's descriptors besides the workers': closed in forked workers."""
         fds = self.signals.fds() + self.hub.fds()
+        if self.lifeline is not None:
+            fds.append(self.lifeline)
         if self.readiness.fd is not None:
             fds.append(self.readiness.fd)
         return fds

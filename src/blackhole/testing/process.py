@@ -8,6 +8,10 @@ waits for its start-up lines, an event rather than a sleep:
 - ``listening on smtp://127.0.0.1:PORT, smtps://..., lmtp://...``: every
   listener is bound and every worker serves.
 
+The server holds the read end of a pipe whose write end only this process
+has (``supervisor/lifeline.py``): if the test process dies without calling
+``stop``, even by SIGKILL, the server sees the pipe close and stops itself.
+
 The ports are the ones the kernel chose for port 0. One daemon thread reads
 the server's output for its whole life (a pipe left unread would block the
 server's logging) and keeps the last lines for error messages; it ends when
@@ -28,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from blackhole.supervisor.lifeline import ENV as LIFELINE_ENV
 from blackhole.supervisor.process import FORK
 from blackhole.supervisor.startup import START_METHOD_ENV
 
@@ -50,8 +55,9 @@ class _Startup:
 
 
 class ServerProcess:
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
+    def __init__(self, proc: subprocess.Popen[str], lifeline: int) -> None:
         self.proc = proc
+        self._lifeline = lifeline  # the write end: closing it stops the server
         self.log: deque[str] = deque(maxlen=KEEP_LINES)
         self._startup = _Startup()
         self._reader = threading.Thread(
@@ -66,16 +72,25 @@ class ServerProcess:
         # Forked rather than spawned hub and worker: one interpreter start-up
         # instead of three, which is most of the start-up time.
         env.setdefault(START_METHOD_ENV, FORK)
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and package
-            [sys.executable, "-m", "blackhole", "-c", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            errors="replace",
-            env=env,
-        )
-        server = cls(proc)
+        give, keep = os.pipe()  # the server polls the read end; we keep the write end
+        env[LIFELINE_ENV] = str(give)
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and package
+                [sys.executable, "-m", "blackhole", "-c", str(config)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                errors="replace",
+                env=env,
+                pass_fds=(give,),
+            )
+        except BaseException:
+            os.close(keep)
+            raise
+        finally:
+            os.close(give)
+        server = cls(proc, keep)
         if not server._startup.ready.wait(timeout) or server._startup.control_port is None:
             server.stop()
             why = "exited" if proc.returncode not in (None, 0) else f"was not ready in {timeout}s"
@@ -123,4 +138,7 @@ class ServerProcess:
             self.proc.kill()
             code = self.proc.wait()
         self._reader.join()
+        if self._lifeline >= 0:
+            os.close(self._lifeline)
+            self._lifeline = -1
         return code
