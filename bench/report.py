@@ -159,7 +159,10 @@ def report(results: Results, scenarios: Sequence[Scenario], options: argparse.Na
                 f"| {fmt(run.open_s, 1)} | {run.error or '–'} |"
             )
         add("")
-        add("New sessions greeted while the idle sessions are open (`greetprobe.py`, one at a time):")
+        add(
+            "New sessions greeted while the idle sessions are open "
+            "(`greetprobe.py`, one at a time):"
+        )
         add("")
         add("| server | sessions open | probes | greeting ms p50 / p90 / p99 / max "
             "| server µs CPU per new session |")  # fmt: skip
