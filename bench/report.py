@@ -12,6 +12,7 @@ from results import Results
 from scenarios import REFERENCE, Scenario
 from summary import fmt, ratio, summarize, tls_summary
 from targets import evaluate_targets
+from tlssessions import tls_sessions_report
 
 
 def overview(
@@ -175,6 +176,8 @@ def report(results: Results, scenarios: Sequence[Scenario], options: argparse.Na
                     f"/ {fmt(step.greeting_ms_p99, 2)} / {fmt(step.greeting_ms_max, 1)} "
                     f"| {fmt(step.server_us_per_session, 0)} |"
                 )
+    for line in tls_sessions_report(results.tls_sessions):
+        add(line)
     add("")
     add("### Targets (Blackhole; ratios to the named server in the same run)")
     add("")

@@ -38,6 +38,7 @@ from servers import (
     make_server,
     running,
 )
+from tlssessions import tls_sessions_phase
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -141,10 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             def build() -> list[Server]:
                 return [make_server(n, workdir, cert, key, options) for n in options.servers]
 
-            if scenarios or wanted("tls"):
+            if scenarios or wanted("tls") or wanted("tls-sessions"):
                 print(f"Throughput phase: {', '.join(options.servers)}", flush=True)
                 with running(build(), results.status) as servers:
                     throughput_phase(servers, scenarios, options, results, wanted("tls"))
+                    if wanted("tls-sessions"):
+                        tls_sessions_phase(servers, options, results.tls_sessions, results.note)
             if wanted("idle"):
                 print(f"Idle phase: {options.idle_sessions:,} sessions per server", flush=True)
                 idle_phase(build(), options, results)
