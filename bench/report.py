@@ -7,6 +7,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from latency import latency_report
 from procstats import NOISY_PCT
 from results import Results
 from scenarios import REFERENCE, Scenario
@@ -176,7 +177,7 @@ def report(results: Results, scenarios: Sequence[Scenario], options: argparse.Na
                     f"/ {fmt(step.greeting_ms_p99, 2)} / {fmt(step.greeting_ms_max, 1)} "
                     f"| {fmt(step.server_us_per_session, 0)} |"
                 )
-    for line in tls_sessions_report(results.tls_sessions):
+    for line in [*tls_sessions_report(results.tls_sessions), *latency_report(results.latency)]:
         add(line)
     add("")
     add("### Targets (Blackhole; ratios to the named server in the same run)")

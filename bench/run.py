@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from idle import FD_SPARE, MAX_IDLE_SESSIONS, raise_fd_limit
+from latency import latency_phase
 from phases import idle_phase, throughput_phase, wait_quiet
 from report import report
 from results import Results, machine_info, to_json
@@ -88,10 +89,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         help="default: as many as the file descriptor limit allows (quick 2000)",
     )
+    parser.add_argument(
+        "--latency-seconds", type=float, help="each latency load (default 10, quick 3)"
+    )
     parser.add_argument("--json", type=Path, help="write raw runs and summary here")
     args = parser.parse_args(argv)
     args.repeat = args.repeat or (1 if args.quick else 3)
     args.tls_seconds = args.tls_seconds or (2 if args.quick else 5)
+    args.latency_seconds = args.latency_seconds or (3 if args.quick else 10)
     args.idle_sessions = args.idle_sessions or (2_000 if args.quick else MAX_IDLE_SESSIONS)
     known = {s.name for s in SCENARIOS} | set(EXTRA_PHASES)
     args.only = {x for item in args.only for x in item.split(",") if x}
@@ -142,12 +147,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             def build() -> list[Server]:
                 return [make_server(n, workdir, cert, key, options) for n in options.servers]
 
-            if scenarios or wanted("tls") or wanted("tls-sessions"):
+            if scenarios or wanted("tls") or wanted("tls-sessions") or wanted("latency"):
                 print(f"Throughput phase: {', '.join(options.servers)}", flush=True)
                 with running(build(), results.status) as servers:
                     throughput_phase(servers, scenarios, options, results, wanted("tls"))
                     if wanted("tls-sessions"):
                         tls_sessions_phase(servers, options, results.tls_sessions, results.note)
+                    if wanted("latency"):
+                        latency_phase(servers, options, results.latency, results.note)
             if wanted("idle"):
                 print(f"Idle phase: {options.idle_sessions:,} sessions per server", flush=True)
                 idle_phase(build(), options, results)
