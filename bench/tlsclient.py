@@ -88,7 +88,7 @@ def session(
         sock.sendall(b"QUIT\r\n")
         expect(lines.reply(), b"221")
         if isinstance(sock, ssl.SSLSocket):
-            return sock.session, sock.session_reused
+            return sock.session, bool(sock.session_reused)
         return None, False
     finally:
         sock.close()
