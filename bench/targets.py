@@ -37,7 +37,7 @@ TARGETS: tuple[Target, ...] = (
     Target("msg/s, 500 sessions, 2 workers, no failed or refused connection", "blackhole-2w",
            "rate", "500-sessions", 0.5, False, REFERENCE, "msg/s", needs_no_failure=True),
     Target("memory per idle session (largest of RSS, PSS, USS growth), 1 worker",
-           "blackhole-1w", "memory", "", 16.0, True, unit="KiB", needs_no_failure=True),
+           "blackhole-1w", "memory", "", 4.0, True, unit="KiB", needs_no_failure=True),
     Target("new session greeted within 5 ms with every idle session open (p99)",
            "blackhole-1w", "greet", "", 5.0, True, unit="ms", needs_no_failure=True),
     Target("TLS handshakes/s, 1 worker, vs classic Blackhole 1 worker", "blackhole-1w", "tls",
