@@ -33,7 +33,9 @@ from summary import fmt, median_or_none, ratio
 CLIENT = Path(__file__).with_name("txclient.py")
 CLOSED_SESSIONS = 10
 TARGET_RATIO = 2.0  # p50 and p99 of a whole transaction, against smtp-sink's
-REPLIES = ("total", "greeting", "EHLO", "MAIL", "RCPT", "DATA", "end of data", "QUIT")
+REPLIES = (
+    "total", "start", "connect", "greeting", "EHLO", "MAIL", "RCPT", "DATA", "end of data", "QUIT"
+)  # fmt: skip
 
 
 @dataclass

@@ -11,7 +11,9 @@ Run by ``latency.py`` as a process of its own. Two ways to drive a server:
   to start, so time spent waiting for this client to get to it counts too.
 
 Each transaction: connect, greeting, EHLO, MAIL, RCPT, DATA, 1 KB of content
-and the final dot, QUIT (RFC 5321 section 3.3). Bounded by COUNT
+and the final dot, QUIT (RFC 5321 section 3.3). Besides each reply, the time
+is split into "start" (how late the client began it: its own lag) and
+"connect" (the TCP handshake, answered by the kernel for the server). Bounded by COUNT
 transactions and SECONDS of wall time, whichever comes first.
 
     python bench/txclient.py HOST PORT closed|open N_OR_RATE COUNT SECONDS OUT
@@ -42,7 +44,7 @@ STEPS: tuple[tuple[str, bytes, bytes], ...] = (
     ("end of data", BODY + b".\r\n", b"250"),
     ("QUIT", b"QUIT\r\n", b"221"),
 )
-NAMES = ("total", "greeting", *(name for name, _, _ in STEPS))
+NAMES = ("total", "start", "connect", "greeting", *(name for name, _, _ in STEPS))
 
 
 async def reply(reader: asyncio.StreamReader, code: bytes) -> None:
@@ -59,9 +61,12 @@ async def transaction(host: str, port: int, due: float, times: dict[str, list[fl
     clock = time.perf_counter
     t0 = clock()
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), REPLY_TIMEOUT_S)
+    connected = clock()
     try:
         await reply(reader, b"220")
-        mine = {"greeting": clock() - t0}
+        # "start": how late this client began the transaction (its own lag);
+        # "connect": the TCP handshake, which the kernel answers for the server.
+        mine = {"start": t0 - due, "connect": connected - t0, "greeting": clock() - connected}
         for name, command, code in STEPS:
             t = clock()
             writer.write(command)
