@@ -7,11 +7,13 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from latency import latency_report
 from procstats import NOISY_PCT
 from results import Results
 from scenarios import REFERENCE, Scenario
 from summary import fmt, ratio, summarize, tls_summary
 from targets import evaluate_targets
+from tlssessions import tls_sessions_report
 
 
 def overview(
@@ -158,6 +160,25 @@ def report(results: Results, scenarios: Sequence[Scenario], options: argparse.Na
                 f"| {fmt(run.greeting_ms_median, 1)} / {fmt(run.greeting_ms_max, 1)} "
                 f"| {fmt(run.open_s, 1)} | {run.error or '–'} |"
             )
+        add("")
+        add(
+            "New sessions greeted while the idle sessions are open "
+            "(`greetprobe.py`, one at a time):"
+        )
+        add("")
+        add("| server | sessions open | probes | greeting ms p50 / p90 / p99 / max "
+            "| server µs CPU per new session |")  # fmt: skip
+        add("| --- | ---: | ---: | ---: | ---: |")
+        for run in results.idle.values():
+            for step in run.steps:
+                add(
+                    f"| {run.server} | {step.sessions:,} | {step.probes} "
+                    f"| {fmt(step.greeting_ms_p50, 2)} / {fmt(step.greeting_ms_p90, 2)} "
+                    f"/ {fmt(step.greeting_ms_p99, 2)} / {fmt(step.greeting_ms_max, 1)} "
+                    f"| {fmt(step.server_us_per_session, 0)} |"
+                )
+    for line in [*tls_sessions_report(results.tls_sessions), *latency_report(results.latency)]:
+        add(line)
     add("")
     add("### Targets (Blackhole; ratios to the named server in the same run)")
     add("")

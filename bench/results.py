@@ -14,10 +14,12 @@ from pathlib import Path
 
 from handshakes import TlsRun
 from idle import IdleRun
+from latency import LatencyRun
 from load import LoadRun
 from servers import find_tool
 from summary import summarize, tls_summary
 from targets import evaluate_targets
+from tlssessions import TlsSessionRun
 
 
 def machine_info() -> dict[str, str]:
@@ -67,6 +69,8 @@ class Results:
     tls_runs: list[TlsRun] = field(default_factory=list)
     tls_info: dict[str, str] = field(default_factory=dict)
     idle: dict[str, IdleRun] = field(default_factory=dict)
+    tls_sessions: list[TlsSessionRun] = field(default_factory=list)
+    latency: list[LatencyRun] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
     def note(self, phase: str, server: str, rep: int, error: str, text: str) -> None:
@@ -96,6 +100,8 @@ def to_json(results: Results, options: argparse.Namespace) -> str:
         "tls_runs": [asdict(r) for r in results.tls_runs],
         "tls_negotiated": results.tls_info,
         "idle_runs": [asdict(r) for r in results.idle.values()],
+        "tls_session_runs": [asdict(r) for r in results.tls_sessions],
+        "latency_runs": [asdict(r) for r in results.latency],
         "summary": {"load": load, "tls": tls},
         "targets": evaluate_targets(load, tls, results.idle),
         "failures": results.failures,

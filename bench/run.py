@@ -23,7 +23,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from idle import raise_fd_limit
+from idle import FD_SPARE, MAX_IDLE_SESSIONS, raise_fd_limit
+from latency import latency_phase
 from phases import idle_phase, throughput_phase, wait_quiet
 from report import report
 from results import Results, machine_info, to_json
@@ -38,6 +39,7 @@ from servers import (
     make_server,
     running,
 )
+from tlssessions import tls_sessions_phase
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -82,12 +84,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="S",
         help="first wait up to S seconds for the rest of the machine to go quiet",
     )
-    parser.add_argument("--idle-sessions", type=int, help="default 10000, quick 2000")
+    parser.add_argument(
+        "--idle-sessions",
+        type=int,
+        help="default: as many as the file descriptor limit allows (quick 2000)",
+    )
+    parser.add_argument(
+        "--latency-seconds", type=float, help="each latency load (default 10, quick 3)"
+    )
     parser.add_argument("--json", type=Path, help="write raw runs and summary here")
     args = parser.parse_args(argv)
     args.repeat = args.repeat or (1 if args.quick else 3)
     args.tls_seconds = args.tls_seconds or (2 if args.quick else 5)
-    args.idle_sessions = args.idle_sessions or (2_000 if args.quick else 10_000)
+    args.latency_seconds = args.latency_seconds or (3 if args.quick else 10)
+    args.idle_sessions = args.idle_sessions or (2_000 if args.quick else MAX_IDLE_SESSIONS)
     known = {s.name for s in SCENARIOS} | set(EXTRA_PHASES)
     args.only = {x for item in args.only for x in item.split(",") if x}
     if args.only - known:
@@ -116,10 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for s in SCENARIOS
     }
     # Raised for us (the client side) and inherited by every server we start.
-    fd_limit = raise_fd_limit(options.idle_sessions + 2_048)
-    if wanted("idle") and fd_limit < options.idle_sessions + 1_024:
-        options.idle_sessions = max(1, fd_limit - 1_024)
-        print(f"RLIMIT_NOFILE is {fd_limit}: {options.idle_sessions} idle sessions", flush=True)
+    fd_limit = raise_fd_limit(options.idle_sessions + FD_SPARE)
+    if fd_limit < options.idle_sessions + FD_SPARE:
+        options.idle_sessions = max(1, fd_limit - FD_SPARE)
+        if wanted("idle"):
+            print(f"RLIMIT_NOFILE is {fd_limit}: {options.idle_sessions:,} idle sessions")
     install_interrupt_handlers()
     if options.wait_quiet:
         try:
@@ -136,10 +147,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             def build() -> list[Server]:
                 return [make_server(n, workdir, cert, key, options) for n in options.servers]
 
-            if scenarios or wanted("tls"):
+            if scenarios or wanted("tls") or wanted("tls-sessions") or wanted("latency"):
                 print(f"Throughput phase: {', '.join(options.servers)}", flush=True)
                 with running(build(), results.status) as servers:
                     throughput_phase(servers, scenarios, options, results, wanted("tls"))
+                    if wanted("tls-sessions"):
+                        tls_sessions_phase(servers, options, results.tls_sessions, results.note)
+                    if wanted("latency"):
+                        latency_phase(servers, options, results.latency, results.note)
             if wanted("idle"):
                 print(f"Idle phase: {options.idle_sessions:,} sessions per server", flush=True)
                 idle_phase(build(), options, results)

@@ -32,7 +32,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         1_500,
     ),
 )
-EXTRA_PHASES = ("tls", "idle")
+EXTRA_PHASES = ("tls", "tls-sessions", "latency", "idle")
 REFERENCE = "smtp-sink"  # every load figure is also given as a ratio to this server's
 # Classic reads a message line by line in Python (about 30 ms per 100 KB message
 # here) and listens with asyncio's backlog of 100, so 500 sessions crawl at about

@@ -80,6 +80,15 @@ def _pump(stream: object, lines: queue.Queue[str]) -> None:
         lines.put(line)
 
 
+# Sets the limits, then becomes ``python -m blackhole ARGS`` (no preexec_fn:
+# unsafe in a process with threads).
+_LIMITED = (
+    "import os, resource, sys; "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2]))); "
+    "os.execv(sys.executable, [sys.executable, '-m', 'blackhole', *sys.argv[3:]])"
+)
+
+
 def start_server(
     config: Path | None,
     *args: str,
@@ -87,9 +96,15 @@ def start_server(
     timeout: float = 20.0,
     env: dict[str, str] | None = None,
     new_session: bool = False,
+    open_files: tuple[int, int] | None = None,
 ) -> ServerProcess:
-    """Run ``python -m blackhole [-c config] args``; wait for its start-up line."""
+    """Run ``python -m blackhole [-c config] args``; wait for its start-up line.
+
+    ``open_files``: the (soft, hard) RLIMIT_NOFILE the server starts with.
+    """
     cmd = [sys.executable, "-m", "blackhole"]
+    if open_files is not None:
+        cmd = [sys.executable, "-c", _LIMITED, *(str(n) for n in open_files)]
     if config is not None:
         cmd += ["-c", str(config)]
     cmd += list(args)

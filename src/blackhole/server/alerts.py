@@ -84,11 +84,16 @@ def socket_sink(transport: asyncio.Transport) -> AlertSink:
     before would have to go first: then no alert is sent rather than one out
     of order.
     """
-    sock = transport.get_extra_info("socket")
-    fd: int = sock.fileno() if sock is not None else -1
 
     def send(alert: bytes) -> None:
-        if fd < 0 or transport.get_write_buffer_size():
+        if transport.get_write_buffer_size():
+            return
+        # Looked up only now, for a failed handshake: uvloop makes a new
+        # socket object for every get_extra_info("socket"), and this runs
+        # for every handshake.
+        sock = transport.get_extra_info("socket")
+        fd: int = sock.fileno() if sock is not None else -1
+        if fd < 0:
             return
         # A full socket buffer or a peer already gone: the alert is a courtesy.
         with contextlib.suppress(OSError):

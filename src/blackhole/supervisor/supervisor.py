@@ -36,6 +36,7 @@ from blackhole.server.sockets import bind_all
 from blackhole.supervisor.counting import Console, Counting
 from blackhole.supervisor.daemon import Readiness
 from blackhole.supervisor.draining import Drain
+from blackhole.supervisor.fdlimit import raise_open_files_limit
 from blackhole.supervisor.fleet import Fleet, Launch, Phase, Timing
 from blackhole.supervisor.hubkeeper import HubKeeper, load_token
 from blackhole.supervisor.lifeline import take_lifeline
@@ -115,6 +116,7 @@ class Supervisor:
 
     def _start_up(self) -> None:
         config = self.config
+        raise_open_files_limit()  # inherited by the hub and the workers
         if config.pidfile is not None:
             self.pidfile = PidFile(config.pidfile)
             self.pidfile.acquire()

@@ -28,6 +28,7 @@ from types import FrameType
 from blackhole.errors import EX_OK, EX_SOFTWARE, BlackholeError
 from blackhole.hub.client import HubClient
 from blackhole.observe.logs import setup_logging
+from blackhole.server import heap
 from blackhole.server.app import ListenerTLS, Worker, new_event_loop
 from blackhole.server.observing import Observation, listener_labels
 from blackhole.server.tls import build_server_context
@@ -272,6 +273,7 @@ class Runner:
             log.error("cannot apply the new configuration: %s", exc)
             self.channel.send(ReloadFailed(settings.generation, str(exc)))
             return
+        heap.thaw()  # the configuration it replaces was frozen at start-up
         self.worker.reload(
             settings.config, settings.mailname, ssl_context, listener_tls=listener_tls
         )
@@ -315,6 +317,7 @@ def serve_worker(
         channel.send(Failed(exc.exit_code, str(exc)))
         return exc.exit_code
     runner = Runner(spec, sockets, channel)
+    heap.freeze_startup()  # before the loop exists: no session is frozen
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as loop_runner:
             return loop_runner.run(runner.run(ssl_context, listener_tls, early))
