@@ -25,9 +25,14 @@ from blackhole.rules.select import FORGET_AFTER, choose
 SWEEP_EVERY = 60.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ask:
-    """One match of a stateful rule, with all the store needs to decide."""
+    """One match of a stateful rule, with all the store needs to decide.
+
+    Not frozen, though never changed once made (as ``rules.match.Facts``): a
+    frozen dataclass pays an ``object.__setattr__`` per field, and one is
+    made at every stateful decision.
+    """
 
     rule_id: str  # the rule's fingerprint: state survives a reload only if unchanged
     rule: str  # the rule's name, which chance is keyed by
@@ -51,8 +56,8 @@ class Ask:
         return cls(selection=Selection(**sel), **fields)
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+@dataclass(slots=True)
+class Answer:  # not frozen either: one is made at every stateful decision
     act: bool
     count: int  # this match's number for its key, from 1
 
