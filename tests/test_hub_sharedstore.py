@@ -129,6 +129,22 @@ def test_a_torn_entry_loses_only_its_own_key() -> None:
         shared.close()
 
 
+def test_a_torn_rule_slot_loses_only_its_own_rule(store: SharedStore) -> None:
+    every = Selection(every=1)
+    for rule in ("a", "b"):
+        store.decide_now(ask(rule, "k", START, every))
+    slot, _stamp = store._slots["a"]
+    at = store._rules_at + slot * 64
+    store._map[at + 17 : at + 64] = b"\xff" * 47  # "a"'s id, half-written
+    assert asyncio.run(store.acted())["b"] == 1  # readable, "b" intact
+    other = SharedStore.attach(store.fd, keeper=False)  # another process's view
+    try:
+        assert other.decide_now(ask("a", "k", START, every)) == Answer(True, 1)  # starts over
+        assert other.decide_now(ask("b", "k", START, every)) == Answer(True, 2)
+    finally:
+        other.close()
+
+
 def test_a_full_bucket_evicts_the_least_recently_seen_key_and_warns(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -86,6 +86,12 @@ def _anonymous_file(length: int) -> int:
     return fd
 
 
+def _name(held: bytes, length: int) -> str:
+    # "replace": a slot torn by a writer killed half-way holds any bytes; it
+    # must not stop /rules or a reload from reading the others.
+    return held[:length].decode(errors="replace")
+
+
 def _tag(rule_id: str, key: str) -> bytes:
     return hashlib.blake2b(f"{rule_id}\0{key}".encode(), digest_size=16).digest()
 
@@ -262,7 +268,7 @@ class SharedStore(Store):
                 at = self._rules_at + slot * _ROW
                 stamp, count, length, held = _RULE.unpack_from(self._map, at)
                 if stamp:
-                    acted[held[:length].decode()] = count
+                    acted[_name(held, length)] = count
             return acted
         finally:
             fcntl.lockf(self.fd, fcntl.LOCK_UN)
@@ -275,7 +281,7 @@ class SharedStore(Store):
             for slot in range(self.rule_slots):
                 at = self._rules_at + slot * _ROW
                 stamp, _count, length, held = _RULE.unpack_from(self._map, at)
-                if stamp and held[:length].decode() not in rule_ids:
+                if stamp and _name(held, length) not in rule_ids:
                     # The id stays: the slot is reusable but keeps probe sequences whole.
                     _RULE.pack_into(self._map, at, 0, 0, length, held)
         finally:
