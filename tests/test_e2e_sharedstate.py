@@ -13,6 +13,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+from blackhole.hub.sharedstore import RULE_SLOTS
 from tests.e2e import Factory
 from tests.proctools import kill_quietly, wait_until
 from tests.rulesrv import rules_server
@@ -81,3 +82,24 @@ def test_spent_and_reset_through_the_hub(server_factory: Factory, tmp_path: Path
     assert call(server, "POST", "/reset")[0] == 204
     assert spent() == {"once": False, "two": False}
     assert replies(server.port(), 2) == ["452 4.2.2", "450 4.2.0"]
+
+
+def test_a_full_rule_table_answers_451_for_that_event_only(
+    server_factory: Factory, tmp_path: Path
+) -> None:
+    # One stateful rule more than the shared table holds, all counting every
+    # RCPT and never acting: the last one finds no room.
+    rules = "".join(
+        f'[[rule]]\nname = "r{n}"\nat = "rcpt"\nevery = 1000000\nreply = "452 4.2.2 x"\n'
+        for n in range(RULE_SLOTS + 1)
+    )
+    server = rules_server(server_factory, tmp_path, rules)
+    client = Client.connect(server.port())
+    try:
+        client.expect("EHLO c.example", 250)
+        client.expect("MAIL FROM:<a@example.com>", 250)
+        client.expect("RCPT TO:<b@x.example>", 451, "4.3.0")
+        client.expect("RSET", 250)  # the session carries on
+    finally:
+        client.close()
+    server.wait_for(r"ERROR .*the shared rule state holds at most \d+ rules with state")

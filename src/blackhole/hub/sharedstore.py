@@ -125,7 +125,7 @@ class SharedStore(Store):
         self._bucket_bytes = ways * _ROW
         self._mask = buckets - 1
         self._slots: dict[str, tuple[int, int]] = {}  # rule id -> (slot, stamp) last seen
-        self._warned = -WARN_EVERY
+        self._warned = self._full_logged = -WARN_EVERY
 
     @classmethod
     def create(
@@ -218,9 +218,12 @@ class SharedStore(Store):
                 self._slots[rule_id] = (slot, stamp)
                 return slot, stamp
         if free is None:
-            raise StoreUnavailableError(
-                f"the shared rule state holds at most {self.rule_slots} rules with state"
-            )
+            reason = f"the shared rule state holds at most {self.rule_slots} rules with state"
+            # Logged here, once a minute: the adapter logs an outage at debug only.
+            if time.monotonic() - self._full_logged >= WARN_EVERY:
+                self._full_logged = time.monotonic()
+                log.error("%s: its rules past that answer 451 4.3.0", reason)
+            raise StoreUnavailableError(reason)
         stamp = _U64.unpack_from(self._map, _NEXT_STAMP)[0]
         _U64.pack_into(self._map, _NEXT_STAMP, stamp + 1)
         _RULE.pack_into(self._map, self._rules_at + free * _ROW, stamp, 0, len(name), name)
