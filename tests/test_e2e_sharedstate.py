@@ -103,3 +103,35 @@ def test_a_full_rule_table_answers_451_for_that_event_only(
     finally:
         client.close()
     server.wait_for(r"ERROR .*the shared rule state holds at most \d+ rules with state")
+
+
+def test_a_reload_gives_back_the_table_room_of_rules_that_are_gone(
+    server_factory: Factory, tmp_path: Path
+) -> None:
+    # Two sets of rules that each fill most of the shared table, one after
+    # the other: the second fits only once the first one's state is forgotten.
+    count = RULE_SLOTS * 3 // 5
+
+    def rules(prefix: str) -> str:
+        return "".join(
+            f'[[rule]]\nname = "{prefix}{n}"\nat = "rcpt"\nevery = 1000000\nreply = "452 4.2.2 x"\n'
+            for n in range(count)
+        )
+
+    probe = '[[rule]]\nname = "probe"\nat = "noop"\nreply = "250 2.0.0 second set"\n'
+    server = rules_server(server_factory, tmp_path, rules("a"))
+    assert replies(server.port(), 1) == ["250 2.1.5"]
+    (tmp_path / "rules.toml").write_text(probe + rules("b"))
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for(r"configuration reloaded \(generation 2\)")
+
+    def second_set_passes() -> bool:
+        client = Client.connect(server.port())
+        try:
+            if client.cmd("NOOP").text != "2.0.0 second set":
+                return False  # the worker has the old rules still
+        finally:
+            client.close()
+        return replies(server.port(), 1) == ["250 2.1.5"]
+
+    wait_until(second_set_passes, what="the second set of rules deciding")
