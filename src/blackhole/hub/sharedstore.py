@@ -161,20 +161,20 @@ class SharedStore(Store):
 
     def decide_now(self, ask: Ask) -> Answer:
         tag = _tag(ask.rule_id, ask.key)
+        # The key's bucket, worked out before the lock is taken.
+        bucket = int.from_bytes(tag[:8], "little") & self._mask
+        start = self._entries_at + bucket * self._bucket_bytes
         fcntl.lockf(self.fd, fcntl.LOCK_EX)
         try:
-            return self._decide(ask, tag)
+            return self._decide(ask, tag, start)
         finally:
             fcntl.lockf(self.fd, fcntl.LOCK_UN)
 
-    def _decide(self, ask: Ask, tag: bytes) -> Answer:
+    def _decide(self, ask: Ask, tag: bytes, start: int) -> Answer:
         m = self._map
         slot, stamp = self._rule(ask.rule_id)
         rule_at = self._rules_at + slot * _ROW
         acted = _U64.unpack_from(m, rule_at + 8)[0]
-        start = self._entries_at + (int.from_bytes(tag[:8], "little") & self._mask) * (
-            self._bucket_bytes
-        )
         end = start + self._bucket_bytes
         at = m.find(tag, start, end)
         while at >= 0 and (at - start) % _ROW:  # the tag's bytes across two fields
