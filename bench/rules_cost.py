@@ -10,6 +10,12 @@ compare them, e.g. before and after a change to the rules' hot path:
 
     .venv/bin/python bench/rules_cost.py plain
     .venv/bin/python bench/rules_cost.py nomatch20
+    .venv/bin/python bench/rules_cost.py greylist shared
+
+``greylist``: one greylist rule on every recipient (one stateful decision a
+message, key ``triplet``), counted in this process (``MemoryStore``) or,
+with ``shared``, in a shared memory region as the workers of a server do
+(``hub.sharedstore.SharedStore``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from blackhole.config.model import Config
+from blackhole.hub.sharedstore import SharedStore
 from blackhole.protocol import replies as R
 from blackhole.protocol.core import SMTPConnection
 from blackhole.protocol.events import MessageReceived, StageReached
@@ -56,12 +63,13 @@ def _session() -> Any:
     )
 
 
-def run(ruleset: str | None) -> float:
+def run(ruleset: str | None, shared: bool = False) -> float:
     core = SMTPConnection(SessionSettings(mailname="mx.test"))
     steer = None
     if ruleset is not None:
         config = Config(rules=parse_text(RULESETS[ruleset]))
-        steer = Steering(_session(), WorkerRules(config), core)
+        store = SharedStore.create() if shared else None
+        steer = Steering(_session(), WorkerRules(config, store), core)
     core.start()
     core.data_to_send()
     core.receive_data(b"EHLO bench\r\n")
@@ -87,5 +95,6 @@ def run(ruleset: str | None) -> float:
 
 if __name__ == "__main__":
     name = sys.argv[1] if len(sys.argv) > 1 else "plain"
-    best = min(run(None if name == "plain" else name) for _ in range(5))
-    print(f"{name}: {best:.2f} us CPU per message")
+    shared = sys.argv[2:] == ["shared"]
+    best = min(run(None if name == "plain" else name, shared) for _ in range(5))
+    print(f"{name}{' (shared)' if shared else ''}: {best:.2f} us CPU per message")

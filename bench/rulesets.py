@@ -6,8 +6,8 @@ without rules:
 - ``nomatch20``: 20 rules spread over connect, helo, mail, rcpt and end, none
   of which ever holds for smtp-source's traffic: the cost of stages being
   watched and rules being tried, with no state.
-- ``greylist``: one greylist rule on every recipient, through the hub's shared
-  store (one round trip per RCPT). Its period is 0 s, so every recipient has
+- ``greylist``: one greylist rule on every recipient, decided in the state
+  the workers share (one decision per RCPT). Its period is 0 s, so every recipient has
   been "seen long enough" and passes: smtp-source fails a run on any
   unexpected reply, and the decision costs the same whichever way it goes.
 """

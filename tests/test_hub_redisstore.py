@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from blackhole.config.model import Config
 from blackhole.hub.client import HubClient, HubUnavailableError
@@ -23,11 +22,10 @@ from blackhole.hub.redisstore import ACTED, CONNECTIONS, PREFIX, RedisStore
 from blackhole.observe.layout import Layout
 from blackhole.rules.model import Selection
 from blackhole.rules.select import FORGET_AFTER
-from blackhole.rules.store import Answer, Ask, MemoryStore, StoreUnavailableError
+from blackhole.rules.store import Answer, StoreUnavailableError
 from blackhole.supervisor.hubkeeper import HubKeeper
 from tests.redisserver import RedisServer
-
-START = 1_764_000_000.123456  # a wall-clock time with a fraction, as time.time() gives
+from tests.storesteps import START, ask, rule_lists, run, steps
 
 
 @pytest.fixture(scope="module")
@@ -40,69 +38,19 @@ def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         server.stop()
 
 
-def ask(rule_id: str, key: str, now: float, selection: Selection, seed: int = 7) -> Ask:
-    return Ask(rule_id, f"rule-{rule_id}", key, selection, now, now - START, seed)
-
-
-selections = st.builds(
-    Selection,
-    probability=st.none() | st.floats(0.0, 1.0),
-    every=st.none() | st.integers(1, 4),
-    first=st.none() | st.integers(0, 5),
-    after=st.none() | st.integers(0, 5),
-    greylist=st.none() | st.sampled_from([0.0, 1.0, 300.0, 86400.5]),
-    window=st.none() | st.tuples(st.floats(0, 4 * 86400), st.none() | st.floats(0, 8 * 86400)),
-    times=st.none() | st.integers(0, 6),
-)
-steps = st.lists(
-    st.one_of(
-        st.tuples(
-            st.just("decide"),
-            st.integers(0, 2),  # rule
-            st.sampled_from(["", "a", "10.0.0.0/24\0s@x\0r@y"]),  # key
-            # How far the clock moves: not at all, a little, around the greylist
-            # period, around the two days after which a key starts over.
-            st.sampled_from([0.0, 0.25, 1.0, 299.9, 300.0, FORGET_AFTER - 0.5, FORGET_AFTER])
-            | st.floats(0, 3 * 86400),
-        ),
-        st.tuples(st.just("keep"), st.frozensets(st.sampled_from(["0", "1", "2"]))),
-        st.tuples(st.just("reset")),
-    ),
-    max_size=40,
-)
-
-
 @settings(
     max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(rules=st.lists(selections, min_size=3, max_size=3), script=steps)
+@given(rules=rule_lists, script=steps)
 def test_same_answers_as_memory_store(
     shared_redis: RedisServer, rules: list[Selection], script: list[tuple[object, ...]]
 ) -> None:
     async def scenario() -> None:
-        memory, redis = MemoryStore(), RedisStore(shared_redis.url)
+        redis = RedisStore(shared_redis.url)
         try:
-            await redis.reset()
-            now = START
-            for step in script:
-                if step[0] == "decide":
-                    _, rule, key, moved = step
-                    assert isinstance(rule, int) and isinstance(key, str)
-                    assert isinstance(moved, float)
-                    now += moved
-                    question = ask(str(rule), key, now, rules[rule])
-                    assert await redis.decide(question) == memory.decide_now(question), step
-                elif step[0] == "keep":
-                    kept = step[1]
-                    assert isinstance(kept, frozenset)
-                    await memory.keep(kept)
-                    await redis.keep(kept)
-                else:
-                    await memory.reset()
-                    await redis.reset()
-                assert await redis.acted() == await memory.acted()
+            await run(redis, rules, script)
         finally:
             await redis.close()
 

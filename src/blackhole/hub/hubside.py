@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 from blackhole.framing import ChannelError, FrameReader, encode
 from blackhole.hub.apirules import ApiRuleBook
+from blackhole.hub.sharedstore import SharedStore
 from blackhole.hub.wire import (
     AckRules,
     ApiRules,
@@ -42,8 +43,10 @@ from blackhole.rules.store import MemoryStore, StoreUnavailableError
 if TYPE_CHECKING:
     from blackhole.hub.redisstore import RedisStore
 
-# Both keep ``acted_now`` for the synchronous ``GET /rules``.
-HubStore: TypeAlias = "MemoryStore | RedisStore"
+# All keep ``acted_now`` for the synchronous ``GET /rules``.
+HubStore: TypeAlias = "MemoryStore | SharedStore | RedisStore"
+# The stores that decide at once, in this process's memory or in shared memory.
+LOCAL_STORES = (MemoryStore, SharedStore)
 
 log = logging.getLogger("blackhole.hub")
 
@@ -81,7 +84,7 @@ class WorkerLink(asyncio.Protocol):
         for message in messages:
             if isinstance(message, Decide):
                 store = hub.store
-                if isinstance(store, MemoryStore):
+                if isinstance(store, LOCAL_STORES):
                     self.send(Decision(message.id, store.decide_now(message.ask)))
                 else:
                     hub.spawn(self._decide(message))

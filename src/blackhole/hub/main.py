@@ -26,7 +26,8 @@ from blackhole.control.serve import ControlServer, start_on
 from blackhole.errors import EX_OK, EX_SOFTWARE, BlackholeError
 from blackhole.hub.apirules import ApiRuleBook
 from blackhole.hub.backend import HubBackend
-from blackhole.hub.hubside import Hub, HubStore, WorkerLink
+from blackhole.hub.hubside import LOCAL_STORES, Hub, HubStore, WorkerLink
+from blackhole.hub.sharedstore import SharedStore
 from blackhole.hub.spec import FleetState, HubReload, HubSpec, StartHub, StopHub
 from blackhole.observe.logs import setup_logging
 from blackhole.observe.tally import Tally
@@ -57,7 +58,8 @@ class HubRunner:
         self.spec = spec
         self.channel = channel
         self.stop = asyncio.Event()
-        self.hub = Hub(ApiRuleBook(spec.file_rules), spec.record, open_store(spec.config))
+        store = open_store(spec.config, spec.state_fd)
+        self.hub = Hub(ApiRuleBook(spec.file_rules), spec.record, store)
         self.tally = (
             Tally.attach(spec.counters_fd, spec.layout) if spec.counters_fd is not None else None
         )
@@ -75,7 +77,7 @@ class HubRunner:
             control_sock = socket.socket(fileno=self.spec.control_fd)
             self.control = await start_on(self.backend, control_sock, self.spec.token)
         loop.add_reader(self.channel.sock.fileno(), self._on_channel)
-        if not isinstance(self.hub.store, MemoryStore):
+        if not isinstance(self.hub.store, LOCAL_STORES):
             self.hub.store.start()
         self.channel.send(Ready(os.getpid()))
         log.debug("hub serving (pid %d)", os.getpid())
@@ -86,8 +88,10 @@ class HubRunner:
             await self.control.stop()
         if self.tally is not None:
             self.tally.close()
-        if not isinstance(self.hub.store, MemoryStore):
+        if not isinstance(self.hub.store, LOCAL_STORES):
             await self.hub.store.close()
+        elif isinstance(self.hub.store, SharedStore):
+            self.hub.store.close()
         return EX_OK
 
     def _on_channel(self) -> None:
@@ -113,14 +117,23 @@ class HubRunner:
             log.warning("state_url changed: the new one is used after a restart")
         self.hub.book.file_rules = message.file_rules
         self.backend.file_rules(_file_rules(message.config))
+        store = self.hub.store
+        if isinstance(store, SharedStore):
+            # Rules whose name or definition changed start over (RULES.md);
+            # their rule slots go back to the region's fixed table.
+            rules = (*self.hub.book.rules, *_file_rules(message.config))
+            self.hub.spawn(store.keep(frozenset(rule.fingerprint for rule in rules)))
         self.hub.spawn(self.hub.push())  # the workers learn the new rule slots
         if self.control is not None:
             self.control.set_token(message.token)
 
 
-def open_store(config: Config) -> HubStore:
-    """The shared rule state: in Redis with ``state_url``, else in this process."""
+def open_store(config: Config, state_fd: int | None = None) -> HubStore:
+    """The shared rule state: in Redis with ``state_url``, else in the supervisor's
+    region (``state_fd``), else (a hub started on its own, in tests) in this process."""
     if config.state_url is None:
+        if state_fd is not None:
+            return SharedStore.attach(state_fd, keeper=True)
         return MemoryStore()
     # Here, not at the top: redis-py is an optional extra, and the supervisor
     # imports this module.

@@ -36,6 +36,9 @@ class HubSpec:
     # When the server started (time.time()): /stats ``uptime`` counts from it,
     # so a restarted hub does not start it over.
     started: float | None = None
+    # The rule state region (``hub.sharedstore``) the workers decide in; None
+    # with ``state_url`` (the hub's store is then Redis).
+    state_fd: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

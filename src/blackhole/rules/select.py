@@ -8,6 +8,7 @@ same traffic against the same rules and seed gets the same decisions.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 
@@ -64,9 +65,12 @@ def drawn(selection: Selection, *, rule: str, key: str, count: int, seed: int) -
     return selection.probability is None or unit(seed, rule, key, count) < selection.probability
 
 
+@functools.lru_cache(maxsize=4096)
 def _network(client: str | None) -> str:
     # Greylisting by /24 (IPv4) or /64 (IPv6): a sender's retries often come
-    # from another address of the same pool.
+    # from another address of the same pool. Cached: parsing an address costs
+    # more than the rest of a greylist decision, and a sender's traffic comes
+    # from a few addresses.
     if client is None:
         return ""
     try:

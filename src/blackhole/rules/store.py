@@ -25,9 +25,14 @@ from blackhole.rules.select import FORGET_AFTER, choose
 SWEEP_EVERY = 60.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ask:
-    """One match of a stateful rule, with all the store needs to decide."""
+    """One match of a stateful rule, with all the store needs to decide.
+
+    Not frozen, though never changed once made (as ``rules.match.Facts``): a
+    frozen dataclass pays an ``object.__setattr__`` per field, and one is
+    made at every stateful decision.
+    """
 
     rule_id: str  # the rule's fingerprint: state survives a reload only if unchanged
     rule: str  # the rule's name, which chance is keyed by
@@ -51,8 +56,8 @@ class Ask:
         return cls(selection=Selection(**sel), **fields)
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+@dataclass(slots=True)
+class Answer:  # not frozen either: one is made at every stateful decision
     act: bool
     count: int  # this match's number for its key, from 1
 
@@ -62,6 +67,37 @@ class Answer:
     @classmethod
     def from_wire(cls, wire: Mapping[str, Any]) -> Answer:
         return cls(act=bool(wire["act"]), count=int(wire["count"]))
+
+
+def advance(
+    ask: Ask, count: int, first_seen: float, last_seen: float, acted: int
+) -> tuple[int, float, bool]:
+    """One match of ``ask.key``: its new count and first-seen time, and whether it acts.
+
+    ``count``, ``first_seen`` and ``last_seen`` are the key's entry (count 0:
+    none yet), ``acted`` how often the rule acted in all. The one place every
+    store (in memory, in shared memory) applies RULES.md "Selection": a key
+    unseen for two days starts over, ``times`` spends the rule, ``choose``
+    does the rest. The caller stores the entry (last seen: ``ask.now``) and,
+    when it acts, counts the action.
+    """
+    if count == 0 or ask.now - last_seen >= FORGET_AFTER:
+        count, first_seen = 0, ask.now
+    count += 1
+    times = ask.selection.times
+    if times is not None and acted >= times:
+        return count, first_seen, False
+    act = choose(
+        ask.selection,
+        rule=ask.rule,
+        key=ask.key,
+        count=count,
+        first_seen=first_seen,
+        now=ask.now,
+        elapsed=ask.elapsed,
+        seed=ask.seed,
+    )
+    return count, first_seen, act
 
 
 @dataclass(slots=True)
@@ -84,6 +120,10 @@ class StoreUnavailableError(BlackholeError):
 
 class Store(abc.ABC):
     """The interface every state store implements."""
+
+    # True when ``decide`` never suspends (it answers in the call, in this
+    # process or in shared memory): the adapter then decides without a task.
+    synchronous = False
 
     def trouble(self) -> str | None:
         """Why the store cannot decide now, for ``/healthz``; None while it can."""
@@ -110,6 +150,7 @@ class MemoryStore(Store):
     """State in this process: for one worker, or hosted by the supervisor for all."""
 
     __slots__ = ("_last_sweep", "_rules")
+    synchronous = True
 
     def __init__(self) -> None:
         self._rules: dict[str, _RuleState] = {}
@@ -126,23 +167,12 @@ class MemoryStore(Store):
         if state is None:
             state = self._rules[ask.rule_id] = _RuleState()
         entry = state.entries.get(ask.key)
-        if entry is None or ask.now - entry.last_seen >= FORGET_AFTER:
+        if entry is None:
             entry = state.entries[ask.key] = _Entry(0, ask.now, ask.now)
-        entry.count += 1
-        entry.last_seen = ask.now
-        times = ask.selection.times
-        if times is not None and state.acted >= times:
-            return Answer(act=False, count=entry.count)
-        act = choose(
-            ask.selection,
-            rule=ask.rule,
-            key=ask.key,
-            count=entry.count,
-            first_seen=entry.first_seen,
-            now=ask.now,
-            elapsed=ask.elapsed,
-            seed=ask.seed,
+        entry.count, entry.first_seen, act = advance(
+            ask, entry.count, entry.first_seen, entry.last_seen, state.acted
         )
+        entry.last_seen = ask.now
         if act:
             state.acted += 1
         return Answer(act=act, count=entry.count)

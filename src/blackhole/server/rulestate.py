@@ -1,9 +1,10 @@
 """A worker's rules: the file rules of its config, and the store they count in.
 
-``new_store`` is the one seam where the state store is chosen: an in-process
-``MemoryStore`` today (exact for ``workers = 1``). A store shared by every
-worker plugs in here; any exception it raises is answered ``451 4.3.0`` for
-that one event (``server.steering``), never a crashed session.
+``new_store`` is the store of a worker started on its own: an in-process
+``MemoryStore`` (exact for one worker). Under the supervisor, the worker is
+given the store shared by every worker (``hub.sharedstore``, or Redis through
+the hub); a store's outage is answered ``451 4.3.0`` for that one event
+(``server.steering``), never a crashed session.
 """
 
 from __future__ import annotations
@@ -114,5 +115,10 @@ class WorkerRules:
         return any(r.matchers.header is not None for r in self.ruleset.rules)
 
     def stateful(self, stage: Stage) -> bool:
-        """Whether deciding at ``stage`` may have to wait for the store."""
-        return stage in self.ruleset.stateful_stages
+        """Whether deciding at ``stage`` may have to wait for the store.
+
+        A store that answers at once (in this process or in shared memory:
+        ``Store.synchronous``) never waits: the rules then decide in the
+        callback, without a task, as rules without state do."""
+        ruleset = self.ruleset
+        return stage in ruleset.stateful_stages and not ruleset.store.synchronous

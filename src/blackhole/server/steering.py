@@ -4,9 +4,11 @@
 conventions, and calls it when the core reports a stage and when a message
 ends. Order (RULES.md): rules first, then address conventions, then the mode.
 
-Rules without state decide in the same callback: the engine's coroutine is
-run to its end at once, without a task (it never waits). Rules that count in
-the store may wait for it: a task decides, and the core holds the session's
+Rules without state, and rules counting in a store that answers at once
+(shared memory), decide in the same callback: the engine's coroutine is run
+to its end at once, without a task (it never waits). Rules that count in a
+store across processes (Redis, through the hub) may wait for it: a task
+decides, and the core holds the session's
 input until the verdict is applied. A store that fails answers ``451 4.3.0``
 for that event; the session carries on.
 """
@@ -145,9 +147,9 @@ class Steering:
             task = self.session.loop.create_task(self.evaluate(stage, facts))
             task.add_done_callback(lambda t: self._decided(core, stage, t, done))
             return True
-        verdict = run_now(rules.ruleset.evaluate(stage, facts, time.time()))
-        if verdict is None and rules.conventions:
-            verdict = address_verdict(rules.conventions, stage, facts)
+        # Rules without state, or a store that answers at once (shared
+        # memory): no task, and a failing store still answers 451 4.3.0.
+        verdict = run_now(self.evaluate(stage, facts))
         return self._act(core, stage, verdict, done, later=False)
 
     async def evaluate(self, stage: Stage, facts: Facts) -> Verdict | None:

@@ -84,6 +84,7 @@ class Fleet:
         self.bound: Bound = []
         self.method = SPAWN
         self.hub_path: str | None = None  # the hub's socket, passed to every worker
+        self.state_fd: int | None = None  # the rule state region, passed to every worker
         # When the server started: every worker's rule windows count from it.
         self.started = time.time()
         self.next_ping = 0.0
@@ -127,6 +128,7 @@ class Fleet:
             hub=self.hub_path,
             counters=counters,
             started=self.started,
+            state_fd=self.state_fd,
         )
         sockets = [sock for _listener, sock in self.bound]
         close_in_child = [fd for process in self.slots.processes() for fd in process.fds()]

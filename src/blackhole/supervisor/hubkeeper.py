@@ -11,8 +11,9 @@ interpreter) and watched through the same sentinel and channel:
 - ``start`` launches the hub with both sockets and waits until it serves,
   before the first worker starts;
 - a hub that dies is restarted (at once, then with back-off) on the same
-  sockets: workers reconnect by themselves. Its state is lost: API rules,
-  shared rule counts, greylist entries, recorded messages;
+  sockets: workers reconnect by themselves. API rules and recorded messages
+  are lost; rule counts, greylist entries and spent rules are not (they live
+  in the supervisor's shared region, ``hub.sharedstore``, or in Redis);
 - ``stop`` ends it once the workers are gone (they ask it for decisions
   while they drain).
 """
@@ -39,6 +40,7 @@ from blackhole.config.model import Config
 from blackhole.errors import EX_SOFTWARE, BlackholeError, ConfigError, PermissionDenied, Unavailable
 from blackhole.hub.spec import FleetState, HubReload, HubSpec, StartHub, StopHub
 from blackhole.observe.layout import Layout
+from blackhole.rules.model import Rule
 from blackhole.supervisor.backoff import Backoff
 from blackhole.supervisor.messages import Failed, Ready
 from blackhole.supervisor.process import FORK, WorkerProcess, describe_exit
@@ -74,6 +76,12 @@ def load_token(config: Config) -> str | None:
     if not token or any(c.isspace() for c in token):
         raise ConfigError(f"control_token_file {path!r} must hold one token, without spaces")
     return token
+
+
+def file_rules(config: Config) -> tuple[Rule, ...]:
+    """The rules file's rules: the hub lists them in ``GET /rules`` (with ``spent``)
+    and refuses an API rule that takes one of their names."""
+    return config.rules.rules if config.rules is not None else ()
 
 
 def bind_control(address: tuple[str, int]) -> socket.socket:
@@ -146,10 +154,13 @@ class HubKeeper:
         token: str | None,
         layout: Layout,
         counters_fd: int | None = None,
+        *,
         started: float | None = None,
+        state_fd: int | None = None,
     ) -> None:
         """``counters_fd``: the counters region (``observe.tally``) the API's figures
-        come from, passed to the hub as a worker's slot is passed to it."""
+        come from, passed to the hub as a worker's slot is passed to it;
+        ``state_fd`` the rule state region (``hub.sharedstore``)."""
         assert self.store is not None
         control_fd = None if self.control is None else self.control.fileno()
         self.spec = HubSpec(
@@ -159,8 +170,10 @@ class HubKeeper:
             control_fd,
             layout,
             counters_fd=counters_fd,
+            file_rules=file_rules(config),
             record=config.record,
             started=started,
+            state_fd=state_fd,
         )
         # Until the supervisor says otherwise, every worker is still missing.
         self.fleet = FleetState(config.workers, ())
@@ -174,7 +187,8 @@ class HubKeeper:
         if self._first_start < 0:
             self._first_start = self.started_at
         spec = self.spec
-        keep = [fd for fd in (spec.store_fd, spec.control_fd, spec.counters_fd) if fd is not None]
+        fds = (spec.store_fd, spec.control_fd, spec.counters_fd, spec.state_fd)
+        keep = [fd for fd in fds if fd is not None]
         if self.method == FORK:
             # The supervisor's descriptors, less the two the hub serves on.
             close = [fd for fd in close_in_child if fd not in keep]
@@ -250,7 +264,7 @@ class HubKeeper:
         delay = self.backoff.delay(uptime)
         self.start_at = self.clock() + delay
         log.warning(
-            "the hub (pid %d) %s; restarting it%s: API rules and shared rule state start empty",
+            "the hub (pid %d) %s; restarting it%s: API rules and recorded messages start empty",
             process.pid,
             describe_exit(code),
             "" if delay == 0 else f" in {delay:g}s",
@@ -272,7 +286,7 @@ class HubKeeper:
         if self.spec is not None:
             self.spec = replace(self.spec, config=config, token=token)
         if self.process is not None:
-            self.process.send(HubReload(config, token))
+            self.process.send(HubReload(config, token, file_rules(config)))
 
     # --- stopping ---------------------------------------------------------------------
 

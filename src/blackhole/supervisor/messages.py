@@ -69,6 +69,9 @@ class WorkerSpec:
     hub: str | None = None
     started: float | None = None
     counters: CounterSlot | None = None
+    # The rule state region (``hub.sharedstore``), inherited like the
+    # counters' (None: decisions go to the hub, whose store is Redis).
+    state_fd: int | None = None
 
 
 # --- supervisor -> worker ---------------------------------------------------------

@@ -129,8 +129,9 @@ class WorkerProcess:
 
 
 def inherited(spec: WorkerSpec) -> tuple[int, ...]:
-    """Descriptors besides the sockets a spawned worker keeps: the counters region."""
-    return () if spec.counters is None else (spec.counters.fd,)
+    """Descriptors besides the sockets a spawned worker keeps: the shared regions."""
+    counters = () if spec.counters is None else (spec.counters.fd,)
+    return counters if spec.state_fd is None else (*counters, spec.state_fd)
 
 
 def spawn_worker(spec: WorkerSpec, sockets: Sequence[socket.socket]) -> WorkerProcess:

@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 from blackhole.config.model import Config
 from blackhole.errors import EX_OK
+from blackhole.hub.sharedstore import SharedStore
 from blackhole.net import host_port
 from blackhole.server.app import startup_line
 from blackhole.server.mailname import resolve_mailname
@@ -92,6 +93,8 @@ class Supervisor:
         self.console: Console | None = None
         # The test process that started us, if any (lifeline.py).
         self.lifeline = take_lifeline(os.environ)
+        # The rule state every worker decides in (None with state_url: Redis).
+        self.state: SharedStore | None = None
 
     # --- the whole life ---------------------------------------------------------------
 
@@ -112,6 +115,8 @@ class Supervisor:
                 self.pidfile.release()
             if self.counting is not None:
                 self.counting.close()
+            if self.state is not None:
+                self.state.close()
             self.signals.restore()
 
     def _start_up(self) -> None:
@@ -152,6 +157,10 @@ class Supervisor:
         names = listener_labels(self.fleet.bound)
         self.counting = self.fleet.counting = Counting(names, config.workers)
         self.console = Console(self.counting.tally, config.stats_interval, self.clock)
+        if config.state_url is None:
+            # Made once for the server's life: a changed state_url needs a restart.
+            self.state = SharedStore.create()
+            self.fleet.state_fd = self.state.fd
         self._start_hub(config, token)
         for number in range(1, config.workers + 1):
             self.fleet.add(number)
@@ -162,7 +171,12 @@ class Supervisor:
         counting = self.counting
         assert counting is not None  # made first: the hub serves its figures
         self.hub.configure(
-            config, token, counting.tally.layout, counting.tally.fd, started=self.fleet.started
+            config,
+            token,
+            counting.tally.layout,
+            counting.tally.fd,
+            started=self.fleet.started,
+            state_fd=self.fleet.state_fd,
         )
         self.hub.start_and_wait(self._own_fds())
         self.fleet.hub_path = self.hub.path

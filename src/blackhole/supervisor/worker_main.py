@@ -27,7 +27,9 @@ from types import FrameType
 
 from blackhole.errors import EX_OK, EX_SOFTWARE, BlackholeError
 from blackhole.hub.client import HubClient
+from blackhole.hub.sharedstore import SharedStore
 from blackhole.observe.logs import setup_logging
+from blackhole.rules.store import Store
 from blackhole.server import heap
 from blackhole.server.app import ListenerTLS, Worker, new_event_loop
 from blackhole.server.observing import Observation, listener_labels
@@ -158,9 +160,18 @@ class Runner:
         self.stop = asyncio.Event()
         self.retire = asyncio.Event()
         self.worker: Worker | None = None
-        # The hub's rule state and API rules; the rules engine takes
-        # ``hub.store`` as its Store and ``hub.on_api_rules`` as its feed.
+        # The hub's API rules; the rules engine takes ``hub.on_api_rules`` as
+        # its feed, and ``store`` as its Store.
         self.hub = HubClient(spec.hub, spec.number) if spec.hub is not None else None
+        self.store = self._store()
+
+    def _store(self) -> Store | None:
+        """Where this worker's rules count (RULES.md "Determinism": shared by all)."""
+        if self.spec.state_fd is not None:
+            # In the supervisor's region: decided here, at once, no round trip.
+            return SharedStore.attach(self.spec.state_fd, keeper=False)
+        # In Redis, through the hub; without either, each worker keeps its own.
+        return self.hub.store if self.hub is not None else None
 
     async def run(
         self, ssl_context: ssl.SSLContext | None, listener_tls: ListenerTLS, early: EarlyStop
@@ -177,9 +188,7 @@ class Runner:
                 settings.mailname,
                 ssl_context,
                 worker_id=self.number,
-                # Rule state shared by every worker lives in the hub (RULES.md
-                # "Determinism"); without one, each worker keeps its own.
-                store=hub.store if hub is not None else None,
+                store=self.store,
                 started=self.spec.started,
                 observation=self.observation(),
                 listener_tls=listener_tls,
