@@ -41,6 +41,7 @@ from blackhole.observe.layout import (
 from blackhole.observe.meter import SessionMeter, verb_slots
 from blackhole.observe.record import with_headers
 from blackhole.observe.tally import attach_counters
+from blackhole.observe.uncounted import UncountedMeter, counting_disabled
 
 if TYPE_CHECKING:
     from blackhole.protocol.core import SMTPConnection
@@ -86,11 +87,13 @@ class Observation:
         event_log: EventLog | None = None,
         record: int = 0,
         worker: int = 0,
+        counting: bool = True,
     ) -> None:
         self.counters = counters
         self.event_log = event_log
         self.record = record
         self.worker = worker
+        self.counting = counting  # False only for the benchmark (observe.uncounted)
         self.record_sink: RecordSink = _ignore_record
         self.verb_slots = verb_slots(counters.layout)  # shared by every session's meter
         self.rule_slots: dict[str, int] = {}  # rule name -> counter slot, from the hub
@@ -120,7 +123,7 @@ class Observation:
             fd, slot, names = region
             counters = attach_counters(fd, Layout(names), slot)
         log = EventLog(event_log) if event_log is not None else None
-        return cls(counters, log, record, worker)
+        return cls(counters, log, record, worker, counting=not counting_disabled())
 
     def reopen(self) -> None:
         """SIGHUP: open the event log's path again (logrotate moved it)."""
@@ -162,8 +165,11 @@ class SessionObservation:
         self.listener = listener
         self.session_id = session_id
         self.client = ""  # the peer's address, once connected
-        self.meter = SessionMeter(
-            observation.counters, observation.listener_index(listener), observation.verb_slots
+        listener_index = observation.listener_index(listener)
+        self.meter: SessionMeter | UncountedMeter = (
+            SessionMeter(observation.counters, listener_index, observation.verb_slots)
+            if observation.counting
+            else UncountedMeter(listener_index)
         )
         self.meter.on_auth = self._auth_done
         self.rule: str | None = None  # the last rule that acted, for the message's line
