@@ -23,8 +23,7 @@ from tests.serverproc import ServerProcess
 
 TOKEN = "bench-switch-token"
 CONFIG = (
-    "listen = 127.0.0.1:0\nworkers = 1\n"
-    f"control_listen = 127.0.0.1:0\ncontrol_token = {TOKEN}\n"
+    f"listen = 127.0.0.1:0\nworkers = 1\ncontrol_listen = 127.0.0.1:0\ncontrol_token = {TOKEN}\n"
 )
 
 
@@ -63,9 +62,7 @@ def test_counting_is_on_by_default(server_factory: Factory, tmp_path: Path) -> N
 
 
 @pytest.mark.parametrize("value", ["1", "yes"])
-def test_the_switch_turns_counting_off(
-    server_factory: Factory, tmp_path: Path, value: str
-) -> None:
+def test_the_switch_turns_counting_off(server_factory: Factory, tmp_path: Path, value: str) -> None:
     figures = served(server_factory, tmp_path, {NO_COUNTING_ENV: value})
     assert figures["messages"]["accepted"] == 0
     assert figures["replies"] == {} or not any(figures["replies"].values())
