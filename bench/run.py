@@ -10,7 +10,7 @@ idle session. The classic Blackhole 2.1.19 (PyPI) runs from a private venv the s
 builds once. See bench/README.md for the meaning of every column.
 
     python bench/run.py --quick            # smoke run, under a minute
-    python bench/run.py                    # full run, about 11 minutes
+    python bench/run.py                    # full run with the feature variants, ~15 minutes
     python bench/run.py --only 1k-reuse,tls --servers smtp-sink,blackhole-1w --repeat 5
 """
 
@@ -38,6 +38,7 @@ from servers import (
     make_server,
     running,
 )
+from variants import FEATURE_SERVERS, parse_variant
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -55,8 +56,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--servers",
-        default=",".join(ALL_SERVERS),
-        help=f"comma list (default {','.join(ALL_SERVERS)}; blackhole-Nw for N workers)",
+        help=f"comma list (default {','.join(ALL_SERVERS)}; blackhole-Nw for N workers, "
+        "blackhole-Nw[-nocount][+FEATURE...] for variants)",
+    )
+    parser.add_argument(
+        "--features",
+        action=argparse.BooleanOptionalAction,
+        help="add Blackhole's feature variants in the scenarios they are judged in "
+        "(default: on unless --servers is given)",
     )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply message counts")
     parser.add_argument("--tls-seconds", type=int, help="s_time duration (default 5, quick 2)")
@@ -92,7 +99,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.only = {x for item in args.only for x in item.split(",") if x}
     if args.only - known:
         parser.error(f"unknown --only {sorted(args.only - known)}; known: {sorted(known)}")
-    args.servers = [x for x in args.servers.split(",") if x]
+    if args.features is None:
+        args.features = args.servers is None
+    args.servers = [x for x in (args.servers or ",".join(ALL_SERVERS)).split(",") if x]
+    for name in args.servers:
+        if name.startswith("blackhole"):
+            parse_variant(name)  # a bad name stops here, before anything starts
+    # Servers named by --servers take part in everything selected; those only
+    # --features adds, in the scenarios they are compared in.
+    args.phases = {}
+    if args.features:
+        for name, phases in FEATURE_SERVERS.items():
+            if name not in args.servers:
+                args.servers.append(name)
+                args.phases[name] = frozenset(phases)
     if min(args.repeat, args.scale, args.idle_sessions, args.tls_clients, args.classic_scale) <= 0:
         parser.error(
             "--repeat, --scale, --idle-sessions, --tls-clients and --classic-scale must be positive"
@@ -134,7 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             cert, key = make_cert(workdir)
 
             def build() -> list[Server]:
-                return [make_server(n, workdir, cert, key, options) for n in options.servers]
+                servers = [make_server(n, workdir, cert, key, options) for n in options.servers]
+                for server in servers:
+                    server.phases = options.phases.get(server.name)
+                return servers
 
             if scenarios or wanted("tls"):
                 print(f"Throughput phase: {', '.join(options.servers)}", flush=True)
