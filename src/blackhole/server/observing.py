@@ -38,6 +38,7 @@ from blackhole.observe.layout import (
     Layout,
     mechanism_index,
 )
+from blackhole.observe.messageline import MessageLines
 from blackhole.observe.meter import SessionMeter, verb_slots
 from blackhole.observe.record import with_headers
 from blackhole.observe.tally import attach_counters
@@ -149,6 +150,7 @@ class SessionObservation:
         "core",
         "end",
         "event",
+        "lines",
         "listener",
         "messages",
         "meter",
@@ -181,6 +183,11 @@ class SessionObservation:
         self.event: MessageReceived | None = None
         if observation.event_log is not None or observation.record:
             self.meter.on_message = self._message_done
+        self.lines = (
+            MessageLines(session_id, observation.worker, listener)
+            if observation.event_log is not None
+            else None
+        )
         self.core: SMTPConnection | None = None
 
     def handshake_started(self) -> None:
@@ -224,28 +231,32 @@ class SessionObservation:
         core = self.core
         code, enhanced, text = _parse_reply(reply)
         queue_id = _QUEUE_ID.search(reply) if reply else None
-        record = message_record(
-            time=time.time(),
-            queue_id=queue_id.group(1).decode() if queue_id else None,
-            session=self.session_id,
-            worker=self.observation.worker,
-            listener=self.listener,
-            client=self.client,
-            helo=core.helo if core is not None else None,
-            tls=self.tls,
-            auth_user=core.auth_user if core is not None else None,
-            sender=event.sender if event is not None else _sender(core),
-            recipients=event.recipients if event is not None else _recipients(core),
-            size=size,
-            reply=(code, enhanced, text),
-            rule=rule,
-            seconds=time.perf_counter() - self.meter.started,
-        )
-        record["outcome"] = OUTCOMES[outcome]
+        fields: dict[str, Any] = {
+            "time": time.time(),
+            "queue_id": queue_id.group(1).decode() if queue_id else None,
+            "client": self.client,
+            "helo": core.helo if core is not None else None,
+            "tls": self.tls,
+            "auth_user": core.auth_user if core is not None else None,
+            "sender": event.sender if event is not None else _sender(core),
+            "recipients": event.recipients if event is not None else _recipients(core),
+            "size": size,
+            "reply": (code, enhanced, text),
+            "rule": rule,
+            "seconds": time.perf_counter() - self.meter.started,
+        }
         observation = self.observation
-        if observation.event_log is not None:
-            observation.event_log.write(record)
+        if self.lines is not None and observation.event_log is not None:
+            # The line of the record below, made without building it (messageline).
+            observation.event_log.write_line(self.lines.line(**fields, outcome=OUTCOMES[outcome]))
         if observation.record:
+            record = message_record(
+                session=self.session_id,
+                worker=observation.worker,
+                listener=self.listener,
+                **fields,
+            )
+            record["outcome"] = OUTCOMES[outcome]
             headers = event.headers if event is not None and event.headers else []
             observation.record_sink(with_headers(record, headers))
 
