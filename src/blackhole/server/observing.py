@@ -102,6 +102,13 @@ class Observation:
     def set_rule_slots(self, slots: dict[str, int]) -> None:
         self.rule_slots = slots
 
+    def rule_matched(self, rule: str) -> None:
+        """A rule's matchers held (RULES.md: counted whether or not it acts): its
+        hits, under the slot the hub gave it, for /stats and GET /rules."""
+        slot = self.rule_slots.get(rule)
+        if slot is not None:
+            self.counters.rule_hit(slot)
+
     @classmethod
     def private(cls, names: Sequence[str]) -> Observation:
         return cls(Counters.private(Layout(names or ["-"])))

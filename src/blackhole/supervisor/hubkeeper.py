@@ -37,7 +37,7 @@ from pathlib import Path
 
 from blackhole.config.model import Config
 from blackhole.errors import EX_SOFTWARE, BlackholeError, ConfigError, PermissionDenied, Unavailable
-from blackhole.hub.spec import FleetState, HubReload, HubSpec, StartHub, StopHub
+from blackhole.hub.spec import FleetState, HubReload, HubSpec, StartHub, StopHub, file_rules_of
 from blackhole.observe.layout import Layout
 from blackhole.supervisor.backoff import Backoff
 from blackhole.supervisor.messages import Failed, Ready
@@ -159,6 +159,7 @@ class HubKeeper:
             control_fd,
             layout,
             counters_fd=counters_fd,
+            file_rules=file_rules_of(config),
             record=config.record,
             started=started,
         )
@@ -269,10 +270,11 @@ class HubKeeper:
         except ConfigError as exc:
             log.error("reload: %s; the control API keeps the previous token", exc)
             token = self.spec.token if self.spec is not None else None
+        rules = file_rules_of(config)
         if self.spec is not None:
-            self.spec = replace(self.spec, config=config, token=token)
+            self.spec = replace(self.spec, config=config, token=token, file_rules=rules)
         if self.process is not None:
-            self.process.send(HubReload(config, token))
+            self.process.send(HubReload(config, token, rules))
 
     # --- stopping ---------------------------------------------------------------------
 
