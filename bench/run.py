@@ -160,8 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return servers
 
             if scenarios or wanted("tls"):
-                print(f"Throughput phase: {', '.join(options.servers)}", flush=True)
-                with running(build(), results.status) as servers:
+                phases = {s.name for s in scenarios} | ({"tls"} if wanted("tls") else set())
+                # A variant with nothing selected to take part in is not started.
+                loaded = [s for s in build() if any(s.takes_part(p) for p in phases)]
+                print(f"Throughput phase: {', '.join(s.name for s in loaded)}", flush=True)
+                with running(loaded, results.status) as servers:
                     throughput_phase(servers, scenarios, options, results, wanted("tls"))
             if wanted("idle"):
                 print(f"Idle phase: {options.idle_sessions:,} sessions per server", flush=True)
