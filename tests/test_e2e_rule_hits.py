@@ -11,11 +11,13 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import signal
 import smtplib
 from pathlib import Path
 from typing import Any
 
 from tests.e2e import Factory, config_file
+from tests.proctools import wait_until
 from tests.serverproc import ServerProcess
 
 TOKEN = "hits-token"
@@ -108,3 +110,23 @@ def test_file_rules_are_listed_and_their_names_taken(
     assert call(srv, "/rules", "POST", clash)[0] == 409
     _status, listed = call(srv, "/rules")
     assert [rule["name"] for rule in listed] == ["full", "every-other", "never"]
+
+
+def test_a_reloaded_rules_file_is_what_get_rules_lists(
+    server_factory: Factory, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES)
+    config = (
+        f"listen = 127.0.0.1:0\nrules = {rules}\n"
+        f"control_listen = 127.0.0.1:0\ncontrol_token = {TOKEN}\n"
+    )
+    srv = server_factory(config_file(tmp_path, config))
+    rules.write_text('[[rule]]\nname = "fresh"\nat = "mail"\nreply = "451 4.3.0 Later"\n')
+    srv.proc.send_signal(signal.SIGHUP)
+    srv.wait_for(r"configuration reloaded \(generation 2\)")
+    # The hub applies the reload on its own channel: poll until it has.
+    wait_until(lambda: [r["name"] for r in call(srv, "/rules")[1]] == ["fresh"], what="reload")
+    clash = {"name": "fresh", "at": "rcpt", "reply": "451 4.3.0 Not now"}
+    assert call(srv, "/rules", "POST", clash)[0] == 409
+    assert call(srv, "/rules", "POST", {**clash, "name": "full"})[0] == 201
