@@ -236,33 +236,32 @@ class SessionObservation:
         # A rule that acts after this message belongs to the next one.
         rule, self.rule = self.rule, None
         core = self.core
-        code, enhanced, text = _parse_reply(reply)
-        queue_id = _QUEUE_ID.search(reply) if reply else None
-        fields: dict[str, Any] = {
-            "time": time.time(),
-            "queue_id": queue_id.group(1).decode() if queue_id else None,
-            "client": self.client,
-            "helo": core.helo if core is not None else None,
-            "tls": self.tls,
-            "auth_user": core.auth_user if core is not None else None,
-            "sender": event.sender if event is not None else _sender(core),
-            "recipients": event.recipients if event is not None else _recipients(core),
-            "size": size,
-            "reply": (code, enhanced, text),
-            "rule": rule,
-            "seconds": time.perf_counter() - self.meter.started,
-        }
+        reply_fields = _parse_reply(reply)
+        found = _QUEUE_ID.search(reply) if reply else None
+        now = time.time()
+        queue_id = found.group(1).decode() if found else None
+        helo = core.helo if core is not None else None
+        auth_user = core.auth_user if core is not None else None
+        sender = event.sender if event is not None else _sender(core)
+        recipients = event.recipients if event is not None else _recipients(core)
+        seconds = time.perf_counter() - self.meter.started
         observation = self.observation
         if self.lines is not None and observation.event_log is not None:
-            # The line of the record below, made without building it (messageline).
-            observation.event_log.write_line(self.lines.line(**fields, outcome=OUTCOMES[outcome]))
+            # The line of the record below, made without building it (messageline);
+            # keywords, not a dict of them: this runs for every message.
+            line = self.lines.line(
+                time=now, queue_id=queue_id, client=self.client, helo=helo, tls=self.tls,
+                auth_user=auth_user, sender=sender, recipients=recipients, size=size,
+                reply=reply_fields, rule=rule, seconds=seconds, outcome=OUTCOMES[outcome],
+            )  # fmt: skip
+            observation.event_log.write_line(line)
         if observation.record:
             record = message_record(
-                session=self.session_id,
-                worker=observation.worker,
-                listener=self.listener,
-                **fields,
-            )
+                time=now, queue_id=queue_id, session=self.session_id, worker=observation.worker,
+                listener=self.listener, client=self.client, helo=helo, tls=self.tls,
+                auth_user=auth_user, sender=sender, recipients=recipients, size=size,
+                reply=reply_fields, rule=rule, seconds=seconds,
+            )  # fmt: skip
             record["outcome"] = OUTCOMES[outcome]
             headers = event.headers if event is not None and event.headers else []
             observation.record_sink(with_headers(record, headers))
