@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from procstats import Meter, listen_drops
 from scenarios import SCENARIOS, Scenario
+from scraper import Scraper
 from servers import HOST, Server, find_tool
 
 
@@ -28,6 +29,10 @@ class LoadRun:
     generator_cpu_pct: float = 0.0
     other_cpu_pct: float = 0.0  # the rest of the machine: noise if well above zero
     listen_drops: int = 0  # SYNs dropped at a full accept queue (whole namespace)
+    # Blackhole only: the server's CPU per message split by process (workers, hub).
+    worker_cpu_us_per_msg: float | None = None
+    hub_cpu_us_per_msg: float | None = None
+    scrapes: int = 0  # GET /metrics answered during the run (scrape variants)
 
 
 def smtp_source_argv(scenario: Scenario, count: int, port: int) -> list[str]:
@@ -65,11 +70,13 @@ def run_load(server: Server, scenario: Scenario, count: int, repetition: int) ->
     meter = Meter(server.pid)
     drops0 = listen_drops()
     try:
-        proc = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+        with Scraper(HOST, server.control_port if server.scrapes else 0) as scraper:
+            proc = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         result.error = f"timed out after {timeout:.0f} s"
         return result
     usage = meter.stop()
+    result.scrapes = scraper.scrapes
     result.listen_drops = listen_drops() - drops0
     result.wall_s = usage.wall_s
     result.server_cpu_s = usage.server_s
@@ -79,10 +86,16 @@ def run_load(server: Server, scenario: Scenario, count: int, repetition: int) ->
         result.error = f"smtp-source exit {proc.returncode}: {' | '.join(stderr[-2:])}"
     elif result.delivered != count:
         result.error = f"only {result.delivered} of {count} messages delivered"
+    elif scraper.failures:
+        result.error = f"{scraper.failures} GET /metrics failed: {scraper.error}"
     result.ok = not result.error
     result.msgs_per_s = result.delivered / result.wall_s if result.wall_s else 0.0
     if result.delivered:
         result.cpu_us_per_msg = result.server_cpu_s / result.delivered * 1e6
+        if server.kind == "blackhole":
+            per_msg = 1e6 / result.delivered
+            result.worker_cpu_us_per_msg = usage.roles.get("worker", 0.0) * per_msg
+            result.hub_cpu_us_per_msg = usage.roles.get("hub", 0.0) * per_msg
     result.server_cpu_pct, result.generator_cpu_pct, result.other_cpu_pct = usage.shares()
     return result
 

@@ -51,19 +51,26 @@ def throughput_phase(
     smtp_servers = [s for s in servers if s.has_smtp]
     if scenarios:
         for server in smtp_servers:
-            warm_up(server)
+            if any(server.takes_part(s.name) for s in scenarios):
+                warm_up(server)
     for rep in range(options.repeat):
         for scenario in scenarios:
             for server in rotated(smtp_servers, rep):
+                if not server.takes_part(scenario.name):
+                    continue
                 count = server.count(scenario, results.counts[scenario.name])
                 run = run_load(server, scenario, count, rep)
                 results.load_runs.append(run)
                 text = f"{run.msgs_per_s:,.0f} msg/s, {run.cpu_us_per_msg:,.1f} µs CPU/msg"
+                if run.hub_cpu_us_per_msg is not None:
+                    text += f" (worker {run.worker_cpu_us_per_msg:,.1f}"
+                    text += f", hub {run.hub_cpu_us_per_msg:,.1f})"
+                text += f", {run.scrapes} scrapes" if run.scrapes else ""
                 text += f", {run.listen_drops:,} listen drops" if run.listen_drops else ""
                 results.note(scenario.name, server.name, rep, run.error, text)
     if not with_tls:
         return
-    tls_servers = [s for s in servers if s.has_tls]
+    tls_servers = [s for s in servers if s.has_tls and s.takes_part("tls")]
     for server in tls_servers:
         results.tls_info[server.name] = tls_parameters(server)
     for rep in range(options.repeat):
@@ -80,7 +87,7 @@ def throughput_phase(
 def idle_phase(servers: list[Server], options: argparse.Namespace, results: Results) -> None:
     """A fresh server each (a used heap would hide growth), one worker, one at a time."""
     for server in servers:
-        if server.workers != 1 or not server.has_smtp:
+        if server.workers != 1 or not server.has_smtp or not server.takes_part("idle"):
             continue
         with running([server], results.status) as alive:
             if not alive:

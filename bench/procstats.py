@@ -83,6 +83,28 @@ def tree_cpu_seconds(root: int) -> float:
     return sum(s.ticks for s in process_tree(root)) / CLK_TCK
 
 
+def role_of(pid: int) -> str:
+    """Which part of Blackhole a process is, from its title (``blackhole: worker 2``
+    -> ``worker``, ``hub``, ``master``); ``other`` for anything else."""
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+    except OSError:
+        return "other"
+    title = argv0.decode(errors="replace").strip()
+    if not title.startswith("blackhole: "):
+        return "other"
+    return title.removeprefix("blackhole: ").split(" ", 1)[0] or "other"
+
+
+def tree_cpu_by_role(root: int) -> dict[str, float]:
+    """``tree_cpu_seconds`` split by ``role_of`` (a reaped worker counts as its parent's)."""
+    roles: dict[str, float] = {}
+    for stat in process_tree(root):
+        role = role_of(stat.pid)
+        roles[role] = roles.get(role, 0.0) + stat.ticks / CLK_TCK
+    return roles
+
+
 def tree_memory_kib(root: int) -> dict[str, int]:
     """RSS, PSS and USS (private pages) of a process tree, from smaps_rollup, in KiB."""
     total = {"rss": 0, "pss": 0, "uss": 0}
@@ -172,6 +194,7 @@ class Usage:
     server_s: float  # the server's process tree
     generator_s: float  # our own reaped children: the load generator
     other_s: float  # the rest of the machine (never below zero): noise
+    roles: dict[str, float]  # the server's CPU seconds by role_of (Blackhole's worker, hub...)
 
     def shares(self) -> tuple[float, float, float]:
         """The server's, the generator's and the rest's CPU in % of one core (100: one busy)."""
@@ -185,6 +208,7 @@ class Meter:
     def __init__(self, root: int) -> None:
         self.root = root
         self.server0 = settle_cpu(root)
+        self.roles0 = tree_cpu_by_role(root)
         self.generator0 = children_cpu_seconds()
         self.busy0 = system_busy_seconds()
         self.t0 = time.perf_counter()
@@ -198,4 +222,8 @@ class Meter:
         busy = system_busy_seconds() - self.busy0
         generator = children_cpu_seconds() - self.generator0
         server = settle_cpu(self.root) - self.server0
-        return Usage(wall, server, generator, max(0.0, busy - generator - server))
+        roles = {
+            role: seconds - self.roles0.get(role, 0.0)
+            for role, seconds in tree_cpu_by_role(self.root).items()
+        }
+        return Usage(wall, server, generator, max(0.0, busy - generator - server), roles)

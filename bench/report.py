@@ -7,6 +7,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from costs import cost_table, process_table
 from latency import latency_report
 from procstats import NOISY_PCT
 from results import Results
@@ -120,6 +121,8 @@ def report(results: Results, scenarios: Sequence[Scenario], options: argparse.Na
                 f"| {fmt(row['srv'])} | {fmt(row['gen'])} | {fmt(row['other'])} "
                 f"| {row['drops']:,} | {row['failed']}/{row['runs']} |"
             )
+    out.extend(cost_table(load, scenarios))
+    out.extend(process_table(load, scenarios))
     if tls:
         s_server_rate = tls.get("s_server", {}).get("rate")
         classic = tls.get("classic-1w", {}).get("rate")

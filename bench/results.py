@@ -82,8 +82,10 @@ class Results:
 
 
 def _plain(value: object) -> object:
-    if isinstance(value, set):
+    if isinstance(value, set | frozenset):
         return sorted(value)
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
     return str(value) if isinstance(value, Path) else value
 
 

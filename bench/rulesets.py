@@ -10,6 +10,9 @@ without rules:
   the workers share (one decision per RCPT). Its period is 0 s, so every recipient has
   been "seen long enough" and passes: smtp-source fails a run on any
   unexpected reply, and the decision costs the same whichever way it goes.
+- ``empty``: a rules file with no rule: the rules machinery in place (a
+  server that could be given rules through the control API or a reload) with
+  nothing to do.
 """
 
 from __future__ import annotations
@@ -37,4 +40,5 @@ def _nomatch(count: int) -> str:
 RULESETS = {
     "nomatch20": _nomatch(20),
     "greylist": '[[rule]]\nname = "greylist-all"\nat = "rcpt"\ngreylist = "0s"\n',
+    "empty": "# no rule: the rules machinery with nothing to do\n",
 }

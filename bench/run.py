@@ -10,7 +10,7 @@ idle session. The classic Blackhole 2.1.19 (PyPI) runs from a private venv the s
 builds once. See bench/README.md for the meaning of every column.
 
     python bench/run.py --quick            # smoke run, under a minute
-    python bench/run.py                    # full run, about 11 minutes
+    python bench/run.py                    # full run with the feature variants, ~15 minutes
     python bench/run.py --only 1k-reuse,tls --servers smtp-sink,blackhole-1w --repeat 5
 """
 
@@ -40,6 +40,7 @@ from servers import (
     running,
 )
 from tlssessions import tls_sessions_phase
+from variants import FEATURE_SERVERS, parse_variant
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -57,8 +58,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--servers",
-        default=",".join(ALL_SERVERS),
-        help=f"comma list (default {','.join(ALL_SERVERS)}; blackhole-Nw for N workers)",
+        help=f"comma list (default {','.join(ALL_SERVERS)}; blackhole-Nw for N workers, "
+        "blackhole-Nw[-nocount][+FEATURE...] for variants)",
+    )
+    parser.add_argument(
+        "--features",
+        action=argparse.BooleanOptionalAction,
+        help="add Blackhole's feature variants in the scenarios they are judged in "
+        "(default: on unless --servers is given)",
     )
     parser.add_argument("--scale", type=float, default=1.0, help="multiply message counts")
     parser.add_argument("--tls-seconds", type=int, help="s_time duration (default 5, quick 2)")
@@ -102,7 +109,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.only = {x for item in args.only for x in item.split(",") if x}
     if args.only - known:
         parser.error(f"unknown --only {sorted(args.only - known)}; known: {sorted(known)}")
-    args.servers = [x for x in args.servers.split(",") if x]
+    if args.features is None:
+        args.features = args.servers is None
+    args.servers = [x for x in (args.servers or ",".join(ALL_SERVERS)).split(",") if x]
+    for name in args.servers:
+        if name.startswith("blackhole"):
+            parse_variant(name)  # a bad name stops here, before anything starts
+    # Servers named by --servers take part in everything selected; those only
+    # --features adds, in the scenarios they are compared in.
+    args.phases = {}
+    if args.features:
+        for name, phases in FEATURE_SERVERS.items():
+            if name not in args.servers:
+                args.servers.append(name)
+                args.phases[name] = frozenset(phases)
     if min(args.repeat, args.scale, args.idle_sessions, args.tls_clients, args.classic_scale) <= 0:
         parser.error(
             "--repeat, --scale, --idle-sessions, --tls-clients and --classic-scale must be positive"
@@ -145,16 +165,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             cert, key = make_cert(workdir)
 
             def build() -> list[Server]:
-                return [make_server(n, workdir, cert, key, options) for n in options.servers]
+                servers = [make_server(n, workdir, cert, key, options) for n in options.servers]
+                for server in servers:
+                    server.phases = options.phases.get(server.name)
+                return servers
 
-            if scenarios or wanted("tls") or wanted("tls-sessions") or wanted("latency"):
-                print(f"Throughput phase: {', '.join(options.servers)}", flush=True)
-                with running(build(), results.status) as servers:
+            extra = [p for p in ("tls", "tls-sessions", "latency") if wanted(p)]
+            if scenarios or extra:
+                phases = {s.name for s in scenarios} | set(extra)
+                # A variant with nothing selected to take part in is not started.
+                loaded = [s for s in build() if any(s.takes_part(p) for p in phases)]
+                print(f"Throughput phase: {', '.join(s.name for s in loaded)}", flush=True)
+                with running(loaded, results.status) as servers:
                     throughput_phase(servers, scenarios, options, results, wanted("tls"))
                     if wanted("tls-sessions"):
-                        tls_sessions_phase(servers, options, results.tls_sessions, results.note)
+                        tls_sessions_phase(
+                            [s for s in servers if s.takes_part("tls-sessions")],
+                            options,
+                            results.tls_sessions,
+                            results.note,
+                        )
                     if wanted("latency"):
-                        latency_phase(servers, options, results.latency, results.note)
+                        latency_phase(
+                            [s for s in servers if s.takes_part("latency")],
+                            options,
+                            results.latency,
+                            results.note,
+                        )
             if wanted("idle"):
                 print(f"Idle phase: {options.idle_sessions:,} sessions per server", flush=True)
                 idle_phase(build(), options, results)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from classic_venv import CLASSIC_VERSION, VenvError, classic_env, classic_python
 from procstats import event_loop_of, group_alive
-from rulesets import RULESETS
 from scenarios import CLASSIC_SLOW, Scenario
+from variants import FEATURES, NO_COUNTING_ENV, Variant, parse_variant
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -103,7 +103,20 @@ class Server:
     tls_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=Path)
-    rules: str | None = None  # a rulesets.RULESETS name (Blackhole only)
+    variant: Variant | None = None  # Blackhole's features (bench/variants.py)
+    # The scenarios and phases ("tls", "idle") it takes part in; None: all selected.
+    phases: frozenset[str] | None = None
+    control_port: int = 0  # the control API's, when a feature wants it
+
+    def takes_part(self, phase: str) -> bool:
+        return self.phases is None or phase in self.phases
+
+    @property
+    def scrapes(self) -> bool:
+        """GET /metrics every second during each load (the ``scrape`` feature)."""
+        return self.variant is not None and any(
+            FEATURES[name].scrape for name in self.variant.features
+        )
 
     @property
     def has_tls(self) -> bool:
@@ -167,10 +180,17 @@ class Server:
             ]  # fmt: skip
             return argv, env
         extra = []
-        if self.rules is not None:
-            path = self.workdir / f"{self.name}.rules.toml"
-            path.write_text(RULESETS[self.rules])
-            extra.append(f"rules = {path}")
+        variant = self.variant or Variant(self.workers, True, ())
+        for name in variant.features:
+            feature = FEATURES[name]
+            extra += feature.config(self.workdir, self.name)
+            env.update(feature.env)
+        if self.control_port:
+            extra.append(f"control_listen = {HOST}:{self.control_port}")
+        if not variant.counting:
+            env[NO_COUNTING_ENV] = "1"  # read by each worker at start
+        else:
+            env.pop(NO_COUNTING_ENV, None)
         conf = self.write_config("Blackhole", *extra)
         if not module_available("blackhole"):
             src = str(REPO_DIR / "src")
@@ -201,6 +221,10 @@ class Server:
     def start(self, timeout: float = 20.0) -> None:
         self.port = free_port() if self.has_smtp else 0
         self.tls_port = free_port() if self.has_tls else 0
+        wants_control = self.variant is not None and any(
+            FEATURES[name].control for name in self.variant.features
+        )
+        self.control_port = free_port() if wants_control else 0
         argv, env = self.command()
         self.log_path = self.workdir / f"{self.name}.log"
         with self.log_path.open("wb") as log:
@@ -300,18 +324,17 @@ def make_server(
 ) -> Server:
     capacity = max(12_000, options.idle_sessions + 1_000)
     extra = {"classic_venv": options.classic_venv, "classic_scale": options.classic_scale}
-    for kind in ("blackhole", "classic"):
-        if name.startswith(kind):
-            # blackhole-2w+greylist: Blackhole with 2 workers and a rules file.
-            variants = "|".join(RULESETS) if kind == "blackhole" else "(?!)"
-            match = re.fullmatch(kind + rf"(?:-(\d+)w)?(?:\+({variants}))?", name)
-            if match is None:
-                hint = f" or {kind}-Nw+RULES ({', '.join(RULESETS)})" if kind == "blackhole" else ""
-                raise SystemExit(f"bad server name {name!r}: use {kind}-Nw{hint}")
-            workers = int(match.group(1) or 1)
-            server = Server(name, kind, workdir, cert, key, workers, capacity, **extra)
-            server.rules = match.group(2)
-            return server
+    if name.startswith("blackhole"):
+        variant = parse_variant(name)  # blackhole-2w+greylist, blackhole-1w-nocount...
+        server = Server(name, "blackhole", workdir, cert, key, variant.workers, capacity, **extra)
+        server.variant = variant
+        return server
+    if name.startswith("classic"):
+        match = re.fullmatch(r"classic(?:-(\d+)w)?", name)
+        if match is None:
+            raise SystemExit(f"bad server name {name!r}: use classic-Nw")
+        workers = int(match.group(1) or 1)
+        return Server(name, "classic", workdir, cert, key, workers, capacity, **extra)
     if name in ("smtp-sink", "aiosmtpd", "s_server"):
         return Server(name, name, workdir, cert, key, 1, capacity, **extra)
     raise SystemExit(f"unknown server {name!r}; known: {', '.join(ALL_SERVERS)}")

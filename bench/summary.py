@@ -16,6 +16,8 @@ LOAD_FIELDS = {
     "srv": "server_cpu_pct",
     "gen": "generator_cpu_pct",
     "other": "other_cpu_pct",
+    "worker": "worker_cpu_us_per_msg",  # Blackhole only (None for the others)
+    "hub": "hub_cpu_us_per_msg",
 }
 TLS_FIELDS = {
     "rate": "per_s",
@@ -27,8 +29,9 @@ TLS_FIELDS = {
 }
 
 
-def median_or_none(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
+def median_or_none(values: Sequence[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return statistics.median(known) if known else None
 
 
 def ratio(value: float | None, reference: float | None) -> float | None:
@@ -71,6 +74,7 @@ def summarize(runs: list[LoadRun]) -> dict[str, dict[str, dict[str, Any]]]:
             server: {
                 **_medians(group, LOAD_FIELDS),
                 "drops": sum(run.listen_drops for run in group),
+                "scrapes": sum(run.scrapes for run in group),
                 "count": group[0].count,
             }
             for server, group in by_server.items()

@@ -44,7 +44,35 @@ TARGETS: tuple[Target, ...] = (
            "", 1.0, False, "classic-1w", "/s"),
     Target("TLS handshakes/s, 2 workers, vs classic Blackhole 2 workers", "blackhole-2w", "tls",
            "", 1.0, False, "classic-2w", "/s"),
-    # The cost of rules (bench/rulesets.py), against the same server without any.
+    # With the features a load test uses (bench/variants.py): counting (always
+    # on) and 20 rules that match nothing, against the C sink.
+    Target("features on: server CPU/msg, 1 KB reused, 1 worker, counting + 20 rules",
+           "blackhole-1w+nomatch20", "cpu", "1k-reuse", 1.5, True, REFERENCE, "µs"),
+    Target("features on: server CPU/msg, 1 KB new connection, 1 worker, counting + 20 rules",
+           "blackhole-1w+nomatch20", "cpu", "1k-new", 1.0, True, REFERENCE, "µs"),
+    Target("features on: server CPU/msg, 100 KB reused, 1 worker, counting + 20 rules",
+           "blackhole-1w+nomatch20", "cpu", "100k-reuse", 0.8, True, REFERENCE, "µs"),
+    # What each feature costs, against the same server without it.
+    Target("counting (always on): server CPU/msg, 1 KB reused, 1 worker",
+           "blackhole-1w", "cpu", "1k-reuse", 1.05, True, "blackhole-1w-nocount", "µs"),
+    Target("counting (always on): server CPU/msg, 1 KB new connection, 1 worker",
+           "blackhole-1w", "cpu", "1k-new", 1.05, True, "blackhole-1w-nocount", "µs"),
+    Target("event log on: server CPU/msg, 1 KB reused, 1 worker",
+           "blackhole-1w+eventlog", "cpu", "1k-reuse", 1.30, True, "blackhole-1w", "µs"),
+    Target("event log on: server CPU/msg, 1 KB new connection, 1 worker",
+           "blackhole-1w+eventlog", "cpu", "1k-new", 1.30, True, "blackhole-1w", "µs"),
+    # "Changes nothing measurable": within 3 %, about the spread of the medians
+    # of a quiet machine. The whole tree: the hub that answers is included.
+    Target("GET /metrics every second: server CPU/msg, 1 KB reused, 1 worker",
+           "blackhole-1w+scrape", "cpu", "1k-reuse", 1.03, True, "blackhole-1w", "µs"),
+    # No rules: a server whose rules machinery is in place with no rule in it
+    # (an empty rules file) pays what one without rules pays.
+    Target("no rules: server CPU/msg, 1 KB reused, 1 worker, an empty rules file",
+           "blackhole-1w+empty", "cpu", "1k-reuse", 1.03, True, "blackhole-1w", "µs"),
+    Target("no rules: server CPU/msg, 100 KB reused, 1 worker, an empty rules file",
+           "blackhole-1w+empty", "cpu", "100k-reuse", 1.03, True, "blackhole-1w", "µs"),
+    Target("server CPU/msg, 1 KB reused, 1 worker, 20 rules that match nothing",
+           "blackhole-1w+nomatch20", "cpu", "1k-reuse", 1.10, True, "blackhole-1w", "µs"),
     Target("server CPU/msg, 1 KB reused, 2 workers, 20 rules that match nothing",
            "blackhole-2w+nomatch20", "cpu", "1k-reuse", 1.10, True, "blackhole-2w", "µs"),
     Target("server CPU/msg, 1 KB reused, 2 workers, greylist on every recipient (hub)",

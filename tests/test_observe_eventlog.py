@@ -6,12 +6,23 @@ import json
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from blackhole.observe.eventlog import EventLog, message_record, session_record, tls_field
+from blackhole.observe.eventlog import (
+    EventLog,
+    encode,
+    message_record,
+    rfc3339,
+    session_record,
+    tls_field,
+)
+from blackhole.observe.messageline import MessageLines
 from blackhole.observe.record import MAX_HEADER_VALUE, MAX_HEADERS, Recorder, with_headers
 
 MESSAGE_FIELDS = {
@@ -154,3 +165,75 @@ def test_headers_are_bounded() -> None:
     assert all(len(value) == MAX_HEADER_VALUE for _name, value in record["headers"])
     assert record["headers_truncated"] is True
     assert with_headers(a_message(), [("A", "b")])["headers_truncated"] is False
+
+
+# --- the fast paths give exactly what the standard library gives -------------
+
+_TEXT = st.text(max_size=40)  # any code point, controls and surrogates included
+_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(_TEXT, _VALUES, max_size=8))
+def test_encode_is_json_dumps_compact(record: dict[str, Any]) -> None:
+    expected = json.dumps(record, separators=(",", ":")).encode("ascii") + b"\n"
+    assert encode(record) == expected
+
+
+def test_encode_a_real_record() -> None:
+    record = a_message(7, helo="h\u00e9llo\n\u2028", sender=None, seconds=1e-7)
+    assert encode(record) == json.dumps(record, separators=(",", ":")).encode() + b"\n"
+
+
+def _isoformat(epoch: float) -> str:
+    stamp = datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
+    return stamp.replace("+00:00", "Z")
+
+
+@given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))
+def test_rfc3339_is_isoformat_in_milliseconds(epoch: float) -> None:
+    assert rfc3339(epoch) == _isoformat(epoch)
+
+
+@pytest.mark.parametrize(
+    "epoch",
+    [0.0, 0.9995, 0.9999995, 1_767_225_599.9999996, 1_767_225_600.0005, 1_767_225_600.25],
+)
+def test_rfc3339_at_the_edges_of_a_second(epoch: float) -> None:
+    # Twice each: once formatting the second, once from the cached second.
+    assert rfc3339(epoch) == _isoformat(epoch)
+    assert rfc3339(epoch) == _isoformat(epoch)
+
+
+_MAYBE = st.none() | _TEXT
+_TLS = st.none() | st.builds(tls_field, _TEXT, _MAYBE)
+_MESSAGE = st.fixed_dictionaries(
+    {
+        "time": st.floats(min_value=0, max_value=4_102_444_800),
+        "queue_id": _MAYBE,
+        "client": _TEXT,
+        "helo": _MAYBE,
+        "tls": _TLS,
+        "auth_user": _MAYBE,
+        "sender": _MAYBE,
+        "recipients": st.lists(_TEXT, max_size=3),
+        "size": st.none() | st.integers(min_value=0),
+        "reply": st.tuples(st.integers(200, 599), _MAYBE, _TEXT),
+        "rule": _MAYBE,
+        "seconds": st.floats(min_value=0, max_value=1e6),
+    }
+)
+
+
+@given(_TEXT, st.integers(0, 64), _TEXT, st.lists(_MESSAGE, min_size=1, max_size=3))
+def test_a_sessions_message_lines_are_its_records_encoded(
+    session: str, worker: int, listener: str, messages: list[dict[str, Any]]
+) -> None:
+    lines = MessageLines(session, worker, listener)
+    for fields in messages:  # one session: the fixed part is reused or made again
+        record = message_record(session=session, worker=worker, listener=listener, **fields)
+        record["outcome"] = "accepted"
+        assert lines.line(**fields, outcome="accepted") == encode(record)

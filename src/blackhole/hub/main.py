@@ -31,7 +31,6 @@ from blackhole.hub.sharedstore import SharedStore
 from blackhole.hub.spec import FleetState, HubReload, HubSpec, StartHub, StopHub
 from blackhole.observe.logs import setup_logging
 from blackhole.observe.tally import Tally
-from blackhole.rules.model import Rule
 from blackhole.rules.store import MemoryStore
 from blackhole.server.app import new_event_loop
 from blackhole.supervisor import capabilities
@@ -49,10 +48,6 @@ def ignore_signals() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP})
 
 
-def _file_rules(config: Config) -> tuple[Rule, ...]:
-    return config.rules.rules if config.rules is not None else ()
-
-
 class HubRunner:
     def __init__(self, spec: HubSpec, channel: Channel) -> None:
         self.spec = spec
@@ -66,7 +61,7 @@ class HubRunner:
         self.backend = HubBackend(
             self.hub, spec.layout, self.tally, spec.config.workers, started=spec.started
         )
-        self.backend.file_rules(_file_rules(spec.config))
+        self.backend.file_rules(spec.file_rules)
         self.control: ControlServer | None = None
 
     async def run(self) -> int:
@@ -116,12 +111,12 @@ class HubRunner:
         if message.config.state_url != self.spec.config.state_url:
             log.warning("state_url changed: the new one is used after a restart")
         self.hub.book.file_rules = message.file_rules
-        self.backend.file_rules(_file_rules(message.config))
+        self.backend.file_rules(message.file_rules)
         store = self.hub.store
         if isinstance(store, SharedStore):
             # Rules whose name or definition changed start over (RULES.md);
             # their rule slots go back to the region's fixed table.
-            rules = (*self.hub.book.rules, *_file_rules(message.config))
+            rules = (*self.hub.book.rules, *message.file_rules)
             self.hub.spawn(store.keep(frozenset(rule.fingerprint for rule in rules)))
         self.hub.spawn(self.hub.push())  # the workers learn the new rule slots
         if self.control is not None:

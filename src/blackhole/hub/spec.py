@@ -13,6 +13,11 @@ from blackhole.observe.layout import Layout
 from blackhole.rules.model import Rule
 
 
+def file_rules_of(config: Config) -> tuple[Rule, ...]:
+    """The rules file's rules (GET /rules lists them; API rules may not take their names)."""
+    return config.rules.rules if config.rules is not None else ()
+
+
 @dataclass(frozen=True, slots=True)
 class HubSpec:
     """What a hub is started with.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from blackhole.protocol.hooks import Stage, Verdict
 from blackhole.protocol.replies import Reply
@@ -36,12 +36,17 @@ class NameInUseError(ValueError):
     """An API rule's name is already taken (the control API answers 409)."""
 
 
+def _ignore_match(_name: str) -> None:
+    return None
+
+
 class RuleSet:
     """The rules in force for one server, with their shared store.
 
     ``started`` is when the server started (file rules' windows count from
     it); ``seed`` is the rules file's, else the config file's. ``hits`` counts
-    this process's matches by rule name, for /stats.
+    this process's matches by rule name; ``on_match`` is told of each match
+    too (a worker counts it for /stats and GET /rules, summed over workers).
     """
 
     __slots__ = (
@@ -51,6 +56,7 @@ class RuleSet:
         "content_thresholds",
         "gates",
         "hits",
+        "on_match",
         "seed",
         "stages",
         "started",
@@ -72,6 +78,7 @@ class RuleSet:
         self.started = started
         self.store = store
         self.hits: Counter[str] = Counter()
+        self.on_match: Callable[[str], None] = _ignore_match
         self._by_stage: dict[Stage, tuple[Rule, ...]] = {}
         self.stages: frozenset[Stage] = frozenset()
         self.stateful_stages: frozenset[Stage] = frozenset()
@@ -206,6 +213,7 @@ class RuleSet:
                     )
                 continue
             self.hits[rule.name] += 1
+            self.on_match(rule.name)
             selection = rule.selection
             elapsed = now - (self.started if rule.started is None else rule.started)
             if selection.stateful:

@@ -102,7 +102,7 @@ class Worker:
         # windows count from it, in every worker and after any restart.
         self.started = started if started is not None else time.time()
         if WorkerRules.wanted(config):
-            self.state.rules = WorkerRules(config, store, self.started)
+            self.state.rules = self._new_rules(config)
         self.reload(config, mailname, ssl_context, listener_tls=listener_tls)
 
     def reload(
@@ -139,7 +139,13 @@ class Worker:
         if rules is not None:
             rules.reload(config)
         elif WorkerRules.wanted(config):
-            self.state.rules = WorkerRules(config, self.store, self.started)
+            self.state.rules = self._new_rules(config)
+
+    def _new_rules(self, config: Config) -> WorkerRules:
+        """The worker's rules, their matches counted as each rule's hits."""
+        rules = WorkerRules(config, self.store, self.started)
+        rules.ruleset.on_match = self.state.observation.rule_matched
+        return rules
 
     def set_api_rules(self, rules: list[Rule]) -> None:
         """The control API's rules, pushed by the hub: in force for every new session.
@@ -150,7 +156,7 @@ class Worker:
         if self.state.rules is None:
             if not rules:
                 return
-            self.state.rules = WorkerRules(self.config, self.store, self.started)
+            self.state.rules = self._new_rules(self.config)
         self.state.rules.ruleset.replace_api(rules)
 
     async def start(self) -> None:

@@ -38,9 +38,11 @@ from blackhole.observe.layout import (
     Layout,
     mechanism_index,
 )
+from blackhole.observe.messageline import MessageLines
 from blackhole.observe.meter import SessionMeter, verb_slots
 from blackhole.observe.record import with_headers
 from blackhole.observe.tally import attach_counters
+from blackhole.observe.uncounted import UncountedMeter, counting_disabled
 
 if TYPE_CHECKING:
     from blackhole.protocol.core import SMTPConnection
@@ -86,17 +88,26 @@ class Observation:
         event_log: EventLog | None = None,
         record: int = 0,
         worker: int = 0,
+        counting: bool = True,
     ) -> None:
         self.counters = counters
         self.event_log = event_log
         self.record = record
         self.worker = worker
+        self.counting = counting  # False only for the benchmark (observe.uncounted)
         self.record_sink: RecordSink = _ignore_record
         self.verb_slots = verb_slots(counters.layout)  # shared by every session's meter
         self.rule_slots: dict[str, int] = {}  # rule name -> counter slot, from the hub
 
     def set_rule_slots(self, slots: dict[str, int]) -> None:
         self.rule_slots = slots
+
+    def rule_matched(self, rule: str) -> None:
+        """A rule's matchers held (RULES.md: counted whether or not it acts): its
+        hits, under the slot the hub gave it, for /stats and GET /rules."""
+        slot = self.rule_slots.get(rule)
+        if slot is not None:
+            self.counters.rule_hit(slot)
 
     @classmethod
     def private(cls, names: Sequence[str]) -> Observation:
@@ -120,7 +131,7 @@ class Observation:
             fd, slot, names = region
             counters = attach_counters(fd, Layout(names), slot)
         log = EventLog(event_log) if event_log is not None else None
-        return cls(counters, log, record, worker)
+        return cls(counters, log, record, worker, counting=not counting_disabled())
 
     def reopen(self) -> None:
         """SIGHUP: open the event log's path again (logrotate moved it)."""
@@ -146,6 +157,7 @@ class SessionObservation:
         "core",
         "end",
         "event",
+        "lines",
         "listener",
         "messages",
         "meter",
@@ -162,8 +174,11 @@ class SessionObservation:
         self.listener = listener
         self.session_id = session_id
         self.client = ""  # the peer's address, once connected
-        self.meter = SessionMeter(
-            observation.counters, observation.listener_index(listener), observation.verb_slots
+        listener_index = observation.listener_index(listener)
+        self.meter: SessionMeter | UncountedMeter = (
+            SessionMeter(observation.counters, listener_index, observation.verb_slots)
+            if observation.counting
+            else UncountedMeter(listener_index)
         )
         self.meter.on_auth = self._auth_done
         self.rule: str | None = None  # the last rule that acted, for the message's line
@@ -175,6 +190,11 @@ class SessionObservation:
         self.event: MessageReceived | None = None
         if observation.event_log is not None or observation.record:
             self.meter.on_message = self._message_done
+        self.lines = (
+            MessageLines(session_id, observation.worker, listener)
+            if observation.event_log is not None
+            else None
+        )
         self.core: SMTPConnection | None = None
 
     def handshake_started(self) -> None:
@@ -216,30 +236,33 @@ class SessionObservation:
         # A rule that acts after this message belongs to the next one.
         rule, self.rule = self.rule, None
         core = self.core
-        code, enhanced, text = _parse_reply(reply)
-        queue_id = _QUEUE_ID.search(reply) if reply else None
-        record = message_record(
-            time=time.time(),
-            queue_id=queue_id.group(1).decode() if queue_id else None,
-            session=self.session_id,
-            worker=self.observation.worker,
-            listener=self.listener,
-            client=self.client,
-            helo=core.helo if core is not None else None,
-            tls=self.tls,
-            auth_user=core.auth_user if core is not None else None,
-            sender=event.sender if event is not None else _sender(core),
-            recipients=event.recipients if event is not None else _recipients(core),
-            size=size,
-            reply=(code, enhanced, text),
-            rule=rule,
-            seconds=time.perf_counter() - self.meter.started,
-        )
-        record["outcome"] = OUTCOMES[outcome]
+        reply_fields = _parse_reply(reply)
+        found = _QUEUE_ID.search(reply) if reply else None
+        now = time.time()
+        queue_id = found.group(1).decode() if found else None
+        helo = core.helo if core is not None else None
+        auth_user = core.auth_user if core is not None else None
+        sender = event.sender if event is not None else _sender(core)
+        recipients = event.recipients if event is not None else _recipients(core)
+        seconds = time.perf_counter() - self.meter.started
         observation = self.observation
-        if observation.event_log is not None:
-            observation.event_log.write(record)
+        if self.lines is not None and observation.event_log is not None:
+            # The line of the record below, made without building it (messageline);
+            # keywords, not a dict of them: this runs for every message.
+            line = self.lines.line(
+                time=now, queue_id=queue_id, client=self.client, helo=helo, tls=self.tls,
+                auth_user=auth_user, sender=sender, recipients=recipients, size=size,
+                reply=reply_fields, rule=rule, seconds=seconds, outcome=OUTCOMES[outcome],
+            )  # fmt: skip
+            observation.event_log.write_line(line)
         if observation.record:
+            record = message_record(
+                time=now, queue_id=queue_id, session=self.session_id, worker=observation.worker,
+                listener=self.listener, client=self.client, helo=helo, tls=self.tls,
+                auth_user=auth_user, sender=sender, recipients=recipients, size=size,
+                reply=reply_fields, rule=rule, seconds=seconds,
+            )  # fmt: skip
+            record["outcome"] = OUTCOMES[outcome]
             headers = event.headers if event is not None and event.headers else []
             observation.record_sink(with_headers(record, headers))
 

@@ -38,9 +38,8 @@ from pathlib import Path
 
 from blackhole.config.model import Config
 from blackhole.errors import EX_SOFTWARE, BlackholeError, ConfigError, PermissionDenied, Unavailable
-from blackhole.hub.spec import FleetState, HubReload, HubSpec, StartHub, StopHub
+from blackhole.hub.spec import FleetState, HubReload, HubSpec, StartHub, StopHub, file_rules_of
 from blackhole.observe.layout import Layout
-from blackhole.rules.model import Rule
 from blackhole.supervisor.backoff import Backoff
 from blackhole.supervisor.messages import Failed, Ready
 from blackhole.supervisor.process import FORK, WorkerProcess, describe_exit
@@ -76,12 +75,6 @@ def load_token(config: Config) -> str | None:
     if not token or any(c.isspace() for c in token):
         raise ConfigError(f"control_token_file {path!r} must hold one token, without spaces")
     return token
-
-
-def file_rules(config: Config) -> tuple[Rule, ...]:
-    """The rules file's rules: the hub lists them in ``GET /rules`` (with ``spent``)
-    and refuses an API rule that takes one of their names."""
-    return config.rules.rules if config.rules is not None else ()
 
 
 def bind_control(address: tuple[str, int]) -> socket.socket:
@@ -170,7 +163,7 @@ class HubKeeper:
             control_fd,
             layout,
             counters_fd=counters_fd,
-            file_rules=file_rules(config),
+            file_rules=file_rules_of(config),
             record=config.record,
             started=started,
             state_fd=state_fd,
@@ -283,10 +276,11 @@ class HubKeeper:
         except ConfigError as exc:
             log.error("reload: %s; the control API keeps the previous token", exc)
             token = self.spec.token if self.spec is not None else None
+        rules = file_rules_of(config)
         if self.spec is not None:
-            self.spec = replace(self.spec, config=config, token=token)
+            self.spec = replace(self.spec, config=config, token=token, file_rules=rules)
         if self.process is not None:
-            self.process.send(HubReload(config, token, file_rules(config)))
+            self.process.send(HubReload(config, token, rules))
 
     # --- stopping ---------------------------------------------------------------------
 
