@@ -33,8 +33,8 @@ for the ratio. Examples::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import asyncio
+import dataclasses
 import os
 import re
 import resource
@@ -118,7 +118,8 @@ def serve(rules: str | None, port_file: Path, profile: Path | None) -> None:
         return
     import cProfile  # noqa: PLC0415
 
-    profiler = cProfile.Profile(time.process_time)  # CPU, not wall time: loopback writes wake the client
+    # CPU time, not wall time: a loopback write wakes the client, which may run first.
+    profiler = cProfile.Profile(time.process_time)
     profiler.enable()
     loop.run_until_complete(_serve(rules, port_file))
     profiler.disable()
@@ -157,7 +158,9 @@ def _wait_port(port_file: Path, proc: subprocess.Popen[bytes]) -> int:
     raise SystemExit("the server did not start")
 
 
-def _start(prefix: list[str], rules: str | None, workdir: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes], int]:
+def _start(
+    prefix: list[str], rules: str | None, workdir: Path, extra: list[str]
+) -> tuple[subprocess.Popen[bytes], int]:
     port_file = workdir / "port"
     port_file.unlink(missing_ok=True)
     argv = [*prefix, sys.executable, __file__, "--serve", str(port_file), *extra]
@@ -180,7 +183,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=600)
 
 
-def measure_cpu(load: Scenario, count: int, rules: str | None, repeat: int, workdir: Path) -> list[float]:
+def measure_cpu(
+    load: Scenario, count: int, rules: str | None, repeat: int, workdir: Path
+) -> list[float]:
     proc, port = _start([], rules, workdir, [])
     try:
         _source(load, max(50, count // 10), port)  # warm up: imports, caches, allocator
@@ -226,7 +231,9 @@ def _ticks(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _callgrind_run(load: Scenario, count: int, rules: str | None, workdir: Path, keep: Path | None) -> int:
+def _callgrind_run(
+    load: Scenario, count: int, rules: str | None, workdir: Path, keep: Path | None
+) -> int:
     out = (keep or workdir) / f"callgrind.{load.name}.{rules or 'plain'}.{count}.out"
     prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
     proc, port = _start(prefix, rules, workdir, [])
@@ -240,14 +247,16 @@ def _callgrind_run(load: Scenario, count: int, rules: str | None, workdir: Path,
     return int(match.group(1))
 
 
-def measure_callgrind(load: Scenario, count: int, rules: str | None, workdir: Path, keep: Path | None) -> float:
+def measure_callgrind(
+    load: Scenario, count: int, rules: str | None, workdir: Path, keep: Path | None
+) -> float:
     one = _callgrind_run(load, count, rules, workdir, keep)
     two = _callgrind_run(load, 2 * count, rules, workdir, keep)
     return (two - one) / count
 
 
 def measure_profile(
-    load: Scenario, count: int, rules: str | None, workdir: Path, top: int, callers: str | None
+    load: Scenario, count: int, rules: str | None, workdir: Path, *, top: int, callers: str | None
 ) -> None:
     import pstats  # noqa: PLC0415
 
@@ -302,7 +311,7 @@ def main() -> int:
             print(f"{load.name} {name}: {per:,.0f} instructions/msg")
             return 0
         else:
-            measure_profile(load, count, args.rules, workdir, args.top, args.callers)
+            measure_profile(load, count, args.rules, workdir, top=args.top, callers=args.callers)
             return 0
     runs = " ".join(f"{f:.1f}" for f in figures)
     print(f"{load.name} {name}: {statistics.median(figures):.1f} us/msg CPU (runs: {runs})")

@@ -281,12 +281,9 @@ class Commands:
         self, size: int, headers: HeaderScanner | None, reply: Reply | None = None
     ) -> None:
         mode = delay = None
-        fields = None
-        if headers is not None:
-            if self.settings.dynamic_switch:
-                mode, delay = headers.switches()
-            if self.settings.collect_headers:
-                fields = headers.fields()
+        if headers is not None and self.settings.dynamic_switch:
+            mode, delay = headers.switches()
+        collected = headers if self.settings.collect_headers else None
         sender, final = self.sender or "", self._final
         self._events.append(
             MessageReceived(
@@ -295,7 +292,7 @@ class Commands:
                 self.recipients,
                 mode,
                 delay,
-                fields,
+                collected,
                 reply or final,
                 self.settings.lmtp,
             )

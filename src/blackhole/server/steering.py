@@ -25,8 +25,7 @@ from blackhole.protocol.events import MessageReceived, StageReached
 from blackhole.protocol.hooks import Stage, TLSFault, Verdict
 from blackhole.protocol.replies import Reply
 from blackhole.rules.addresses import address_verdict
-from blackhole.rules.engine import CLOSING
-from blackhole.rules.gates import Gate
+from blackhole.rules.engine import CLOSING, RuleSet
 from blackhole.rules.match import Facts
 from blackhole.rules.store import StoreUnavailableError
 from blackhole.server import lmtpend
@@ -39,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("blackhole.rules")
 
+_CONNECT = frozenset((Stage.CONNECT,))
 # Applies a verdict; True while the session still waits for something else.
 Done = Callable[[Verdict | None], bool]
 
@@ -63,7 +63,7 @@ def describe(verdict: Verdict) -> str:
 class Steering:
     """The rules' side of one session."""
 
-    __slots__ = ("pacer", "rules", "session", "tls_fault", "where")
+    __slots__ = ("_barred", "_generation", "pacer", "rules", "session", "tls_fault", "where")
 
     def __init__(self, session: SMTPProtocol, rules: WorkerRules, core: SMTPConnection) -> None:
         self.session = session
@@ -75,27 +75,49 @@ class Steering:
         )
         self.pacer: Pacer | None = None
         self.tls_fault: TLSFault | None = None
-        core.watch = rules.stages
+        # The stages no rule can act on for this client (rules.gates), for
+        # the rules in force at ``generation``.
+        self._generation = rules.ruleset.generation
+        self._barred = rules.ruleset.barred(self.where.client)
+        watch = rules.stages
+        if Stage.CONNECT in self._barred and not self._screen_off():
+            # The greeting is the core's first step, so its stage is screened
+            # here, before start(): by the client, the only thing known yet.
+            watch = watch - _CONNECT
+        core.watch = watch
         core.content_thresholds = rules.content_thresholds
         core.screen = self.screen
 
     # --- the first look (rules.gates) ----------------------------------------------
 
-    def _gate(self, stage: Stage) -> Gate | None:
-        rules = self.rules
-        if rules.conventions or log.isEnabledFor(logging.DEBUG):
-            # Conventions decide on their own; at debug level every rule
-            # that does not hold says so.
-            return None
-        return rules.ruleset.gates.get(stage)
+    def _screen_off(self) -> bool:
+        # Conventions decide on their own; at debug level every rule that
+        # does not hold says so (the level may change during a session).
+        return bool(self.rules.conventions) or log.isEnabledFor(logging.DEBUG)
 
     def screen(self, stage: Stage, value: str | None) -> bool:
         """The core's question at a command stage: could any rule act on ``value``?"""
-        gate = self._gate(stage)
+        if self._screen_off():
+            return True
+        ruleset = self.rules.ruleset
+        if stage in self._barred_now(ruleset):
+            return False
+        gate = ruleset.gates.get(stage)
         return gate is None or gate.admits(value)
 
+    def _barred_now(self, ruleset: RuleSet) -> frozenset[Stage]:
+        if ruleset.generation != self._generation:  # the rules changed (API, SIGHUP)
+            self._generation = ruleset.generation
+            self._barred = ruleset.barred(self.where.client)
+        return self._barred
+
     def _screen_end(self, event: MessageReceived) -> bool:
-        gate = self._gate(Stage.END)
+        if self._screen_off():
+            return True
+        ruleset = self.rules.ruleset
+        if Stage.END in self._barred_now(ruleset):
+            return False
+        gate = ruleset.gates.get(Stage.END)
         if gate is None:
             return True
         if gate.field == "recipient":
