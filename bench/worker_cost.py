@@ -106,7 +106,7 @@ async def _serve(rules: str | None, port_file: Path) -> None:
 
 def _report_usage() -> None:
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(f"cpu {usage.ru_utime + usage.ru_stime:.6f}", flush=True)
+    print(f"cpu {usage.ru_utime + usage.ru_stime:.6f} {usage.ru_utime:.6f}", flush=True)
 
 
 def serve(rules: str | None, port_file: Path, profile: Path | None) -> None:
@@ -171,11 +171,12 @@ def _start(
     return proc, _wait_port(port_file, proc)
 
 
-def _usage(proc: subprocess.Popen[bytes]) -> float:
+def _usage(proc: subprocess.Popen[bytes]) -> tuple[float, float]:
+    """(CPU seconds, of which in user space) the serving process has used."""
     proc.send_signal(signal.SIGUSR1)
     assert proc.stdout is not None
-    line = proc.stdout.readline().decode()
-    return float(line.split()[1])
+    fields = proc.stdout.readline().decode().split()
+    return float(fields[1]), float(fields[2])
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -185,21 +186,23 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def measure_cpu(
     load: Scenario, count: int, rules: str | None, repeat: int, workdir: Path
-) -> list[float]:
+) -> list[tuple[float, float]]:
+    """(CPU, user CPU) microseconds per message, per run."""
     proc, port = _start([], rules, workdir, [])
     try:
         _source(load, max(50, count // 10), port)  # warm up: imports, caches, allocator
         figures = []
         for _ in range(repeat):
-            before = _usage(proc)
+            cpu, user = _usage(proc)
             _source(load, count, port)
-            figures.append((_usage(proc) - before) / count * 1e6)
+            cpu_after, user_after = _usage(proc)
+            figures.append(((cpu_after - cpu) / count * 1e6, (user_after - user) / count * 1e6))
         return figures
     finally:
         _stop(proc)
 
 
-def measure_sink(load: Scenario, count: int, repeat: int) -> list[float]:
+def measure_sink(load: Scenario, count: int, repeat: int) -> list[tuple[float, float]]:
     sink = find_tool("smtp-sink")
     if sink is None:
         raise SystemExit("smtp-sink not found: apt-get install postfix")
@@ -219,7 +222,7 @@ def measure_sink(load: Scenario, count: int, repeat: int) -> list[float]:
         for _ in range(repeat):
             before = _ticks(proc.pid)
             _source(load, count, port)
-            figures.append((_ticks(proc.pid) - before) / count * 1e6)
+            figures.append(((_ticks(proc.pid) - before) / count * 1e6, 0.0))
         return figures
     finally:
         proc.terminate()
@@ -260,7 +263,7 @@ def measure_profile(
 ) -> None:
     import pstats  # noqa: PLC0415
 
-    stats_file = workdir / "profile.out"
+    stats_file = Path(os.environ.get("PROFILE_OUT", workdir / "profile.out"))
     proc, port = _start([], rules, workdir, ["--profile", str(stats_file)])
     try:
         _source(load, count, port)
@@ -313,8 +316,18 @@ def main() -> int:
         else:
             measure_profile(load, count, args.rules, workdir, top=args.top, callers=args.callers)
             return 0
-    runs = " ".join(f"{f:.1f}" for f in figures)
-    print(f"{load.name} {name}: {statistics.median(figures):.1f} us/msg CPU (runs: {runs})")
+    if args.sink:
+        runs = " ".join(f"{f:.1f}" for f, _ in figures)
+        print(
+            f"{load.name} {name}: {statistics.median(f for f, _ in figures):.1f} us/msg CPU (runs: {runs})"
+        )
+    else:
+        runs = " ".join(f"{f:.1f}/{u:.1f}" for f, u in figures)
+        cpu = statistics.median(f for f, _ in figures)
+        user = statistics.median(u for _, u in figures)
+        print(
+            f"{load.name} {name}: {cpu:.1f} us/msg CPU, {user:.1f} in user space (runs, total/user: {runs})"
+        )
     return 0
 
 

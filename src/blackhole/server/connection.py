@@ -98,8 +98,9 @@ class SMTPProtocol(asyncio.Protocol):
     # --- transport callbacks --------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, only alike.
-        self.transport = cast(asyncio.Transport, transport)
+        # uvloop's transports are not asyncio.Transport subclasses, only alike
+        # (no cast(): a function call per connection).
+        self.transport = transport  # type: ignore[assignment]
         self.server.sessions.add(self)
         self.server.stats.connections += 1
         peer = transport.get_extra_info("peername")
@@ -228,10 +229,9 @@ class SMTPProtocol(asyncio.Protocol):
         """
         transport = self.transport
         assert transport is not None
-        while True:
-            event = core.next_event()
-            if event is None:
-                break
+        events = core.events  # the core's queue, read in place: no call per batch
+        while events:
+            event = events.popleft()
             if isinstance(event, MessageReceived):
                 if self._message(core, event):
                     break  # delayed: _deliver resumes the pump
@@ -268,10 +268,11 @@ class SMTPProtocol(asyncio.Protocol):
     def _write(self, transport: asyncio.Transport, core: SMTPConnection) -> None:
         out = core.data_to_send()
         if out:
-            if self.steer is None:
+            steer = self.steer
+            if steer is None or steer.pacer is None:
                 transport.write(out)
             else:
-                self.steer.write(transport, out)  # maybe through a tarpit
+                steer.pacer.write(out)  # a tarpit's pace
 
     def _message(self, core: SMTPConnection, event: MessageReceived) -> bool:
         """Answer a complete message; True if the answer is delayed."""

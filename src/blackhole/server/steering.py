@@ -275,12 +275,6 @@ class Steering:
 
     # --- hooks for the adapter ----------------------------------------------------------
 
-    def write(self, transport: asyncio.Transport, data: bytes) -> None:
-        if self.pacer is None:
-            transport.write(data)
-        else:
-            self.pacer.write(data)
-
     def close_after(self, close: Callable[[], None]) -> None:
         """Close once a tarpit has written everything (at once without one)."""
         if self.pacer is None:
