@@ -63,22 +63,28 @@ def describe(verdict: Verdict) -> str:
 class Steering:
     """The rules' side of one session."""
 
-    __slots__ = ("_barred", "_generation", "pacer", "rules", "session", "tls_fault", "where")
+    __slots__ = (
+        "_barred",
+        "_client",
+        "_generation",
+        "_where",
+        "pacer",
+        "rules",
+        "session",
+        "tls_fault",
+    )
 
     def __init__(self, session: SMTPProtocol, rules: WorkerRules, core: SMTPConnection) -> None:
         self.session = session
         self.rules = rules
-        assert session.transport is not None
-        listener = session.ctx.listener
-        self.where = Where.of(
-            session.session_id, session.transport, listener.host, session.client, listener.name
-        )
+        self._client = session.client[0] if session.client is not None else None
+        self._where: Where | None = None  # made when a stage is first evaluated
         self.pacer: Pacer | None = None
         self.tls_fault: TLSFault | None = None
         # The stages no rule can act on for this client (rules.gates), for
         # the rules in force at ``generation``.
         self._generation = rules.ruleset.generation
-        self._barred = rules.ruleset.barred(self.where.client)
+        self._barred = rules.ruleset.barred(self._client)
         watch = rules.stages
         if Stage.CONNECT in self._barred and not self._screen_off():
             # The greeting is the core's first step, so its stage is screened
@@ -88,6 +94,20 @@ class Steering:
         core.content_thresholds = rules.content_thresholds
         core.screen = self.screen
 
+    @property
+    def where(self) -> Where:
+        """The session's fixed facts; most sessions under rules that match
+        nothing never need them (and the socket's address they read)."""
+        where = self._where
+        if where is None:
+            session = self.session
+            assert session.transport is not None
+            listener = session.ctx.listener
+            where = self._where = Where.of(
+                session.session_id, session.transport, listener.host, session.client, listener.name
+            )
+        return where
+
     # --- the first look (rules.gates) ----------------------------------------------
 
     def _screen_off(self) -> bool:
@@ -95,27 +115,34 @@ class Steering:
         # does not hold says so (the level may change during a session).
         return bool(self.rules.conventions) or log.isEnabledFor(logging.DEBUG)
 
+    def _rebar(self, ruleset: RuleSet) -> None:
+        """The rules changed (API, SIGHUP): which stages this client is barred from."""
+        self._generation = ruleset.generation
+        self._barred = ruleset.barred(self._client)
+
+    # screen() and _screen_end() run at every watched command and message:
+    # their checks are written out rather than shared through more calls.
     def screen(self, stage: Stage, value: str | None) -> bool:
         """The core's question at a command stage: could any rule act on ``value``?"""
-        if self._screen_off():
-            return True
-        ruleset = self.rules.ruleset
-        if stage in self._barred_now(ruleset):
+        rules = self.rules
+        if rules.conventions or log.isEnabledFor(logging.DEBUG):
+            return True  # as _screen_off()
+        ruleset = rules.ruleset
+        if ruleset.generation != self._generation:
+            self._rebar(ruleset)
+        if stage in self._barred:
             return False
         gate = ruleset.gates.get(stage)
         return gate is None or gate.admits(value)
 
-    def _barred_now(self, ruleset: RuleSet) -> frozenset[Stage]:
-        if ruleset.generation != self._generation:  # the rules changed (API, SIGHUP)
-            self._generation = ruleset.generation
-            self._barred = ruleset.barred(self.where.client)
-        return self._barred
-
     def _screen_end(self, event: MessageReceived) -> bool:
-        if self._screen_off():
-            return True
-        ruleset = self.rules.ruleset
-        if Stage.END in self._barred_now(ruleset):
+        rules = self.rules
+        if rules.conventions or log.isEnabledFor(logging.DEBUG):
+            return True  # as _screen_off()
+        ruleset = rules.ruleset
+        if ruleset.generation != self._generation:
+            self._rebar(ruleset)
+        if Stage.END in self._barred:
             return False
         gate = ruleset.gates.get(Stage.END)
         if gate is None:
