@@ -264,7 +264,7 @@ class SMTPConnection(Staging):
                     if self.content_thresholds and chunks.counting:
                         self._check_threshold(chunks.size, chunks.headers, Mode.BDAT)
                     return
-                self._bdat_chunk_done(chunks)
+                self._chunk_complete(chunks)
             elif mode <= Mode.SASL:
                 nl = buf.find(b"\n")
                 if nl < 0:
