@@ -18,8 +18,9 @@ Three ways to measure, for A/B runs of a code change:
   ``--count`` and with twice that, and the difference is divided by
   ``--count``: start-up and shut-down cancel out. ``--keep DIR`` keeps the
   callgrind files for ``callgrind_annotate``.
-- ``profile``: cProfile of the serving process over one run, the top
-  functions by own time (``--top``).
+- ``profile``: cProfile (CPU time) of the serving process over one run, the
+  top functions by own time (``--top``), and who calls those matching
+  ``--callers``; ``--keep DIR`` keeps the profile for ``pstats``.
 
 ``--sink`` runs Postfix smtp-sink under the same load instead (``cpu`` only),
 for the ratio. Examples::
@@ -259,11 +260,18 @@ def measure_callgrind(
 
 
 def measure_profile(
-    load: Scenario, count: int, rules: str | None, workdir: Path, *, top: int, callers: str | None
+    load: Scenario,
+    count: int,
+    rules: str | None,
+    workdir: Path,
+    *,
+    top: int,
+    callers: str | None,
+    keep: Path | None,
 ) -> None:
     import pstats  # noqa: PLC0415
 
-    stats_file = Path(os.environ.get("PROFILE_OUT", workdir / "profile.out"))
+    stats_file = (keep or workdir) / f"profile.{load.name}.{rules or 'plain'}.out"
     proc, port = _start([], rules, workdir, ["--profile", str(stats_file)])
     try:
         _source(load, count, port)
@@ -289,7 +297,9 @@ def main() -> int:
         "the loop's wake-ups, and so the count, the same from run to run)",
     )
     parser.add_argument("--sink", action="store_true", help="measure smtp-sink instead")
-    parser.add_argument("--keep", type=Path, help="callgrind: keep its files in this directory")
+    parser.add_argument(
+        "--keep", type=Path, help="callgrind, profile: keep their files in this directory"
+    )
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--callers", help="profile: also show who calls functions matching this")
     parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
@@ -314,7 +324,9 @@ def main() -> int:
             print(f"{load.name} {name}: {per:,.0f} instructions/msg")
             return 0
         else:
-            measure_profile(load, count, args.rules, workdir, top=args.top, callers=args.callers)
+            measure_profile(
+                load, count, args.rules, workdir, top=args.top, callers=args.callers, keep=args.keep
+            )
             return 0
     if args.sink:
         runs = " ".join(f"{f:.1f}" for f, _ in figures)
