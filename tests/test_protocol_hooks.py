@@ -205,6 +205,24 @@ def test_content_reported_at_every_threshold_however_cut(bytewise: bool, bdat: b
     assert len(driver.messages) == 2
 
 
+def test_a_bdat_chunk_read_whole_reports_its_thresholds_before_its_answer() -> None:
+    # As a read ending inside the chunk does: the content event comes before
+    # the chunk's 250 and the next BDAT, however the input was cut (found by
+    # test_verdicts_chunking_invariance: in one read, the event came late).
+    data = _TRANSACTION + b"BDAT 4\r\nwxyzBDAT 1 LAST\r\nz"
+    inside = data.index(b"wxyz") + 2
+    runs = []
+    for chunks in ([data], [data[:inside], data[inside:]]):
+        driver = Driver.start(make_settings(), watch=frozenset({Stage.CONTENT, Stage.COMMAND}))
+        driver.conn.content_thresholds = (1,)
+        driver.feed_chunks(chunks)
+        runs.append([(e.stage, e.verb, e.size) for e in driver.stages])
+    whole, cut = runs
+    assert whole == cut
+    content = whole.index((Stage.CONTENT, "", 1))
+    assert whole[content + 1] == (Stage.COMMAND, "BDAT", None)  # BDAT 1 LAST
+
+
 def test_a_content_reply_is_the_first_one_given() -> None:
     verdicts = [Verdict("a", reply=R.Reply(552, "5.3.4", "first")), None, Verdict("c")]
     driver = Driver.start(

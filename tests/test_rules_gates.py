@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import cast
 
 import pytest
 from hypothesis import given, settings
@@ -24,8 +25,9 @@ from blackhole.rules.engine import RuleSet
 from blackhole.rules.match import Facts
 from blackhole.rules.parse import parse_text
 from blackhole.rules.store import MemoryStore
+from blackhole.server.connection import SMTPProtocol
 from blackhole.server.rulestate import WorkerRules
-from tests.adapter_fakes import Harness
+from tests.adapter_fakes import FakeTransport, Harness
 
 # The stage, the matcher that gates it, and where its value goes in the facts.
 STAGES = {
@@ -198,3 +200,95 @@ def test_at_debug_level_every_rule_still_says_why_it_does_not_hold(
     with caplog.at_level(logging.DEBUG, logger="blackhole.rules"):
         assert a.say(b"RCPT TO:<b@example.com>\r\n").startswith(b"250 ")
     assert "rule r0 at rcpt: recipient does not hold" in caplog.text
+
+
+# --- the client gate: a stage ruled out once per client address -------------------------
+
+network = st.builds(
+    lambda a, b, bits: f"10.{a}.{b}.0/{bits}",
+    st.integers(0, 3),
+    st.integers(0, 3),
+    st.sampled_from([8, 16, 24, 30]),
+)
+address = st.builds(lambda a, b, c: f"10.{a}.{b}.{c}", *[st.integers(0, 3)] * 3) | st.sampled_from(
+    ["::1", "2001:db8::1", "not an address"]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    at=st.sampled_from(["connect", "mail", "rcpt"]),
+    nets=st.lists(network, min_size=1, max_size=3),
+    clients=st.lists(address, min_size=1, max_size=4),
+)
+def test_a_stage_is_barred_for_a_client_only_when_no_rule_acts_on_it(
+    at: str, nets: list[str], clients: list[str]
+) -> None:
+    rules = ruleset(rules_text(at, "client", nets))
+    stage = Stage(at)
+    for client in clients:
+        facts = Facts(stage, client=client, sender="a@x", recipient="b@y")
+        assert (stage in rules.barred(client)) != acts(rules, stage, facts), (nets, client)
+    assert stage in rules.barred(None)  # a UNIX socket's client has no address
+
+
+def test_no_stage_is_barred_unless_every_rule_of_it_sets_a_client() -> None:
+    text = rules_text("rcpt", "client", ["192.0.2.0/24"]) + (
+        '\n[[rule]]\nname = "any"\nat = "rcpt"\nreply = "450 4.2.0 x"\n'
+    )
+    assert ruleset(text).barred("198.51.100.1") == frozenset()
+
+
+class PeerTransport(FakeTransport):
+    """A fake transport whose peer is ``PEER``."""
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return PEER if name == "peername" else default
+
+
+PEER = ("198.51.100.7", 40000)
+
+
+def peer_session(rules: str) -> tuple[SMTPProtocol, PeerTransport, WorkerRules]:
+    config = Config(timeout=30, rules=parse_text(rules))
+    harness = Harness(config)
+    worker_rules = harness.state.rules = WorkerRules(config)
+    session = SMTPProtocol(harness.context, harness.state)
+    transport = PeerTransport(session)
+    session.connection_made(cast(asyncio.Transport, transport))
+    return session, transport, worker_rules
+
+
+def test_a_session_whose_client_no_connect_rule_holds_is_greeted_at_once() -> None:
+    session, transport, _ = peer_session(rules_text("connect", "client", ["192.0.2.0/24"]))
+    assert session.core is not None and Stage.CONNECT not in session.core.watch
+    assert transport.take().startswith(b"220 ")
+
+
+def test_a_connect_rule_holding_the_client_still_acts() -> None:
+    _, transport, _ = peer_session(rules_text("connect", "client", ["198.51.100.0/24"]))
+    assert transport.take().startswith(b"550 5.7.1 no")
+
+
+def test_at_debug_level_a_connect_rule_that_does_not_hold_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="blackhole.rules"):
+        _, transport, _ = peer_session(rules_text("connect", "client", ["192.0.2.0/24"]))
+    assert transport.take().startswith(b"220 ")
+    assert "rule r0 at connect: client does not hold" in caplog.text
+
+
+def test_a_rule_added_during_a_session_is_not_barred_by_the_rules_before_it() -> None:
+    # The session started when the only rcpt rule was for another client: a
+    # rule for everyone added meanwhile acts on its next recipient all the same.
+    session, transport, worker_rules = peer_session(rules_text("rcpt", "client", ["192.0.2.0/24"]))
+    transport.take()
+    for line in (b"EHLO c\r\n", b"MAIL FROM:<a@x>\r\n"):
+        session.data_received(line)
+    session.data_received(b"RCPT TO:<b@y>\r\n")
+    assert transport.take().endswith(b"250 2.1.5 OK\r\n")
+    rule = '[[rule]]\nname = "all"\nat = "rcpt"\nreply = "451 4.7.1 later"\n'
+    worker_rules.ruleset.replace_api(parse_text(rule).rules)
+    session.data_received(b"RCPT TO:<c@y>\r\n")
+    assert transport.take() == b"451 4.7.1 later\r\n"

@@ -46,7 +46,7 @@ class Commands:
     _in: bytearray
     _out: list[bytes]
     _marks: list[int | str]  # which verb each queued reply answers (protocol.metering)
-    _events: deque[Event]
+    events: deque[Event]  # for the adapter, oldest first (next_event pops one)
     _junk: int
     watch: frozenset[Stage]
     discarded_after_starttls: int
@@ -94,7 +94,7 @@ class Commands:
         """Report a watched stage and hold input until the adapter resolves it."""
         self._resume, self._apply, self._refuse = resume, apply, refuse
         self._mode = Mode.STAGE
-        self._events.append(event)
+        self.events.append(event)
 
     # --- helpers ----------------------------------------------------------------
 
@@ -103,13 +103,13 @@ class Commands:
             self._out.append(reply.wire)
         self._mode = Mode.CLOSED
         self._in.clear()
-        self._events.append(Close(reason))
+        self.events.append(Close(reason))
 
     def _cut(self, how: str, reason: str) -> None:
         """End without a reply: drop, reset, or hang (RULES.md actions)."""
         self._mode = Mode.HUNG if how == "hang" else Mode.CLOSED
         self._in.clear()
-        self._events.append(Cut(how, reason))
+        self.events.append(Cut(how, reason))
 
     def _prompted_by(self, verb: str) -> None:
         """The replies queued from now on answer ``verb`` (protocol.metering)."""
@@ -281,21 +281,18 @@ class Commands:
         self, size: int, headers: HeaderScanner | None, reply: Reply | None = None
     ) -> None:
         mode = delay = None
-        fields = None
-        if headers is not None:
-            if self.settings.dynamic_switch:
-                mode, delay = headers.switches()
-            if self.settings.collect_headers:
-                fields = headers.fields()
+        if headers is not None and self.settings.dynamic_switch:
+            mode, delay = headers.switches()
+        collected = headers if self.settings.collect_headers else None
         sender, final = self.sender or "", self._final
-        self._events.append(
+        self.events.append(
             MessageReceived(
                 size,
                 sender,
                 self.recipients,
                 mode,
                 delay,
-                fields,
+                collected,
                 reply or final,
                 self.settings.lmtp,
             )
@@ -416,4 +413,4 @@ class Commands:
         self.discarded_after_starttls += len(self._in)
         self._in.clear()
         self._mode = Mode.TLS
-        self._events.append(StartTLS())
+        self.events.append(StartTLS())

@@ -70,7 +70,7 @@ class SMTPConnection(Staging):
         self._mode = Mode.COMMAND
         self._in = bytearray()
         self._out: list[bytes] = []
-        self._events = deque()
+        self.events = deque()
         self.recipients = []
         self._dispatch = _LMTP_DISPATCH if settings.lmtp else _DISPATCH
         self._marks: list[int | str] = [0, CONNECT]
@@ -127,7 +127,7 @@ class SMTPConnection(Staging):
         return data
 
     def next_event(self) -> Event | None:
-        return self._events.popleft() if self._events else None
+        return self.events.popleft() if self.events else None
 
     def send(self, reply: Reply | Sequence[Reply]) -> None:
         """Answer the message reported by ``MessageReceived``, then read on.
@@ -264,7 +264,7 @@ class SMTPConnection(Staging):
                     if self.content_thresholds and chunks.counting:
                         self._check_threshold(chunks.size, chunks.headers, Mode.BDAT)
                     return
-                self._bdat_chunk_done(chunks)
+                self._chunk_complete(chunks)
             elif mode <= Mode.SASL:
                 nl = buf.find(b"\n")
                 if nl < 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from blackhole.protocol.hooks import Stage
+from blackhole.protocol.reader import HeaderScanner
 from blackhole.protocol.replies import Reply
 
 
@@ -21,8 +22,10 @@ class MessageReceived:
     absent or when dynamic switches are off); the policy validates them.
     ``headers`` holds the header section's (name, value) pairs when the
     session collects headers (``SessionSettings.collect_headers``), else
-    None. ``reply`` is the answer a ``content`` rule already chose: when it
-    is set, the adapter sends it rather than asking the policy. ``lmtp``:
+    None; they are parsed from ``scanner`` when first asked for, as most
+    messages are answered without anyone looking at them. ``reply`` is the
+    answer a ``content`` rule already chose: when it is set, the adapter
+    sends it rather than asking the policy. ``lmtp``:
     the answer is one reply per recipient, in ``recipients`` order (RFC 2033
     section 4.2), each decided on its own.
     """
@@ -32,9 +35,13 @@ class MessageReceived:
     recipients: list[str]
     mode: str | None
     delay: str | None
-    headers: list[tuple[str, str]] | None = None
+    scanner: HeaderScanner | None = None
     reply: Reply | None = None
     lmtp: bool = False
+
+    @property
+    def headers(self) -> list[tuple[str, str]] | None:
+        return self.scanner.fields() if self.scanner is not None else None
 
 
 @dataclass(slots=True)

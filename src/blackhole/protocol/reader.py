@@ -35,10 +35,11 @@ class HeaderScanner:
     classic server also read switches from the body; this one never does.
     """
 
-    __slots__ = ("_buf", "done", "end")
+    __slots__ = ("_buf", "_fields", "done", "end")
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self._fields: list[tuple[str, str]] | None = None  # parsed once done
         self.done = False
         # Once done: the bytes the header section took, its blank line
         # included (as sent, dot-stuffing and all); the cap when it is longer.
@@ -105,7 +106,12 @@ class HeaderScanner:
 
     def fields(self) -> list[tuple[str, str]]:
         """The header section kept so far, as (name, value) pairs."""
-        return _header_fields(bytes(self._buf))
+        if self._fields is not None:
+            return self._fields
+        fields = _header_fields(bytes(self._buf))
+        if self.done:  # no more bytes can come: parsed once for every reader
+            self._fields = fields
+        return fields
 
 
 def _header_fields(buf: bytes) -> list[tuple[str, str]]:

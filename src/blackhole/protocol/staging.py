@@ -18,7 +18,7 @@ from blackhole.protocol.commands import Commands
 from blackhole.protocol.events import StageReached
 from blackhole.protocol.hooks import Stage
 from blackhole.protocol.modes import Mode
-from blackhole.protocol.reader import HeaderScanner
+from blackhole.protocol.reader import ChunkReader, HeaderScanner
 from blackhole.protocol.replies import Reply
 from blackhole.protocol.states import State
 
@@ -123,6 +123,24 @@ class Staging(Commands):
             self._check_threshold(size, headers, resume)
 
         self._pause(self._content_event(at, headers), resume, keep, keep)
+
+    def _chunk_complete(self, chunks: ChunkReader) -> None:
+        """A BDAT chunk has been read to its end: first the thresholds it
+        reached and a read ending inside it would have reported, then its
+        answer. The same events in the same order however the chunk came in
+        (one read, or many); a LAST chunk's are the message's below.
+        """
+        if chunks.counting and not chunks.last and Stage.CONTENT in self.watch:
+            at = self._next_threshold(chunks.size)
+            if at is not None:
+
+                def keep(reply: Reply | None) -> None:
+                    self._keep_final(reply)
+                    self._chunk_complete(chunks)
+
+                self._pause(self._content_event(at, chunks.headers), Mode.BDAT, keep, keep)
+                return
+        self._bdat_chunk_done(chunks)
 
     def _message_complete(self, size: int, headers: HeaderScanner | None) -> None:
         """The content has ended: the thresholds it reached and not yet reported,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from blackhole.protocol.hooks import Stage, Verdict
 from blackhole.protocol.replies import Reply
-from blackhole.rules.gates import Gate, gates
+from blackhole.rules.gates import ClientGate, Gate, client_gates, gates
 from blackhole.rules.match import Facts, crossed, failing
 from blackhole.rules.model import Rule
 from blackhole.rules.parse import RulesError
@@ -26,6 +26,8 @@ from blackhole.rules.select import in_window, key_value, unit
 from blackhole.rules.store import Ask, Store
 
 log = logging.getLogger("blackhole.rules")
+# Clients whose barred stages are kept (RuleSet.barred); past it, the cache starts over.
+_BARRED_CACHE = 4096
 
 # RULES.md "Selection" and "Actions": the replies a rule gets when it names none.
 GREYLISTED = Reply(451, "4.7.1", "Greylisted, please try again later")
@@ -51,10 +53,13 @@ class RuleSet:
 
     __slots__ = (
         "_api",
+        "_barred",
         "_by_stage",
+        "_client_gates",
         "_file",
         "content_thresholds",
         "gates",
+        "generation",
         "hits",
         "on_match",
         "seed",
@@ -84,6 +89,9 @@ class RuleSet:
         self.stateful_stages: frozenset[Stage] = frozenset()
         self.content_thresholds: tuple[int, ...] = ()
         self.gates: dict[Stage, Gate] = {}
+        self._client_gates: dict[Stage, ClientGate] = {}
+        self._barred: dict[str | None, frozenset[Stage]] = {}
+        self.generation = 0  # moves on at every change of the rules in force
         self._index()
 
     @property
@@ -99,6 +107,9 @@ class RuleSet:
         self.stages = frozenset(self._by_stage)
         # A value no rule of its stage can match skips the stage (rules.gates).
         self.gates = gates(self._by_stage)
+        self._client_gates = client_gates(self._by_stage)
+        self._barred = {}
+        self.generation += 1
         # Asked for every stage event and every session: worked out here, once
         # per change of the rules, not each time.
         self.stateful_stages = frozenset(r.stage for r in self.rules if r.selection.stateful)
@@ -112,6 +123,22 @@ class RuleSet:
                 }
             )
         )
+
+    def barred(self, client: str | None) -> frozenset[Stage]:
+        """The stages at which no rule can hold for ``client`` (rules.gates.ClientGate).
+
+        Worked out once per client address while the rules stay the same: a
+        load test comes from few addresses, and this is asked per session.
+        """
+        found = self._barred.get(client)
+        if found is None:
+            found = frozenset(
+                stage for stage, gate in self._client_gates.items() if not gate.admits(client)
+            )
+            if len(self._barred) >= _BARRED_CACHE:
+                self._barred.clear()
+            self._barred[client] = found
+        return found
 
     async def _keep_state(self) -> None:
         await self.store.keep(frozenset(rule.fingerprint for rule in self.rules))

@@ -3,103 +3,74 @@
 Callbacks, not a coroutine per session: ``data_received`` feeds the sans-IO
 core and writes whatever replies one batch of input produced in one write
 (RFC 2920 section 3.1 asks servers to answer a pipelined batch together).
-This module owns the glue, flow control and the ways a session ends; the
-TLS handshake is in ``server.upgrade`` and the idle timer in ``server.idle``.
-SMTP meaning lives in ``protocol``.
+This module owns the transport's callbacks, the start of a session and the
+pump that acts on the core's events; the parts ``SMTPProtocol`` is built from
+own the rest (``server.sessionbase`` lists them). The TLS handshake is in
+``server.upgrade`` and the idle timer in ``server.idle``; SMTP meaning lives
+in ``protocol``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
-from blackhole.protocol import replies as R
 from blackhole.protocol.core import SMTPConnection
 from blackhole.protocol.events import Close, Cut, MessageReceived, StageReached, StartTLS
-from blackhole.protocol.replies import Reply
-from blackhole.server import upgrade, verdicts
+from blackhole.server import verdicts
+from blackhole.server.flow import SLICE
 from blackhole.server.idle import IdleTimer
 from blackhole.server.proxied import HeaderWait
+from blackhole.server.securing import Securing
 from blackhole.server.steering import Steering
 from blackhole.server.unixsock import UNIX_CLIENT
 
 if TYPE_CHECKING:
     from blackhole.server.context import ListenerContext
-    from blackhole.server.observing import SessionObservation
     from blackhole.server.state import ServerState
 
-log = logging.getLogger("blackhole.session")
-
-# Flow control. Input goes to the core at most this many bytes at a time, and
-# not at all while the transport's write buffer is over its high-water mark
-# (pause_writing) or an answer is delayed: the rest of the read is held back
-# and reading stops. A client that pipelines commands and never reads the
-# replies once made the server buffer them without end (20 MB of "EXPN all"
-# became 1 GB of replies). The wordiest command, "EXPN all", makes 64 times its
-# size in reply, so one slice adds at most about 512 KiB past the mark.
-_SLICE = 8192
 # A Close event's reason -> the event log's session end (OBSERVE.md); any
 # other reason (a rule's close, too many unknown commands) is "dropped".
 _CLOSE_ENDS = {"quit": "quit", "timeout": "timeout", "shutdown": "shutdown"}
 
 
-class SMTPProtocol(asyncio.Protocol):
+class SMTPProtocol(Securing):
     """Glue between a transport and an ``SMTPConnection``."""
 
-    __slots__ = (
-        "_backlog",
-        "_delay",
-        "_early",
-        "_ended",
-        "_header",
-        "_timer",
-        "_write_paused",
-        "client",
-        "closing",
-        "core",
-        "ctx",
-        "last",
-        "loop",
-        "obs",
-        "server",
-        "session_id",
-        "steer",
-        "transport",
-    )
+    __slots__ = ()  # the attributes are SessionBase's
 
     def __init__(self, ctx: ListenerContext, server: ServerState) -> None:
         self.ctx = ctx
         self.server = server
         self.loop = server.loop
         self.session_id = server.next_session_id()
-        self.core: SMTPConnection | None = None
-        self.transport: asyncio.Transport | None = None
+        self.core = None
+        self.transport = None
         self._timer = IdleTimer(self.loop, self, ctx.timeout)
-        self._delay: asyncio.TimerHandle | None = None
+        self._delay = None
         self.last = 0.0  # loop time of the last sign of life (server.idle)
         self.closing = False  # no more input is wanted; output may still drain
         self._ended = False  # _finish() has run
         self._write_paused = False
         self._backlog = b""  # input read but not yet given to the core
         # SMTPS only: bytes read before start_tls() took over the transport.
-        self._early: bytearray | None = None
-        self.steer: Steering | None = None  # set when the worker has rules
+        self._early = None
+        self.steer = None  # set when the worker has rules
         # The client's (address, port): the peer's, or on a proxy=yes
         # listener the one its PROXY header names. Everything that shows or
         # matches the client reads this, and only this.
-        self.client: tuple[str, int] | None = None
-        self._header: HeaderWait | None = None  # proxy=yes: until the header is in
+        self.client = None
+        self._header = None  # proxy=yes: until the header is in
         # Made only for an accepted connection: counted from here.
-        self.obs: SessionObservation = server.observation.session(ctx.name, self.session_id)
+        self.obs = server.observation.session(ctx.name, self.session_id)
 
     # --- transport callbacks --------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses, only alike.
-        self.transport = cast(asyncio.Transport, transport)
+        # uvloop's transports are not asyncio.Transport subclasses, only alike
+        # (no cast(): a function call per connection).
+        self.transport = transport  # type: ignore[assignment]
         self.server.sessions.add(self)
         self.server.stats.connections += 1
         peer = transport.get_extra_info("peername")
@@ -161,23 +132,11 @@ class SMTPProtocol(asyncio.Protocol):
             return
         self.obs.meter.started = time.perf_counter()
         try:
-            if len(data) <= _SLICE and not self._write_paused and self._delay is None:
+            if len(data) <= SLICE and not self._write_paused and self._delay is None:
                 core.receive_data(data)
                 self._pump(core)
             else:
                 self._feed(core, data)
-        except Exception:
-            self._internal_error()
-
-    def pause_writing(self) -> None:
-        # The client is not reading its replies as fast as it sends commands.
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self.last = self.loop.time()  # the client is reading: not idle
-        try:
-            self._continue()
         except Exception:
             self._internal_error()
 
@@ -228,10 +187,9 @@ class SMTPProtocol(asyncio.Protocol):
         """
         transport = self.transport
         assert transport is not None
-        while True:
-            event = core.next_event()
-            if event is None:
-                break
+        events = core.events  # the core's queue, read in place: no call per batch
+        while events:
+            event = events.popleft()
             if isinstance(event, MessageReceived):
                 if self._message(core, event):
                     break  # delayed: _deliver resumes the pump
@@ -268,163 +226,11 @@ class SMTPProtocol(asyncio.Protocol):
     def _write(self, transport: asyncio.Transport, core: SMTPConnection) -> None:
         out = core.data_to_send()
         if out:
-            if self.steer is None:
+            steer = self.steer
+            if steer is None or steer.pacer is None:
                 transport.write(out)
             else:
-                self.steer.write(transport, out)  # maybe through a tarpit
-
-    def _message(self, core: SMTPConnection, event: MessageReceived) -> bool:
-        """Answer a complete message; True if the answer is delayed."""
-        self.server.stats.messages += 1
-        self.obs.message_read(event)
-        if self.steer is not None:
-            return self.steer.message(core, event)  # end rules, then address conventions
-        return self.answer(core, event)
-
-    def answer(self, core: SMTPConnection, event: MessageReceived) -> bool:
-        """The mode's answer to a message; True if it is delayed."""
-        reply: Reply | list[Reply]
-        if event.lmtp:
-            # RFC 2033 4.2: one reply per recipient, each decided on its own;
-            # they go out together, after the longest delay any of them drew.
-            decided = [self._decide(event, recipient) for recipient in event.recipients]
-            reply, delay = [r for r, _ in decided], max(seconds for _, seconds in decided)
-        else:
-            reply, delay = self._decide(event, None)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "[%s] message of %d bytes to %d recipient(s): %s in %.3gs",
-                self.session_id,
-                event.size,
-                len(event.recipients),
-                reply.code if isinstance(reply, Reply) else " ".join(str(r.code) for r in reply),
-                delay,
-            )
-        if delay > 0:
-            self.obs.delayed(delay)
-            # Hold input (the client may pipeline the next transaction) and
-            # answer later; other sessions are not blocked by this.
-            assert self.transport is not None
-            self.transport.pause_reading()
-            self._delay = self.loop.call_later(delay, self._deliver, reply)
-            return True
-        core.send(reply)
-        return False
-
-    def _decide(self, event: MessageReceived, recipient: str | None) -> tuple[Reply, float]:
-        """(reply, delay) for a message (SMTP), or for one recipient of it (LMTP)."""
-        return self.server.policy.decide(self.ctx.defaults, event.mode, event.delay)
-
-    def _deliver(self, reply: Reply | list[Reply]) -> None:
-        self._delay = None
-        core = self.core
-        if core is None or self.transport is None or self.closing:
-            return
-        self.last = self.loop.time()
-        self.obs.meter.started = time.perf_counter()  # delay excluded
-        try:
-            core.send(reply)
-            self._pump(core)
-            self._continue()
-        except Exception:
-            self._internal_error()
-
-    # --- held answers (server.steering) ---------------------------------------------
-
-    def hold(self, delay: float, then: Callable[[], None]) -> None:
-        """Run ``then`` in ``delay`` seconds; input is held meanwhile."""
-        assert self.transport is not None
-        self.transport.pause_reading()
-        self._delay = self.loop.call_later(delay, self._held, then)
-
-    def _held(self, then: Callable[[], None]) -> None:
-        self._delay = None
-        self.last = self.loop.time()
-        self.obs.meter.started = time.perf_counter()  # the injected delay excluded
-        then()
-
-    def carry_on(self, core: SMTPConnection) -> None:
-        """A held answer was given: write it and read on."""
-        self._pump(core)
-        self._continue()
-
-    def touch(self) -> None:
-        self.last = self.loop.time()  # a tarpit's bytes are a sign of life
-
-    # --- flow control -------------------------------------------------------------
-
-    def _feed(self, core: SMTPConnection, data: bytes) -> None:
-        """Give ``data`` to the core a slice at a time; hold the rest back when
-        the client is behind on reading replies or an answer is delayed."""
-        for start in range(0, len(data), _SLICE):
-            if self.core is core and (self._write_paused or self._delay is not None):
-                self._backlog = data[start:]
-                assert self.transport is not None
-                self.transport.pause_reading()
-                return
-            # After STARTTLS (self.core is None) the core still gets the rest:
-            # it counts and drops plaintext sent behind the command.
-            core.receive_data(data[start : start + _SLICE])
-            self._pump(core)
-
-    def _continue(self) -> None:
-        """Feed held-back input and read again, once nothing holds input back."""
-        core = self.core
-        transport = self.transport
-        if core is None or transport is None or self.closing:
-            return  # closed, or in a TLS handshake (start_tls resumes reading)
-        if self._write_paused or self._delay is not None:
-            return
-        backlog, self._backlog = self._backlog, b""
-        if backlog:
-            self._feed(core, backlog)
-        held = self._backlog or self._write_paused or self._delay is not None
-        if self.core is core and not self.closing and not held:
-            transport.resume_reading()
-
-    # --- TLS (server.upgrade calls back tls_ready / tls_failed) ---------------------
-
-    def _start_tls(self, greet: bool, core: SMTPConnection | None = None) -> None:
-        context = self.ctx.ssl_context
-        assert context is not None  # STARTTLS is only offered with a context
-        limit = self.ctx.tls_handshake_timeout
-        self.obs.handshake_started()
-        upgrade.start(self.loop, self, context, limit, greet=greet, core=core)
-
-    def _hand_over_early_bytes(self) -> None:
-        early, self._early = self._early, None
-        transport = self.transport
-        if not early or transport is None or self.closing:
-            return
-        if not upgrade.hand_over_early_bytes(transport, self, bytes(early)):
-            self.tls_failed("the TLS layer did not take the connection")
-
-    def tls_ready(
-        self, transport: asyncio.Transport, greet: bool, core: SMTPConnection | None
-    ) -> None:
-        self.transport = transport
-        self.last = self.loop.time()
-        ssl_object = transport.get_extra_info("ssl_object")
-        version = ssl_object.version() if ssl_object is not None else None
-        cipher = ssl_object.cipher()[0] if ssl_object is not None else None
-        self.obs.handshake_done(True, version, cipher)
-        if greet:
-            self._begin()
-            return
-        assert core is not None
-        core.tls_started()
-        self.core = core
-        self.server.stats.starttls += 1
-
-    def tls_failed(self, reason: str) -> None:
-        # Plaintext on an SMTPS port, a client gone mid-handshake, a scanner:
-        # counted and logged at debug, never a traceback, never a flood.
-        self.server.stats.tls_failures += 1
-        if self.obs.tls is None:
-            self.obs.handshake_done(False, None, None)
-            self._ended_by("error")
-        log.debug("[%s] TLS handshake failed: %s", self.session_id, reason)
-        self._abort()
+                steer.pacer.write(out)  # a tarpit's pace
 
     # --- idle timer (server.idle) ---------------------------------------------------
 
@@ -456,88 +262,3 @@ class SMTPProtocol(asyncio.Protocol):
             self.obs.meter.started = time.perf_counter()
             core.timeout()
             self._pump(core)
-
-    # --- endings --------------------------------------------------------------------
-
-    def shutdown(self) -> None:
-        """Server stopping: 421 now if idle, else after the current transaction."""
-        core = self.core
-        if core is None:
-            self._abort()  # in a TLS handshake, or already closing
-            return
-        self._ended_by("shutdown")
-        self.obs.meter.started = time.perf_counter()
-        core.shutdown()
-        self._pump(core)
-
-    def cut(self) -> None:
-        """The grace period is over: say 421 4.3.2 (even mid-DATA), then close.
-
-        RFC 5321 section 3.8: a server that must shut down may send 421 at
-        any time and close; the client then knows to retry, rather than
-        seeing a bare EOF.
-        """
-        transport = self.transport
-        if transport is None or self.closing or self.core is None:
-            self._ended_by("shutdown")
-            self._abort()
-            return
-        self._ended_by("shutdown")
-        transport.write(R.R421_SHUTDOWN.wire)
-        self._close()
-
-    def _close(self) -> None:
-        """Close after what was written drains; the idle timer bounds the wait."""
-        self.closing = True
-        self.last = self.loop.time()  # the flush gets a whole timeout
-        self._timer.arm()  # closing from expire(): the timer is not armed
-        if self._delay is not None:
-            self._delay.cancel()
-            self._delay = None
-        if self.transport is not None:
-            if self.steer is None:
-                self.transport.close()  # flushes what was written first
-            else:
-                self.steer.close_after(self.transport.close)  # a tarpit's bytes first
-
-    def _abort(self) -> None:
-        """Drop the connection now, and the session with it.
-
-        The SSL layer does not report a connection lost mid-handshake (nor,
-        sometimes, an abort of one) to this protocol: waiting for
-        connection_lost() left the session in ``server.sessions`` and a stop
-        waited out the whole grace period for it.
-        """
-        if self.transport is not None:
-            self.transport.abort()
-        self._finish()
-
-    def _finish(self) -> None:
-        """Forget the session: every ending comes here, and only once counts."""
-        if self._ended:
-            return
-        self._ended = True
-        self.closing = True
-        self._timer.cancel()
-        if self._header is not None:
-            self._header.cancel()
-            self._header = None
-        if self._delay is not None:
-            self._delay.cancel()
-            self._delay = None
-        self.server.sessions.discard(self)
-        self.core = None
-        self.obs.close()
-
-    def _ended_by(self, how: str) -> None:
-        """How the session ends, for counts and the event log (first one wins)."""
-        if self.obs.end == "client_closed":
-            self.obs.end = how
-
-    def _internal_error(self) -> None:
-        log.exception("[%s] internal error; the session is closed", self.session_id)
-        self.server.stats.errors += 1
-        self._ended_by("error")
-        if self.transport is not None and not self.closing:
-            self.transport.write(R.R451_INTERNAL.wire)
-            self._close()

@@ -98,6 +98,7 @@ class Observation:
         self.record_sink: RecordSink = _ignore_record
         self.verb_slots = verb_slots(counters.layout)  # shared by every session's meter
         self.rule_slots: dict[str, int] = {}  # rule name -> counter slot, from the hub
+        self._listener_indices: dict[str, int] = {}
 
     def set_rule_slots(self, slots: dict[str, int]) -> None:
         self.rule_slots = slots
@@ -140,10 +141,14 @@ class Observation:
 
     def listener_index(self, name: str) -> int:
         """Listeners a reload added after the layout was made count as the first."""
-        try:
-            return self.counters.layout.listener_index(name)
-        except KeyError:
-            return 0
+        index = self._listener_indices.get(name)
+        if index is None:  # once per listener: this is asked at every connection
+            try:
+                index = self.counters.layout.listener_index(name)
+            except KeyError:
+                index = 0
+            self._listener_indices[name] = index
+        return index
 
     def session(self, listener: str, session_id: str) -> SessionObservation:
         return SessionObservation(self, listener, session_id)

@@ -27,8 +27,7 @@ from blackhole.protocol.events import MessageReceived, StageReached
 from blackhole.protocol.hooks import Stage, TLSFault, Verdict
 from blackhole.protocol.replies import Reply
 from blackhole.rules.addresses import address_verdict
-from blackhole.rules.engine import CLOSING
-from blackhole.rules.gates import Gate
+from blackhole.rules.engine import CLOSING, RuleSet
 from blackhole.rules.match import Facts
 from blackhole.rules.store import StoreUnavailableError
 from blackhole.server import lmtpend
@@ -41,6 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("blackhole.rules")
 
+_CONNECT = frozenset((Stage.CONNECT,))
 # Applies a verdict; True while the session still waits for something else.
 Done = Callable[[Verdict | None], bool]
 
@@ -65,39 +65,88 @@ def describe(verdict: Verdict) -> str:
 class Steering:
     """The rules' side of one session."""
 
-    __slots__ = ("pacer", "rules", "session", "tls_fault", "where")
+    __slots__ = (
+        "_barred",
+        "_client",
+        "_generation",
+        "_where",
+        "pacer",
+        "rules",
+        "session",
+        "tls_fault",
+    )
 
     def __init__(self, session: SMTPProtocol, rules: WorkerRules, core: SMTPConnection) -> None:
         self.session = session
         self.rules = rules
-        assert session.transport is not None
-        listener = session.ctx.listener
-        self.where = Where.of(
-            session.session_id, session.transport, listener.host, session.client, listener.name
-        )
+        self._client = session.client[0] if session.client is not None else None
+        self._where: Where | None = None  # made when a stage is first evaluated
         self.pacer: Pacer | None = None
         self.tls_fault: TLSFault | None = None
-        core.watch = rules.stages
+        # The stages no rule can act on for this client (rules.gates), for
+        # the rules in force at ``generation``.
+        self._generation = rules.ruleset.generation
+        self._barred = rules.ruleset.barred(self._client)
+        watch = rules.stages
+        if Stage.CONNECT in self._barred and not self._screen_off():
+            # The greeting is the core's first step, so its stage is screened
+            # here, before start(): by the client, the only thing known yet.
+            watch = watch - _CONNECT
+        core.watch = watch
         core.content_thresholds = rules.content_thresholds
         core.screen = self.screen
 
+    @property
+    def where(self) -> Where:
+        """The session's fixed facts; most sessions under rules that match
+        nothing never need them (and the socket's address they read)."""
+        where = self._where
+        if where is None:
+            session = self.session
+            assert session.transport is not None
+            listener = session.ctx.listener
+            where = self._where = Where.of(
+                session.session_id, session.transport, listener.host, session.client, listener.name
+            )
+        return where
+
     # --- the first look (rules.gates) ----------------------------------------------
 
-    def _gate(self, stage: Stage) -> Gate | None:
-        rules = self.rules
-        if rules.conventions or log.isEnabledFor(logging.DEBUG):
-            # Conventions decide on their own; at debug level every rule
-            # that does not hold says so.
-            return None
-        return rules.ruleset.gates.get(stage)
+    def _screen_off(self) -> bool:
+        # Conventions decide on their own; at debug level every rule that
+        # does not hold says so (the level may change during a session).
+        return bool(self.rules.conventions) or log.isEnabledFor(logging.DEBUG)
 
+    def _rebar(self, ruleset: RuleSet) -> None:
+        """The rules changed (API, SIGHUP): which stages this client is barred from."""
+        self._generation = ruleset.generation
+        self._barred = ruleset.barred(self._client)
+
+    # screen() and _screen_end() run at every watched command and message:
+    # their checks are written out rather than shared through more calls.
     def screen(self, stage: Stage, value: str | None) -> bool:
         """The core's question at a command stage: could any rule act on ``value``?"""
-        gate = self._gate(stage)
+        rules = self.rules
+        if rules.conventions or log.isEnabledFor(logging.DEBUG):
+            return True  # as _screen_off()
+        ruleset = rules.ruleset
+        if ruleset.generation != self._generation:
+            self._rebar(ruleset)
+        if stage in self._barred:
+            return False
+        gate = ruleset.gates.get(stage)
         return gate is None or gate.admits(value)
 
     def _screen_end(self, event: MessageReceived) -> bool:
-        gate = self._gate(Stage.END)
+        rules = self.rules
+        if rules.conventions or log.isEnabledFor(logging.DEBUG):
+            return True  # as _screen_off()
+        ruleset = rules.ruleset
+        if ruleset.generation != self._generation:
+            self._rebar(ruleset)
+        if Stage.END in self._barred:
+            return False
+        gate = ruleset.gates.get(Stage.END)
         if gate is None:
             return True
         if gate.field == "recipient":
@@ -254,12 +303,6 @@ class Steering:
         return True
 
     # --- hooks for the adapter ----------------------------------------------------------
-
-    def write(self, transport: asyncio.Transport, data: bytes) -> None:
-        if self.pacer is None:
-            transport.write(data)
-        else:
-            self.pacer.write(data)
 
     def close_after(self, close: Callable[[], None]) -> None:
         """Close once a tarpit has written everything (at once without one)."""

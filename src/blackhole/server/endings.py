@@ -1,0 +1,105 @@
+"""How a session ends: 421 at a stop, a close after the output drains, an abort.
+
+Every ending comes to ``_finish`` once: the session leaves the worker's set,
+its timers stop and its observation is closed (counted, and its event log
+line written). ``_ended_by`` records how, for counts and the event log.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from blackhole.protocol import replies as R
+from blackhole.server.sessionbase import SessionBase
+
+log = logging.getLogger("blackhole.session")
+
+
+class Endings(SessionBase):
+    """The ways a session ends."""
+
+    __slots__ = ()
+
+    def shutdown(self) -> None:
+        """Server stopping: 421 now if idle, else after the current transaction."""
+        core = self.core
+        if core is None:
+            self._abort()  # in a TLS handshake, or already closing
+            return
+        self._ended_by("shutdown")
+        self.obs.meter.started = time.perf_counter()
+        core.shutdown()
+        self._pump(core)
+
+    def cut(self) -> None:
+        """The grace period is over: say 421 4.3.2 (even mid-DATA), then close.
+
+        RFC 5321 section 3.8: a server that must shut down may send 421 at
+        any time and close; the client then knows to retry, rather than
+        seeing a bare EOF.
+        """
+        transport = self.transport
+        if transport is None or self.closing or self.core is None:
+            self._ended_by("shutdown")
+            self._abort()
+            return
+        self._ended_by("shutdown")
+        transport.write(R.R421_SHUTDOWN.wire)
+        self._close()
+
+    def _close(self) -> None:
+        """Close after what was written drains; the idle timer bounds the wait."""
+        self.closing = True
+        self.last = self.loop.time()  # the flush gets a whole timeout
+        self._timer.arm()  # closing from expire(): the timer is not armed
+        if self._delay is not None:
+            self._delay.cancel()
+            self._delay = None
+        if self.transport is not None:
+            if self.steer is None:
+                self.transport.close()  # flushes what was written first
+            else:
+                self.steer.close_after(self.transport.close)  # a tarpit's bytes first
+
+    def _abort(self) -> None:
+        """Drop the connection now, and the session with it.
+
+        The SSL layer does not report a connection lost mid-handshake (nor,
+        sometimes, an abort of one) to this protocol: waiting for
+        connection_lost() left the session in ``server.sessions`` and a stop
+        waited out the whole grace period for it.
+        """
+        if self.transport is not None:
+            self.transport.abort()
+        self._finish()
+
+    def _finish(self) -> None:
+        """Forget the session: every ending comes here, and only once counts."""
+        if self._ended:
+            return
+        self._ended = True
+        self.closing = True
+        self._timer.cancel()
+        if self._header is not None:
+            self._header.cancel()
+            self._header = None
+        if self._delay is not None:
+            self._delay.cancel()
+            self._delay = None
+        self.server.sessions.discard(self)
+        self.core = None
+        self.obs.close()
+
+    def _ended_by(self, how: str) -> None:
+        """How the session ends, for counts and the event log (first one wins)."""
+        if self.obs.end == "client_closed":
+            self.obs.end = how
+
+    def _internal_error(self) -> None:
+        log.exception("[%s] internal error; the session is closed", self.session_id)
+        self.server.stats.errors += 1
+        self._ended_by("error")
+        if self.transport is not None and not self.closing:
+            self.transport.write(R.R451_INTERNAL.wire)
+            self._close()
