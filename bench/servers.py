@@ -104,6 +104,9 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=Path)
     rules: str | None = None  # a rulesets.RULESETS name (Blackhole only)
+    # Blackhole only: the interpreter, by default this one; blackhole-1w@mypyc
+    # runs REPO/.venv-mypyc's (the compiled build next to the pure one).
+    python: str = sys.executable
 
     @property
     def has_tls(self) -> bool:
@@ -172,10 +175,13 @@ class Server:
             path.write_text(RULESETS[self.rules])
             extra.append(f"rules = {path}")
         conf = self.write_config("Blackhole", *extra)
-        if not module_available("blackhole"):
+        if self.python != sys.executable:
+            if not Path(self.python).is_file():
+                raise ServerError(f"{self.python} not found (see bench/README.md)")
+        elif not module_available("blackhole"):
             src = str(REPO_DIR / "src")
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
-        return [sys.executable, "-m", "blackhole", "-c", str(conf), "-q"], env
+        return [self.python, "-m", "blackhole", "-c", str(conf), "-q"], env
 
     def write_config(self, flavour: str, *extra: str) -> Path:
         """A config file for either Blackhole: both read the same keys.
@@ -302,15 +308,19 @@ def make_server(
     extra = {"classic_venv": options.classic_venv, "classic_scale": options.classic_scale}
     for kind in ("blackhole", "classic"):
         if name.startswith(kind):
-            # blackhole-2w+greylist: Blackhole with 2 workers and a rules file.
+            # blackhole-2w+greylist: Blackhole with 2 workers and a rules file;
+            # blackhole-1w@mypyc: with the interpreter of REPO/.venv-mypyc.
             variants = "|".join(RULESETS) if kind == "blackhole" else "(?!)"
-            match = re.fullmatch(kind + rf"(?:-(\d+)w)?(?:\+({variants}))?", name)
+            venv = r"(?:@(\w[\w.-]*))?" if kind == "blackhole" else ""
+            match = re.fullmatch(kind + rf"(?:-(\d+)w)?(?:\+({variants}))?{venv}", name)
             if match is None:
                 hint = f" or {kind}-Nw+RULES ({', '.join(RULESETS)})" if kind == "blackhole" else ""
                 raise SystemExit(f"bad server name {name!r}: use {kind}-Nw{hint}")
             workers = int(match.group(1) or 1)
             server = Server(name, kind, workdir, cert, key, workers, capacity, **extra)
             server.rules = match.group(2)
+            if kind == "blackhole" and match.group(3):
+                server.python = str(REPO_DIR / f".venv-{match.group(3)}" / "bin" / "python")
             return server
     if name in ("smtp-sink", "aiosmtpd", "s_server"):
         return Server(name, name, workdir, cert, key, 1, capacity, **extra)
