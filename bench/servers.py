@@ -107,6 +107,9 @@ class Server:
     # The scenarios and phases ("tls", "idle") it takes part in; None: all selected.
     phases: frozenset[str] | None = None
     control_port: int = 0  # the control API's, when a feature wants it
+    # Blackhole only: the interpreter, by default this one; blackhole-1w@mypyc
+    # runs REPO/.venv-mypyc's (the compiled build next to the pure one).
+    python: str = sys.executable
 
     def takes_part(self, phase: str) -> bool:
         return self.phases is None or phase in self.phases
@@ -192,10 +195,13 @@ class Server:
         else:
             env.pop(NO_COUNTING_ENV, None)
         conf = self.write_config("Blackhole", *extra)
-        if not module_available("blackhole"):
+        if self.python != sys.executable:
+            if not Path(self.python).is_file():
+                raise ServerError(f"{self.python} not found (see bench/README.md)")
+        elif not module_available("blackhole"):
             src = str(REPO_DIR / "src")
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
-        return [sys.executable, "-m", "blackhole", "-c", str(conf), "-q"], env
+        return [self.python, "-m", "blackhole", "-c", str(conf), "-q"], env
 
     def write_config(self, flavour: str, *extra: str) -> Path:
         """A config file for either Blackhole: both read the same keys.
@@ -328,6 +334,8 @@ def make_server(
         variant = parse_variant(name)  # blackhole-2w+greylist, blackhole-1w-nocount...
         server = Server(name, "blackhole", workdir, cert, key, variant.workers, capacity, **extra)
         server.variant = variant
+        if variant.build:
+            server.python = str(REPO_DIR / f".venv-{variant.build}" / "bin" / "python")
         return server
     if name.startswith("classic"):
         match = re.fullmatch(r"classic(?:-(\d+)w)?", name)

@@ -72,6 +72,9 @@ class Variant:
     workers: int
     counting: bool
     features: tuple[str, ...]
+    # ``@NAME``: Blackhole run with REPO/.venv-NAME's interpreter (another
+    # build, e.g. the mypyc-compiled one); "" for this one.
+    build: str = ""
 
     @property
     def rules(self) -> list[str]:
@@ -80,8 +83,10 @@ class Variant:
 
 def parse_variant(name: str) -> Variant:
     """``blackhole-2w-nocount+nomatch20`` -> Variant(2, False, ("nomatch20",))."""
-    match = re.fullmatch(r"blackhole(?:-(\d+)w)?(-nocount)?((?:\+[a-z0-9]+)*)", name)
-    hint = f"use blackhole-Nw[-nocount][+FEATURE...], FEATURE one of {', '.join(FEATURES)}"
+    match = re.fullmatch(
+        r"blackhole(?:-(\d+)w)?(-nocount)?((?:\+[a-z0-9]+)*)(?:@(\w[\w.-]*))?", name
+    )
+    hint = f"use blackhole-Nw[-nocount][+FEATURE...][@BUILD], FEATURE one of {', '.join(FEATURES)}"
     if match is None or int(match.group(1) or 1) < 1:
         raise SystemExit(f"bad server name {name!r}: {hint}")
     features = tuple(x for x in match.group(3).split("+") if x)
@@ -90,7 +95,9 @@ def parse_variant(name: str) -> Variant:
         raise SystemExit(f"bad server name {name!r}: unknown feature {unknown[0]!r}; {hint}")
     if len(set(features)) != len(features):
         raise SystemExit(f"bad server name {name!r}: a feature is named twice")
-    variant = Variant(int(match.group(1) or 1), match.group(2) is None, features)
+    variant = Variant(
+        int(match.group(1) or 1), match.group(2) is None, features, match.group(4) or ""
+    )
     if len(variant.rules) > 1:
         raise SystemExit(f"bad server name {name!r}: one rules file at most")
     if not variant.counting:
@@ -100,11 +107,12 @@ def parse_variant(name: str) -> Variant:
     return variant
 
 
-def base_name(workers: int, counting: bool = True, *features: str) -> str:
+def base_name(workers: int, counting: bool = True, *features: str, build: str = "") -> str:
     return (
         f"blackhole-{workers}w"
         + ("" if counting else "-nocount")
         + "".join("+" + x for x in features)
+        + (f"@{build}" if build else "")
     )
 
 
@@ -148,8 +156,8 @@ def feature_costs(names: list[str]) -> list[Cost]:
         if not name.startswith("blackhole"):
             continue
         variant = parse_variant(name)
-        plain = base_name(variant.workers, variant.counting)
-        bare = base_name(variant.workers, False)
+        plain = base_name(variant.workers, variant.counting, build=variant.build)
+        bare = base_name(variant.workers, False, build=variant.build)
         titles = [FEATURES[x].title for x in variant.features]
         if not titles:
             if variant.counting and bare in present:

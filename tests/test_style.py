@@ -16,12 +16,12 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_lint() -> None:
-    result = _run("ruff", "check", "src", "tests", "bench")
+    result = _run("ruff", "check", "src", "tests", "bench", "setup.py")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_ruff_format() -> None:
-    result = _run("ruff", "format", "--check", "src", "tests", "bench")
+    result = _run("ruff", "format", "--check", "src", "tests", "bench", "setup.py")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

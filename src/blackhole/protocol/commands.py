@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from blackhole.protocol import info, sasl
 from blackhole.protocol import replies as R
@@ -74,9 +73,10 @@ class Commands:
     _chunk_reply: Reply | None = None  # a BDAT chunk's answer chosen in advance
     _override: Reply | None = None  # a rule's reply for the command being done
 
-    if TYPE_CHECKING:
-        # In staging.py: the content stage, then the message.
-        def _message_complete(self, size: int, headers: HeaderScanner | None) -> None: ...
+    def _message_complete(self, size: int, headers: HeaderScanner | None) -> None:
+        # In staging.py: the content stage, then the message. A method, not a
+        # TYPE_CHECKING stub: mypyc compiles no conditional class bodies.
+        raise NotImplementedError
 
     # A watched stage waiting for resolve(): the mode to go back to, and what
     # to run for a positive verdict (None: as usual) or a refusal.
@@ -170,7 +170,10 @@ class Commands:
         return name if name else R.R501_LHLO_SYNTAX
 
     # RFC 2033 4.1: LHLO is EHLO in syntax and answer.
-    do_lhlo = do_ehlo
+    def do_lhlo(self, name: str) -> None:
+        # A method, not an alias: mypyc would make `do_lhlo = do_ehlo` an
+        # instance attribute, which the dispatch table cannot look up.
+        self.do_ehlo(name)
 
     def check_helo(self, arg: str) -> str | Reply:
         name = arg.strip()

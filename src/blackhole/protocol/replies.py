@@ -42,6 +42,11 @@ class Reply:
     def __repr__(self) -> str:
         return f"Reply({self.code}, {self.enhanced!r}, {self.text!r})"
 
+    def __reduce__(self) -> tuple[type[Reply], tuple[int, str | None, tuple[str, ...]]]:
+        # Pickled as its arguments (rules carry replies to other processes):
+        # compiled by mypyc, a Reply has no state that pickle could restore.
+        return Reply, (self.code, self.enhanced, self.lines)
+
 
 def serialise(code: int, enhanced: str | None, lines: Sequence[str]) -> bytes:
     """RFC 5321 section 4.2.1: ``code-text`` on every line but the last, ``code text``.

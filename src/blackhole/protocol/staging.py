@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from blackhole.protocol import replies as R
 from blackhole.protocol.commands import Commands
@@ -40,9 +40,10 @@ class Staging(Commands):
     content_thresholds: tuple[int, ...]
     screen: Callable[[Stage, str | None], bool] | None
 
-    if TYPE_CHECKING:
-
-        def _line(self, raw: bytes, staged: bool = False) -> None: ...
+    def _line(self, raw: bytes, staged: bool = False) -> None:
+        # In core.py. A method, not a TYPE_CHECKING stub: mypyc compiles no
+        # conditional class bodies.
+        raise NotImplementedError
 
     def _greet(self, reply: Reply | None) -> None:
         greeting = reply or R.greeting(self.settings.mailname, self.settings.lmtp)
