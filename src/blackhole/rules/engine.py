@@ -62,6 +62,7 @@ class RuleSet:
         "generation",
         "hits",
         "on_match",
+        "reads_headers",
         "seed",
         "stages",
         "started",
@@ -113,6 +114,9 @@ class RuleSet:
         # Asked for every stage event and every session: worked out here, once
         # per change of the rules, not each time.
         self.stateful_stages = frozenset(r.stage for r in self.rules if r.selection.stateful)
+        # Collecting a message's header fields costs every message: only
+        # sessions that begin while a rule can read them do it.
+        self.reads_headers = any(r.matchers.header is not None for r in self.rules)
         # The byte counts at which content is reported: every rule's after_bytes.
         self.content_thresholds = tuple(
             sorted(

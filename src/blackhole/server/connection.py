@@ -167,12 +167,16 @@ class SMTPProtocol(Securing):
     # --- the session --------------------------------------------------------------
 
     def _begin(self) -> None:
-        core = SMTPConnection(self.ctx.settings)
+        ctx, rules = self.ctx, self.server.rules
+        settings = ctx.settings
+        if rules is not None and rules.headers_wanted and ctx.header_settings is not None:
+            settings = ctx.header_settings
+        core = SMTPConnection(settings)
         self.core = core
         core.meter = self.obs.meter
         self.obs.core = core
-        if self.server.rules is not None:
-            self.steer = Steering(self, self.server.rules, core)
+        if rules is not None:
+            self.steer = Steering(self, rules, core)
         core.start()
         self._pump(core)
 

@@ -24,6 +24,9 @@ class ListenerContext:
     tls_handshake_timeout: float
     ssl_context: ssl.SSLContext | None  # SMTPS handshake and STARTTLS
     name: str = "-"  # the listener's label in counts and the event log
+    # ``settings`` with the header fields collected: for the sessions that
+    # begin while a rule with a ``header`` matcher is in force.
+    header_settings: SessionSettings | None = None
 
     @property
     def implicit_tls(self) -> bool:
@@ -51,9 +54,10 @@ def build_context(
         tls_active=listener.tls,  # SMTPS: the core starts after the handshake
         auth_required=config.auth_required,
         auth_tls_only=config.auth_tls_only,
-        # Header matchers and the "message" key read the header section;
-        # recorded messages carry their header fields (record = N).
-        collect_headers=config.rules is not None or config.record > 0,
+        # Recorded messages carry their header fields (record = N); header
+        # matchers read them too, but only sessions begun while such a rule
+        # is in force pay for it (``header_settings``).
+        collect_headers=config.record > 0,
     )
     if challenge is not None:
         settings = replace(settings, challenge=challenge)
@@ -65,5 +69,11 @@ def build_context(
         random_accept=config.random_accept,
     )
     return ListenerContext(
-        listener, settings, defaults, config.timeout, config.tls_handshake_timeout, ssl_context
+        listener,
+        settings,
+        defaults,
+        config.timeout,
+        config.tls_handshake_timeout,
+        ssl_context,
+        header_settings=replace(settings, collect_headers=True),
     )

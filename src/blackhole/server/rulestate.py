@@ -112,7 +112,8 @@ class WorkerRules:
 
     @property
     def headers_wanted(self) -> bool:
-        return any(r.matchers.header is not None for r in self.ruleset.rules)
+        """Whether a session beginning now must collect its messages' header fields."""
+        return self.ruleset.reads_headers
 
     def stateful(self, stage: Stage) -> bool:
         """Whether deciding at ``stage`` may have to wait for the store.

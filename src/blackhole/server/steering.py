@@ -144,8 +144,8 @@ class Steering:
         ruleset = rules.ruleset
         if ruleset.generation != self._generation:
             self._rebar(ruleset)
-        if Stage.END in self._barred:
-            return False
+        if Stage.END in self._barred or Stage.END not in ruleset.stages:
+            return False  # no rule at end (the core reports every message)
         gate = ruleset.gates.get(Stage.END)
         if gate is None:
             return True
