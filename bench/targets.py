@@ -75,7 +75,7 @@ TARGETS: tuple[Target, ...] = (
            "blackhole-1w+nomatch20", "cpu", "1k-reuse", 1.10, True, "blackhole-1w", "µs"),
     Target("server CPU/msg, 1 KB reused, 2 workers, 20 rules that match nothing",
            "blackhole-2w+nomatch20", "cpu", "1k-reuse", 1.10, True, "blackhole-2w", "µs"),
-    Target("server CPU/msg, 1 KB reused, 2 workers, greylist on every recipient (hub)",
+    Target("server CPU/msg, 1 KB reused, 2 workers, greylist on every recipient (shared memory)",
            "blackhole-2w+greylist", "cpu", "1k-reuse", 1.25, True, "blackhole-2w", "µs"),
 )  # fmt: skip
 
