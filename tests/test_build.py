@@ -69,12 +69,13 @@ def test_children_import_the_same_build(tmp_path: Path) -> None:
     assert all(path.endswith(NATIVE) is (EXPECT == "1") for path in paths), paths
 
 
-@pytest.mark.skipif(EXPECT != "1", reason="the compiled run only")
-def test_compiled_run_does_not_test_the_checkout() -> None:
-    # The compiled install, not src/ (which holds only the pure modules).
+@needs_expectation
+def test_the_run_tests_the_install_it_claims() -> None:
+    # The pure run, the editable install of src/; the compiled run, its
+    # installed package (src/ holds only the pure modules).
     import blackhole
 
-    assert not Path(blackhole.__file__).is_relative_to(ROOT / "src")
+    assert Path(blackhole.__file__).is_relative_to(ROOT / "src") is (EXPECT == "0")
 
 
 def _checkout_copy(tmp_path: Path) -> Path:
