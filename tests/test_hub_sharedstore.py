@@ -42,11 +42,11 @@ sys.stdout.write(str(sum(store.decide_now(ask).act for _ in range(int(sys.argv[2
 
 # A process that takes the region's lock, says so, and waits to be killed.
 LOCKER = """
-import fcntl, sys, time
+import fcntl, signal, sys
 fcntl.lockf(int(sys.argv[1]), fcntl.LOCK_EX)
 sys.stdout.write("locked\\n")
 sys.stdout.flush()
-time.sleep(60)
+signal.pause()  # until the test's SIGKILL
 """
 
 
