@@ -22,6 +22,9 @@ Three ways to measure, for A/B runs of a code change:
   top functions by own time (``--top``), and who calls those matching
   ``--callers``; ``--keep DIR`` keeps the profile for ``pstats``.
 
+The worker observes as a worker process does, so ``BLACKHOLE_BENCH_NO_COUNTING=1``
+(bench/README.md) measures it without counting.
+
 ``--sink`` runs Postfix smtp-sink under the same load instead (``cpu`` only),
 for the ratio. Examples::
 
@@ -83,6 +86,7 @@ async def _serve(rules: str | None, port_file: Path) -> None:
     from blackhole.config.classic import parse_config  # noqa: PLC0415
     from blackhole.observe.logs import setup_logging  # noqa: PLC0415
     from blackhole.server.app import Worker  # noqa: PLC0415
+    from blackhole.server.observing import Observation, listener_labels  # noqa: PLC0415
     from blackhole.server.sockets import bind_listener  # noqa: PLC0415
     from blackhole.server.tls import build_server_context  # noqa: PLC0415
 
@@ -94,7 +98,12 @@ async def _serve(rules: str | None, port_file: Path) -> None:
         sock = bind_listener(listener)
         assert config.tls_cert is not None and config.tls_key is not None
         context = build_server_context(config.tls_cert, config.tls_key)
-        worker = Worker(config, [(listener, sock)], "bench.localhost", context, worker_id=1)
+        bound = [(listener, sock)]
+        # As a worker process observes: BLACKHOLE_BENCH_NO_COUNTING (--nocount) honoured.
+        observation = Observation.for_worker(None, listener_labels(bound), None, 0, 1)
+        worker = Worker(
+            config, bound, "bench.localhost", context, worker_id=1, observation=observation
+        )
         await worker.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
