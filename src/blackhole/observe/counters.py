@@ -26,6 +26,13 @@ per listener and per parsed verb, so the hot path does no lookups by name):
 
 ``Counters.private(layout)`` counts into memory of its own: the null sink for
 tests and for code paths that run without a supervisor.
+
+The compiled build (setup.py, ``BLACKHOLE_MYPYC=1``) compiles this module with
+Cython, typed by ``counters.pxd`` next to it: the slot is then a C array and
+``view[i] += n`` one machine addition, where a ``memoryview`` item costs two
+Python integers to read and write back. The per-reply and per-message counts
+are single calls (``reply``, ``message``) so that the compiled build pays one
+call for all of their stores.
 """
 
 from __future__ import annotations
@@ -50,6 +57,19 @@ _REPLY_WIDTH = histogram_width(REPLY_BOUNDS)
 _REPLY_SUM = len(REPLY_BOUNDS) + 1
 _SIZE_SUM = len(SIZE_BOUNDS) + 1
 _OUTCOMES = len(OUTCOMES)
+# Typed as C numbers and C arrays in counters.pxd: compared and multiplied
+# without objects.
+_MICROS = float(MICROS)
+_REPLY_BOUNDS = REPLY_BOUNDS
+_SIZE_BOUNDS = SIZE_BOUNDS
+
+# A reply verb's slots, as ``replied`` reads them (observe.meter makes them
+# once per worker): the command's slot (-1: no command prompted the reply),
+# the base of the verb's ``replies_total`` slots less the first code, and the
+# first bucket of its ``reply_seconds`` histogram; more items after these are
+# the caller's.
+REPLY_COMMAND, REPLY_CODES, REPLY_HISTOGRAM = range(3)
+_COMMAND, _CODES, _HISTOGRAM = REPLY_COMMAND, REPLY_CODES, REPLY_HISTOGRAM  # C ints compiled
 
 
 class Counters:
@@ -57,14 +77,29 @@ class Counters:
 
     # The block bases are copied from the layout onto the instance: one
     # attribute load fewer per count on the hot path.
-    __slots__ = ("_messages", "_replies", "_reply_histograms", "_size_histogram", "_v", "layout")
+    __slots__ = (
+        "_connections",
+        "_message_bytes",
+        "_messages",
+        "_replies",
+        "_reply_histograms",
+        "_session_ends",
+        "_sessions_open",
+        "_size_histogram",
+        "_v",
+        "layout",
+    )
 
     def __init__(self, layout: Layout, view: memoryview) -> None:
         if view.format != "Q" or len(view) != layout.size:
             raise ValueError(f"a counter slot is {layout.size} unsigned 64-bit integers")
         self.layout = layout
         self._v = view
+        self._connections = layout.connections
+        self._sessions_open = layout.sessions_open
+        self._session_ends = layout.session_ends
         self._messages = layout.messages
+        self._message_bytes = layout.message_bytes
         self._replies = layout.replies
         self._reply_histograms = layout.reply_histograms
         self._size_histogram = layout.size_histogram
@@ -73,43 +108,70 @@ class Counters:
     def private(cls, layout: Layout) -> Counters:
         return cls(layout, memoryview(bytearray(8 * layout.size)).cast("Q"))
 
-    @property
-    def view(self) -> memoryview:
-        """The slot itself, for a caller that inlines its increments (observe.meter)."""
-        return self._v
-
     def value(self, index: int) -> int:
         return int(self._v[index])
 
     def connection(self, listener: int) -> None:
-        self._v[self.layout.connections + listener] += 1
-        self._v[self.layout.sessions_open + listener] += 1
+        self._v[self._connections + listener] += 1
+        self._v[self._sessions_open + listener] += 1
 
     def session_end(self, listener: int, end: int) -> None:
-        self._v[self.layout.sessions_open + listener] -= 1
-        self._v[self.layout.session_ends + end] += 1
+        self._v[self._sessions_open + listener] -= 1
+        self._v[self._session_ends + end] += 1
 
     def command(self, verb: int) -> None:
         self._v[self.layout.commands + verb] += 1
+
+    def command_at(self, index: int) -> None:
+        """A command line, by its slot (``REPLY_COMMAND`` of a reply's slots)."""
+        self._v[index] += 1
 
     def reply(self, verb: int, code: int, seconds: float) -> None:
         """A reply written; codes outside 200-599 are a bug and count as 599/200."""
         if not FIRST_CODE <= code <= LAST_CODE:
             code = LAST_CODE if code > LAST_CODE else FIRST_CODE
+        slots = (
+            -1,
+            self._replies + verb * CODE_SPAN - FIRST_CODE,
+            self._reply_histograms + verb * _REPLY_WIDTH,
+        )
+        self.replied(slots, code, seconds)
+
+    def replied(
+        self, slots: tuple[int, ...], code: int, seconds: float, command: bool = False
+    ) -> None:
+        """A reply with ``code`` (200-599), by its verb's ``slots``
+        (``REPLY_*``), and its command's line when ``command`` is true and the
+        verb is a command's: the hot path's one call per reply."""
         v = self._v
-        v[self._replies + verb * CODE_SPAN + code - FIRST_CODE] += 1
-        base = self._reply_histograms + verb * _REPLY_WIDTH
-        v[base + bisect_left(REPLY_BOUNDS, seconds)] += 1
-        v[base + _REPLY_SUM] += int(seconds * MICROS + 0.5)
+        index = slots[_COMMAND]
+        if command and index >= 0:
+            v[index] += 1
+        v[slots[_CODES] + code] += 1
+        base = slots[_HISTOGRAM]
+        # A value equal to a bound belongs to that bucket (le). A scan from
+        # the first: replies are mostly fast, and compiled it is C compares.
+        bucket = base
+        for bound in _REPLY_BOUNDS:
+            if seconds <= bound:
+                break
+            bucket += 1
+        v[bucket] += 1
+        v[base + _REPLY_SUM] += int(seconds * _MICROS + 0.5)
 
     def message(self, listener: int, outcome: int, size: int | None) -> None:
         """A transaction ended (``layout.ACCEPTED``...); ``size`` if data was read."""
         v = self._v
         v[self._messages + listener * _OUTCOMES + outcome] += 1
         if size is not None:
-            v[self.layout.message_bytes + listener] += size
+            v[self._message_bytes + listener] += size
             base = self._size_histogram
-            v[base + bisect_left(SIZE_BOUNDS, size)] += 1
+            bucket = base
+            for bound in _SIZE_BOUNDS:  # as in replied
+                if size <= bound:
+                    break
+                bucket += 1
+            v[bucket] += 1
             v[base + _SIZE_SUM] += size
 
     def tls(self, listener: int, ok: bool, seconds: float) -> None:
