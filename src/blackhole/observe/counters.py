@@ -27,12 +27,10 @@ per listener and per parsed verb, so the hot path does no lookups by name):
 ``Counters.private(layout)`` counts into memory of its own: the null sink for
 tests and for code paths that run without a supervisor.
 
-The compiled build (setup.py, ``BLACKHOLE_MYPYC=1``) compiles this module with
-Cython, typed by ``counters.pxd`` next to it: the slot is then a C array and
-``view[i] += n`` one machine addition, where a ``memoryview`` item costs two
-Python integers to read and write back. The per-reply and per-message counts
-are single calls (``reply``, ``message``) so that the compiled build pays one
-call for all of their stores.
+The compiled build (setup.py, ``BLACKHOLE_MYPYC=1``) compiles this module
+and ``observe.meter`` with Cython, typed by the ``.pxd`` file next to each:
+the slot is then a C array and ``view[i] += n`` one machine addition, where
+a ``memoryview`` item costs two Python integers to read and write back.
 """
 
 from __future__ import annotations
@@ -57,19 +55,6 @@ _REPLY_WIDTH = histogram_width(REPLY_BOUNDS)
 _REPLY_SUM = len(REPLY_BOUNDS) + 1
 _SIZE_SUM = len(SIZE_BOUNDS) + 1
 _OUTCOMES = len(OUTCOMES)
-# Typed as C numbers and C arrays in counters.pxd: compared and multiplied
-# without objects.
-_MICROS = float(MICROS)
-_REPLY_BOUNDS = REPLY_BOUNDS
-_SIZE_BOUNDS = SIZE_BOUNDS
-
-# A reply verb's slots, as ``replied`` reads them (observe.meter makes them
-# once per worker): the command's slot (-1: no command prompted the reply),
-# the base of the verb's ``replies_total`` slots less the first code, and the
-# first bucket of its ``reply_seconds`` histogram; more items after these are
-# the caller's.
-REPLY_COMMAND, REPLY_CODES, REPLY_HISTOGRAM = range(3)
-_COMMAND, _CODES, _HISTOGRAM = REPLY_COMMAND, REPLY_CODES, REPLY_HISTOGRAM  # C ints compiled
 
 
 class Counters:
@@ -88,12 +73,15 @@ class Counters:
         "_size_histogram",
         "_v",
         "layout",
+        "view",
     )
 
     def __init__(self, layout: Layout, view: memoryview) -> None:
         if view.format != "Q" or len(view) != layout.size:
             raise ValueError(f"a counter slot is {layout.size} unsigned 64-bit integers")
         self.layout = layout
+        # The slot itself, for a caller that inlines its increments (observe.meter).
+        self.view = view
         self._v = view
         self._connections = layout.connections
         self._sessions_open = layout.sessions_open
@@ -122,42 +110,15 @@ class Counters:
     def command(self, verb: int) -> None:
         self._v[self.layout.commands + verb] += 1
 
-    def command_at(self, index: int) -> None:
-        """A command line, by its slot (``REPLY_COMMAND`` of a reply's slots)."""
-        self._v[index] += 1
-
     def reply(self, verb: int, code: int, seconds: float) -> None:
         """A reply written; codes outside 200-599 are a bug and count as 599/200."""
         if not FIRST_CODE <= code <= LAST_CODE:
             code = LAST_CODE if code > LAST_CODE else FIRST_CODE
-        slots = (
-            -1,
-            self._replies + verb * CODE_SPAN - FIRST_CODE,
-            self._reply_histograms + verb * _REPLY_WIDTH,
-        )
-        self.replied(slots, code, seconds)
-
-    def replied(
-        self, slots: tuple[int, ...], code: int, seconds: float, command: bool = False
-    ) -> None:
-        """A reply with ``code`` (200-599), by its verb's ``slots``
-        (``REPLY_*``), and its command's line when ``command`` is true and the
-        verb is a command's: the hot path's one call per reply."""
         v = self._v
-        index = slots[_COMMAND]
-        if command and index >= 0:
-            v[index] += 1
-        v[slots[_CODES] + code] += 1
-        base = slots[_HISTOGRAM]
-        # A value equal to a bound belongs to that bucket (le). A scan from
-        # the first: replies are mostly fast, and compiled it is C compares.
-        bucket = base
-        for bound in _REPLY_BOUNDS:
-            if seconds <= bound:
-                break
-            bucket += 1
-        v[bucket] += 1
-        v[base + _REPLY_SUM] += int(seconds * _MICROS + 0.5)
+        v[self._replies + verb * CODE_SPAN + code - FIRST_CODE] += 1
+        base = self._reply_histograms + verb * _REPLY_WIDTH
+        v[base + bisect_left(REPLY_BOUNDS, seconds)] += 1
+        v[base + _REPLY_SUM] += int(seconds * MICROS + 0.5)
 
     def message(self, listener: int, outcome: int, size: int | None) -> None:
         """A transaction ended (``layout.ACCEPTED``...); ``size`` if data was read."""
@@ -166,12 +127,7 @@ class Counters:
         if size is not None:
             v[self._message_bytes + listener] += size
             base = self._size_histogram
-            bucket = base
-            for bound in _SIZE_BOUNDS:  # as in replied
-                if size <= bound:
-                    break
-                bucket += 1
-            v[bucket] += 1
+            v[base + bisect_left(SIZE_BOUNDS, size)] += 1
             v[base + _SIZE_SUM] += size
 
     def tls(self, listener: int, ok: bool, seconds: float) -> None:

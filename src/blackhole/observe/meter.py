@@ -24,27 +24,31 @@ outcome, and the reply that decided it (None for ``dropped``).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
 from time import perf_counter
 from typing import Any, Final
 
-from blackhole.observe.counters import REPLY_COMMAND, REPLY_HISTOGRAM, Counters
+from blackhole.observe.counters import Counters
 from blackhole.observe.layout import (
     ACCEPTED,
     CODE_SPAN,
     DEFERRED,
     DROPPED,
     FIRST_CODE,
+    MICROS,
+    OUTCOMES,
     REJECTED,
     REPLY_BOUNDS,
     REPLY_VERBS,
+    SIZE_BOUNDS,
     VERBS,
     Layout,
     histogram_width,
 )
 
-# Constants are Final: the compiled build keeps them in C variables, where it
-# would look a plain module global up in the module's dict at every use.
+# The compiled build compiles this module with Cython, its C types in
+# meter.pxd: the counter slot is a C array there, and these constants C numbers.
 # What a reply verb means to the transaction (OBSERVE.md "Counting, exactly").
 _PLAIN: Final = 0
 _MAIL: Final = 1
@@ -68,18 +72,18 @@ _REJECTED: Final = REJECTED
 _DEFERRED: Final = DEFERRED
 _DROPPED: Final = DROPPED
 _clock: Final = perf_counter
-_REPLY_WIDTH = histogram_width(REPLY_BOUNDS)
+_REPLY_WIDTH: Final = histogram_width(REPLY_BOUNDS)
+_REPLY_SUM: Final = len(REPLY_BOUNDS) + 1
+_SIZE_SUM: Final = len(SIZE_BOUNDS) + 1
+_OUTCOMES: Final = len(OUTCOMES)
+_MICROS: Final = float(MICROS)
+_BOUNDS = REPLY_BOUNDS  # a C array in meter.pxd
 _ZEROS: Final = 48 * 111
 
-# Per reply verb, Counters.replied's slots (counters.REPLY_*: the command's
-# slot or -1 when no command prompted the reply, the base of its replies by
-# code less FIRST_CODE, the first bucket of its histogram), then its _KINDS
-# value. Of any length to the type checker, so that the compiled build keeps
-# it one object (a fixed-length tuple would be unboxed, and boxed again for
-# each call).
-Slot = tuple[int, ...]
-_COMMAND: Final = REPLY_COMMAND
-_KIND: Final = REPLY_HISTOGRAM + 1
+# Per reply verb: its command's slot (-1 when no command prompted it), the
+# base of its replies by code less FIRST_CODE, the first bucket of its
+# histogram, its _KINDS value.
+Slot = tuple[int, int, int, int]
 
 
 class VerbSlots:
@@ -106,11 +110,6 @@ def verb_slots(layout: Layout) -> VerbSlots:
     return VerbSlots(slots)
 
 
-def _code(wire: bytes) -> int:
-    """A reply's code from its first three bytes, without slicing: b"0" is 48."""
-    return wire[0] * 100 + wire[1] * 10 + wire[2] - _ZEROS
-
-
 MessageSink = Callable[[int, bytes | None, int | None], None]
 
 
@@ -122,15 +121,31 @@ def _no_auth(_ok: bool) -> None:
     return None
 
 
+def _bucket(seconds: float) -> int:
+    """The reply-time bucket of ``seconds``: the first whose bound it does not
+    exceed (Prometheus ``le``). A scan: replies are mostly fast, and compiled
+    it is a few C compares, where ``bisect`` compares Python floats."""
+    index = 0
+    for bound in _BOUNDS:
+        if seconds <= bound:
+            break
+        index += 1
+    return index
+
+
 class SessionMeter:
     """Counts one session's replies and messages into a worker's ``Counters``."""
 
     __slots__ = (
         "_by_verb",
+        "_bytes",
         "_counters",
         "_last",
+        "_outcomes",
+        "_sizes",
         "_transaction",
         "_unknown",
+        "_v",
         "commands",
         "listener",
         "on_auth",
@@ -141,6 +156,11 @@ class SessionMeter:
 
     def __init__(self, counters: Counters, listener: int, slots: VerbSlots) -> None:
         self._counters = counters
+        self._v = counters.view  # the slot itself: increments inlined below
+        layout = counters.layout
+        self._outcomes = layout.messages + listener * _OUTCOMES
+        self._bytes = layout.message_bytes + listener
+        self._sizes = layout.size_histogram
         self._by_verb = slots.by_verb
         self._unknown = slots.unknown
         self.listener = listener
@@ -159,23 +179,24 @@ class SessionMeter:
     def replies(self, out: list[bytes], marks: list[Any]) -> None:
         # The hot path, about 4 batches per message, with a budget of 5% of a
         # message's CPU: one clock read per batch, one dict lookup per reply
-        # (its verb's slots), one call to count it (Counters.replied: all its
-        # stores), and a call only where the transaction's state changes in a
-        # way that counts (a refusal, the reply after the data, RSET/EHLO/QUIT
-        # inside a transaction).
+        # (its verb's slots), three or four stores per reply (C additions in
+        # the compiled build), and a call only where the transaction's state
+        # changes in a way that counts (a refusal, the reply after the data,
+        # RSET/EHLO/QUIT inside a transaction).
         seconds = _clock() - self.started
-        counters = self._counters
+        v = self._v
         if len(marks) == 4 and len(out) == 1 and not marks[2]:
             # One command, one reply: pipelining off, the usual case.
             wire = out[0]
-            slots = self._by_verb.get(marks[3])
-            if slots is None:
-                slots = self._unknown
-            code = _code(wire)
-            counters.replied(slots, code, seconds, True)
-            if slots[_COMMAND] >= 0:
+            command, codes, histogram, kind = self._by_verb.get(marks[3], self._unknown)
+            # The code from the first three bytes, without slicing: b"0" is 48.
+            code = wire[0] * 100 + wire[1] * 10 + wire[2] - _ZEROS
+            if command >= 0:
+                v[command] += 1
                 self.commands += 1
-            kind = slots[_KIND]
+            v[codes + code] += 1
+            v[histogram + _bucket(seconds)] += 1
+            v[histogram + _REPLY_SUM] += int(seconds * _MICROS + 0.5)
             if kind:
                 if kind == _END:
                     outcome = _ACCEPTED if code < 400 else _DEFERRED if code < 500 else _REJECTED
@@ -186,22 +207,23 @@ class SessionMeter:
                 elif kind == _MAIL:
                     self._transaction = _OPEN
             return
+        bucket = _bucket(seconds)
+        micros = int(seconds * _MICROS + 0.5)
         count = len(marks)
         # marks[0:2] carries on from the previous batch; every later mark
         # made by a command line is a command.
         for k in range(0, count, 2):
-            slots = self._by_verb.get(marks[k + 1])
-            if slots is None:
-                slots = self._unknown
-            if k and slots[_COMMAND] >= 0:
-                counters.command_at(slots[_COMMAND])
+            command, codes, histogram, kind = self._by_verb.get(marks[k + 1], self._unknown)
+            if k and command >= 0:
+                v[command] += 1
                 self.commands += 1
             stop = marks[k + 2] if k + 2 < count else len(out)
-            kind = slots[_KIND]
             for index in range(marks[k], stop):
                 wire = out[index]
-                code = _code(wire)
-                counters.replied(slots, code, seconds)
+                code = wire[0] * 100 + wire[1] * 10 + wire[2] - _ZEROS
+                v[codes + code] += 1
+                v[histogram + bucket] += 1
+                v[histogram + _REPLY_SUM] += micros
                 if kind:
                     self._transaction_reply(kind, code, wire)
 
@@ -214,15 +236,15 @@ class SessionMeter:
             self._count(outcome, wire, self.size)
             self._transaction, self.size = _IDLE, None
         elif kind == _ENDS:
-            self._close_transaction(abandoned=True)
+            self._close_transaction(True)
         elif kind == _MAIL or self._transaction != _IDLE:  # RCPT, DATA, BDAT inside one
             if kind == _MAIL:
-                self._close_transaction(abandoned=True)  # after a refused MAIL
+                self._close_transaction(True)  # after a refused MAIL
             # The last reply matters only when it refused: it decides the outcome.
             self._transaction = _OPEN if code < 400 else _DEFERRED if code < 500 else _REJECTED
             self._last = wire
 
-    def _close_transaction(self, *, abandoned: bool) -> None:
+    def _close_transaction(self, abandoned: bool) -> None:
         state = self._transaction
         if state == _IDLE:
             return
@@ -233,12 +255,18 @@ class SessionMeter:
         self._transaction, self.size = _IDLE, None
 
     def _count(self, outcome: int, reply: bytes | None, size: int | None) -> None:
-        self._counters.message(self.listener, outcome, size)
+        # Counters.message inlined: one call per message fewer on the hot path.
+        v = self._v
+        v[self._outcomes + outcome] += 1
+        if size is not None:
+            v[self._bytes] += size
+            v[self._sizes + bisect_left(SIZE_BOUNDS, size)] += 1
+            v[self._sizes + _SIZE_SUM] += size
         if self.on_message is not _no_message:
             self.on_message(outcome, reply, size)
 
     def end(self, how: int) -> None:
         """The session ended (``layout.SESSION_ENDS`` index): a transaction in
         flight is a message, dropped unless its last reply refused it."""
-        self._close_transaction(abandoned=False)
+        self._close_transaction(False)
         self._counters.session_end(self.listener, how)
