@@ -82,7 +82,7 @@ class Counters:
         self.layout = layout
         # The slot itself, for a caller that inlines its increments (observe.meter).
         self.view = view
-        self._v = view
+        self._v = view  # the same; compiled, a typed view private to this class
         self._connections = layout.connections
         self._sessions_open = layout.sessions_open
         self._session_ends = layout.session_ends

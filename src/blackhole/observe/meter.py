@@ -145,7 +145,6 @@ class SessionMeter:
         "_sizes",
         "_transaction",
         "_unknown",
-        "_v",
         "commands",
         "listener",
         "on_auth",
@@ -156,7 +155,6 @@ class SessionMeter:
 
     def __init__(self, counters: Counters, listener: int, slots: VerbSlots) -> None:
         self._counters = counters
-        self._v = counters.view  # the slot itself: increments inlined below
         layout = counters.layout
         self._outcomes = layout.messages + listener * _OUTCOMES
         self._bytes = layout.message_bytes + listener
@@ -184,7 +182,7 @@ class SessionMeter:
         # changes in a way that counts (a refusal, the reply after the data,
         # RSET/EHLO/QUIT inside a transaction).
         seconds = _clock() - self.started
-        v = self._v
+        v = self._counters.view  # the slot itself: increments inlined
         if len(marks) == 4 and len(out) == 1 and not marks[2]:
             # One command, one reply: pipelining off, the usual case.
             wire = out[0]
@@ -256,7 +254,7 @@ class SessionMeter:
 
     def _count(self, outcome: int, reply: bytes | None, size: int | None) -> None:
         # Counters.message inlined: one call per message fewer on the hot path.
-        v = self._v
+        v = self._counters.view  # the slot itself: increments inlined
         v[self._outcomes + outcome] += 1
         if size is not None:
             v[self._bytes] += size
