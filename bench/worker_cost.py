@@ -84,6 +84,7 @@ def _config_text(workdir: Path, rules: str | None) -> str:
 
 async def _serve(rules: str | None, port_file: Path) -> None:
     from blackhole.config.classic import parse_config  # noqa: PLC0415
+    from blackhole.hub.sharedstore import SharedStore  # noqa: PLC0415
     from blackhole.observe.logs import setup_logging  # noqa: PLC0415
     from blackhole.server.app import Worker  # noqa: PLC0415
     from blackhole.server.observing import Observation, listener_labels  # noqa: PLC0415
@@ -101,8 +102,17 @@ async def _serve(rules: str | None, port_file: Path) -> None:
         bound = [(listener, sock)]
         # As a worker process observes: BLACKHOLE_BENCH_NO_COUNTING (--nocount) honoured.
         observation = Observation.for_worker(None, listener_labels(bound), None, 0, 1)
+        # As a worker process decides: in the region shared by all the
+        # supervisor's workers (hub.sharedstore), not in a store of its own.
+        store = SharedStore.create()
         worker = Worker(
-            config, bound, "bench.localhost", context, worker_id=1, observation=observation
+            config,
+            bound,
+            "bench.localhost",
+            context,
+            worker_id=1,
+            observation=observation,
+            store=store,
         )
         await worker.start()
         stop = asyncio.Event()
@@ -112,6 +122,7 @@ async def _serve(rules: str | None, port_file: Path) -> None:
         port_file.write_text(str(sock.getsockname()[1]))
         await stop.wait()
         await worker.stop(1.0)
+        store.close()
 
 
 def _report_usage() -> None:

@@ -133,6 +133,10 @@ class Store(abc.ABC):
     async def decide(self, ask: Ask) -> Answer:
         """Count the match and say whether it acts, atomically."""
 
+    def decide_now(self, ask: Ask) -> Answer:
+        """``decide`` without the coroutine: only a ``synchronous`` store has it."""
+        raise NotImplementedError(f"{type(self).__name__} decides only asynchronously")
+
     @abc.abstractmethod
     async def acted(self) -> dict[str, int]:
         """How many times each rule (by id) acted, for ``spent`` in /rules."""

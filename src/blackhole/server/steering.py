@@ -5,8 +5,8 @@ conventions, and calls it when the core reports a stage and when a message
 ends. Order (RULES.md): rules first, then address conventions, then the mode.
 
 Rules without state, and rules counting in a store that answers at once
-(shared memory), decide in the same callback: the engine's coroutine is run
-to its end at once, without a task (it never waits). Rules that count in a
+(shared memory), decide in the same callback, without a task or a coroutine
+(``RuleSet.evaluate_now``). Rules that count in a
 store across processes (Redis, through the hub) may wait for it: a task
 decides, and the core holds the session's
 input until the verdict is applied. A store that fails answers ``451 4.3.0``
@@ -32,7 +32,7 @@ from blackhole.rules.match import Facts
 from blackhole.rules.store import StoreUnavailableError
 from blackhole.server import lmtpend
 from blackhole.server.rulefacts import Where, end_facts, stage_facts
-from blackhole.server.rulestate import WorkerRules, run_now
+from blackhole.server.rulestate import WorkerRules
 from blackhole.server.verdicts import Pacer, RefuseHandshake, reset
 
 if TYPE_CHECKING:
@@ -157,14 +157,25 @@ class Steering:
 
     def reached(self, core: SMTPConnection, event: StageReached) -> bool:
         """A watched stage; True if its verdict comes later (the pump stops)."""
+        stage = event.stage
+        facts = stage_facts(self.where, core, event)
+        if stage in self.rules.ruleset.waiting_stages:
+            return self._later(core, stage, facts, self._resolver(core, stage))
+        verdict = self.evaluate_now(stage, facts)
+        if verdict is None:
+            # No rule acts (the usual case): the command runs as usual.
+            core.resolve(None)
+            return False
+        return self._act(core, stage, verdict, self._resolver(core, stage), later=False)
 
+    def _resolver(self, core: SMTPConnection, stage: Stage) -> Done:
         def done(verdict: Verdict | None) -> bool:
-            if verdict is not None and verdict.tls is not None and event.stage is Stage.STARTTLS:
+            if verdict is not None and verdict.tls is not None and stage is Stage.STARTTLS:
                 self.tls_fault = verdict.tls
             core.resolve(verdict)
             return False
 
-        return self._decide(core, event.stage, stage_facts(self.where, core, event), done)
+        return done
 
     def message(self, core: SMTPConnection, event: MessageReceived) -> bool:
         """A message has ended (``end``); True if its answer comes later."""
@@ -186,40 +197,52 @@ class Steering:
                 return session.answer(core, event)  # the mode decides
             return self.end(core, event, verdict)
 
-        return self._decide(core, Stage.END, end_facts(self.where, core, event), done)
+        facts = end_facts(self.where, core, event)
+        if Stage.END in self.rules.ruleset.waiting_stages:
+            return self._later(core, Stage.END, facts, done)
+        return self._act(core, Stage.END, self.evaluate_now(Stage.END, facts), done, later=False)
 
     # --- deciding -------------------------------------------------------------------
 
-    def _decide(self, core: SMTPConnection, stage: Stage, facts: Facts, done: Done) -> bool:
-        rules = self.rules
-        if rules.stateful(stage):
-            task = self.session.loop.create_task(self.evaluate(stage, facts))
-            task.add_done_callback(lambda t: self._decided(core, stage, t, done))
-            return True
-        # Rules without state, or a store that answers at once (shared
-        # memory): no task, and a failing store still answers 451 4.3.0.
-        verdict = run_now(self.evaluate(stage, facts))
-        return self._act(core, stage, verdict, done, later=False)
+    def _later(self, core: SMTPConnection, stage: Stage, facts: Facts, done: Done) -> bool:
+        """Decide in a task: a store across processes may make the rules wait."""
+        task = self.session.loop.create_task(self.evaluate(stage, facts))
+        task.add_done_callback(lambda t: self._decided(core, stage, t, done))
+        return True
+
+    def evaluate_now(self, stage: Stage, facts: Facts) -> Verdict | None:
+        """``evaluate`` where no rule waits: rules without state, or a store
+        that answers at once (shared memory). No task, no coroutine."""
+        try:
+            verdict = self.rules.ruleset.evaluate_now(stage, facts, time.time())
+        except Exception as exc:
+            return self._failed(stage, exc)
+        if verdict is None and self.rules.conventions:
+            verdict = address_verdict(self.rules.conventions, stage, facts)
+        return verdict
 
     async def evaluate(self, stage: Stage, facts: Facts) -> Verdict | None:
         """Rules, then address conventions; a failing store answers 451 4.3.0."""
         try:
             verdict = await self.rules.ruleset.evaluate(stage, facts, time.time())
         except Exception as exc:
-            # An outage (StoreUnavailableError) is logged once where it is
-            # seen, by the hub or the store; here it would be once per event.
-            unavailable = isinstance(exc, StoreUnavailableError)
-            log.log(
-                logging.DEBUG if unavailable else logging.WARNING,
-                "[%s] rules store failed at %s, answering 451 4.3.0: %s",
-                self.session.session_id,
-                stage,
-                exc,
-            )
-            return Verdict("(store unavailable)", reply=R.R451_INTERNAL)
+            return self._failed(stage, exc)
         if verdict is None and self.rules.conventions:
             verdict = address_verdict(self.rules.conventions, stage, facts)
         return verdict
+
+    def _failed(self, stage: Stage, exc: Exception) -> Verdict:
+        # An outage (StoreUnavailableError) is logged once where it is
+        # seen, by the hub or the store; here it would be once per event.
+        unavailable = isinstance(exc, StoreUnavailableError)
+        log.log(
+            logging.DEBUG if unavailable else logging.WARNING,
+            "[%s] rules store failed at %s, answering 451 4.3.0: %s",
+            self.session.session_id,
+            stage,
+            exc,
+        )
+        return Verdict("(store unavailable)", reply=R.R451_INTERNAL)
 
     def _decided(
         self, core: SMTPConnection, stage: Stage, task: asyncio.Task[Verdict | None], done: Done
