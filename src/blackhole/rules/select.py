@@ -89,6 +89,12 @@ def _recipient(facts: Facts) -> str:
 
 def key_value(key: Key, facts: Facts) -> str:
     """What a rule counts by for this event (RULES.md "Selection", ``key``)."""
+    if key is Key.TRIPLET:  # first: greylist's, decided at every recipient
+        recipient = facts.recipient
+        return (
+            f"{_network(facts.client)}\0{(facts.sender or '').lower()}\0"
+            f"{recipient.lower() if recipient is not None else _recipient(facts)}"
+        )
     if key is Key.SERVER:
         return ""
     if key is Key.SESSION:
@@ -99,9 +105,8 @@ def key_value(key: Key, facts: Facts) -> str:
         return (facts.sender or "").lower()
     if key is Key.RECIPIENT:
         return _recipient(facts)
-    if key is Key.MESSAGE:
-        ids = facts.header("Message-ID")
-        if ids:
-            return ids[0].strip()
-        return f"{(facts.sender or '').lower()}\0{_recipient(facts)}"
-    return f"{_network(facts.client)}\0{(facts.sender or '').lower()}\0{_recipient(facts)}"
+    # Key.MESSAGE
+    ids = facts.header("Message-ID")
+    if ids:
+        return ids[0].strip()
+    return f"{(facts.sender or '').lower()}\0{_recipient(facts)}"

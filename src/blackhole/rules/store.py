@@ -179,7 +179,7 @@ class MemoryStore(Store):
         entry.last_seen = ask.now
         if act:
             state.acted += 1
-        return Answer(act=act, count=entry.count)
+        return Answer(act, entry.count)
 
     def _sweep(self, now: float) -> None:
         # RULES.md: a key unseen for 2 days starts over; its entry goes, so
