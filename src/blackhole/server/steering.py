@@ -68,6 +68,8 @@ class Steering:
     __slots__ = (
         "_barred",
         "_client",
+        "_core",
+        "_early",
         "_generation",
         "_where",
         "pacer",
@@ -79,6 +81,9 @@ class Steering:
     def __init__(self, session: SMTPProtocol, rules: WorkerRules, core: SMTPConnection) -> None:
         self.session = session
         self.rules = rules
+        self._core = core
+        # A verdict screen() reached for the stage event the core reports next.
+        self._early: Verdict | None = None
         self._client = session.client[0] if session.client is not None else None
         self._where: Where | None = None  # made when a stage is first evaluated
         self.pacer: Pacer | None = None
@@ -125,7 +130,14 @@ class Steering:
     # screen() and _screen_end() run at every watched command and message:
     # their checks are written out rather than shared through more calls.
     def screen(self, stage: Stage, value: str | None) -> bool:
-        """The core's question at a command stage: could any rule act on ``value``?"""
+        """The core's question at a command stage: must it stop for the rules?
+
+        No when no rule can act on ``value`` (rules.gates), and no when the
+        rules, decided here at once, do not act: the command then runs as if
+        its stage were not watched, without the event, the pause and the
+        resolve that a stop costs. A rule that acts is applied when the
+        core reports the stage (``reached``), with the verdict reached here.
+        """
         rules = self.rules
         if rules.conventions or log.isEnabledFor(logging.DEBUG):
             return True  # as _screen_off()
@@ -135,17 +147,35 @@ class Steering:
         if stage in self._barred:
             return False
         gate = ruleset.gates.get(stage)
-        return gate is None or gate.admits(value)
+        if gate is not None and not gate.admits(value):
+            return False
+        if stage is Stage.MAIL or stage in ruleset.waiting_stages:
+            # Decided when reached: mail's event brings what only the core
+            # knows (SIZE=, the new message's number); a waiting store, a task.
+            return True
+        # The event the core reports at any other command stage
+        # (protocol.staging): the same facts as when it is reached.
+        core = self._core
+        event = StageReached(stage, "", value, None, core.message_number)
+        verdict = self.evaluate_now(stage, stage_facts(self.where, core, event))
+        if verdict is None:
+            return False
+        self._early = verdict
+        return True
 
     def _screen_end(self, event: MessageReceived) -> bool:
         rules = self.rules
-        if rules.conventions or log.isEnabledFor(logging.DEBUG):
+        if rules.conventions:
             return True  # as _screen_off()
         ruleset = rules.ruleset
+        if Stage.END not in ruleset.stages:
+            return False  # no rule at end (the core reports every message)
+        if log.isEnabledFor(logging.DEBUG):
+            return True  # as _screen_off()
         if ruleset.generation != self._generation:
             self._rebar(ruleset)
-        if Stage.END in self._barred or Stage.END not in ruleset.stages:
-            return False  # no rule at end (the core reports every message)
+        if Stage.END in self._barred:
+            return False
         gate = ruleset.gates.get(Stage.END)
         if gate is None:
             return True
@@ -158,6 +188,10 @@ class Steering:
     def reached(self, core: SMTPConnection, event: StageReached) -> bool:
         """A watched stage; True if its verdict comes later (the pump stops)."""
         stage = event.stage
+        verdict = self._early
+        if verdict is not None:  # screen() decided
+            self._early = None
+            return self._act(core, stage, verdict, self._resolver(core, stage), later=False)
         facts = stage_facts(self.where, core, event)
         if stage in self.rules.ruleset.waiting_stages:
             return self._later(core, stage, facts, self._resolver(core, stage))
