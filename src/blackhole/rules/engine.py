@@ -32,6 +32,9 @@ _BARRED_CACHE = 4096
 # RULES.md "Selection" and "Actions": the replies a rule gets when it names none.
 GREYLISTED = Reply(451, "4.7.1", "Greylisted, please try again later")
 CLOSING = Reply(421, "4.3.2", "Service not available, closing channel")
+# Read at every event a rule with matchers is tried on: as a module global,
+# not through the enum metaclass's attribute hook (CPython 3.11).
+_CONTENT = Stage.CONTENT
 _NO_MATCHERS = Matchers()  # a rule without matchers holds at every event of its stage
 
 
@@ -290,11 +293,7 @@ class RuleSet:
             return False
         if check:
             miss = failing(rule.matchers, facts)
-            if (
-                miss is None
-                and stage is Stage.CONTENT
-                and not crossed(rule.actions.after_bytes, facts)
-            ):
+            if miss is None and stage is _CONTENT and not crossed(rule.actions.after_bytes, facts):
                 miss = "after_bytes"
             if miss is not None:
                 if debug:

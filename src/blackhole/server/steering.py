@@ -41,6 +41,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("blackhole.rules")
 
 _CONNECT = frozenset((Stage.CONNECT,))
+# Enum members read once, as module globals: on CPython 3.11 ``Stage.MAIL``
+# goes through the enum metaclass's attribute hook, some 600 instructions a
+# read, and these are read at every watched event.
+_MAIL = Stage.MAIL
+_END = Stage.END
+_STARTTLS = Stage.STARTTLS
 # Applies a verdict; True while the session still waits for something else.
 Done = Callable[[Verdict | None], bool]
 
@@ -149,7 +155,7 @@ class Steering:
         gate = ruleset.gates.get(stage)
         if gate is not None and not gate.admits(value):
             return False
-        if stage is Stage.MAIL or stage in ruleset.waiting_stages:
+        if stage is _MAIL or stage in ruleset.waiting_stages:
             # Decided when reached: mail's event brings what only the core
             # knows (SIZE=, the new message's number); a waiting store, a task.
             return True
@@ -168,15 +174,15 @@ class Steering:
         if rules.conventions:
             return True  # as _screen_off()
         ruleset = rules.ruleset
-        if Stage.END not in ruleset.stages:
+        if _END not in ruleset.stages:
             return False  # no rule at end (the core reports every message)
         if log.isEnabledFor(logging.DEBUG):
             return True  # as _screen_off()
         if ruleset.generation != self._generation:
             self._rebar(ruleset)
-        if Stage.END in self._barred:
+        if _END in self._barred:
             return False
-        gate = ruleset.gates.get(Stage.END)
+        gate = ruleset.gates.get(_END)
         if gate is None:
             return True
         if gate.field == "recipient":
@@ -204,7 +210,7 @@ class Steering:
 
     def _resolver(self, core: SMTPConnection, stage: Stage) -> Done:
         def done(verdict: Verdict | None) -> bool:
-            if verdict is not None and verdict.tls is not None and stage is Stage.STARTTLS:
+            if verdict is not None and verdict.tls is not None and stage is _STARTTLS:
                 self.tls_fault = verdict.tls
             core.resolve(verdict)
             return False
@@ -232,9 +238,9 @@ class Steering:
             return self.end(core, event, verdict)
 
         facts = end_facts(self.where, core, event)
-        if Stage.END in self.rules.ruleset.waiting_stages:
-            return self._later(core, Stage.END, facts, done)
-        return self._act(core, Stage.END, self.evaluate_now(Stage.END, facts), done, later=False)
+        if _END in self.rules.ruleset.waiting_stages:
+            return self._later(core, _END, facts, done)
+        return self._act(core, _END, self.evaluate_now(_END, facts), done, later=False)
 
     # --- deciding -------------------------------------------------------------------
 
