@@ -89,6 +89,29 @@ def stage_facts(where: Where, core: SMTPConnection, event: StageReached) -> Fact
     )
 
 
+def command_facts(where: Where, core: SMTPConnection, stage: Stage, value: str | None) -> Facts:
+    """The facts ``stage_facts`` makes of the event the core reports at a
+    command stage other than mail (protocol.staging), before it is made:
+    ``value`` is the event's, the rest is the core's as it stands."""
+    return Facts(
+        stage,
+        where.session,
+        where.port,  # listener_port
+        where.host,  # listener_host
+        where.name,  # listener_name
+        where.client,
+        core.tls,
+        value if stage is _HELO else core.helo,
+        core.auth_user,  # auth is reported after the exchange, not at a command
+        core.sender,
+        tuple(core.recipients),
+        value if stage is _RCPT else None,  # recipient
+        None,  # headers
+        None,  # size: only mail's
+        core.message_number or None,
+    )
+
+
 def end_facts(
     where: Where, core: SMTPConnection, event: MessageReceived, recipient: str | None = None
 ) -> Facts:

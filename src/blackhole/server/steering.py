@@ -31,7 +31,7 @@ from blackhole.rules.engine import CLOSING, RuleSet
 from blackhole.rules.match import Facts
 from blackhole.rules.store import StoreUnavailableError
 from blackhole.server import lmtpend
-from blackhole.server.rulefacts import Where, end_facts, stage_facts
+from blackhole.server.rulefacts import Where, command_facts, end_facts, stage_facts
 from blackhole.server.rulestate import WorkerRules
 from blackhole.server.verdicts import Pacer, RefuseHandshake, reset
 
@@ -159,11 +159,8 @@ class Steering:
             # Decided when reached: mail's event brings what only the core
             # knows (SIZE=, the new message's number); a waiting store, a task.
             return True
-        # The event the core reports at any other command stage
-        # (protocol.staging): the same facts as when it is reached.
-        core = self._core
-        event = StageReached(stage, "", value, None, core.message_number)
-        verdict = self.evaluate_now(stage, stage_facts(self.where, core, event))
+        # Any other command stage: the facts its event will bring.
+        verdict = self.evaluate_now(stage, command_facts(self.where, self._core, stage, value))
         if verdict is None:
             return False
         self._early = verdict
