@@ -20,7 +20,7 @@ from blackhole.protocol.hooks import Stage, Verdict
 from blackhole.protocol.replies import Reply
 from blackhole.rules.gates import ClientGate, Gate, client_gates, gates
 from blackhole.rules.match import Facts, crossed, failing
-from blackhole.rules.model import Matchers, Rule
+from blackhole.rules.model import Matchers, Rule, Selection
 from blackhole.rules.parse import RulesError
 from blackhole.rules.select import in_window, key_value, unit
 from blackhole.rules.store import Ask, Store
@@ -57,6 +57,7 @@ class RuleSet:
 
     __slots__ = (
         "_api",
+        "_asking",
         "_barred",
         "_by_stage",
         "_client_gates",
@@ -96,6 +97,7 @@ class RuleSet:
         self.gates: dict[Stage, Gate] = {}
         self._client_gates: dict[Stage, ClientGate] = {}
         self._barred: dict[str | None, frozenset[Stage]] = {}
+        self._asking = Ask("", "", "", Selection(), 0.0, 0.0, 0)  # evaluate_now's question
         self.generation = 0  # moves on at every change of the rules in force
         self._index()
 
@@ -264,8 +266,10 @@ class RuleSet:
     def evaluate_now(self, stage: Stage, facts: Facts, now: float) -> Verdict | None:
         """``evaluate`` for a store that answers at once (``Store.synchronous``).
 
-        The same steps, without a coroutine: this runs at every watched
-        event of a server whose workers share their state in memory.
+        The same steps, without a coroutine, and with one question to the
+        store reused from decision to decision (the store has answered it
+        before the next is asked): this runs at every watched event of a
+        server whose workers share their state in memory.
         """
         rules = self._by_stage.get(stage)
         if rules is None:
@@ -275,8 +279,18 @@ class RuleSet:
             if not self._holds(rule, check, facts, now, debug):
                 continue
             if stateful:
-                ask = self._ask(rule, facts, now)
+                ask = self._asking
+                selection = rule.selection
+                ask.rule_id = rule.fingerprint
+                ask.rule = rule.name
+                ask.key = key_value(selection.key, facts)
+                ask.selection = selection
+                ask.now = now
+                ask.elapsed = self._elapsed(rule, now)
+                ask.seed = self.seed
                 answer = self.store.decide_now(ask)
+                if not answer.act and not debug:
+                    continue  # a match not selected: nothing more to do
                 verdict = self._selected(
                     rule, facts, ask.key, answer.act, answer.count, debug=debug
                 )

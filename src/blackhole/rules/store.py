@@ -29,9 +29,10 @@ SWEEP_EVERY = 60.0
 class Ask:
     """One match of a stateful rule, with all the store needs to decide.
 
-    Not frozen, though never changed once made (as ``rules.match.Facts``): a
-    frozen dataclass pays an ``object.__setattr__`` per field, and one is
-    made at every stateful decision.
+    Not frozen: a frozen dataclass pays an ``object.__setattr__`` per
+    field. A store must not keep it past its answer: the engine asks a
+    synchronous store the next question in the same object
+    (``RuleSet.evaluate_now``).
     """
 
     rule_id: str  # the rule's fingerprint: state survives a reload only if unchanged

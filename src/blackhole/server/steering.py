@@ -150,12 +150,18 @@ class Steering:
         ruleset = rules.ruleset
         if ruleset.generation != self._generation:
             self._rebar(ruleset)
-        if stage in self._barred:
+        # Each test first asks whether there is anything to look up: hashing
+        # a Stage (a str subclass) costs a few hundred instructions.
+        barred = self._barred
+        if barred and stage in barred:
             return False
-        gate = ruleset.gates.get(stage)
-        if gate is not None and not gate.admits(value):
-            return False
-        if stage is _MAIL or stage in ruleset.waiting_stages:
+        gates = ruleset.gates
+        if gates:
+            gate = gates.get(stage)
+            if gate is not None and not gate.admits(value):
+                return False
+        waiting = ruleset.waiting_stages
+        if stage is _MAIL or (waiting and stage in waiting):
             # Decided when reached: mail's event brings what only the core
             # knows (SIZE=, the new message's number); a waiting store, a task.
             return True
@@ -196,7 +202,8 @@ class Steering:
             self._early = None
             return self._act(core, stage, verdict, self._resolver(core, stage), later=False)
         facts = stage_facts(self.where, core, event)
-        if stage in self.rules.ruleset.waiting_stages:
+        waiting = self.rules.ruleset.waiting_stages
+        if waiting and stage in waiting:
             return self._later(core, stage, facts, self._resolver(core, stage))
         verdict = self.evaluate_now(stage, facts)
         if verdict is None:
