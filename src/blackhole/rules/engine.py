@@ -263,18 +263,18 @@ class RuleSet:
                 return verdict
         return None
 
-    def evaluate_now(self, stage: Stage, facts: Facts, now: float) -> Verdict | None:
+    def evaluate_now(self, stage: Stage, facts: Facts, now: float, debug: bool) -> Verdict | None:
         """``evaluate`` for a store that answers at once (``Store.synchronous``).
 
         The same steps, without a coroutine, and with one question to the
         store reused from decision to decision (the store has answered it
         before the next is asked): this runs at every watched event of a
-        server whose workers share their state in memory.
+        server whose workers share their state in memory. ``debug``: the
+        rules log at debug level (the caller has asked the logger already).
         """
         rules = self._by_stage.get(stage)
         if rules is None:
             return None
-        debug = log.isEnabledFor(logging.DEBUG)
         for rule, check, stateful in rules:
             if not self._holds(rule, check, facts, now, debug):
                 continue

@@ -166,7 +166,8 @@ class Steering:
             # knows (SIZE=, the new message's number); a waiting store, a task.
             return True
         # Any other command stage: the facts its event will bring.
-        verdict = self.evaluate_now(stage, command_facts(self.where, self._core, stage, value))
+        facts = command_facts(self.where, self._core, stage, value)
+        verdict = self.evaluate_now(stage, facts, False)  # not at debug level: see above
         if verdict is None:
             return False
         self._early = verdict
@@ -205,7 +206,7 @@ class Steering:
         waiting = self.rules.ruleset.waiting_stages
         if waiting and stage in waiting:
             return self._later(core, stage, facts, self._resolver(core, stage))
-        verdict = self.evaluate_now(stage, facts)
+        verdict = self.evaluate_now(stage, facts, log.isEnabledFor(logging.DEBUG))
         if verdict is None:
             # No rule acts (the usual case): the command runs as usual.
             core.resolve(None)
@@ -244,7 +245,8 @@ class Steering:
         facts = end_facts(self.where, core, event)
         if _END in self.rules.ruleset.waiting_stages:
             return self._later(core, _END, facts, done)
-        return self._act(core, _END, self.evaluate_now(_END, facts), done, later=False)
+        verdict = self.evaluate_now(_END, facts, log.isEnabledFor(logging.DEBUG))
+        return self._act(core, _END, verdict, done, later=False)
 
     # --- deciding -------------------------------------------------------------------
 
@@ -254,11 +256,11 @@ class Steering:
         task.add_done_callback(lambda t: self._decided(core, stage, t, done))
         return True
 
-    def evaluate_now(self, stage: Stage, facts: Facts) -> Verdict | None:
+    def evaluate_now(self, stage: Stage, facts: Facts, debug: bool) -> Verdict | None:
         """``evaluate`` where no rule waits: rules without state, or a store
         that answers at once (shared memory). No task, no coroutine."""
         try:
-            verdict = self.rules.ruleset.evaluate_now(stage, facts, time.time())
+            verdict = self.rules.ruleset.evaluate_now(stage, facts, time.time(), debug)
         except Exception as exc:
             return self._failed(stage, exc)
         if verdict is None and self.rules.conventions:
