@@ -23,7 +23,8 @@ Three ways to measure, for A/B runs of a code change:
   ``--callers``; ``--keep DIR`` keeps the profile for ``pstats``.
 
 The worker observes as a worker process does, so ``BLACKHOLE_BENCH_NO_COUNTING=1``
-(bench/README.md) measures it without counting.
+(bench/README.md) measures it without counting; its rules decide in a
+shared-memory region (``hub.sharedstore``), as a supervisor's workers do.
 
 ``--sink`` runs Postfix smtp-sink under the same load instead (``cpu`` only),
 for the ratio. Examples::
