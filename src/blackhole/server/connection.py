@@ -47,7 +47,7 @@ class SMTPProtocol(Securing):
         self.session_id = server.next_session_id()
         self.core = None
         self.transport = None
-        self._timer = IdleTimer(self.loop, self, ctx.timeout)
+        self._timer = IdleTimer(self.loop, ctx.timeout)
         self._delay = None
         self.last = 0.0  # loop time of the last sign of life (server.idle)
         self.closing = False  # no more input is wanted; output may still drain
@@ -81,7 +81,7 @@ class SMTPProtocol(Securing):
         elif self.ctx.listener.path is not None:
             self.obs.client = UNIX_CLIENT  # a UNIX socket's peer has no address
         self.last = self.loop.time()
-        self._timer.arm()
+        self._timer.arm(self)
         if self.ctx.listener.proxy:
             # The PROXY header comes before the greeting and the TLS handshake.
             limit = min(self.ctx.tls_handshake_timeout, self.ctx.timeout)

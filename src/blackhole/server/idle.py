@@ -28,33 +28,34 @@ class Watched(Protocol):
 
 
 class IdleTimer:
-    __slots__ = ("_handle", "_loop", "_session", "_unsent", "limit")
+    # The session is not kept here but handed to the timer handle: a finished
+    # session cancels its timer, and then nothing the session owns points back
+    # at it, so reference counting frees it at once (no cycle for the GC).
+    __slots__ = ("_handle", "_loop", "_unsent", "limit")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, session: Watched, limit: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: float) -> None:
         self._loop = loop
-        self._session = session
         self.limit = limit
         self._handle: asyncio.TimerHandle | None = None
         self._unsent = 0  # write buffer size at the last check
 
-    def arm(self) -> None:
+    def arm(self, session: Watched) -> None:
         if self._handle is None:
-            self._handle = self._loop.call_at(self._session.last + self.limit, self._fire)
+            self._handle = self._loop.call_at(session.last + self.limit, self._fire, session)
 
     def cancel(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
 
-    def _fire(self) -> None:
+    def _fire(self, session: Watched) -> None:
         self._handle = None
-        session = self._session
         now = self._loop.time()
         if now < session.last + self.limit:
-            self.arm()
+            self.arm(session)
         elif session.busy(self):
             session.last = now
-            self.arm()
+            self.arm(session)
         else:
             session.expire()
 

@@ -73,3 +73,11 @@ class SessionBase(asyncio.Protocol):
     def _begin(self) -> None:
         """Start the SMTP session: the core, the greeting (``SMTPProtocol``'s)."""
         raise NotImplementedError
+
+    def busy(self, timer: IdleTimer) -> bool:
+        """Not idle although the deadline passed (``SMTPProtocol``'s; server.idle)."""
+        raise NotImplementedError
+
+    def expire(self) -> None:
+        """A whole timeout without a sign of life (``SMTPProtocol``'s; server.idle)."""
+        raise NotImplementedError
