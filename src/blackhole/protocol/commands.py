@@ -182,7 +182,7 @@ class Commands:
     def do_helo(self, name: str) -> None:
         self._reset_transaction()
         self.helo = name
-        self._out.append(Reply(250, None, f"{self.settings.mailname} Hello {name}").wire)
+        self._out.append(R.hello(self.settings.mailname, name))
 
     def check_rset(self, arg: str) -> str | Reply:
         # RFC 5321 4.1.1.5: rset = "RSET" CRLF, no argument; the transaction
