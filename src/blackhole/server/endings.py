@@ -52,7 +52,7 @@ class Endings(SessionBase):
         """Close after what was written drains; the idle timer bounds the wait."""
         self.closing = True
         self.last = self.loop.time()  # the flush gets a whole timeout
-        self._timer.arm(self)  # closing from expire(): the timer is not armed
+        self.server.idle.arm(self, self.ctx.timeout)  # closing from expire(): not armed
         if self._delay is not None:
             self._delay.cancel()
             self._delay = None
@@ -80,7 +80,7 @@ class Endings(SessionBase):
             return
         self._ended = True
         self.closing = True
-        self._timer.cancel()
+        self.server.idle.cancel(self)
         if self._header is not None:
             self._header.cancel()
             self._header = None
