@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from blackhole.protocol import modes as M
 from blackhole.protocol import replies as R
 from blackhole.protocol.commands import Commands
 from blackhole.protocol.events import StageReached
@@ -71,7 +72,7 @@ class Staging(Commands):
             # the mechanism, never them.
             text = " ".join(text.split()[:2])
         event = StageReached(Stage.COMMAND, verb, text, message=self.message_number)
-        self._pause(event, Mode.COMMAND, apply, refuse)
+        self._pause(event, M.COMMAND, apply, refuse)
 
     def _command_reached(self, verb: str, entry: Entry, facts: Any) -> None:
         _, commit, next_state, stage, _, _, refuser = entry
@@ -104,7 +105,7 @@ class Staging(Commands):
             else:
                 refuser(self, arg, reply)
 
-        self._pause(StageReached(stage, verb, value, size, message), Mode.COMMAND, apply, refuse)
+        self._pause(StageReached(stage, verb, value, size, message), M.COMMAND, apply, refuse)
 
     def _check_threshold(self, size: int, headers: HeaderScanner | None, resume: Mode) -> None:
         """While content arrives: report the next threshold ``size`` has reached.
@@ -139,7 +140,7 @@ class Staging(Commands):
                     self._keep_final(reply)
                     self._chunk_complete(chunks)
 
-                self._pause(self._content_event(at, chunks.headers), Mode.BDAT, keep, keep)
+                self._pause(self._content_event(at, chunks.headers), M.BDAT, keep, keep)
                 return
         self._bdat_chunk_done(chunks)
 
@@ -159,7 +160,7 @@ class Staging(Commands):
                     self._keep_final(reply)
                     self._message_complete(size, headers)
 
-                self._pause(self._content_event(at, headers, ended), Mode.COMMAND, done, done)
+                self._pause(self._content_event(at, headers, ended), M.COMMAND, done, done)
                 return
         self._emit_message(size, headers)
 
