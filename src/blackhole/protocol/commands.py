@@ -15,9 +15,11 @@ import re
 from collections import deque
 from collections.abc import Callable
 
+from blackhole.protocol import hooks as H
 from blackhole.protocol import info, sasl
 from blackhole.protocol import modes as M
 from blackhole.protocol import replies as R
+from blackhole.protocol import states as S
 from blackhole.protocol.events import Close, Cut, Event, MessageReceived, StageReached, StartTLS
 from blackhole.protocol.grammar import MailParams, parse_mail, parse_rcpt
 from blackhole.protocol.hooks import Stage
@@ -130,7 +132,7 @@ class Commands:
     def _end_transaction(self) -> None:
         """A message's final answer was given (or it was refused): no transaction."""
         self._reset_transaction()
-        self.state = State.GREETED
+        self.state = S.GREETED
 
     @property
     def offers_tls(self) -> bool:
@@ -374,7 +376,7 @@ class Commands:
             self._mode = M.SASL
             return
         exchange = self._sasl
-        if reply.code in (235, 535) and exchange is not None and Stage.AUTH in self.watch:
+        if reply.code in (235, 535) and exchange is not None and H.AUTH in self.watch:
             # The auth stage is the exchange's verdict, once the user is known.
             def apply(rule: Reply | None) -> None:
                 self._finish_auth(rule or reply, ok=rule is not None or reply.code == 235)
@@ -382,7 +384,7 @@ class Commands:
             def refuse(rule: Reply) -> None:
                 self._finish_auth(rule, ok=False)
 
-            event = StageReached(Stage.AUTH, "AUTH", exchange.user, message=self.message_number)
+            event = StageReached(H.AUTH, "AUTH", exchange.user, message=self.message_number)
             self._pause(event, M.COMMAND, apply, refuse)
             return
         self._finish_auth(reply, ok=reply.code == 235)

@@ -22,8 +22,10 @@ import re
 from collections import deque
 from collections.abc import Callable, Sequence
 
+from blackhole.protocol import hooks as H
 from blackhole.protocol import modes as M
 from blackhole.protocol import replies as R
+from blackhole.protocol import states as S
 from blackhole.protocol.events import Event, StageReached
 from blackhole.protocol.hooks import Stage, Verdict
 from blackhole.protocol.limits import MAX_AUTH_LINE, MAX_COMMAND_LINE, MAX_UNKNOWN_COMMANDS
@@ -65,7 +67,7 @@ class SMTPConnection(Staging):
 
     def __init__(self, settings: SessionSettings) -> None:
         self.settings = settings
-        self.state = State.CONNECTED
+        self.state = S.CONNECTED
         self.tls = settings.tls_active
         self._mode = M.COMMAND
         self._in = bytearray()
@@ -80,8 +82,8 @@ class SMTPConnection(Staging):
     def start(self) -> None:
         """Queue the greeting (RFC 5321 section 4.3.1: 220 first)."""
         greeting = R.greeting(self.settings.mailname, self.settings.lmtp)
-        if Stage.CONNECT in self.watch:
-            self._pause(StageReached(Stage.CONNECT), M.COMMAND, self._greet, self._refuse_session)
+        if H.CONNECT in self.watch:
+            self._pause(StageReached(H.CONNECT), M.COMMAND, self._greet, self._refuse_session)
             return
         self._out.append(greeting.wire)
 
@@ -224,7 +226,7 @@ class SMTPConnection(Staging):
 
     @property
     def in_transaction(self) -> bool:
-        return self.state in (State.MAIL, State.RCPT, State.BDAT) or self._mode in (
+        return self.state in (S.MAIL, S.RCPT, S.BDAT) or self._mode in (
             M.DATA,
             M.BDAT,
             M.WAITING,
@@ -325,7 +327,7 @@ class SMTPConnection(Staging):
         if len(raw) + 2 > MAX_COMMAND_LINE and verb != "AUTH":
             self._out.append(R.R500_LINE_TOO_LONG.wire)
             return
-        if self.watch and not staged and Stage.COMMAND in self.watch:
+        if self.watch and not staged and H.COMMAND in self.watch:
             self._command_stage(raw, verb, text)
             return
         # The dispatch, inline: this is the per-command hot path.
@@ -376,7 +378,7 @@ class SMTPConnection(Staging):
         self._unknown += 1
         if self._unknown >= MAX_UNKNOWN_COMMANDS:
             self._close(R.R421_TOO_MANY_UNKNOWN, "too many unknown commands")
-        elif self.state is State.REFUSED:
+        elif self.state is S.REFUSED:
             self._out.append(R.R503_BAD_SEQUENCE.wire)
         else:
             self._out.append(R.R502_UNKNOWN.wire)
