@@ -110,7 +110,9 @@ class IdleWheel:
             due = self._slots.pop(end, None)
             if due:
                 self._serve(due, end, now)
-        if self._handle is None and ends:  # serving may have scheduled it already
+        # Serving may have scheduled it already. (Asked of _when, not of
+        # _handle: mypyc would take _handle for the None assigned above.)
+        if self._when == math.inf and ends:
             self._schedule(ends[0])
 
     def _serve(self, due: dict[Watched, float], end: float, now: float) -> None:
