@@ -20,6 +20,7 @@ from blackhole.config.model import Config, Listener
 from blackhole.policy.decide import Policy
 from blackhole.server.connection import SMTPProtocol
 from blackhole.server.context import build_context
+from blackhole.server.idle import IdleWheel
 from blackhole.server.state import ServerState
 
 
@@ -73,6 +74,17 @@ class FakeLoop:
         self.now = end
 
     def pending(self) -> int:
+        """Timers still due. The idle wheel's one loop timer stands for the
+        idle timers armed in it (server.idle): with none armed, it counts 0."""
+        count = 0
+        for _when, _order, handle in self._timers:
+            if not handle.cancelled:
+                owner = getattr(handle.callback, "__self__", None)
+                count += len(owner) if isinstance(owner, IdleWheel) else 1
+        return count
+
+    def loop_timers(self) -> int:
+        """Timers due in the loop itself, each counted once."""
         return sum(1 for _when, _order, handle in self._timers if not handle.cancelled)
 
     def close(self) -> None:

@@ -15,8 +15,11 @@ import re
 from collections import deque
 from collections.abc import Callable
 
+from blackhole.protocol import hooks as H
 from blackhole.protocol import info, sasl
+from blackhole.protocol import modes as M
 from blackhole.protocol import replies as R
+from blackhole.protocol import states as S
 from blackhole.protocol.events import Close, Cut, Event, MessageReceived, StageReached, StartTLS
 from blackhole.protocol.grammar import MailParams, parse_mail, parse_rcpt
 from blackhole.protocol.hooks import Stage
@@ -80,7 +83,7 @@ class Commands:
 
     # A watched stage waiting for resolve(): the mode to go back to, and what
     # to run for a positive verdict (None: as usual) or a refusal.
-    _resume = Mode.COMMAND
+    _resume = M.COMMAND
     _apply: Callable[[Reply | None], None] | None = None
     _refuse: Callable[[Reply], None] | None = None
 
@@ -93,7 +96,7 @@ class Commands:
     ) -> None:
         """Report a watched stage and hold input until the adapter resolves it."""
         self._resume, self._apply, self._refuse = resume, apply, refuse
-        self._mode = Mode.STAGE
+        self._mode = M.STAGE
         self.events.append(event)
 
     # --- helpers ----------------------------------------------------------------
@@ -101,13 +104,13 @@ class Commands:
     def _close(self, reply: Reply | None, reason: str) -> None:
         if reply is not None:
             self._out.append(reply.wire)
-        self._mode = Mode.CLOSED
+        self._mode = M.CLOSED
         self._in.clear()
         self.events.append(Close(reason))
 
     def _cut(self, how: str, reason: str) -> None:
         """End without a reply: drop, reset, or hang (RULES.md actions)."""
-        self._mode = Mode.HUNG if how == "hang" else Mode.CLOSED
+        self._mode = M.HUNG if how == "hang" else M.CLOSED
         self._in.clear()
         self.events.append(Cut(how, reason))
 
@@ -129,7 +132,7 @@ class Commands:
     def _end_transaction(self) -> None:
         """A message's final answer was given (or it was refused): no transaction."""
         self._reset_transaction()
-        self.state = State.GREETED
+        self.state = S.GREETED
 
     @property
     def offers_tls(self) -> bool:
@@ -182,7 +185,7 @@ class Commands:
     def do_helo(self, name: str) -> None:
         self._reset_transaction()
         self.helo = name
-        self._out.append(Reply(250, None, f"{self.settings.mailname} Hello {name}").wire)
+        self._out.append(R.hello(self.settings.mailname, name))
 
     def check_rset(self, arg: str) -> str | Reply:
         # RFC 5321 4.1.1.5: rset = "RSET" CRLF, no argument; the transaction
@@ -258,7 +261,7 @@ class Commands:
     def do_data(self, arg: str) -> None:
         self._out.append(R.R354_DATA.wire)
         self._reader = DataReader(self.settings.max_message_size, self._headers())
-        self._mode = Mode.DATA
+        self._mode = M.DATA
         self._in[0:0] = DATA_PREFIX
 
     def _data_done(self, reader: DataReader) -> None:
@@ -278,7 +281,7 @@ class Commands:
         else:
             self._out.append(reply.wire)
         self._end_transaction()
-        self._mode = Mode.COMMAND
+        self._mode = M.COMMAND
 
     def _emit_message(
         self, size: int, headers: HeaderScanner | None, reply: Reply | None = None
@@ -302,7 +305,7 @@ class Commands:
         )
         # Postfix: the junk command count is reset after mail is delivered.
         self._junk = 0
-        self._mode = Mode.WAITING
+        self._mode = M.WAITING
 
     def check_bdat(self, arg: str) -> re.Match[str] | Reply:
         m = _BDAT_ARGS.fullmatch(arg)
@@ -330,12 +333,12 @@ class Commands:
         if chunks is None:
             chunks = self._chunks = ChunkReader(self._headers())
         chunks.start(int(m.group(1)), m.group(2) is not None, counting)
-        self._mode = Mode.BDAT
+        self._mode = M.BDAT
         if not chunks.left:
             self._bdat_chunk_done(chunks)
 
     def _bdat_chunk_done(self, chunks: ChunkReader) -> None:
-        self._mode = Mode.COMMAND
+        self._mode = M.COMMAND
         reply, self._chunk_reply = self._chunk_reply, None
         if not chunks.counting:
             assert reply is not None
@@ -370,10 +373,10 @@ class Commands:
     def _sasl_reply(self, reply: Reply) -> None:
         if reply.code == 334:
             self._out.append(reply.wire)
-            self._mode = Mode.SASL
+            self._mode = M.SASL
             return
         exchange = self._sasl
-        if reply.code in (235, 535) and exchange is not None and Stage.AUTH in self.watch:
+        if reply.code in (235, 535) and exchange is not None and H.AUTH in self.watch:
             # The auth stage is the exchange's verdict, once the user is known.
             def apply(rule: Reply | None) -> None:
                 self._finish_auth(rule or reply, ok=rule is not None or reply.code == 235)
@@ -381,15 +384,15 @@ class Commands:
             def refuse(rule: Reply) -> None:
                 self._finish_auth(rule, ok=False)
 
-            event = StageReached(Stage.AUTH, "AUTH", exchange.user, message=self.message_number)
-            self._pause(event, Mode.COMMAND, apply, refuse)
+            event = StageReached(H.AUTH, "AUTH", exchange.user, message=self.message_number)
+            self._pause(event, M.COMMAND, apply, refuse)
             return
         self._finish_auth(reply, ok=reply.code == 235)
 
     def _finish_auth(self, reply: Reply, *, ok: bool) -> None:
         self._out.append(reply.wire)
         exchange, self._sasl = self._sasl, None
-        self._mode = Mode.COMMAND
+        self._mode = M.COMMAND
         if ok:
             self.authenticated = True
             self.auth_user = exchange.user if exchange is not None else None
@@ -397,8 +400,8 @@ class Commands:
     def _abort_sasl(self) -> None:
         # A line that is not even text ends an AUTH exchange (it gets a 500).
         self._sasl = None
-        if self._mode is Mode.SASL:
-            self._mode = Mode.COMMAND
+        if self._mode is M.SASL:
+            self._mode = M.COMMAND
 
     def check_starttls(self, arg: str) -> str | Reply:
         if arg.strip():
@@ -415,5 +418,5 @@ class Commands:
         # behind STARTTLS arrived in plaintext and must never be executed.
         self.discarded_after_starttls += len(self._in)
         self._in.clear()
-        self._mode = Mode.TLS
+        self._mode = M.TLS
         self.events.append(StartTLS())

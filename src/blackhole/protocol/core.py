@@ -22,12 +22,14 @@ import re
 from collections import deque
 from collections.abc import Callable, Sequence
 
+from blackhole.protocol import hooks as H
+from blackhole.protocol import modes as M
 from blackhole.protocol import replies as R
+from blackhole.protocol import states as S
 from blackhole.protocol.events import Event, StageReached
 from blackhole.protocol.hooks import Stage, Verdict
 from blackhole.protocol.limits import MAX_AUTH_LINE, MAX_COMMAND_LINE, MAX_UNKNOWN_COMMANDS
 from blackhole.protocol.metering import CONNECT, END, NULL_METER, SERVER, UNPARSED, ReplyMeter
-from blackhole.protocol.modes import Mode
 from blackhole.protocol.replies import Reply
 from blackhole.protocol.settings import SessionSettings
 from blackhole.protocol.staging import Entry, Staging
@@ -65,9 +67,9 @@ class SMTPConnection(Staging):
 
     def __init__(self, settings: SessionSettings) -> None:
         self.settings = settings
-        self.state = State.CONNECTED
+        self.state = S.CONNECTED
         self.tls = settings.tls_active
-        self._mode = Mode.COMMAND
+        self._mode = M.COMMAND
         self._in = bytearray()
         self._out: list[bytes] = []
         self.events = deque()
@@ -80,23 +82,21 @@ class SMTPConnection(Staging):
     def start(self) -> None:
         """Queue the greeting (RFC 5321 section 4.3.1: 220 first)."""
         greeting = R.greeting(self.settings.mailname, self.settings.lmtp)
-        if Stage.CONNECT in self.watch:
-            self._pause(
-                StageReached(Stage.CONNECT), Mode.COMMAND, self._greet, self._refuse_session
-            )
+        if H.CONNECT in self.watch:
+            self._pause(StageReached(H.CONNECT), M.COMMAND, self._greet, self._refuse_session)
             return
         self._out.append(greeting.wire)
 
     def receive_data(self, data: bytes) -> None:
         mode = self._mode
-        if mode >= Mode.STAGE:
-            if mode <= Mode.WAITING:
+        if mode >= M.STAGE:
+            if mode <= M.WAITING:
                 self._in += data  # pipelined behind a pause: kept for later
-            elif mode is Mode.TLS:
+            elif mode is M.TLS:
                 self.discarded_after_starttls += len(data)
             return
         if (
-            mode is Mode.COMMAND
+            mode is M.COMMAND
             and not self._in
             and not self._overlong
             and len(data) <= MAX_AUTH_LINE
@@ -135,7 +135,7 @@ class SMTPConnection(Staging):
         SMTP: one reply. LMTP: a sequence of one reply per recipient, in the
         order of ``MessageReceived.recipients`` (RFC 2033 section 4.2).
         """
-        if self._mode is not Mode.WAITING:
+        if self._mode is not M.WAITING:
             raise RuntimeError("send() is only for the final reply to a message")
         self._prompted_by(END)
         if isinstance(reply, Reply):
@@ -150,7 +150,7 @@ class SMTPConnection(Staging):
                 )
             self._out.extend(r.wire for r in reply)
         self._end_transaction()
-        self._mode = Mode.COMMAND
+        self._mode = M.COMMAND
         self._carry_on()
 
     def resolve(self, verdict: Verdict | None) -> None:
@@ -163,9 +163,9 @@ class SMTPConnection(Staging):
         reply; ``drop``/``reset``/``hang`` end the session without one (a
         ``Cut`` event). Delays, tarpits and TLS faults are the adapter's.
         """
-        if self._mode is Mode.CLOSED or self._mode is Mode.HUNG:
+        if self._mode is M.CLOSED or self._mode is M.HUNG:
             return  # ended meanwhile (a timeout, a shutdown): nothing to apply
-        if self._mode is not Mode.STAGE:
+        if self._mode is not M.STAGE:
             raise RuntimeError("resolve() is only for a StageReached event")
         apply, refuse = self._apply, self._refuse
         assert apply is not None and refuse is not None
@@ -187,7 +187,7 @@ class SMTPConnection(Staging):
 
     def _carry_on(self) -> None:
         """Back to reading: the input held meanwhile, or close if draining."""
-        if self._mode >= Mode.STAGE:
+        if self._mode >= M.STAGE:
             return
         if self._draining and self._drain_if_idle():
             return
@@ -202,46 +202,46 @@ class SMTPConnection(Staging):
         self.helo = None
         self._reset_transaction()
         self._in.clear()
-        self._mode = Mode.COMMAND
+        self._mode = M.COMMAND
 
     def timeout(self) -> None:
         """The client was idle too long (RFC 5321 4.5.3.2: 421 then close)."""
         self._prompted_by(SERVER)
-        if self._mode is Mode.HUNG:
+        if self._mode is M.HUNG:
             self._close(None, "timeout")  # a hung session never answers again
-        elif self._mode is not Mode.CLOSED:
+        elif self._mode is not M.CLOSED:
             self._close(R.R421_TIMEOUT, "timeout")
 
     def shutdown(self) -> None:
         """Server stopping: idle sessions get 421 now, others after their transaction."""
-        if self._mode is Mode.CLOSED:
+        if self._mode is M.CLOSED:
             return
         self._prompted_by(SERVER)
-        if self._mode is Mode.HUNG:
+        if self._mode is M.HUNG:
             self._close(None, "shutdown")
-        elif self.in_transaction or self._mode is Mode.STAGE:
+        elif self.in_transaction or self._mode is M.STAGE:
             self._draining = True
         else:
             self._close(R.R421_SHUTDOWN, "shutdown")
 
     @property
     def in_transaction(self) -> bool:
-        return self.state in (State.MAIL, State.RCPT, State.BDAT) or self._mode in (
-            Mode.DATA,
-            Mode.BDAT,
-            Mode.WAITING,
+        return self.state in (S.MAIL, S.RCPT, S.BDAT) or self._mode in (
+            M.DATA,
+            M.BDAT,
+            M.WAITING,
         )
 
     @property
     def reading_content(self) -> bool:
         """True inside a message's content (DATA, or a BDAT chunk)."""
-        return self._mode is Mode.DATA or self._mode is Mode.BDAT
+        return self._mode is M.DATA or self._mode is M.BDAT
 
     @property
     def waiting(self) -> bool:
         """True while the adapter owes an answer: the final reply to a
         message, or a verdict on a stage (input is held meanwhile)."""
-        return self._mode is Mode.WAITING or self._mode is Mode.STAGE
+        return self._mode is M.WAITING or self._mode is M.STAGE
 
     # --- input ----------------------------------------------------------------
 
@@ -249,23 +249,23 @@ class SMTPConnection(Staging):
         buf = self._in
         while buf:
             mode = self._mode
-            if mode is Mode.DATA:
+            if mode is M.DATA:
                 reader = self._reader
                 assert reader is not None
                 if not reader.consume(buf):
                     if self.content_thresholds:
-                        self._check_threshold(reader.size, reader.headers, Mode.DATA)
+                        self._check_threshold(reader.size, reader.headers, M.DATA)
                     return
                 self._data_done(reader)
-            elif mode is Mode.BDAT:
+            elif mode is M.BDAT:
                 chunks = self._chunks
                 assert chunks is not None
                 if not chunks.consume(buf):
                     if self.content_thresholds and chunks.counting:
-                        self._check_threshold(chunks.size, chunks.headers, Mode.BDAT)
+                        self._check_threshold(chunks.size, chunks.headers, M.BDAT)
                     return
                 self._chunk_complete(chunks)
-            elif mode <= Mode.SASL:
+            elif mode <= M.SASL:
                 nl = buf.find(b"\n")
                 if nl < 0:
                     if len(buf) > MAX_AUTH_LINE:
@@ -295,7 +295,7 @@ class SMTPConnection(Staging):
 
     def _drain_if_idle(self) -> bool:
         """Shutting down: close once no transaction is open; True if closed."""
-        if self.in_transaction or self._mode >= Mode.STAGE:
+        if self.in_transaction or self._mode >= M.STAGE:
             return False
         self._prompted_by(SERVER)
         self._close(R.R421_SHUTDOWN, "shutdown")
@@ -317,7 +317,7 @@ class SMTPConnection(Staging):
             self._prompted_by(UNPARSED)
             self._out.append(R.R500_BAD_BYTES.wire)
             return
-        if self._mode is Mode.SASL:
+        if self._mode is M.SASL:
             self._sasl_step(text)
             return
         verb, _, arg = text.partition(" ")
@@ -327,7 +327,7 @@ class SMTPConnection(Staging):
         if len(raw) + 2 > MAX_COMMAND_LINE and verb != "AUTH":
             self._out.append(R.R500_LINE_TOO_LONG.wire)
             return
-        if self.watch and not staged and Stage.COMMAND in self.watch:
+        if self.watch and not staged and H.COMMAND in self.watch:
             self._command_stage(raw, verb, text)
             return
         # The dispatch, inline: this is the per-command hot path.
@@ -378,7 +378,7 @@ class SMTPConnection(Staging):
         self._unknown += 1
         if self._unknown >= MAX_UNKNOWN_COMMANDS:
             self._close(R.R421_TOO_MANY_UNKNOWN, "too many unknown commands")
-        elif self.state is State.REFUSED:
+        elif self.state is S.REFUSED:
             self._out.append(R.R503_BAD_SEQUENCE.wire)
         else:
             self._out.append(R.R502_UNKNOWN.wire)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Final
 
 from blackhole.protocol.replies import Reply
 
@@ -33,6 +34,26 @@ class Stage(enum.StrEnum):
     VRFY = "vrfy"
     QUIT = "quit"
     COMMAND = "command"
+
+
+# The members again, as module constants (``hooks.RCPT``): on Python 3.11
+# reading a member through its class (Stage.RCPT) goes through
+# EnumType.__getattr__'s slow slot, about ten times the cost of a module
+# attribute, and under rules the core asks about stages at every command.
+CONNECT: Final = Stage.CONNECT
+HELO: Final = Stage.HELO
+STARTTLS: Final = Stage.STARTTLS
+AUTH: Final = Stage.AUTH
+MAIL: Final = Stage.MAIL
+RCPT: Final = Stage.RCPT
+DATA: Final = Stage.DATA
+CONTENT: Final = Stage.CONTENT
+END: Final = Stage.END
+RSET: Final = Stage.RSET
+NOOP: Final = Stage.NOOP
+VRFY: Final = Stage.VRFY
+QUIT: Final = Stage.QUIT
+COMMAND: Final = Stage.COMMAND
 
 
 class TLSFault(enum.StrEnum):

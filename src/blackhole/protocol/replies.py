@@ -159,6 +159,14 @@ def greeting(mailname: str, lmtp: bool = False) -> Reply:
     return Reply(220, None, f"{mailname} {'LMTP' if lmtp else 'ESMTP'}")
 
 
+# Memoised like the EHLO answer (states.ehlo_reply): a client says the same
+# name at every connection, and the wire is all a HELO needs of its reply.
+@lru_cache(maxsize=256)
+def hello(mailname: str, client: str) -> bytes:
+    """HELO's 250 (RFC 5321 4.1.1.1): the server's name, then the client's."""
+    return Reply(250, None, f"{mailname} Hello {client}").wire
+
+
 def bdat_chunk(size: int) -> Reply:
     return Reply(250, "2.0.0", f"{size} octets received")
 

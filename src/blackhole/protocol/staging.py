@@ -13,7 +13,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from blackhole.protocol import hooks as H
+from blackhole.protocol import modes as M
 from blackhole.protocol import replies as R
+from blackhole.protocol import states as S
 from blackhole.protocol.commands import Commands
 from blackhole.protocol.events import StageReached
 from blackhole.protocol.hooks import Stage
@@ -52,7 +55,7 @@ class Staging(Commands):
     def _refuse_session(self, reply: Reply) -> None:
         # RFC 5321 3.1: after a 554-style greeting only QUIT is of any use.
         self._out.append(reply.wire)
-        self.state = State.REFUSED
+        self.state = S.REFUSED
 
     def _command_stage(self, raw: bytes, verb: str, text: str) -> None:
         # RULES.md "command": every command line, before it is dispatched; a
@@ -70,18 +73,18 @@ class Staging(Commands):
             # RFC 4954 4: an initial response holds credentials; rules see
             # the mechanism, never them.
             text = " ".join(text.split()[:2])
-        event = StageReached(Stage.COMMAND, verb, text, message=self.message_number)
-        self._pause(event, Mode.COMMAND, apply, refuse)
+        event = StageReached(H.COMMAND, verb, text, message=self.message_number)
+        self._pause(event, M.COMMAND, apply, refuse)
 
     def _command_reached(self, verb: str, entry: Entry, facts: Any) -> None:
         _, commit, next_state, stage, _, _, refuser = entry
         assert stage is not None
         # What the stage is about (StageReached.value), from the checked facts.
         arg = facts.string if isinstance(facts, re.Match) else facts
-        value = arg if stage in (Stage.HELO, Stage.RCPT, Stage.VRFY) else None
+        value = arg if stage in (H.HELO, H.RCPT, H.VRFY) else None
         size = None
         message = self.message_number
-        if stage is Stage.MAIL:
+        if stage is H.MAIL:
             value, size, message = facts.address, facts.size, message + 1
         if self.screen is not None and not self.screen(stage, value):
             self.state = next_state  # as unwatched: no event, no pause
@@ -104,7 +107,7 @@ class Staging(Commands):
             else:
                 refuser(self, arg, reply)
 
-        self._pause(StageReached(stage, verb, value, size, message), Mode.COMMAND, apply, refuse)
+        self._pause(StageReached(stage, verb, value, size, message), M.COMMAND, apply, refuse)
 
     def _check_threshold(self, size: int, headers: HeaderScanner | None, resume: Mode) -> None:
         """While content arrives: report the next threshold ``size`` has reached.
@@ -113,7 +116,7 @@ class Staging(Commands):
         that every rule acts at its own ``after_bytes`` however the content
         was cut into reads; the next is checked once this one is resolved.
         """
-        if Stage.CONTENT not in self.watch:
+        if H.CONTENT not in self.watch:
             return
         at = self._next_threshold(size)
         if at is None:
@@ -131,7 +134,7 @@ class Staging(Commands):
         answer. The same events in the same order however the chunk came in
         (one read, or many); a LAST chunk's are the message's below.
         """
-        if chunks.counting and not chunks.last and Stage.CONTENT in self.watch:
+        if chunks.counting and not chunks.last and H.CONTENT in self.watch:
             at = self._next_threshold(chunks.size)
             if at is not None:
 
@@ -139,7 +142,7 @@ class Staging(Commands):
                     self._keep_final(reply)
                     self._chunk_complete(chunks)
 
-                self._pause(self._content_event(at, chunks.headers), Mode.BDAT, keep, keep)
+                self._pause(self._content_event(at, chunks.headers), M.BDAT, keep, keep)
                 return
         self._bdat_chunk_done(chunks)
 
@@ -147,7 +150,7 @@ class Staging(Commands):
         """The content has ended: the thresholds it reached and not yet reported,
         or the end itself if none was (the content stage is reported at least
         once per message, with every header read); then the message."""
-        if Stage.CONTENT in self.watch:
+        if H.CONTENT in self.watch:
             at = self._next_threshold(size)
             ended = at is None and not self._content_at and not self._content_ended
             if ended:
@@ -159,7 +162,7 @@ class Staging(Commands):
                     self._keep_final(reply)
                     self._message_complete(size, headers)
 
-                self._pause(self._content_event(at, headers, ended), Mode.COMMAND, done, done)
+                self._pause(self._content_event(at, headers, ended), M.COMMAND, done, done)
                 return
         self._emit_message(size, headers)
 
@@ -187,7 +190,7 @@ class Staging(Commands):
         ):
             headers = scanner.fields()
         return StageReached(
-            Stage.CONTENT, size=at, message=self.message_number, before=before, headers=headers
+            H.CONTENT, size=at, message=self.message_number, before=before, headers=headers
         )
 
     def _keep_final(self, reply: Reply | None) -> None:

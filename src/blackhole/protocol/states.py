@@ -37,6 +37,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Final
 
 from blackhole.protocol import replies as R
 from blackhole.protocol import sasl
@@ -53,6 +54,17 @@ class State(enum.IntEnum):
     RCPT = 3
     BDAT = 4
     REFUSED = 5
+
+
+# The members again, as module constants (``states.GREETED``): on Python 3.11
+# reading a member through its class goes through EnumType.__getattr__'s slow
+# slot (see modes.py); the core's per-command paths read these.
+CONNECTED: Final = State.CONNECTED
+GREETED: Final = State.GREETED
+MAIL: Final = State.MAIL
+RCPT: Final = State.RCPT
+BDAT: Final = State.BDAT
+REFUSED: Final = State.REFUSED
 
 
 class Offer(enum.IntEnum):

@@ -20,7 +20,6 @@ from blackhole.protocol.core import SMTPConnection
 from blackhole.protocol.events import Close, Cut, MessageReceived, StageReached, StartTLS
 from blackhole.server import verdicts
 from blackhole.server.flow import SLICE
-from blackhole.server.idle import IdleTimer
 from blackhole.server.proxied import HeaderWait
 from blackhole.server.securing import Securing
 from blackhole.server.steering import Steering
@@ -47,7 +46,8 @@ class SMTPProtocol(Securing):
         self.session_id = server.next_session_id()
         self.core = None
         self.transport = None
-        self._timer = IdleTimer(self.loop, self, ctx.timeout)
+        self.idle_slot = None  # server.idle: not armed yet
+        self._unsent = 0
         self._delay = None
         self.last = 0.0  # loop time of the last sign of life (server.idle)
         self.closing = False  # no more input is wanted; output may still drain
@@ -81,7 +81,7 @@ class SMTPProtocol(Securing):
         elif self.ctx.listener.path is not None:
             self.obs.client = UNIX_CLIENT  # a UNIX socket's peer has no address
         self.last = self.loop.time()
-        self._timer.arm()
+        self.server.idle.arm(self, self.ctx.timeout)
         if self.ctx.listener.proxy:
             # The PROXY header comes before the greeting and the TLS handshake.
             limit = min(self.ctx.tls_handshake_timeout, self.ctx.timeout)
@@ -121,7 +121,9 @@ class SMTPProtocol(Securing):
             # Otherwise: between STARTTLS and the end of its handshake, where
             # pipelined plaintext is dropped on purpose (RFC 3207 section 6).
             return
-        if b"\n" in data or core.reading_content:
+        # find(), not `b"\n" in data`: bytes.__contains__ first tries its
+        # argument as an integer, and pays a TypeError raised and cleared.
+        if data.find(b"\n") >= 0 or core.reading_content:
             # RFC 5321 section 4.5.3.2.7 times the wait for the next *command*,
             # and 4.5.3.2.5 each block of a message's content. Bytes of a
             # command line that never ends are neither: a slowloris trickling
@@ -238,7 +240,7 @@ class SMTPProtocol(Securing):
 
     # --- idle timer (server.idle) ---------------------------------------------------
 
-    def busy(self, timer: IdleTimer) -> bool:
+    def busy(self) -> bool:
         core = self.core
         # The client is waiting for our (delayed) answer, or still reading
         # replies we have not finished sending: it is not idle.
@@ -246,8 +248,20 @@ class SMTPProtocol(Securing):
             not self.closing
             and core is not None
             and self.transport is not None
-            and (core.waiting or timer.replies_moving(self.transport))
+            and (core.waiting or self._replies_moving(self.transport))
         )
+
+    def _replies_moving(self, transport: asyncio.WriteTransport) -> bool:
+        """True if the write buffer changed since the last check.
+
+        A client that pipelined many commands may take longer than the
+        timeout to read the replies; it is busy, not idle. One that has
+        stopped reading leaves the buffer as it was, and times out.
+        """
+        unsent = transport.get_write_buffer_size()
+        moving = unsent > 0 and unsent != self._unsent
+        self._unsent = unsent
+        return moving
 
     def expire(self) -> None:
         core = self.core
@@ -260,7 +274,7 @@ class SMTPProtocol(Securing):
             self._header.expired()
         elif core is None:
             # In a TLS handshake: no plaintext 421 can be sent.
-            self.tls_failed(f"timed out after {self._timer.limit:g} s (idle timeout)")
+            self.tls_failed(f"timed out after {self.ctx.timeout:g} s (idle timeout)")
         else:
             self.server.stats.timeouts += 1
             self.obs.meter.started = time.perf_counter()

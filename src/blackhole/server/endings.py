@@ -52,7 +52,7 @@ class Endings(SessionBase):
         """Close after what was written drains; the idle timer bounds the wait."""
         self.closing = True
         self.last = self.loop.time()  # the flush gets a whole timeout
-        self._timer.arm()  # closing from expire(): the timer is not armed
+        self.server.idle.arm(self, self.ctx.timeout)  # closing from expire(): not armed
         if self._delay is not None:
             self._delay.cancel()
             self._delay = None
@@ -80,7 +80,7 @@ class Endings(SessionBase):
             return
         self._ended = True
         self.closing = True
-        self._timer.cancel()
+        self.server.idle.cancel(self)
         if self._header is not None:
             self._header.cancel()
             self._header = None
@@ -89,7 +89,16 @@ class Endings(SessionBase):
             self._delay = None
         self.server.sessions.discard(self)
         self.core = None
-        self.obs.close()
+        # The transport points back at this protocol: let go of it, so that
+        # reference counting frees the session now (no cycle left for the GC).
+        self.transport = None
+        obs = self.obs
+        obs.close()
+        # Rules: the steering and the core (through its screen) point back at
+        # the session too; let go of both, for the same reason.
+        if self.steer is not None:
+            self.steer = None
+            obs.core = None
 
     def _ended_by(self, how: str) -> None:
         """How the session ends, for counts and the event log (first one wins)."""

@@ -1,24 +1,38 @@
-"""The idle timer of a session: one timer, re-armed lazily.
+"""The idle timers of a worker's sessions: one loop timer per slot of time.
 
 RFC 5321 section 4.5.3.2 gives the server a timeout per wait (5 minutes
 for the next command, 3 for each block of a message); Blackhole uses one
 configurable ``timeout`` for all of them. Reading only stamps the session's
 ``last`` time, which is far cheaper than rescheduling a timer on every read:
 when the timer fires early it re-arms itself for the real deadline.
+
+A loop timer per session cost every connection a timer handle made and
+cancelled in the loop. Instead the worker's ``IdleWheel`` files each armed
+session under the end of the slot (a quarter of a second, less for very short
+timeouts) its deadline falls in, and keeps one loop timer, for the earliest
+slot: arming or cancelling a session's timer is a dictionary update. A
+session times out at most one slot after its deadline, never before it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import math
 from typing import Protocol
+
+# The longest slot, in seconds; a timeout of under four slots gets slots of a
+# quarter of it, so that no session waits noticeably longer than it should.
+SLOT = 0.25
 
 
 class Watched(Protocol):
-    """What the timer needs from its session."""
+    """What the wheel needs from a session."""
 
     last: float  # loop time of the last sign of life
+    idle_slot: float | None  # the wheel's: the end of the slot it is filed under
 
-    def busy(self, timer: IdleTimer) -> bool:
+    def busy(self) -> bool:
         """True if the session is not idle although its deadline passed."""
         ...
 
@@ -27,45 +41,89 @@ class Watched(Protocol):
         ...
 
 
-class IdleTimer:
-    __slots__ = ("_handle", "_loop", "_session", "_unsent", "limit")
+class IdleWheel:
+    """A worker's sessions with an armed idle timer, filed by the end of their slot.
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, session: Watched, limit: float) -> None:
+    The sessions are filed themselves, with their timeout: no timer object per
+    session, and nothing of the wheel's points at a session once it is disarmed.
+    """
+
+    __slots__ = ("_ends", "_handle", "_loop", "_slots", "_when")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._session = session
-        self.limit = limit
-        self._handle: asyncio.TimerHandle | None = None
-        self._unsent = 0  # write buffer size at the last check
+        # Slot end (loop time) -> the sessions due by then, with their timeout.
+        self._slots: dict[float, dict[Watched, float]] = {}
+        # The slot ends not yet served, as a heap. A slot whose sessions all
+        # ended keeps its place here: the loop timer is never moved for it,
+        # and only comes by once for nothing (the common case, with sessions
+        # that end long before their timeout, costs no loop timer at all).
+        self._ends: list[float] = []
+        self._handle: asyncio.TimerHandle | None = None  # the one loop timer
+        self._when = math.inf  # when it fires
 
-    def arm(self) -> None:
-        if self._handle is None:
-            self._handle = self._loop.call_at(self._session.last + self.limit, self._fire)
+    def __len__(self) -> int:
+        """How many sessions have their idle timer armed."""
+        return sum(len(due) for due in self._slots.values())
 
-    def cancel(self) -> None:
+    def arm(self, session: Watched, limit: float) -> None:
+        """Expire ``session`` once ``limit`` seconds pass without a sign of life."""
+        if session.idle_slot is not None:
+            return  # armed already: it re-arms itself when it fires early
+        width = min(SLOT, limit / 4)
+        deadline = session.last + limit
+        end = math.ceil(deadline / width) * width
+        if end < deadline:  # rounded down by the division: never fire early
+            end += width
+        due = self._slots.get(end)
+        if due is None:
+            due = self._slots[end] = {}
+            heapq.heappush(self._ends, end)
+            if end < self._when:
+                self._schedule(end)
+        due[session] = limit
+        session.idle_slot = end
+
+    def cancel(self, session: Watched) -> None:
+        end = session.idle_slot
+        if end is not None:
+            session.idle_slot = None
+            due = self._slots.get(end)
+            if due is not None:
+                due.pop(session, None)
+                if not due:
+                    del self._slots[end]
+
+    def _schedule(self, end: float) -> None:
         if self._handle is not None:
             self._handle.cancel()
-            self._handle = None
+        self._when = end
+        self._handle = self._loop.call_at(end, self._fire)
 
     def _fire(self) -> None:
         self._handle = None
-        session = self._session
+        self._when = math.inf
         now = self._loop.time()
-        if now < session.last + self.limit:
-            self.arm()
-        elif session.busy(self):
-            session.last = now
-            self.arm()
-        else:
-            session.expire()
+        ends = self._ends
+        while ends and ends[0] <= now:
+            end = heapq.heappop(ends)
+            due = self._slots.pop(end, None)
+            if due:
+                self._serve(due, end, now)
+        # Serving may have scheduled it already. (Asked of _when, not of
+        # _handle: mypyc would take _handle for the None assigned above.)
+        if self._when == math.inf and ends:
+            self._schedule(ends[0])
 
-    def replies_moving(self, transport: asyncio.WriteTransport) -> bool:
-        """True if the write buffer changed since the last check.
-
-        A client that pipelined many commands may take longer than the
-        timeout to read the replies; it is busy, not idle. One that has
-        stopped reading leaves the buffer as it was, and times out.
-        """
-        unsent = transport.get_write_buffer_size()
-        moving = unsent > 0 and unsent != self._unsent
-        self._unsent = unsent
-        return moving
+    def _serve(self, due: dict[Watched, float], end: float, now: float) -> None:
+        for session, limit in due.items():
+            if session.idle_slot != end:
+                continue  # disarmed while the slot was being served
+            session.idle_slot = None
+            if now < session.last + limit:
+                self.arm(session, limit)  # a sign of life since it was filed
+            elif session.busy():
+                session.last = now
+                self.arm(session, limit)
+            else:
+                session.expire()

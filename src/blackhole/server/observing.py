@@ -79,6 +79,10 @@ def _ignore_record(_record: JSON) -> None:
     return None
 
 
+def _auth_ignored(_ok: bool) -> None:
+    return None
+
+
 class Observation:
     """A worker's sinks: counters, the event log, the record seam."""
 
@@ -274,6 +278,7 @@ class SessionObservation:
     def close(self) -> None:
         """The session is over: count its end, write its line."""
         meter = self.meter
+        meter.on_auth = _auth_ignored  # was a method of self: no cycle left for the GC
         meter.end(_END_INDEX[self.end])
         log = self.observation.event_log
         if log is not None:

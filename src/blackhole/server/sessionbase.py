@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from blackhole.protocol.core import SMTPConnection
     from blackhole.server.context import ListenerContext
-    from blackhole.server.idle import IdleTimer
     from blackhole.server.observing import SessionObservation
     from blackhole.server.proxied import HeaderWait
     from blackhole.server.state import ServerState
@@ -32,12 +31,13 @@ class SessionBase(asyncio.Protocol):
         "_early",
         "_ended",
         "_header",
-        "_timer",
+        "_unsent",
         "_write_paused",
         "client",
         "closing",
         "core",
         "ctx",
+        "idle_slot",
         "last",
         "loop",
         "obs",
@@ -53,9 +53,10 @@ class SessionBase(asyncio.Protocol):
     session_id: str
     core: SMTPConnection | None
     transport: asyncio.Transport | None
-    _timer: IdleTimer
     _delay: asyncio.TimerHandle | None
     last: float  # loop time of the last sign of life (server.idle)
+    idle_slot: float | None  # server.idle's: where the idle timer is filed, if armed
+    _unsent: int  # the write buffer's size at the last idle check
     closing: bool  # no more input is wanted; output may still drain
     _ended: bool  # _finish() has run
     _write_paused: bool
@@ -72,4 +73,12 @@ class SessionBase(asyncio.Protocol):
 
     def _begin(self) -> None:
         """Start the SMTP session: the core, the greeting (``SMTPProtocol``'s)."""
+        raise NotImplementedError
+
+    def busy(self) -> bool:
+        """Not idle although the deadline passed (``SMTPProtocol``'s; server.idle)."""
+        raise NotImplementedError
+
+    def expire(self) -> None:
+        """A whole timeout without a sign of life (``SMTPProtocol``'s; server.idle)."""
         raise NotImplementedError

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from blackhole.policy.decide import Policy
+from blackhole.server.idle import IdleWheel
 from blackhole.server.observing import Observation
 
 if TYPE_CHECKING:
@@ -40,7 +41,17 @@ class Stats:
 
 
 class ServerState:
-    __slots__ = ("_ids", "loop", "observation", "policy", "prefix", "rules", "sessions", "stats")
+    __slots__ = (
+        "_ids",
+        "idle",
+        "loop",
+        "observation",
+        "policy",
+        "prefix",
+        "rules",
+        "sessions",
+        "stats",
+    )
 
     def __init__(
         self,
@@ -58,6 +69,7 @@ class ServerState:
         self.stats = Stats()
         self.rules: WorkerRules | None = None  # rules or address conventions in force
         self._ids = itertools.count(1)
+        self.idle = IdleWheel(loop)  # the sessions' idle timers (server.idle)
 
     def next_session_id(self) -> str:
         return f"{self.prefix}{next(self._ids)}"
