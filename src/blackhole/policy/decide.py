@@ -13,7 +13,7 @@ import os
 import random
 from dataclasses import dataclass
 
-from blackhole.policy.modes import CLASSIC_RANDOM_ACCEPT, Delay, Mode
+from blackhole.policy.modes import ACCEPT, BOUNCE, CLASSIC_RANDOM_ACCEPT, RANDOM, Delay, Mode
 from blackhole.policy.switches import parse_delay, parse_mode
 from blackhole.protocol.replies import BOUNCES, Reply, queued
 
@@ -72,14 +72,14 @@ class Policy:
             if header_delay is not None:
                 switched_delay = parse_delay(header_delay)
             delay = switched_delay or defaults.delay
-        if delay is None and mode is Mode.ACCEPT:
+        if delay is None and mode is ACCEPT:
             return queued(self.queue_id()), 0.0  # the common case, kept short
         return self.reply_for(mode, defaults.random_accept), self.seconds(delay)
 
     def reply_for(self, mode: Mode, random_accept: float = CLASSIC_RANDOM_ACCEPT) -> Reply:
-        if mode is Mode.RANDOM:
-            mode = Mode.ACCEPT if self._rng.random() < random_accept else Mode.BOUNCE
-        if mode is Mode.ACCEPT:
+        if mode is RANDOM:
+            mode = ACCEPT if self._rng.random() < random_accept else BOUNCE
+        if mode is ACCEPT:
             return queued(self.queue_id())
         return self._rng.choice(BOUNCES)
 
