@@ -98,7 +98,8 @@ class _Replies:
                 # white space (or is empty), where \S+ stops.
                 queue = wire[len(before) : len(wire) - len(after)]
                 if queue.isalnum():
-                    return _filled(queue, around)
+                    text = queue.decode("ascii")
+                    return f'"{text}"', f"{around[0]}{text}{around[1]}"
         plain = self._plain.get(wire)
         if plain is not None:
             return plain
@@ -117,7 +118,8 @@ class _Replies:
                     self._templates[key] = known
             if known is not None:
                 self._last = (key[0], key[1], known)
-                return _filled(wire[start:end], known)
+                text = wire[start:end].decode("ascii")
+                return f'"{text}"', f"{known[0]}{text}{known[1]}"
         if len(self._plain) >= _MAX_REPLIES:
             self._plain.clear()
         plain = self._plain[wire] = _reply_json(wire)
@@ -151,11 +153,6 @@ class _Replies:
             f'"text":{_string(text[:at])[:-1]}'
         )
         return head, f"{_string(text[len(text) - after :])[1:]}}}"
-
-
-def _filled(queue: bytes, around: tuple[str, str]) -> tuple[str, str]:
-    text = queue.decode("ascii")
-    return f'"{text}"', f"{around[0]}{text}{around[1]}"
 
 
 _REPLIES = _Replies()
