@@ -23,9 +23,11 @@ Three ways to measure, for A/B runs of a code change:
   ``--callers``; ``--keep DIR`` keeps the profile for ``pstats``.
 
 The worker observes as a worker process does, so ``BLACKHOLE_BENCH_NO_COUNTING=1``
-(bench/README.md) measures it without counting. ``--eventlog`` turns the event
-log on (``event_log`` to a file in the serving process's temporary directory),
-bench/run.py's ``+eventlog`` variant for one worker.
+(bench/README.md) measures it without counting; its rules decide in a
+shared-memory region (``hub.sharedstore``), as a supervisor's workers do.
+``--eventlog`` turns the event log on (``event_log`` to a file in the serving
+process's temporary directory), bench/run.py's ``+eventlog`` variant for one
+worker.
 
 ``--sink`` runs Postfix smtp-sink under the same load instead (``cpu`` only),
 for the ratio. Examples::
@@ -87,6 +89,7 @@ def _config_text(workdir: Path, rules: str | None) -> str:
 
 async def _serve(rules: str | None, eventlog: bool, port_file: Path) -> None:
     from blackhole.config.classic import parse_config  # noqa: PLC0415
+    from blackhole.hub.sharedstore import SharedStore  # noqa: PLC0415
     from blackhole.observe.logs import setup_logging  # noqa: PLC0415
     from blackhole.server.app import Worker  # noqa: PLC0415
     from blackhole.server.observing import Observation, listener_labels  # noqa: PLC0415
@@ -105,8 +108,17 @@ async def _serve(rules: str | None, eventlog: bool, port_file: Path) -> None:
         # As a worker process observes: BLACKHOLE_BENCH_NO_COUNTING (--nocount) honoured.
         event_log = str(Path(tmp) / "events.jsonl") if eventlog else None
         observation = Observation.for_worker(None, listener_labels(bound), event_log, 0, 1)
+        # As a worker process decides: in the region shared by all the
+        # supervisor's workers (hub.sharedstore), not in a store of its own.
+        store = SharedStore.create()
         worker = Worker(
-            config, bound, "bench.localhost", context, worker_id=1, observation=observation
+            config,
+            bound,
+            "bench.localhost",
+            context,
+            worker_id=1,
+            observation=observation,
+            store=store,
         )
         await worker.start()
         stop = asyncio.Event()
@@ -116,6 +128,7 @@ async def _serve(rules: str | None, eventlog: bool, port_file: Path) -> None:
         port_file.write_text(str(sock.getsockname()[1]))
         await stop.wait()
         await worker.stop(1.0)
+        store.close()
 
 
 def _report_usage() -> None:

@@ -9,6 +9,7 @@ one frame: a 4-byte big-endian length, then the pickle.
 from __future__ import annotations
 
 import pickle
+import socket
 import struct
 
 from blackhole.errors import BlackholeError
@@ -53,3 +54,18 @@ class FrameReader:
             except Exception as exc:
                 raise ChannelError(f"unreadable frame on the control channel: {exc!r}") from None
         return messages
+
+
+def receive_first(control: socket.socket, timeout: float) -> tuple[object, FrameReader] | None:
+    """A child's first message on its channel (its start order), and the reader
+    holding whatever came after it; None if the other end closed first.
+    ``TimeoutError`` when nothing came for ``timeout`` seconds."""
+    reader = FrameReader()
+    control.settimeout(timeout)
+    messages: list[object] = []
+    while not messages:
+        data = control.recv(65536)
+        if not data:
+            return None
+        messages = reader.feed(data)
+    return messages[0], reader

@@ -24,6 +24,7 @@ from blackhole.config.model import Config
 from blackhole.config.stateurl import client_installed
 from blackhole.control.serve import ControlServer, start_on
 from blackhole.errors import EX_OK, EX_SOFTWARE, BlackholeError
+from blackhole.framing import receive_first
 from blackhole.hub.apirules import ApiRuleBook
 from blackhole.hub.backend import HubBackend
 from blackhole.hub.hubside import LOCAL_STORES, Hub, HubStore, WorkerLink
@@ -34,7 +35,7 @@ from blackhole.observe.tally import Tally
 from blackhole.rules.store import MemoryStore
 from blackhole.server.app import new_event_loop
 from blackhole.supervisor import capabilities
-from blackhole.supervisor.messages import Failed, FrameReader, Ready
+from blackhole.supervisor.messages import Failed, Ready
 from blackhole.supervisor.worker_main import Channel, set_title
 
 log = logging.getLogger("blackhole.hub")
@@ -163,15 +164,10 @@ def forked_main(spec: HubSpec, control: socket.socket) -> int:
 def spawned_main(control_fd: int) -> None:
     ignore_signals()
     control = socket.socket(fileno=control_fd)
-    reader = FrameReader()
-    messages: list[object] = []
-    control.settimeout(30.0)
-    while not messages:
-        data = control.recv(65536)
-        if not data:
-            sys.exit(EX_SOFTWARE)  # the supervisor went away before we started
-        messages = reader.feed(data)
-    start = messages[0]
+    first = receive_first(control, 30.0)
+    if first is None:
+        sys.exit(EX_SOFTWARE)  # the supervisor went away before we started
+    start, reader = first
     if not isinstance(start, StartHub):
         sys.exit(EX_SOFTWARE)
     sys.exit(serve_hub(start.spec, Channel(control, reader)))

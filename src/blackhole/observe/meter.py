@@ -27,7 +27,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable
 from time import perf_counter
-from typing import Any
+from typing import Any, Final
 
 from blackhole.observe.counters import Counters
 from blackhole.observe.layout import (
@@ -47,8 +47,15 @@ from blackhole.observe.layout import (
     histogram_width,
 )
 
+# The compiled build compiles this module with Cython, its C types in
+# meter.pxd: the counter slot is a C array there, and these constants C numbers.
 # What a reply verb means to the transaction (OBSERVE.md "Counting, exactly").
-_PLAIN, _MAIL, _INSIDE, _ENDS, _END, _AUTH = range(6)
+_PLAIN: Final = 0
+_MAIL: Final = 1
+_INSIDE: Final = 2
+_ENDS: Final = 3
+_END: Final = 4
+_AUTH: Final = 5
 _KINDS = {
     "MAIL": _MAIL,
     **dict.fromkeys(("RCPT", "DATA", "BDAT"), _INSIDE),
@@ -57,45 +64,36 @@ _KINDS = {
     "AUTH": _AUTH,  # not the transaction's: counted by result (its final reply)
 }
 # Transaction states besides an outcome: none open, open with a positive last reply.
-_IDLE = -1
-_OPEN = -2
-_REPLY_WIDTH = histogram_width(REPLY_BOUNDS)
-_REPLY_SUM = len(REPLY_BOUNDS) + 1
-_SIZE_SUM = len(SIZE_BOUNDS) + 1
-_FIRST_BOUND = REPLY_BOUNDS[0]
-# A reply's code from its first three bytes, without slicing: b"0" is 48.
-_ZEROS = 48 * 111
+_IDLE: Final = -1
+_OPEN: Final = -2
+# The outcomes (layout's), which are also the states of a refused transaction.
+_ACCEPTED: Final = ACCEPTED
+_REJECTED: Final = REJECTED
+_DEFERRED: Final = DEFERRED
+_DROPPED: Final = DROPPED
+_clock: Final = perf_counter
+_REPLY_WIDTH: Final = histogram_width(REPLY_BOUNDS)
+_REPLY_SUM: Final = len(REPLY_BOUNDS) + 1
+_SIZE_SUM: Final = len(SIZE_BOUNDS) + 1
+_OUTCOMES: Final = len(OUTCOMES)
+_MICROS: Final = float(MICROS)
+_BOUNDS = REPLY_BOUNDS  # a C array in meter.pxd
+_ZEROS: Final = 48 * 111
 
-# Per reply verb: (command slot or -1 when no command prompted it, base of its
-# replies by code less FIRST_CODE, base of its histogram, _KINDS value).
+# Per reply verb: its command's slot (-1 when no command prompted it), the
+# base of its replies by code less FIRST_CODE, the first bucket of its
+# histogram, its _KINDS value.
 Slot = tuple[int, int, int, int]
-# Per (verb, reply bytes): (command slot or -1, the reply's own replies_total
-# slot, base of the verb's histogram (its first bucket), its sum's slot,
-# _KINDS value, the reply code).
-Resolved = tuple[int, int, int, int, int, int]
-# Replies are mostly the same few constant byte strings; texts that vary (a
-# queue id, an echoed address) are resolved each time once this many are kept.
-_RESOLVED_LIMIT = 1024
 
 
 class VerbSlots:
-    """A worker's reply indices: by verb, and resolved per (verb, reply) as seen."""
+    """A worker's reply indices by verb, shared by its sessions' meters."""
 
-    __slots__ = ("by_verb", "resolved", "unknown")
+    __slots__ = ("by_verb", "unknown")
 
     def __init__(self, by_verb: dict[str, Slot]) -> None:
         self.by_verb = by_verb
         self.unknown = by_verb["unknown"]
-        self.resolved: dict[tuple[str, bytes], Resolved] = {}
-
-    def resolve(self, verb: str, wire: bytes) -> Resolved:
-        """The slots one reply counts in; kept for the next time while there is room."""
-        command, replies, histogram, kind = self.by_verb.get(verb, self.unknown)
-        code = wire[0] * 100 + wire[1] * 10 + wire[2] - _ZEROS
-        found = (command, replies + code, histogram, histogram + _REPLY_SUM, kind, code)
-        if len(self.resolved) < _RESOLVED_LIMIT:
-            self.resolved[verb, wire] = found
-        return found
 
 
 def verb_slots(layout: Layout) -> VerbSlots:
@@ -123,19 +121,30 @@ def _no_auth(_ok: bool) -> None:
     return None
 
 
+def _bucket(seconds: float) -> int:
+    """The reply-time bucket of ``seconds``: the first whose bound it does not
+    exceed (Prometheus ``le``). A scan: replies are mostly fast, and compiled
+    it is a few C compares, where ``bisect`` compares Python floats."""
+    index = 0
+    for bound in _BOUNDS:
+        if seconds <= bound:
+            break
+        index += 1
+    return index
+
+
 class SessionMeter:
     """Counts one session's replies and messages into a worker's ``Counters``."""
 
     __slots__ = (
+        "_by_verb",
         "_bytes",
         "_counters",
         "_last",
         "_outcomes",
-        "_resolved",
         "_sizes",
-        "_slots",
         "_transaction",
-        "_v",
+        "_unknown",
         "commands",
         "listener",
         "on_auth",
@@ -146,19 +155,18 @@ class SessionMeter:
 
     def __init__(self, counters: Counters, listener: int, slots: VerbSlots) -> None:
         self._counters = counters
-        self._v = counters.view  # the slot itself: increments inlined below
         layout = counters.layout
-        self._outcomes = layout.messages + listener * len(OUTCOMES)
+        self._outcomes = layout.messages + listener * _OUTCOMES
         self._bytes = layout.message_bytes + listener
         self._sizes = layout.size_histogram
-        self._slots = slots
-        self._resolved = slots.resolved
+        self._by_verb = slots.by_verb
+        self._unknown = slots.unknown
         self.listener = listener
         self._transaction = _IDLE
         self._last = b""  # the last reply in the transaction
         # When the input that completed the command being answered arrived
         # (perf_counter); the adapter moves it on, and past any injected delay.
-        self.started = perf_counter()
+        self.started = _clock()
         self.size: int | None = None  # of the message whose data was read
         self.on_message: MessageSink = _no_message
         self.on_auth: Callable[[bool], None] = _no_auth  # an AUTH exchange's result
@@ -169,32 +177,27 @@ class SessionMeter:
     def replies(self, out: list[bytes], marks: list[Any]) -> None:
         # The hot path, about 4 batches per message, with a budget of 5% of a
         # message's CPU: one clock read per batch, one dict lookup per reply
-        # (its slots and code resolved once per worker), three or four stores
-        # per reply, and a call only where the transaction's state changes in
-        # a way that counts (a refusal, the reply after the data, RSET/EHLO/QUIT
-        # inside a transaction).
-        seconds = perf_counter() - self.started
-        v = self._v
-        resolved = self._resolved
+        # (its verb's slots), three or four stores per reply (C additions in
+        # the compiled build), and a call only where the transaction's state
+        # changes in a way that counts (a refusal, the reply after the data,
+        # RSET/EHLO/QUIT inside a transaction).
+        seconds = _clock() - self.started
+        v = self._counters.view  # the slot itself: increments inlined
         if len(marks) == 4 and len(out) == 1 and not marks[2]:
             # One command, one reply: pipelining off, the usual case.
             wire = out[0]
-            found = resolved.get((marks[3], wire))
-            if found is None:
-                found = self._slots.resolve(marks[3], wire)
-            command, reply, histogram, total, kind, code = found
+            command, codes, histogram, kind = self._by_verb.get(marks[3], self._unknown)
+            # The code from the first three bytes, without slicing: b"0" is 48.
+            code = wire[0] * 100 + wire[1] * 10 + wire[2] - _ZEROS
             if command >= 0:
                 v[command] += 1
                 self.commands += 1
-            v[reply] += 1
-            if seconds <= _FIRST_BOUND:
-                v[histogram] += 1
-            else:
-                v[histogram + bisect_left(REPLY_BOUNDS, seconds)] += 1
-            v[total] += int(seconds * MICROS + 0.5)
+            v[codes + code] += 1
+            v[histogram + _bucket(seconds)] += 1
+            v[histogram + _REPLY_SUM] += int(seconds * _MICROS + 0.5)
             if kind:
                 if kind == _END:
-                    outcome = ACCEPTED if code < 400 else DEFERRED if code < 500 else REJECTED
+                    outcome = _ACCEPTED if code < 400 else _DEFERRED if code < 500 else _REJECTED
                     self._count(outcome, wire, self.size)
                     self._transaction, self.size = _IDLE, None
                 elif code >= 400 or kind >= _ENDS or self._transaction >= 0:
@@ -202,28 +205,23 @@ class SessionMeter:
                 elif kind == _MAIL:
                     self._transaction = _OPEN
             return
-        bucket = 0 if seconds <= _FIRST_BOUND else bisect_left(REPLY_BOUNDS, seconds)
-        micros = int(seconds * MICROS + 0.5)
+        bucket = _bucket(seconds)
+        micros = int(seconds * _MICROS + 0.5)
         count = len(marks)
         # marks[0:2] carries on from the previous batch; every later mark
         # made by a command line is a command.
         for k in range(0, count, 2):
-            verb = marks[k + 1]
-            if k:
-                command = self._slots.by_verb.get(verb, self._slots.unknown)[0]
-                if command >= 0:
-                    v[command] += 1
-                    self.commands += 1
+            command, codes, histogram, kind = self._by_verb.get(marks[k + 1], self._unknown)
+            if k and command >= 0:
+                v[command] += 1
+                self.commands += 1
             stop = marks[k + 2] if k + 2 < count else len(out)
             for index in range(marks[k], stop):
                 wire = out[index]
-                found = resolved.get((verb, wire))
-                if found is None:
-                    found = self._slots.resolve(verb, wire)
-                _command, reply, histogram, total, kind, code = found
-                v[reply] += 1
+                code = wire[0] * 100 + wire[1] * 10 + wire[2] - _ZEROS
+                v[codes + code] += 1
                 v[histogram + bucket] += 1
-                v[total] += micros
+                v[histogram + _REPLY_SUM] += micros
                 if kind:
                     self._transaction_reply(kind, code, wire)
 
@@ -232,31 +230,31 @@ class SessionMeter:
             if code != 334:  # RFC 4954 4: 334 is a challenge, anything else ends it
                 self.on_auth(code == 235)
         elif kind == _END:
-            outcome = ACCEPTED if code < 400 else DEFERRED if code < 500 else REJECTED
+            outcome = _ACCEPTED if code < 400 else _DEFERRED if code < 500 else _REJECTED
             self._count(outcome, wire, self.size)
             self._transaction, self.size = _IDLE, None
         elif kind == _ENDS:
-            self._close_transaction(abandoned=True)
+            self._close_transaction(True)
         elif kind == _MAIL or self._transaction != _IDLE:  # RCPT, DATA, BDAT inside one
             if kind == _MAIL:
-                self._close_transaction(abandoned=True)  # after a refused MAIL
+                self._close_transaction(True)  # after a refused MAIL
             # The last reply matters only when it refused: it decides the outcome.
-            self._transaction = _OPEN if code < 400 else DEFERRED if code < 500 else REJECTED
+            self._transaction = _OPEN if code < 400 else _DEFERRED if code < 500 else _REJECTED
             self._last = wire
 
-    def _close_transaction(self, *, abandoned: bool) -> None:
+    def _close_transaction(self, abandoned: bool) -> None:
         state = self._transaction
         if state == _IDLE:
             return
         if state >= 0:
             self._count(state, self._last, None)
         elif not abandoned:
-            self._count(DROPPED, None, self.size)
+            self._count(_DROPPED, None, self.size)
         self._transaction, self.size = _IDLE, None
 
     def _count(self, outcome: int, reply: bytes | None, size: int | None) -> None:
         # Counters.message inlined: one call per message fewer on the hot path.
-        v = self._v
+        v = self._counters.view  # the slot itself: increments inlined
         v[self._outcomes + outcome] += 1
         if size is not None:
             v[self._bytes] += size
@@ -268,5 +266,5 @@ class SessionMeter:
     def end(self, how: int) -> None:
         """The session ended (``layout.SESSION_ENDS`` index): a transaction in
         flight is a message, dropped unless its last reply refused it."""
-        self._close_transaction(abandoned=False)
+        self._close_transaction(False)
         self._counters.session_end(self.listener, how)

@@ -20,7 +20,7 @@ from blackhole.protocol.hooks import Stage, Verdict
 from blackhole.protocol.replies import Reply
 from blackhole.rules.gates import ClientGate, Gate, client_gates, gates
 from blackhole.rules.match import Facts, crossed, failing
-from blackhole.rules.model import Rule
+from blackhole.rules.model import Matchers, Rule, Selection
 from blackhole.rules.parse import RulesError
 from blackhole.rules.select import in_window, key_value, unit
 from blackhole.rules.store import Ask, Store
@@ -32,6 +32,10 @@ _BARRED_CACHE = 4096
 # RULES.md "Selection" and "Actions": the replies a rule gets when it names none.
 GREYLISTED = Reply(451, "4.7.1", "Greylisted, please try again later")
 CLOSING = Reply(421, "4.3.2", "Service not available, closing channel")
+# Read at every event a rule with matchers is tried on: as a module global,
+# not through the enum metaclass's attribute hook (CPython 3.11).
+_CONTENT = Stage.CONTENT
+_NO_MATCHERS = Matchers()  # a rule without matchers holds at every event of its stage
 
 
 class NameInUseError(ValueError):
@@ -53,6 +57,7 @@ class RuleSet:
 
     __slots__ = (
         "_api",
+        "_asking",
         "_barred",
         "_by_stage",
         "_client_gates",
@@ -66,8 +71,8 @@ class RuleSet:
         "seed",
         "stages",
         "started",
-        "stateful_stages",
         "store",
+        "waiting_stages",
     )
 
     def __init__(
@@ -85,13 +90,14 @@ class RuleSet:
         self.store = store
         self.hits: Counter[str] = Counter()
         self.on_match: Callable[[str], None] = _ignore_match
-        self._by_stage: dict[Stage, tuple[Rule, ...]] = {}
+        self._by_stage: dict[Stage, tuple[tuple[Rule, bool, bool], ...]] = {}
         self.stages: frozenset[Stage] = frozenset()
-        self.stateful_stages: frozenset[Stage] = frozenset()
+        self.waiting_stages: frozenset[Stage] = frozenset()
         self.content_thresholds: tuple[int, ...] = ()
         self.gates: dict[Stage, Gate] = {}
         self._client_gates: dict[Stage, ClientGate] = {}
         self._barred: dict[str | None, frozenset[Stage]] = {}
+        self._asking = Ask("", "", "", Selection(), 0.0, 0.0, 0)  # evaluate_now's question
         self.generation = 0  # moves on at every change of the rules in force
         self._index()
 
@@ -104,16 +110,35 @@ class RuleSet:
         by_stage: dict[Stage, list[Rule]] = {}
         for rule in self.rules:
             by_stage.setdefault(rule.stage, []).append(rule)
-        self._by_stage = {stage: tuple(rules) for stage, rules in by_stage.items()}
+        # Each rule with what is known of it before any event: whether it has
+        # matchers to check (a content rule always has its after_bytes) and
+        # whether it decides in the store.
+        self._by_stage = {
+            stage: tuple(
+                (
+                    rule,
+                    rule.matchers != _NO_MATCHERS or stage is Stage.CONTENT,
+                    rule.selection.stateful,
+                )
+                for rule in rules
+            )
+            for stage, rules in by_stage.items()
+        }
         self.stages = frozenset(self._by_stage)
         # A value no rule of its stage can match skips the stage (rules.gates).
-        self.gates = gates(self._by_stage)
-        self._client_gates = client_gates(self._by_stage)
+        self.gates = gates(by_stage)
+        self._client_gates = client_gates(by_stage)
         self._barred = {}
         self.generation += 1
-        # Asked for every stage event and every session: worked out here, once
-        # per change of the rules, not each time.
-        self.stateful_stages = frozenset(r.stage for r in self.rules if r.selection.stateful)
+        # Asked for every stage event: worked out here, once per change of
+        # the rules, not each time. The stages whose decision may have to
+        # wait for the store: those of stateful rules, unless the store
+        # answers at once (in this process or in shared memory).
+        self.waiting_stages = (
+            frozenset()
+            if self.store.synchronous
+            else frozenset(r.stage for r in self.rules if r.selection.stateful)
+        )
         # Collecting a message's header fields costs every message: only
         # sessions that begin while a rule can read them do it.
         self.reads_headers = any(r.matchers.header is not None for r in self.rules)
@@ -223,15 +248,66 @@ class RuleSet:
         if rules is None:
             return None
         debug = log.isEnabledFor(logging.DEBUG)
-        for rule in rules:
-            if rule.expires is not None and now >= rule.expires:
+        for rule, check, stateful in rules:
+            if not self._holds(rule, check, facts, now, debug):
                 continue
+            if stateful:
+                ask = self._ask(rule, facts, now)
+                answer = await self.store.decide(ask)
+                verdict = self._selected(
+                    rule, facts, ask.key, answer.act, answer.count, debug=debug
+                )
+            else:
+                verdict = self._stateless(rule, facts, now, debug)
+            if verdict is not None:
+                return verdict
+        return None
+
+    def evaluate_now(self, stage: Stage, facts: Facts, now: float, debug: bool) -> Verdict | None:
+        """``evaluate`` for a store that answers at once (``Store.synchronous``).
+
+        The same steps, without a coroutine, and with one question to the
+        store reused from decision to decision (the store has answered it
+        before the next is asked): this runs at every watched event of a
+        server whose workers share their state in memory. ``debug``: the
+        rules log at debug level (the caller has asked the logger already).
+        """
+        rules = self._by_stage.get(stage)
+        if rules is None:
+            return None
+        for rule, check, stateful in rules:
+            if not self._holds(rule, check, facts, now, debug):
+                continue
+            if stateful:
+                ask = self._asking
+                selection = rule.selection
+                ask.rule_id = rule.fingerprint
+                ask.rule = rule.name
+                ask.key = key_value(selection.key, facts)
+                ask.selection = selection
+                ask.now = now
+                ask.elapsed = self._elapsed(rule, now)
+                ask.seed = self.seed
+                answer = self.store.decide_now(ask)
+                if not answer.act and not debug:
+                    continue  # a match not selected: nothing more to do
+                verdict = self._selected(
+                    rule, facts, ask.key, answer.act, answer.count, debug=debug
+                )
+            else:
+                verdict = self._stateless(rule, facts, now, debug)
+            if verdict is not None:
+                return verdict
+        return None
+
+    def _holds(self, rule: Rule, check: bool, facts: Facts, now: float, debug: bool) -> bool:
+        """Whether ``rule`` matches this event; a match is counted."""
+        stage = facts.stage
+        if rule.expires is not None and now >= rule.expires:
+            return False
+        if check:
             miss = failing(rule.matchers, facts)
-            if (
-                miss is None
-                and stage is Stage.CONTENT
-                and not crossed(rule.actions.after_bytes, facts)
-            ):
+            if miss is None and stage is _CONTENT and not crossed(rule.actions.after_bytes, facts):
                 miss = "after_bytes"
             if miss is not None:
                 if debug:
@@ -242,44 +318,48 @@ class RuleSet:
                         stage,
                         miss,
                     )
-                continue
-            self.hits[rule.name] += 1
-            self.on_match(rule.name)
-            selection = rule.selection
-            elapsed = now - (self.started if rule.started is None else rule.started)
-            if selection.stateful:
-                key = key_value(selection.key, facts)
-                answer = await self.store.decide(
-                    Ask(rule.fingerprint, rule.name, key, selection, now, elapsed, self.seed)
-                )
-                act, count = answer.act, answer.count
-            else:
-                # No shared count: the delay range is drawn from this
-                # process's count of the rule's matches.
-                key, count = "", self.hits[rule.name]
-                act = in_window(selection, elapsed)
-            if not act:
-                if debug:
-                    log.debug(
-                        "[%s] rule %s at %s: match %d of %r not selected",
-                        facts.session,
-                        rule.name,
-                        stage,
-                        count,
-                        key,
-                    )
-                continue
-            if debug:
-                log.debug(
-                    "[%s] rule %s at %s: match %d of %r acts",
-                    facts.session,
-                    rule.name,
-                    stage,
-                    count,
-                    key,
-                )
-            return self._verdict(rule, key, count)
-        return None
+                return False
+        self.hits[rule.name] += 1
+        self.on_match(rule.name)
+        return True
+
+    def _elapsed(self, rule: Rule, now: float) -> float:
+        return now - (self.started if rule.started is None else rule.started)
+
+    def _ask(self, rule: Rule, facts: Facts, now: float) -> Ask:
+        """The store's question for a match of a stateful rule."""
+        selection = rule.selection
+        return Ask(
+            rule.fingerprint,
+            rule.name,
+            key_value(selection.key, facts),
+            selection,
+            now,
+            self._elapsed(rule, now),
+            self.seed,
+        )
+
+    def _stateless(self, rule: Rule, facts: Facts, now: float, debug: bool) -> Verdict | None:
+        # No shared count: the delay range is drawn from this process's
+        # count of the rule's matches.
+        act = in_window(rule.selection, self._elapsed(rule, now))
+        return self._selected(rule, facts, "", act, self.hits[rule.name], debug=debug)
+
+    def _selected(
+        self, rule: Rule, facts: Facts, key: str, act: bool, count: int, *, debug: bool
+    ) -> Verdict | None:
+        """The verdict of a rule that matched, if its selection says "act"."""
+        if debug:
+            log.debug(
+                "[%s] rule %s at %s: match %d of %r %s",
+                facts.session,
+                rule.name,
+                rule.stage,
+                count,
+                key,
+                "acts" if act else "not selected",
+            )
+        return self._verdict(rule, key, count) if act else None
 
     def _verdict(self, rule: Rule, key: str, count: int) -> Verdict:
         actions = rule.actions

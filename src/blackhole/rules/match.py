@@ -20,7 +20,8 @@ class Facts:
     """What is known about the session at one stage event.
 
     Not frozen, though never changed once made: a frozen dataclass pays an
-    ``object.__setattr__`` per field, and one is made at every stage event.
+    ``object.__setattr__`` per field, and one is made at every stage event
+    (server.rulefacts makes them positionally: keep the fields' order).
     """
 
     stage: Stage

@@ -29,9 +29,10 @@ SWEEP_EVERY = 60.0
 class Ask:
     """One match of a stateful rule, with all the store needs to decide.
 
-    Not frozen, though never changed once made (as ``rules.match.Facts``): a
-    frozen dataclass pays an ``object.__setattr__`` per field, and one is
-    made at every stateful decision.
+    Not frozen: a frozen dataclass pays an ``object.__setattr__`` per
+    field. A store must not keep it past its answer: the engine asks a
+    synchronous store the next question in the same object
+    (``RuleSet.evaluate_now``).
     """
 
     rule_id: str  # the rule's fingerprint: state survives a reload only if unchanged
@@ -133,6 +134,10 @@ class Store(abc.ABC):
     async def decide(self, ask: Ask) -> Answer:
         """Count the match and say whether it acts, atomically."""
 
+    def decide_now(self, ask: Ask) -> Answer:
+        """``decide`` without the coroutine: only a ``synchronous`` store has it."""
+        raise NotImplementedError(f"{type(self).__name__} decides only asynchronously")
+
     @abc.abstractmethod
     async def acted(self) -> dict[str, int]:
         """How many times each rule (by id) acted, for ``spent`` in /rules."""
@@ -175,7 +180,7 @@ class MemoryStore(Store):
         entry.last_seen = ask.now
         if act:
             state.acted += 1
-        return Answer(act=act, count=entry.count)
+        return Answer(act, entry.count)
 
     def _sweep(self, now: float) -> None:
         # RULES.md: a key unseen for 2 days starts over; its entry goes, so

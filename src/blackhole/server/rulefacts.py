@@ -45,33 +45,70 @@ class Where:
         return cls(session, port, shown, client[0] if client else None, name)
 
 
+# Enum members read once, as module globals: on CPython 3.11 ``Stage.MAIL``
+# goes through the enum metaclass's attribute hook, some 600 instructions a
+# read, and these are read at every watched event.
+_HELO = Stage.HELO
+_MAIL = Stage.MAIL
+_RCPT = Stage.RCPT
+_AUTH = Stage.AUTH
+_CONTENT = Stage.CONTENT
+_END = Stage.END
+
+# Facts are made positionally, in the order of their fields (rules.match.Facts):
+# matching 17 keyword arguments to their parameters costs more than the rest
+# of making them, and they are made at every watched event.
+
+
 def stage_facts(where: Where, core: SMTPConnection, event: StageReached) -> Facts:
     """The facts at a stage the core reported."""
     stage = event.stage
     value = event.value
-    sender = value if stage is Stage.MAIL else core.sender
-    content = event.size or 0 if stage is Stage.CONTENT else 0
+    content = event.size or 0 if stage is _CONTENT else 0
     return Facts(
-        stage=stage,
-        session=where.session,
-        listener_port=where.port,
-        listener_host=where.host,
-        listener_name=where.name,
-        client=where.client,
-        tls=core.tls,
-        helo=value if stage is Stage.HELO else core.helo,
-        auth_user=value if stage is Stage.AUTH else core.auth_user,
-        sender=sender,
-        recipients=tuple(core.recipients),
-        recipient=value if stage is Stage.RCPT else None,
-        size=event.size if stage is Stage.MAIL else None,
-        message=event.message or None,
+        stage,
+        where.session,
+        where.port,  # listener_port
+        where.host,  # listener_host
+        where.name,  # listener_name
+        where.client,
+        core.tls,
+        value if stage is _HELO else core.helo,
+        value if stage is _AUTH else core.auth_user,
+        value if stage is _MAIL else core.sender,
+        tuple(core.recipients),
+        value if stage is _RCPT else None,  # recipient
         # The core reports content at each rule's after_bytes, or at its end
         # when none is reached: this event brings the bytes since the last
         # one (rules.match.crossed), and the headers once they have ended.
-        headers=tuple(event.headers) if event.headers is not None else None,
-        content_bytes=content,
-        chunk_bytes=content - event.before,
+        tuple(event.headers) if event.headers is not None else None,
+        event.size if stage is _MAIL else None,  # size
+        event.message or None,
+        content,  # content_bytes
+        content - event.before,  # chunk_bytes
+    )
+
+
+def command_facts(where: Where, core: SMTPConnection, stage: Stage, value: str | None) -> Facts:
+    """The facts ``stage_facts`` makes of the event the core reports at a
+    command stage other than mail (protocol.staging), before it is made:
+    ``value`` is the event's, the rest is the core's as it stands."""
+    return Facts(
+        stage,
+        where.session,
+        where.port,  # listener_port
+        where.host,  # listener_host
+        where.name,  # listener_name
+        where.client,
+        core.tls,
+        value if stage is _HELO else core.helo,
+        core.auth_user,  # auth is reported after the exchange, not at a command
+        core.sender,
+        tuple(core.recipients),
+        value if stage is _RCPT else None,  # recipient
+        None,  # headers
+        None,  # size: only mail's
+        core.message_number or None,
     )
 
 
@@ -83,20 +120,20 @@ def end_facts(
     ``recipient``: on LMTP, the recipient being answered (RULES.md "LMTP").
     """
     return Facts(
-        stage=Stage.END,
-        session=where.session,
-        listener_port=where.port,
-        listener_host=where.host,
-        listener_name=where.name,
-        client=where.client,
-        tls=core.tls,
-        helo=core.helo,
-        auth_user=core.auth_user,
-        sender=event.sender,
-        recipients=tuple(event.recipients),
-        recipient=recipient,
-        headers=tuple(event.headers) if event.headers is not None else None,
-        size=event.size,
-        message=core.message_number or None,
-        content_bytes=event.size,
+        _END,
+        where.session,
+        where.port,  # listener_port
+        where.host,  # listener_host
+        where.name,  # listener_name
+        where.client,
+        core.tls,
+        core.helo,
+        core.auth_user,
+        event.sender,
+        tuple(event.recipients),
+        recipient,
+        tuple(event.headers) if event.headers is not None else None,
+        event.size,
+        core.message_number or None,
+        event.size,  # content_bytes
     )

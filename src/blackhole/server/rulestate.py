@@ -121,5 +121,4 @@ class WorkerRules:
         A store that answers at once (in this process or in shared memory:
         ``Store.synchronous``) never waits: the rules then decide in the
         callback, without a task, as rules without state do."""
-        ruleset = self.ruleset
-        return stage in ruleset.stateful_stages and not ruleset.store.synchronous
+        return stage in self.ruleset.waiting_stages

@@ -5,8 +5,8 @@ conventions, and calls it when the core reports a stage and when a message
 ends. Order (RULES.md): rules first, then address conventions, then the mode.
 
 Rules without state, and rules counting in a store that answers at once
-(shared memory), decide in the same callback: the engine's coroutine is run
-to its end at once, without a task (it never waits). Rules that count in a
+(shared memory), decide in the same callback, without a task or a coroutine
+(``RuleSet.evaluate_now``). Rules that count in a
 store across processes (Redis, through the hub) may wait for it: a task
 decides, and the core holds the session's
 input until the verdict is applied. A store that fails answers ``451 4.3.0``
@@ -31,8 +31,8 @@ from blackhole.rules.engine import CLOSING, RuleSet
 from blackhole.rules.match import Facts
 from blackhole.rules.store import StoreUnavailableError
 from blackhole.server import lmtpend
-from blackhole.server.rulefacts import Where, end_facts, stage_facts
-from blackhole.server.rulestate import WorkerRules, run_now
+from blackhole.server.rulefacts import Where, command_facts, end_facts, stage_facts
+from blackhole.server.rulestate import WorkerRules
 from blackhole.server.verdicts import Pacer, RefuseHandshake, reset
 
 if TYPE_CHECKING:
@@ -41,6 +41,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("blackhole.rules")
 
 _CONNECT = frozenset((Stage.CONNECT,))
+# Enum members read once, as module globals: on CPython 3.11 ``Stage.MAIL``
+# goes through the enum metaclass's attribute hook, some 600 instructions a
+# read, and these are read at every watched event.
+_MAIL = Stage.MAIL
+_END = Stage.END
+_STARTTLS = Stage.STARTTLS
 # Applies a verdict; True while the session still waits for something else.
 Done = Callable[[Verdict | None], bool]
 
@@ -68,6 +74,8 @@ class Steering:
     __slots__ = (
         "_barred",
         "_client",
+        "_core",
+        "_early",
         "_generation",
         "_where",
         "pacer",
@@ -79,6 +87,9 @@ class Steering:
     def __init__(self, session: SMTPProtocol, rules: WorkerRules, core: SMTPConnection) -> None:
         self.session = session
         self.rules = rules
+        self._core = core
+        # A verdict screen() reached for the stage event the core reports next.
+        self._early: Verdict | None = None
         self._client = session.client[0] if session.client is not None else None
         self._where: Where | None = None  # made when a stage is first evaluated
         self.pacer: Pacer | None = None
@@ -125,28 +136,57 @@ class Steering:
     # screen() and _screen_end() run at every watched command and message:
     # their checks are written out rather than shared through more calls.
     def screen(self, stage: Stage, value: str | None) -> bool:
-        """The core's question at a command stage: could any rule act on ``value``?"""
+        """The core's question at a command stage: must it stop for the rules?
+
+        No when no rule can act on ``value`` (rules.gates), and no when the
+        rules, decided here at once, do not act: the command then runs as if
+        its stage were not watched, without the event, the pause and the
+        resolve that a stop costs. A rule that acts is applied when the
+        core reports the stage (``reached``), with the verdict reached here.
+        """
         rules = self.rules
         if rules.conventions or log.isEnabledFor(logging.DEBUG):
             return True  # as _screen_off()
         ruleset = rules.ruleset
         if ruleset.generation != self._generation:
             self._rebar(ruleset)
-        if stage in self._barred:
+        # Each test first asks whether there is anything to look up: hashing
+        # a Stage (a str subclass) costs a few hundred instructions.
+        barred = self._barred
+        if barred and stage in barred:
             return False
-        gate = ruleset.gates.get(stage)
-        return gate is None or gate.admits(value)
+        gates = ruleset.gates
+        if gates:
+            gate = gates.get(stage)
+            if gate is not None and not gate.admits(value):
+                return False
+        waiting = ruleset.waiting_stages
+        if stage is _MAIL or (waiting and stage in waiting):
+            # Decided when reached: mail's event brings what only the core
+            # knows (SIZE=, the new message's number); a waiting store, a task.
+            return True
+        # Any other command stage: the facts its event will bring.
+        facts = command_facts(self.where, self._core, stage, value)
+        verdict = self.evaluate_now(stage, facts, False)  # not at debug level: see above
+        if verdict is None:
+            return False
+        self._early = verdict
+        return True
 
     def _screen_end(self, event: MessageReceived) -> bool:
         rules = self.rules
-        if rules.conventions or log.isEnabledFor(logging.DEBUG):
+        if rules.conventions:
             return True  # as _screen_off()
         ruleset = rules.ruleset
+        if _END not in ruleset.stages:
+            return False  # no rule at end (the core reports every message)
+        if log.isEnabledFor(logging.DEBUG):
+            return True  # as _screen_off()
         if ruleset.generation != self._generation:
             self._rebar(ruleset)
-        if Stage.END in self._barred or Stage.END not in ruleset.stages:
-            return False  # no rule at end (the core reports every message)
-        gate = ruleset.gates.get(Stage.END)
+        if _END in self._barred:
+            return False
+        gate = ruleset.gates.get(_END)
         if gate is None:
             return True
         if gate.field == "recipient":
@@ -157,14 +197,30 @@ class Steering:
 
     def reached(self, core: SMTPConnection, event: StageReached) -> bool:
         """A watched stage; True if its verdict comes later (the pump stops)."""
+        stage = event.stage
+        verdict = self._early
+        if verdict is not None:  # screen() decided
+            self._early = None
+            return self._act(core, stage, verdict, self._resolver(core, stage), later=False)
+        facts = stage_facts(self.where, core, event)
+        waiting = self.rules.ruleset.waiting_stages
+        if waiting and stage in waiting:
+            return self._later(core, stage, facts, self._resolver(core, stage))
+        verdict = self.evaluate_now(stage, facts, log.isEnabledFor(logging.DEBUG))
+        if verdict is None:
+            # No rule acts (the usual case): the command runs as usual.
+            core.resolve(None)
+            return False
+        return self._act(core, stage, verdict, self._resolver(core, stage), later=False)
 
+    def _resolver(self, core: SMTPConnection, stage: Stage) -> Done:
         def done(verdict: Verdict | None) -> bool:
-            if verdict is not None and verdict.tls is not None and event.stage is Stage.STARTTLS:
+            if verdict is not None and verdict.tls is not None and stage is _STARTTLS:
                 self.tls_fault = verdict.tls
             core.resolve(verdict)
             return False
 
-        return self._decide(core, event.stage, stage_facts(self.where, core, event), done)
+        return done
 
     def message(self, core: SMTPConnection, event: MessageReceived) -> bool:
         """A message has ended (``end``); True if its answer comes later."""
@@ -186,40 +242,53 @@ class Steering:
                 return session.answer(core, event)  # the mode decides
             return self.end(core, event, verdict)
 
-        return self._decide(core, Stage.END, end_facts(self.where, core, event), done)
+        facts = end_facts(self.where, core, event)
+        if _END in self.rules.ruleset.waiting_stages:
+            return self._later(core, _END, facts, done)
+        verdict = self.evaluate_now(_END, facts, log.isEnabledFor(logging.DEBUG))
+        return self._act(core, _END, verdict, done, later=False)
 
     # --- deciding -------------------------------------------------------------------
 
-    def _decide(self, core: SMTPConnection, stage: Stage, facts: Facts, done: Done) -> bool:
-        rules = self.rules
-        if rules.stateful(stage):
-            task = self.session.loop.create_task(self.evaluate(stage, facts))
-            task.add_done_callback(lambda t: self._decided(core, stage, t, done))
-            return True
-        # Rules without state, or a store that answers at once (shared
-        # memory): no task, and a failing store still answers 451 4.3.0.
-        verdict = run_now(self.evaluate(stage, facts))
-        return self._act(core, stage, verdict, done, later=False)
+    def _later(self, core: SMTPConnection, stage: Stage, facts: Facts, done: Done) -> bool:
+        """Decide in a task: a store across processes may make the rules wait."""
+        task = self.session.loop.create_task(self.evaluate(stage, facts))
+        task.add_done_callback(lambda t: self._decided(core, stage, t, done))
+        return True
+
+    def evaluate_now(self, stage: Stage, facts: Facts, debug: bool) -> Verdict | None:
+        """``evaluate`` where no rule waits: rules without state, or a store
+        that answers at once (shared memory). No task, no coroutine."""
+        try:
+            verdict = self.rules.ruleset.evaluate_now(stage, facts, time.time(), debug)
+        except Exception as exc:
+            return self._failed(stage, exc)
+        if verdict is None and self.rules.conventions:
+            verdict = address_verdict(self.rules.conventions, stage, facts)
+        return verdict
 
     async def evaluate(self, stage: Stage, facts: Facts) -> Verdict | None:
         """Rules, then address conventions; a failing store answers 451 4.3.0."""
         try:
             verdict = await self.rules.ruleset.evaluate(stage, facts, time.time())
         except Exception as exc:
-            # An outage (StoreUnavailableError) is logged once where it is
-            # seen, by the hub or the store; here it would be once per event.
-            unavailable = isinstance(exc, StoreUnavailableError)
-            log.log(
-                logging.DEBUG if unavailable else logging.WARNING,
-                "[%s] rules store failed at %s, answering 451 4.3.0: %s",
-                self.session.session_id,
-                stage,
-                exc,
-            )
-            return Verdict("(store unavailable)", reply=R.R451_INTERNAL)
+            return self._failed(stage, exc)
         if verdict is None and self.rules.conventions:
             verdict = address_verdict(self.rules.conventions, stage, facts)
         return verdict
+
+    def _failed(self, stage: Stage, exc: Exception) -> Verdict:
+        # An outage (StoreUnavailableError) is logged once where it is
+        # seen, by the hub or the store; here it would be once per event.
+        unavailable = isinstance(exc, StoreUnavailableError)
+        log.log(
+            logging.DEBUG if unavailable else logging.WARNING,
+            "[%s] rules store failed at %s, answering 451 4.3.0: %s",
+            self.session.session_id,
+            stage,
+            exc,
+        )
+        return Verdict("(store unavailable)", reply=R.R451_INTERNAL)
 
     def _decided(
         self, core: SMTPConnection, stage: Stage, task: asyncio.Task[Verdict | None], done: Done

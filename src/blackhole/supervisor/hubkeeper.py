@@ -28,8 +28,6 @@ import select
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -42,7 +40,13 @@ from blackhole.hub.spec import FleetState, HubReload, HubSpec, StartHub, StopHub
 from blackhole.observe.layout import Layout
 from blackhole.supervisor.backoff import Backoff
 from blackhole.supervisor.messages import Failed, Ready
-from blackhole.supervisor.process import FORK, WorkerProcess, describe_exit
+from blackhole.supervisor.process import (
+    FORK,
+    WorkerProcess,
+    describe_exit,
+    fork_process,
+    spawn_process,
+)
 from blackhole.supervisor.slots import Slots
 
 log = logging.getLogger("blackhole.supervisor")
@@ -307,66 +311,23 @@ class HubKeeper:
             self.directory = None
 
 
-# Blocked while the hub starts (the mask survives fork and exec), until it
-# ignores them: a SIGTERM to the whole process group (Ctrl-C, `timeout`) must
-# not kill a hub still importing its modules, which the supervisor would take
-# for a failed start.
-_BLOCKED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
-
-
 def _spawn(spec: HubSpec, keep: list[int]) -> WorkerProcess:
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    sentinel, held = os.pipe()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
-    try:
-        # Our own interpreter running our own bootstrap: no outside input.
-        popen = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-c", BOOTSTRAP, str(child.fileno()), *sys.path],
-            pass_fds=(held, child.fileno(), *keep),
-            stdin=subprocess.DEVNULL,
-        )
-    except BaseException:
-        parent.close()
-        os.close(sentinel)
-        raise
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        child.close()
-        os.close(held)
-    process = WorkerProcess(HUB_NUMBER, popen.pid, sentinel, parent, popen)
+    # Signals blocked until the hub ignores them: a SIGTERM to the whole
+    # process group (Ctrl-C, `timeout`) must not kill a hub still importing
+    # its modules, which the supervisor would take for a failed start.
+    process = spawn_process(HUB_NUMBER, BOOTSTRAP, keep, masked=True)
     process.send(StartHub(spec))
     return process
 
 
 def _fork(spec: HubSpec, close_in_child: list[int]) -> WorkerProcess:
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    sentinel, held = os.pipe()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
-    try:
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child
-            code = EX_SOFTWARE
-            try:
-                os.close(sentinel)
-                parent.close()
-                for fd in close_in_child:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-                # Here, not at the top: blackhole.hub imports this package.
-                from blackhole.hub.main import forked_main  # noqa: PLC0415
+    def serve(channel: socket.socket) -> int:
+        # Here, not at the top: blackhole.hub imports this package.
+        from blackhole.hub.main import forked_main  # noqa: PLC0415
 
-                code = forked_main(spec, child)
-            finally:
-                os._exit(code)  # never return into the supervisor's code
-    except BaseException:
-        parent.close()
-        os.close(sentinel)
-        raise
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-        child.close()
-        os.close(held)
-    return WorkerProcess(HUB_NUMBER, pid, sentinel, parent)
+        return forked_main(spec, channel)
+
+    return fork_process(HUB_NUMBER, serve, close_in_child)
 
 
 # A UNIX socket path holds at most 107 bytes (unix(7), sun_path). A long

@@ -26,7 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 from blackhole.errors import EX_SOFTWARE
@@ -134,16 +134,22 @@ def inherited(spec: WorkerSpec) -> tuple[int, ...]:
     return counters if spec.state_fd is None else (*counters, spec.state_fd)
 
 
-def spawn_worker(spec: WorkerSpec, sockets: Sequence[socket.socket]) -> WorkerProcess:
-    """A fresh interpreter; raises ``OSError`` if it cannot be executed."""
+def spawn_process(
+    number: int, bootstrap: str, keep: Iterable[int], *, masked: bool = False
+) -> WorkerProcess:
+    """A fresh interpreter running ``bootstrap`` (its argv: the descriptor of
+    its end of the channel, then ``sys.path``), inheriting the ``keep``
+    descriptors. ``masked``: SIGTERM, SIGINT and SIGHUP stay blocked in it (the
+    mask survives exec) until it unblocks them. ``OSError`` if it cannot be
+    executed."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     sentinel, held = os.pipe()
-    fds = tuple(sock.fileno() for sock in sockets)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS) if masked else None
     try:
         # Our own interpreter running our own bootstrap: no outside input.
         popen = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-c", BOOTSTRAP, str(child.fileno()), *sys.path],
-            pass_fds=(held, child.fileno(), *fds, *inherited(spec)),
+            [sys.executable, "-c", bootstrap, str(child.fileno()), *sys.path],
+            pass_fds=(held, child.fileno(), *keep),
             stdin=subprocess.DEVNULL,
         )
     except BaseException:
@@ -151,21 +157,23 @@ def spawn_worker(spec: WorkerSpec, sockets: Sequence[socket.socket]) -> WorkerPr
         os.close(sentinel)
         raise
     finally:
+        if previous is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         child.close()
         os.close(held)
-    process = WorkerProcess(spec.number, popen.pid, sentinel, parent, popen)
-    process.send(Start(replace(spec, fds=fds)))
-    return process
+    return WorkerProcess(number, popen.pid, sentinel, parent, popen)
 
 
-def fork_worker(
-    spec: WorkerSpec, sockets: Sequence[socket.socket], close_in_child: Iterable[int]
+def fork_process(
+    number: int, child_main: Callable[[socket.socket], int], close_in_child: Iterable[int]
 ) -> WorkerProcess:
-    """A copy of the supervisor; ``close_in_child`` are the supervisor's own fds."""
+    """A copy of the supervisor running ``child_main`` on its end of the
+    channel and exiting with what it returns; ``close_in_child`` are the
+    supervisor's own descriptors."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     sentinel, held = os.pipe()
-    # Blocked across fork: a SIGTERM meant for the new worker must not run
-    # the supervisor's handler in it; the child unblocks once it has its own.
+    # Blocked across fork: a SIGTERM meant for the child must not run the
+    # supervisor's handler in it; the child unblocks once it has its own.
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     try:
         pid = os.fork()
@@ -177,7 +185,7 @@ def fork_worker(
                 for fd in close_in_child:
                     with contextlib.suppress(OSError):
                         os.close(fd)
-                code = forked_main(spec, sockets, child)
+                code = child_main(child)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else EX_SOFTWARE
             finally:
@@ -192,7 +200,26 @@ def fork_worker(
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         child.close()
         os.close(held)
-    return WorkerProcess(spec.number, pid, sentinel, parent)
+    return WorkerProcess(number, pid, sentinel, parent)
+
+
+def spawn_worker(spec: WorkerSpec, sockets: Sequence[socket.socket]) -> WorkerProcess:
+    """A fresh interpreter; raises ``OSError`` if it cannot be executed."""
+    fds = tuple(sock.fileno() for sock in sockets)
+    process = spawn_process(spec.number, BOOTSTRAP, (*fds, *inherited(spec)))
+    process.send(Start(replace(spec, fds=fds)))
+    return process
+
+
+def fork_worker(
+    spec: WorkerSpec, sockets: Sequence[socket.socket], close_in_child: Iterable[int]
+) -> WorkerProcess:
+    """A copy of the supervisor; ``close_in_child`` are the supervisor's own fds."""
+
+    def serve(channel: socket.socket) -> int:
+        return forked_main(spec, sockets, channel)
+
+    return fork_process(spec.number, serve, close_in_child)
 
 
 def launch(

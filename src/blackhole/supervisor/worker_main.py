@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from blackhole.errors import EX_OK, EX_SOFTWARE, BlackholeError
+from blackhole.framing import receive_first
 from blackhole.hub.client import HubClient
 from blackhole.hub.sharedstore import SharedStore
 from blackhole.observe.logs import setup_logging
@@ -352,15 +353,10 @@ def spawned_main(control_fd: int) -> None:
     early = EarlyStop()
     prepare_signals(early)
     control = socket.socket(fileno=control_fd)
-    reader = FrameReader()
-    messages: list[object] = []
-    control.settimeout(30.0)
-    while not messages:
-        data = control.recv(65536)
-        if not data:
-            sys.exit(EX_SOFTWARE)  # the supervisor went away before we started
-        messages = reader.feed(data)
-    start = messages[0]
+    first = receive_first(control, 30.0)
+    if first is None:
+        sys.exit(EX_SOFTWARE)  # the supervisor went away before we started
+    start, reader = first
     if not isinstance(start, Start):
         sys.exit(EX_SOFTWARE)
     sockets = [socket.socket(fileno=fd) for fd in start.spec.fds]
