@@ -25,6 +25,9 @@ Three ways to measure, for A/B runs of a code change:
 The worker observes as a worker process does, so ``BLACKHOLE_BENCH_NO_COUNTING=1``
 (bench/README.md) measures it without counting; its rules decide in a
 shared-memory region (``hub.sharedstore``), as a supervisor's workers do.
+``--eventlog`` turns the event log on (``event_log`` to a file in the serving
+process's temporary directory), bench/run.py's ``+eventlog`` variant for one
+worker.
 
 ``--sink`` runs Postfix smtp-sink under the same load instead (``cpu`` only),
 for the ratio. Examples::
@@ -33,6 +36,7 @@ for the ratio. Examples::
     .venv/bin/python bench/worker_cost.py --load 1k-reuse --sink
     .venv/bin/python bench/worker_cost.py --load 1k-new --measure callgrind --count 500
     .venv/bin/python bench/worker_cost.py --load 1k-reuse --measure profile --top 30
+    .venv/bin/python bench/worker_cost.py --eventlog --measure callgrind --count 200
 """
 
 from __future__ import annotations
@@ -83,7 +87,7 @@ def _config_text(workdir: Path, rules: str | None) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-async def _serve(rules: str | None, port_file: Path) -> None:
+async def _serve(rules: str | None, eventlog: bool, port_file: Path) -> None:
     from blackhole.config.classic import parse_config  # noqa: PLC0415
     from blackhole.hub.sharedstore import SharedStore  # noqa: PLC0415
     from blackhole.observe.logs import setup_logging  # noqa: PLC0415
@@ -102,7 +106,8 @@ async def _serve(rules: str | None, port_file: Path) -> None:
         context = build_server_context(config.tls_cert, config.tls_key)
         bound = [(listener, sock)]
         # As a worker process observes: BLACKHOLE_BENCH_NO_COUNTING (--nocount) honoured.
-        observation = Observation.for_worker(None, listener_labels(bound), None, 0, 1)
+        event_log = str(Path(tmp) / "events.jsonl") if eventlog else None
+        observation = Observation.for_worker(None, listener_labels(bound), event_log, 0, 1)
         # As a worker process decides: in the region shared by all the
         # supervisor's workers (hub.sharedstore), not in a store of its own.
         store = SharedStore.create()
@@ -131,19 +136,19 @@ def _report_usage() -> None:
     print(f"cpu {usage.ru_utime + usage.ru_stime:.6f} {usage.ru_utime:.6f}", flush=True)
 
 
-def serve(rules: str | None, port_file: Path, profile: Path | None) -> None:
+def serve(rules: str | None, eventlog: bool, port_file: Path, profile: Path | None) -> None:
     from blackhole.server.app import new_event_loop  # noqa: PLC0415
 
     loop = new_event_loop()
     if profile is None:
-        loop.run_until_complete(_serve(rules, port_file))
+        loop.run_until_complete(_serve(rules, eventlog, port_file))
         return
     import cProfile  # noqa: PLC0415
 
     # CPU time, not wall time: a loopback write wakes the client, which may run first.
     profiler = cProfile.Profile(time.process_time)
     profiler.enable()
-    loop.run_until_complete(_serve(rules, port_file))
+    loop.run_until_complete(_serve(rules, eventlog, port_file))
     profiler.disable()
     profiler.dump_stats(str(profile))
 
@@ -181,13 +186,15 @@ def _wait_port(port_file: Path, proc: subprocess.Popen[bytes]) -> int:
 
 
 def _start(
-    prefix: list[str], rules: str | None, workdir: Path, extra: list[str]
+    prefix: list[str], rules: str | None, workdir: Path, extra: list[str], eventlog: bool
 ) -> tuple[subprocess.Popen[bytes], int]:
     port_file = workdir / "port"
     port_file.unlink(missing_ok=True)
     argv = [*prefix, sys.executable, __file__, "--serve", str(port_file), *extra]
     if rules is not None:
         argv += ["--rules", rules]
+    if eventlog:
+        argv.append("--eventlog")
     env = dict(os.environ, PYTHONHASHSEED="0")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env)
     return proc, _wait_port(port_file, proc)
@@ -207,10 +214,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def measure_cpu(
-    load: Scenario, count: int, rules: str | None, repeat: int, workdir: Path
+    load: Scenario, count: int, rules: str | None, repeat: int, workdir: Path, *, eventlog: bool
 ) -> list[tuple[float, float]]:
     """(CPU, user CPU) microseconds per message, per run."""
-    proc, port = _start([], rules, workdir, [])
+    proc, port = _start([], rules, workdir, [], eventlog)
     try:
         _source(load, max(50, count // 10), port)  # warm up: imports, caches, allocator
         figures = []
@@ -257,11 +264,18 @@ def _ticks(pid: int) -> float:
 
 
 def _callgrind_run(
-    load: Scenario, count: int, rules: str | None, workdir: Path, keep: Path | None
+    load: Scenario,
+    count: int,
+    rules: str | None,
+    workdir: Path,
+    keep: Path | None,
+    *,
+    eventlog: bool,
 ) -> int:
-    out = (keep or workdir) / f"callgrind.{load.name}.{rules or 'plain'}.{count}.out"
+    log = ".eventlog" if eventlog else ""
+    out = (keep or workdir) / f"callgrind.{load.name}.{rules or 'plain'}{log}.{count}.out"
     prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-    proc, port = _start(prefix, rules, workdir, [])
+    proc, port = _start(prefix, rules, workdir, [], eventlog)
     try:
         _source(load, count, port)
     finally:
@@ -273,10 +287,16 @@ def _callgrind_run(
 
 
 def measure_callgrind(
-    load: Scenario, count: int, rules: str | None, workdir: Path, keep: Path | None
+    load: Scenario,
+    count: int,
+    rules: str | None,
+    workdir: Path,
+    keep: Path | None,
+    *,
+    eventlog: bool,
 ) -> float:
-    one = _callgrind_run(load, count, rules, workdir, keep)
-    two = _callgrind_run(load, 2 * count, rules, workdir, keep)
+    one = _callgrind_run(load, count, rules, workdir, keep, eventlog=eventlog)
+    two = _callgrind_run(load, 2 * count, rules, workdir, keep, eventlog=eventlog)
     return (two - one) / count
 
 
@@ -289,11 +309,13 @@ def measure_profile(
     top: int,
     callers: str | None,
     keep: Path | None,
+    eventlog: bool,
 ) -> None:
     import pstats  # noqa: PLC0415
 
-    stats_file = (keep or workdir) / f"profile.{load.name}.{rules or 'plain'}.out"
-    proc, port = _start([], rules, workdir, ["--profile", str(stats_file)])
+    log = ".eventlog" if eventlog else ""
+    stats_file = (keep or workdir) / f"profile.{load.name}.{rules or 'plain'}{log}.out"
+    proc, port = _start([], rules, workdir, ["--profile", str(stats_file)], eventlog)
     try:
         _source(load, count, port)
     finally:
@@ -319,6 +341,9 @@ def main() -> int:
     )
     parser.add_argument("--sink", action="store_true", help="measure smtp-sink instead")
     parser.add_argument(
+        "--eventlog", action="store_true", help="the worker writes the event log to a file"
+    )
+    parser.add_argument(
         "--keep", type=Path, help="callgrind, profile: keep their files in this directory"
     )
     parser.add_argument("--top", type=int, default=25)
@@ -327,26 +352,38 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
-        serve(args.rules, args.serve, args.profile)
+        serve(args.rules, args.eventlog, args.serve, args.profile)
         return 0
     load = LOADS[args.load]
     sessions = args.sessions or (1 if args.measure == "callgrind" else load.sessions)
     load = dataclasses.replace(load, sessions=sessions)
     count = args.count or (300 if args.measure == "callgrind" else 5000)
     name = "smtp-sink" if args.sink else f"worker{'+' + args.rules if args.rules else ''}"
+    name += "+eventlog" if args.eventlog and not args.sink else ""
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         if args.sink:
             figures = measure_sink(load, count, args.repeat)
         elif args.measure == "cpu":
-            figures = measure_cpu(load, count, args.rules, args.repeat, workdir)
+            figures = measure_cpu(
+                load, count, args.rules, args.repeat, workdir, eventlog=args.eventlog
+            )
         elif args.measure == "callgrind":
-            per = measure_callgrind(load, count, args.rules, workdir, args.keep)
+            per = measure_callgrind(
+                load, count, args.rules, workdir, args.keep, eventlog=args.eventlog
+            )
             print(f"{load.name} {name}: {per:,.0f} instructions/msg")
             return 0
         else:
             measure_profile(
-                load, count, args.rules, workdir, top=args.top, callers=args.callers, keep=args.keep
+                load,
+                count,
+                args.rules,
+                workdir,
+                top=args.top,
+                callers=args.callers,
+                keep=args.keep,
+                eventlog=args.eventlog,
             )
             return 0
     if args.sink:

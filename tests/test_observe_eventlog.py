@@ -18,11 +18,14 @@ from blackhole.observe.eventlog import (
     EventLog,
     encode,
     message_record,
+    parse_reply,
+    queue_id,
     rfc3339,
     session_record,
     tls_field,
 )
-from blackhole.observe.messageline import MessageLines
+from blackhole.observe.layout import SESSION_ENDS
+from blackhole.observe.messageline import MessageLines, seconds_text, session_line
 from blackhole.observe.record import MAX_HEADER_VALUE, MAX_HEADERS, Recorder, with_headers
 
 MESSAGE_FIELDS = {
@@ -210,10 +213,32 @@ def test_rfc3339_at_the_edges_of_a_second(epoch: float) -> None:
 
 _MAYBE = st.none() | _TEXT
 _TLS = st.none() | st.builds(tls_field, _TEXT, _MAYBE)
+_QUEUE = st.text("0123456789ABCDEFabcdefXYZ", min_size=1, max_size=12) | _TEXT
+
+
+@st.composite
+def _wires(draw: st.DrawFn) -> bytes | None:
+    """A final reply's wire text: one line or several, with or without an
+    enhanced code, a queue id (often a letter-and-digit one) and non-ASCII."""
+    if draw(st.integers(0, 20)) == 0:
+        return None
+    code = str(draw(st.integers(200, 599)))
+    enhanced = draw(st.sampled_from(["", "2.0.0 ", "4.7.1 ", "5.1.1 ", "1.2.3 ", "2.0 "]))
+    before, after = draw(_TEXT), draw(_TEXT | st.just(""))
+    if draw(st.booleans()):
+        text = f"{enhanced}{before}queued as {draw(_QUEUE)}{after}"
+    else:
+        text = f"{enhanced}{before}{after}"
+    earlier = draw(st.lists(st.sampled_from(["hi", "queued as EARLY", "\u00e9"]), max_size=2))
+    lines = [f"{code}-{line}" for line in earlier] + [f"{code} {text}"]
+    end = draw(st.sampled_from(["\r\n", "", "\r\n\r\n"]))
+    return ("\r\n".join(lines) + end).encode("utf-8", "surrogatepass")
+
+
 _MESSAGE = st.fixed_dictionaries(
     {
         "time": st.floats(min_value=0, max_value=4_102_444_800),
-        "queue_id": _MAYBE,
+        "wire": _wires(),
         "client": _TEXT,
         "helo": _MAYBE,
         "tls": _TLS,
@@ -221,11 +246,22 @@ _MESSAGE = st.fixed_dictionaries(
         "sender": _MAYBE,
         "recipients": st.lists(_TEXT, max_size=3),
         "size": st.none() | st.integers(min_value=0),
-        "reply": st.tuples(st.integers(200, 599), _MAYBE, _TEXT),
         "rule": _MAYBE,
         "seconds": st.floats(min_value=0, max_value=1e6),
     }
 )
+
+
+def _record(session: str, worker: int, listener: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The slow way: the record of ``MessageLines.line``'s arguments."""
+    values = {name: value for name, value in fields.items() if name != "wire"}
+    wire = fields["wire"]
+    record = message_record(
+        session=session, worker=worker, listener=listener, queue_id=queue_id(wire),
+        reply=parse_reply(wire), **values,
+    )  # fmt: skip
+    record["outcome"] = "accepted"
+    return record
 
 
 @given(_TEXT, st.integers(0, 64), _TEXT, st.lists(_MESSAGE, min_size=1, max_size=3))
@@ -234,6 +270,139 @@ def test_a_sessions_message_lines_are_its_records_encoded(
 ) -> None:
     lines = MessageLines(session, worker, listener)
     for fields in messages:  # one session: the fixed part is reused or made again
-        record = message_record(session=session, worker=worker, listener=listener, **fields)
-        record["outcome"] = "accepted"
+        record = _record(session, worker, listener, fields)
         assert lines.line(**fields, outcome="accepted") == encode(record)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        b"250 2.0.0 OK: queued as %s\r\n",
+        b"250 queued as %s thank you\r\n",
+        b'250-first\r\n250 2.0.0 queued as %s "quoted"\r\n',
+        b"250-queued as\r\n250 2.6.0 queued as %s\r\n",
+        b"250 queued as %s",
+        b"250 2.0.0 queued as %s\n\r\r\n",
+    ],
+)
+def test_replies_that_differ_by_their_queue_id_only(template: bytes) -> None:
+    # The second and later lines reuse what the first encoded (the reply's
+    # JSON around its queue id): each is still its own record encoded.
+    lines = MessageLines("s", 1, "l")
+    for queue in (b"Q1", b"4F2A91BC", b"Q1", b"z", b"0123456789ABCDEFGHIJ"):
+        fields = a_line(wire=template % queue)
+        line = lines.line(**fields, outcome="accepted")
+        assert line == encode(_record("s", 1, "l", fields))
+        assert json.loads(line)["queue_id"] == queue.decode()
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        None,
+        b"",
+        b"550 5.7.1 Refused\r\n",
+        b"250 2.0.0 OK: queued as Q-1\r\n",  # not letters and digits: no template
+        b"250 2.0.0 OK: queued as \xc3\xa9t\xc3\xa9\r\n",
+        b"250 2.0.0 \xc3\xa9 queued as Q1\r\n",  # not ASCII: no template
+        b"250 queued as  Q1 queued as Q2\r\n",
+        b"250-queued as Q1\r\n250 2.0.0 OK\r\n",  # the id is not in the last line
+        b"250 2.queued as Q1\r\n",  # the id's words in the enhanced code's place
+        b"queued as Q1\r\n",
+    ],
+)
+def test_odd_replies_twice(wire: bytes | None) -> None:
+    lines = MessageLines("s", 1, "l")
+    for _ in range(2):  # made, then from what the first made
+        fields = a_line(wire=wire)
+        try:
+            expected = encode(_record("s", 1, "l", fields))
+        except ValueError:  # not a reply: neither way parses it
+            with pytest.raises(ValueError, match="invalid literal"):
+                lines.line(**fields, outcome="accepted")
+        else:
+            assert lines.line(**fields, outcome="accepted") == expected
+
+
+def a_line(**changes: Any) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "time": 1_767_225_600.25,
+        "wire": b"250 2.0.0 OK: queued as Q1\r\n",
+        "client": "127.0.0.1:40000",
+        "helo": "client.example",
+        "tls": None,
+        "auth_user": None,
+        "sender": "a@example.com",
+        "recipients": ["b@example.com"],
+        "size": 1234,
+        "rule": None,
+        "seconds": 0.0001234567,
+    }
+    fields.update(changes)
+    return fields
+
+
+def test_parse_reply_reads_the_last_line() -> None:
+    assert parse_reply(None) == parse_reply(b"") == (0, None, "")
+    assert parse_reply(b"250 2.0.0 OK: queued as Q1\r\n") == (250, "2.0.0", "OK: queued as Q1")
+    assert parse_reply(b"250-one\r\n250 two words\r\n") == (250, None, "two words")
+    assert parse_reply(b"550 5.7.1\r\n") == (550, "5.7.1", "")
+    assert parse_reply(b"250 1.2.3 class 1 is no class\r\n") == (
+        250,
+        None,
+        "1.2.3 class 1 is no class",
+    )
+    assert parse_reply(b"451 4.3.0 \xff\r\n") == (451, "4.3.0", "\ufffd")
+    assert queue_id(b"250 2.0.0 OK: queued as 4F2A\r\n") == "4F2A"
+    assert queue_id(b"250 OK\r\n") is queue_id(None) is None
+
+
+@given(st.floats(min_value=0, max_value=2e9) | st.floats(min_value=0, max_value=2e-3))
+def test_seconds_text_is_the_repr_of_the_rounded_float(seconds: float) -> None:
+    assert seconds_text(seconds) == float.__repr__(round(seconds, 6))
+
+
+@pytest.mark.parametrize(
+    "seconds",
+    [0.0, 1e-7, 5e-05, 0.0001, 0.00009999995, 0.0000999995, 0.1 + 0.2, 1.0, 2.5e-06,
+     0.0000005, 0.0000015, 999_999_999.9999996, 1e9, 1e16, 123.4565, float("inf")],
+)  # fmt: skip
+def test_seconds_text_at_the_edges(seconds: float) -> None:
+    assert seconds_text(seconds) == float.__repr__(round(seconds, 6))
+
+
+@given(
+    st.floats(min_value=0, max_value=4_102_444_800),
+    _TEXT,
+    _TEXT,
+    _TEXT,
+    st.floats(min_value=0, max_value=1e7),
+    st.integers(min_value=0),
+    st.integers(min_value=0),
+    _TLS,
+    st.sampled_from(SESSION_ENDS),
+)
+def test_session_line_is_the_session_record_encoded(  # noqa: PLR0917 - hypothesis
+    time: float,
+    session: str,
+    listener: str,
+    client: str,
+    duration: float,
+    commands: int,
+    messages: int,
+    tls: dict[str, Any] | None,
+    end: str,
+) -> None:
+    fields = {
+        "time": time, "session": session, "listener": listener, "client": client,
+        "duration": duration, "commands": commands, "messages": messages, "tls": tls, "end": end,
+    }  # fmt: skip
+    assert session_line(**fields) == encode(session_record(**fields))
+
+
+def test_session_line_refuses_an_unknown_end() -> None:
+    with pytest.raises(ValueError, match="unknown session end"):
+        session_line(
+            time=0.0, session="s", listener="l", client="c", duration=1.0, commands=1,
+            messages=0, tls=None, end="exploded",
+        )  # fmt: skip

@@ -35,8 +35,8 @@ from __future__ import annotations
 import json
 import json.encoder
 import logging
-import math
 import os
+import re
 import sys
 import time as clock
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -49,8 +49,10 @@ log = logging.getLogger(__name__)
 JSON = dict[str, Any]
 
 
-# The last second formatted: (whole seconds since the epoch, "YYYY-MM-DDTHH:MM:SS").
-_second: tuple[int, str] = (-1, "")
+# The last second formatted: whole seconds since the epoch, "YYYY-MM-DDTHH:MM:SS".
+_second = -1
+_second_text = ""
+_MILLIS = tuple(f".{millis:03d}Z" for millis in range(1000))
 
 
 def rfc3339(epoch: float) -> str:
@@ -60,19 +62,20 @@ def rfc3339(epoch: float) -> str:
     "milliseconds")`` with ``Z``: microseconds rounded half to even (carrying
     into the second), then cut to milliseconds.
     """
-    global _second  # noqa: PLW0603 - a per-process cache of one entry
-    fraction, whole = math.modf(epoch)
-    micros = round(fraction * 1_000_000)
+    global _second, _second_text  # noqa: PLW0603 - a per-process cache of one entry
+    # math.modf's parts, without its tuple: a float less its integer part is exact.
+    second = int(epoch)
+    micros = round((epoch - second) * 1_000_000)
     if micros >= 1_000_000:
         micros -= 1_000_000
-        whole += 1
+        second += 1
     elif micros < 0:
         micros += 1_000_000
-        whole -= 1
-    second = int(whole)
-    if _second[0] != second:
-        _second = (second, clock.strftime("%Y-%m-%dT%H:%M:%S", clock.gmtime(second)))
-    return f"{_second[1]}.{micros // 1000:03d}Z"
+        second -= 1
+    if second != _second:
+        _second_text = clock.strftime("%Y-%m-%dT%H:%M:%S", clock.gmtime(second))
+        _second = second
+    return _second_text + _MILLIS[micros // 1000]
 
 
 def tls_field(version: str | None, cipher: str | None) -> JSON | None:
@@ -132,8 +135,6 @@ def session_record(
     end: str,
 ) -> JSON:
     """One session, when it ends; ``end`` is one of ``SESSION_ENDS``."""
-    if end not in SESSION_ENDS:
-        raise ValueError(f"unknown session end {end!r}")
     return {
         "type": "session",
         "time": rfc3339(time),
@@ -144,8 +145,42 @@ def session_record(
         "commands": commands,
         "messages": messages,
         "tls": tls,
-        "end": end,
+        "end": check_end(end),
     }
+
+
+def check_end(end: str) -> str:
+    """``end``, one of ``SESSION_ENDS``, or ``ValueError``."""
+    if end not in SESSION_ENDS:
+        raise ValueError(f"unknown session end {end!r}")
+    return end
+
+
+# The queue id in a reply's text: "250 2.0.0 OK: queued as 4F2A91" (Postfix's
+# words, which Blackhole's own accept reply uses).
+QUEUE_ID = re.compile(rb"queued as (\S+)")
+
+
+def queue_id(wire: bytes | None) -> str | None:
+    """The queue id a reply's wire text names, if any."""
+    found = QUEUE_ID.search(wire) if wire else None
+    return found.group(1).decode() if found else None
+
+
+def parse_reply(wire: bytes | None) -> tuple[int, str | None, str]:
+    """(code, enhanced, text) of a reply's last line; (0, None, "") for none.
+
+    ``enhanced`` is the RFC 3463 status code (class 2, 4 or 5, three parts)
+    that RFC 2034 puts at the start of the text, and ``text`` what follows it.
+    """
+    if not wire:
+        return 0, None, ""
+    last = wire.rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1].decode("utf-8", "replace")
+    code, text = int(last[:3]), last[4:]
+    first, _, rest = text.partition(" ")
+    if first.count(".") == 2 and first[:1] in "245":
+        return code, first, rest
+    return code, None, text
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))  # ensure_ascii: a line is plain ASCII

@@ -20,7 +20,6 @@ default does nothing; whoever hosts the ring (the control process) sets it.
 
 from __future__ import annotations
 
-import re
 import socket
 import time
 from collections import Counter
@@ -30,7 +29,13 @@ from typing import TYPE_CHECKING, Any
 from blackhole.config.model import Listener
 from blackhole.net import host_port
 from blackhole.observe.counters import Counters
-from blackhole.observe.eventlog import EventLog, message_record, session_record, tls_field
+from blackhole.observe.eventlog import (
+    EventLog,
+    message_record,
+    parse_reply,
+    queue_id,
+    tls_field,
+)
 from blackhole.observe.layout import (
     MODE_RULE_SLOT,
     OUTCOMES,
@@ -38,7 +43,7 @@ from blackhole.observe.layout import (
     Layout,
     mechanism_index,
 )
-from blackhole.observe.messageline import MessageLines
+from blackhole.observe.messageline import MessageLines, session_line
 from blackhole.observe.meter import SessionMeter, verb_slots
 from blackhole.observe.record import with_headers
 from blackhole.observe.tally import attach_counters
@@ -50,7 +55,6 @@ if TYPE_CHECKING:
 
 JSON = dict[str, Any]
 RecordSink = Callable[[JSON], None]
-_QUEUE_ID = re.compile(rb"queued as (\S+)")
 _END_INDEX = {name: index for index, name in enumerate(SESSION_ENDS)}
 
 
@@ -245,10 +249,7 @@ class SessionObservation:
         # A rule that acts after this message belongs to the next one.
         rule, self.rule = self.rule, None
         core = self.core
-        reply_fields = _parse_reply(reply)
-        found = _QUEUE_ID.search(reply) if reply else None
         now = time.time()
-        queue_id = found.group(1).decode() if found else None
         helo = core.helo if core is not None else None
         auth_user = core.auth_user if core is not None else None
         sender = event.sender if event is not None else _sender(core)
@@ -259,17 +260,18 @@ class SessionObservation:
             # The line of the record below, made without building it (messageline);
             # keywords, not a dict of them: this runs for every message.
             line = self.lines.line(
-                time=now, queue_id=queue_id, client=self.client, helo=helo, tls=self.tls,
+                time=now, wire=reply, client=self.client, helo=helo, tls=self.tls,
                 auth_user=auth_user, sender=sender, recipients=recipients, size=size,
-                reply=reply_fields, rule=rule, seconds=seconds, outcome=OUTCOMES[outcome],
+                rule=rule, seconds=seconds, outcome=OUTCOMES[outcome],
             )  # fmt: skip
             observation.event_log.write_line(line)
         if observation.record:
             record = message_record(
-                time=now, queue_id=queue_id, session=self.session_id, worker=observation.worker,
-                listener=self.listener, client=self.client, helo=helo, tls=self.tls,
-                auth_user=auth_user, sender=sender, recipients=recipients, size=size,
-                reply=reply_fields, rule=rule, seconds=seconds,
+                time=now, queue_id=queue_id(reply), session=self.session_id,
+                worker=observation.worker, listener=self.listener, client=self.client,
+                helo=helo, tls=self.tls, auth_user=auth_user, sender=sender,
+                recipients=recipients, size=size, reply=parse_reply(reply), rule=rule,
+                seconds=seconds,
             )  # fmt: skip
             record["outcome"] = OUTCOMES[outcome]
             headers = event.headers if event is not None and event.headers else []
@@ -282,13 +284,14 @@ class SessionObservation:
         meter.end(_END_INDEX[self.end])
         log = self.observation.event_log
         if log is not None:
-            log.write(
-                session_record(
-                    time=time.time(),
+            now = time.time()
+            log.write_line(
+                session_line(
+                    time=now,
                     session=self.session_id,
                     listener=self.listener,
                     client=self.client,
-                    duration=time.time() - self.opened,
+                    duration=now - self.opened,
                     commands=meter.commands,
                     messages=self.messages,
                     tls=self.tls,
@@ -303,15 +306,3 @@ def _sender(core: SMTPConnection | None) -> str | None:
 
 def _recipients(core: SMTPConnection | None) -> list[str]:
     return list(core.recipients) if core is not None else []
-
-
-def _parse_reply(wire: bytes | None) -> tuple[int, str | None, str]:
-    """(code, enhanced, text) of a reply's last line; (0, None, "") for none."""
-    if not wire:
-        return 0, None, ""
-    last = wire.rstrip(b"\r\n").rsplit(b"\r\n", 1)[-1].decode("utf-8", "replace")
-    code, text = int(last[:3]), last[4:]
-    first, _, rest = text.partition(" ")
-    if first.count(".") == 2 and first[:1] in "245":
-        return code, first, rest
-    return code, None, text
