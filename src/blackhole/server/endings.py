@@ -88,17 +88,19 @@ class Endings(SessionBase):
             self._delay.cancel()
             self._delay = None
         self.server.sessions.discard(self)
-        self.core = None
+        core, self.core = self.core, None
         # The transport points back at this protocol: let go of it, so that
         # reference counting frees the session now (no cycle left for the GC).
         self.transport = None
         obs = self.obs
         obs.close()
         # Rules: the steering and the core (through its screen) point back at
-        # the session too; let go of both, for the same reason.
+        # the session and at each other; let go of both, for the same reason.
         if self.steer is not None:
             self.steer = None
             obs.core = None
+            if core is not None:
+                core.screen = None
 
     def _ended_by(self, how: str) -> None:
         """How the session ends, for counts and the event log (first one wins)."""
