@@ -229,6 +229,8 @@ def _wires(draw: st.DrawFn) -> bytes | None:
         text = f"{enhanced}{before}queued as {draw(_QUEUE)}{after}"
     else:
         text = f"{enhanced}{before}{after}"
+    # A reply line holds no line break (RFC 5321 4.2: a reply line ends at CRLF).
+    text = text.replace("\r", " ").replace("\n", " ")
     earlier = draw(st.lists(st.sampled_from(["hi", "queued as EARLY", "\u00e9"]), max_size=2))
     lines = [f"{code}-{line}" for line in earlier] + [f"{code} {text}"]
     end = draw(st.sampled_from(["\r\n", "", "\r\n\r\n"]))
