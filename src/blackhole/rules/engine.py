@@ -279,15 +279,7 @@ class RuleSet:
             if not self._holds(rule, check, facts, now, debug):
                 continue
             if stateful:
-                ask = self._asking
-                selection = rule.selection
-                ask.rule_id = rule.fingerprint
-                ask.rule = rule.name
-                ask.key = key_value(selection.key, facts)
-                ask.selection = selection
-                ask.now = now
-                ask.elapsed = self._elapsed(rule, now)
-                ask.seed = self.seed
+                ask = self._ask(rule, facts, now, self._asking)
                 answer = self.store.decide_now(ask)
                 if not answer.act and not debug:
                     continue  # a match not selected: nothing more to do
@@ -326,18 +318,20 @@ class RuleSet:
     def _elapsed(self, rule: Rule, now: float) -> float:
         return now - (self.started if rule.started is None else rule.started)
 
-    def _ask(self, rule: Rule, facts: Facts, now: float) -> Ask:
-        """The store's question for a match of a stateful rule."""
+    def _ask(self, rule: Rule, facts: Facts, now: float, ask: Ask | None = None) -> Ask:
+        """The store's question for a match of a stateful rule, written into
+        ``ask`` (a synchronous store's, asked again at once) or a new one."""
+        if ask is None:
+            ask = Ask.__new__(Ask)  # every field is set below
         selection = rule.selection
-        return Ask(
-            rule.fingerprint,
-            rule.name,
-            key_value(selection.key, facts),
-            selection,
-            now,
-            self._elapsed(rule, now),
-            self.seed,
-        )
+        ask.rule_id = rule.fingerprint
+        ask.rule = rule.name
+        ask.key = key_value(selection.key, facts)
+        ask.selection = selection
+        ask.now = now
+        ask.elapsed = self._elapsed(rule, now)
+        ask.seed = self.seed
+        return ask
 
     def _stateless(self, rule: Rule, facts: Facts, now: float, debug: bool) -> Verdict | None:
         # No shared count: the delay range is drawn from this process's
