@@ -10,7 +10,7 @@ from blackhole.observe.counters cimport Counters
 cdef Py_ssize_t _PLAIN, _MAIL, _INSIDE, _ENDS, _END, _AUTH, _IDLE, _OPEN
 cdef Py_ssize_t _ACCEPTED, _REJECTED, _DEFERRED, _DROPPED
 cdef Py_ssize_t _REPLY_WIDTH, _REPLY_SUM, _SIZE_SUM, _OUTCOMES, _ZEROS
-cdef double _MICROS
+cdef double _MICROS, _FIRST_BOUND
 cdef double[16] _BOUNDS  # as long as layout.REPLY_BOUNDS, or the import fails
 cdef object _clock
 
