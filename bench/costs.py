@@ -1,4 +1,5 @@
-"""The report's "cost of each feature" and "where Blackhole's CPU goes" tables."""
+"""The report's "cost of each feature", "user space and kernel" and "where
+Blackhole's CPU goes" tables."""
 
 from __future__ import annotations
 
@@ -84,4 +85,36 @@ def process_table(load: Load, scenarios: Sequence[Scenario]) -> list[str]:
             scrapes += row.get("scrapes", 0)
             cells.append(f"{fmt(row['worker'], 1)} / {fmt(row['hub'], 1)} / {fmt(row['cpu'], 1)}")
         out.append(f"| {name} | " + " | ".join(cells) + f" | {scrapes or '–'} |")
+    return out
+
+
+def kernel_table(load: Load, scenarios: Sequence[Scenario]) -> list[str]:
+    """Every server's CPU per message split into user space and the kernel: on
+    loopback the kernel's part (system calls, and the TCP work of both ends that
+    a sender's writes run) is much the same for any server speaking the same
+    SMTP, so the user-space part is where servers differ."""
+    shown = [
+        s
+        for s in scenarios
+        if any(row.get("user") is not None for row in load.get(s.name, {}).values())
+    ]
+    if not shown:
+        return []
+    names = list(dict.fromkeys(name for s in shown for name in load.get(s.name, {})))
+    out = [
+        "",
+        "### User space and kernel (server µs CPU/msg, medians: user / kernel)",
+        "",
+        "| server | " + " | ".join(s.name for s in shown) + " |",
+        "| --- |" + " ---: |" * len(shown),
+    ]
+    for name in names:
+        cells = []
+        for scenario in shown:
+            row = load.get(scenario.name, {}).get(name)
+            if row is None or row.get("user") is None or row.get("cpu") is None:
+                cells.append("–")
+                continue
+            cells.append(f"{fmt(row['user'], 1)} / {fmt(row['cpu'] - row['user'], 1)}")
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
     return out

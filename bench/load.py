@@ -30,6 +30,7 @@ class LoadRun:
     other_cpu_pct: float = 0.0  # the rest of the machine: noise if well above zero
     listen_drops: int = 0  # SYNs dropped at a full accept queue (whole namespace)
     # Blackhole only: the server's CPU per message split by process (workers, hub).
+    user_cpu_us_per_msg: float | None = None  # the user-space part of cpu_us_per_msg
     worker_cpu_us_per_msg: float | None = None
     hub_cpu_us_per_msg: float | None = None
     scrapes: int = 0  # GET /metrics answered during the run (scrape variants)
@@ -92,6 +93,7 @@ def run_load(server: Server, scenario: Scenario, count: int, repetition: int) ->
     result.msgs_per_s = result.delivered / result.wall_s if result.wall_s else 0.0
     if result.delivered:
         result.cpu_us_per_msg = result.server_cpu_s / result.delivered * 1e6
+        result.user_cpu_us_per_msg = usage.server_user_s / result.delivered * 1e6
         if server.kind == "blackhole":
             per_msg = 1e6 / result.delivered
             result.worker_cpu_us_per_msg = usage.roles.get("worker", 0.0) * per_msg

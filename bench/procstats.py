@@ -25,6 +25,7 @@ class ProcStat:
     pgrp: int
     session: int
     ticks: int  # utime + stime + cutime + cstime
+    user_ticks: int  # utime + cutime: the part spent in user space
 
 
 def read_stat(pid: int) -> ProcStat | None:
@@ -43,6 +44,7 @@ def read_stat(pid: int) -> ProcStat | None:
         pgrp=int(rest[2]),
         session=int(rest[3]),
         ticks=utime + stime + cutime + cstime,
+        user_ticks=utime + cutime,
     )
 
 
@@ -81,6 +83,12 @@ def tree_cpu_seconds(root: int) -> float:
     during a run thus moves from one term to the other and is never lost.
     """
     return sum(s.ticks for s in process_tree(root)) / CLK_TCK
+
+
+def tree_user_seconds(root: int) -> float:
+    """The user-space part of ``tree_cpu_seconds``; the rest is the kernel's (system
+    calls, and on loopback the TCP work of both ends that the sender's writes run)."""
+    return sum(s.user_ticks for s in process_tree(root)) / CLK_TCK
 
 
 def role_of(pid: int) -> str:
@@ -195,6 +203,7 @@ class Usage:
     generator_s: float  # our own reaped children: the load generator
     other_s: float  # the rest of the machine (never below zero): noise
     roles: dict[str, float]  # the server's CPU seconds by role_of (Blackhole's worker, hub...)
+    server_user_s: float  # the user-space part of server_s
 
     def shares(self) -> tuple[float, float, float]:
         """The server's, the generator's and the rest's CPU in % of one core (100: one busy)."""
@@ -209,6 +218,7 @@ class Meter:
         self.root = root
         self.server0 = settle_cpu(root)
         self.roles0 = tree_cpu_by_role(root)
+        self.user0 = tree_user_seconds(root)
         self.generator0 = children_cpu_seconds()
         self.busy0 = system_busy_seconds()
         self.t0 = time.perf_counter()
@@ -226,4 +236,5 @@ class Meter:
             role: seconds - self.roles0.get(role, 0.0)
             for role, seconds in tree_cpu_by_role(self.root).items()
         }
-        return Usage(wall, server, generator, max(0.0, busy - generator - server), roles)
+        user = tree_user_seconds(self.root) - self.user0
+        return Usage(wall, server, generator, max(0.0, busy - generator - server), roles, user)

@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from costs import cost_table, process_table
+from costs import cost_table, kernel_table, process_table
 from latency import latency_report
 from procstats import NOISY_PCT
 from results import Results
@@ -122,6 +122,7 @@ def report(results: Results, scenarios: Sequence[Scenario], options: argparse.Na
                 f"| {row['drops']:,} | {row['failed']}/{row['runs']} |"
             )
     out.extend(cost_table(load, scenarios))
+    out.extend(kernel_table(load, scenarios))
     out.extend(process_table(load, scenarios))
     if tls:
         s_server_rate = tls.get("s_server", {}).get("rate")

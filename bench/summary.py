@@ -13,6 +13,7 @@ from load import LoadRun
 LOAD_FIELDS = {
     "rate": "msgs_per_s",
     "cpu": "cpu_us_per_msg",
+    "user": "user_cpu_us_per_msg",
     "srv": "server_cpu_pct",
     "gen": "generator_cpu_pct",
     "other": "other_cpu_pct",
