@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
 import ssl
 from collections.abc import Iterator
@@ -341,3 +342,38 @@ def test_a_hub_restart_keeps_the_file_rules_counts(tmp_path: Path) -> None:
         wait_until(serving_again, what="a new hub serving the control API")
         assert bh.stats()["rules"]["full"] == 1
         assert [(rule["name"], rule["hits"]) for rule in bh.rules()] == [("full", 1)]
+
+
+# --- the console's progress line --------------------------------------------------------------
+
+PROGRESS = re.compile(r"([0-9.]+) messages/s over ")
+
+
+def _rates(bh: Blackhole) -> list[float]:
+    return [float(rate) for rate in PROGRESS.findall(bh.log())]
+
+
+def test_a_rule_slot_given_to_a_new_rule_does_not_inflate_the_progress_line() -> None:
+    """OBSERVE.md, Console: messages per second over the interval. A removed
+    rule's counter slot restarts from zero for the next rule added (so that
+    it inherits no hits); that is no reset of the other figures."""
+    with Blackhole(workers=1, tls=False, stats_interval=0.3) as bh:
+        bh.add_rule({"name": "a", "at": "rcpt", "recipient": "a@example.com",
+                     "reply": "450 4.0.0 not now"})  # fmt: skip
+        with Client.connect(bh.port) as client:
+            client.expect("EHLO adversarial", 250)
+            client.expect("MAIL FROM:<a@example.com>", 250)
+            client.expect("RCPT TO:<a@example.com>", 450)
+            client.expect("RSET", 250)
+            for _ in range(20):
+                assert client.transaction(BODY).code == 250
+            client.expect("QUIT", 221)
+        # A tick after the traffic: the messages belong to earlier intervals.
+        seen = len(_rates(bh))
+        wait_until(lambda: len(_rates(bh)) > seen + 1, what="a progress line after the traffic")
+        bh.remove_rule("a")
+        bh.add_rule({"name": "b", "at": "rcpt", "recipient": "b@example.com",
+                     "reply": "450 4.0.0 not now"})  # fmt: skip
+        seen = len(_rates(bh))
+        wait_until(lambda: len(_rates(bh)) >= seen + 2, what="two progress lines")
+        assert _rates(bh)[seen : seen + 2] == [0.0, 0.0], bh.log()
