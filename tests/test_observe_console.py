@@ -57,6 +57,12 @@ def test_progress_across_a_reset_or_a_restarted_rule_slot_counts_the_interval() 
         tally.close()
 
 
+def test_progress_names_a_fraction_of_a_second() -> None:
+    empty = Snapshot.empty(LAYOUT)
+    assert progress_line(empty, empty, 0.3).startswith("0.0 messages/s over 0.3s,")
+    assert progress_line(empty, empty, 9.98).startswith("0.0 messages/s over 10s,")
+
+
 def test_summary_line() -> None:
     counters = Counters.private(LAYOUT)
     counters.connection(1)
