@@ -6,6 +6,7 @@ from blackhole.observe.console import progress_line, summary_line
 from blackhole.observe.counters import Counters
 from blackhole.observe.layout import ACCEPTED, DROPPED, REJECTED, SESSION_ENDS, Layout, verb_index
 from blackhole.observe.snapshot import Snapshot
+from blackhole.observe.tally import Tally
 
 LAYOUT = Layout(("a", "b"))
 
@@ -34,14 +35,32 @@ def test_progress_line_reports_the_interval() -> None:
     )
 
 
-def test_progress_after_a_reset_counts_from_the_reset() -> None:
-    counters = Counters.private(LAYOUT)
-    for _ in range(50):
+def test_progress_across_a_reset_or_a_restarted_rule_slot_counts_the_interval() -> None:
+    """A reset (or a rule slot restarted for a new rule) lowers the figures;
+    what the interval counted is still what came after the earlier snapshot."""
+    tally = Tally.create(LAYOUT, capacity=1)
+    try:
+        counters = tally.counters(tally.acquire())
+        for _ in range(50):
+            counters.message(0, ACCEPTED, 10)
+        counters.rule_hit(1)
+        before = tally.snapshot()
         counters.message(0, ACCEPTED, 10)
-    before = snap(counters)
-    after = Counters.private(LAYOUT)
-    after.message(0, ACCEPTED, 1)
-    assert progress_line(before, snap(after), 1.0).startswith("1.0 messages/s over 1s")
+        tally.reset()
+        counters.message(0, ACCEPTED, 10)
+        assert progress_line(before, tally.snapshot(), 1.0).startswith("2.0 messages/s over 1s")
+        before = tally.snapshot()
+        tally.forget(LAYOUT.rule_indices(1))
+        counters.message(0, ACCEPTED, 10)
+        assert progress_line(before, tally.snapshot(), 1.0).startswith("1.0 messages/s over 1s")
+    finally:
+        tally.close()
+
+
+def test_progress_names_a_fraction_of_a_second() -> None:
+    empty = Snapshot.empty(LAYOUT)
+    assert progress_line(empty, empty, 0.3).startswith("0.0 messages/s over 0.3s,")
+    assert progress_line(empty, empty, 9.98).startswith("0.0 messages/s over 10s,")
 
 
 def test_summary_line() -> None:

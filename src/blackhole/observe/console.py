@@ -18,6 +18,11 @@ def _classes(snapshot: Snapshot) -> str:
     return " ".join(f"{name}={counts[name]}" for name in ("2xx", "4xx", "5xx"))
 
 
+def _seconds(elapsed: float) -> str:
+    """``10``, ``2.5``, ``0.3``: tenths, as ``stats_interval`` may be a fraction."""
+    return f"{elapsed:.1f}".removesuffix(".0")
+
+
 def progress_line(previous: Snapshot, current: Snapshot, elapsed: float) -> str:
     """Messages per second over the interval, open sessions, replies, cut sessions."""
     interval = current.since(previous)
@@ -25,7 +30,7 @@ def progress_line(previous: Snapshot, current: Snapshot, elapsed: float) -> str:
     rate = messages / elapsed if elapsed > 0 else 0.0
     ends = interval.session_ends()
     return (
-        f"{rate:.1f} messages/s over {elapsed:.0f}s, "
+        f"{rate:.1f} messages/s over {_seconds(elapsed)}s, "
         f"{sum(current.sessions_open().values())} sessions open, "
         f"replies {_classes(interval)}, "
         f"sessions dropped {ends['dropped']} reset {ends['reset']}"

@@ -11,9 +11,10 @@ exactly": a message is counted once, when its transaction ends:
 
 - ``accepted`` / ``deferred`` / ``rejected``: the reply after the data was
   2xx / 4xx / 5xx;
-- ``deferred`` / ``rejected``: the transaction ended (RSET, HELO/EHLO, QUIT,
-  STARTTLS, a new MAIL, the connection's end) while the server's last reply in
-  it (at MAIL, RCPT, DATA or BDAT) was 4xx / 5xx;
+- ``deferred`` / ``rejected``: a MAIL was refused with 4xx / 5xx (counted at
+  once: no transaction opened), or the transaction ended (RSET, HELO/EHLO,
+  QUIT, STARTTLS, a new MAIL, the connection's end) while the server's last
+  reply in it (at RCPT, DATA or BDAT) was 4xx / 5xx;
 - ``dropped``: the connection ended inside the transaction, its last reply
   being positive;
 - nothing: the client abandoned it (RSET, QUIT...) after a positive last reply.
@@ -238,9 +239,16 @@ class SessionMeter:
             self._transaction, self.size = _IDLE, None
         elif kind == _ENDS:
             self._close_transaction(True)
-        elif kind == _MAIL or self._transaction != _IDLE:  # RCPT, DATA, BDAT inside one
-            if kind == _MAIL:
-                self._close_transaction(True)  # after a refused MAIL
+        elif kind == _MAIL and (code < 400 or self._transaction == _IDLE):
+            self._close_transaction(True)
+            if code < 400:
+                self._transaction = _OPEN
+            else:
+                # RFC 5321 3.3: a refused MAIL opens no transaction, so its
+                # reply decides the message now; the 503s that RCPT and DATA
+                # get until the next MAIL belong to none.
+                self._count(_DEFERRED if code < 500 else _REJECTED, wire, None)
+        elif self._transaction != _IDLE:  # RCPT, DATA, BDAT, a refused MAIL inside one
             # The last reply matters only when it refused: it decides the outcome.
             self._transaction = _OPEN if code < 400 else _DEFERRED if code < 500 else _REJECTED
             self._last = wire

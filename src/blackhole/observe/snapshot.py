@@ -52,13 +52,19 @@ class RuleFigures:
 class Snapshot:
     """Immutable figures; every mapping is a fresh dict the caller may keep."""
 
-    __slots__ = ("layout", "values")
+    __slots__ = ("layout", "totals", "values")
 
-    def __init__(self, layout: Layout, values: tuple[int, ...]) -> None:
-        if len(values) != layout.size:
+    def __init__(
+        self, layout: Layout, values: tuple[int, ...], totals: tuple[int, ...] | None = None
+    ) -> None:
+        """``values`` since the start or the last reset; ``totals`` everything ever
+        counted (``Tally``: before the reset's baseline is taken off), the same
+        as ``values`` when no reset or rule slot's restart came in between."""
+        if len(values) != layout.size or (totals is not None and len(totals) != layout.size):
             raise ValueError("a snapshot needs one value per slot of its layout")
         self.layout = layout
         self.values = values
+        self.totals = values if totals is None else totals
 
     @classmethod
     def empty(cls, layout: Layout) -> Snapshot:
@@ -67,13 +73,12 @@ class Snapshot:
     def since(self, earlier: Snapshot) -> Snapshot:
         """What was counted after ``earlier``; gauges as they are now.
 
-        If a counter went down, a reset came in between: everything counted
-        since then is what this snapshot holds.
+        From the totals, which only grow: a ``POST /reset``, or a rule slot
+        restarted for a new rule (``Tally.forget``), between the two changes
+        what was counted in between by nothing.
         """
         gauges = self.layout.gauges
-        delta = [now - then for now, then in zip(self.values, earlier.values, strict=True)]
-        if min(delta[gauges:], default=0) < 0:
-            return self
+        delta = [now - then for now, then in zip(self.totals, earlier.totals, strict=True)]
         return Snapshot(self.layout, (*self.values[:gauges], *delta[gauges:]))
 
     def _by_listener(self, base: int) -> dict[str, int]:

@@ -173,7 +173,8 @@ class Tally:
         with self._locked(fcntl.LOCK_SH):
             totals = self._totals()
             baseline = self._row(0).tolist()
-        return Snapshot(self.layout, tuple(t - b for t, b in zip(totals, baseline, strict=True)))
+        values = tuple(t - b for t, b in zip(totals, baseline, strict=True))
+        return Snapshot(self.layout, values, tuple(totals))
 
     def reset(self) -> None:
         """Start every counter (not the gauges) from zero again."""

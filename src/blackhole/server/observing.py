@@ -166,6 +166,7 @@ class SessionObservation:
     """One session's meter and event log facts."""
 
     __slots__ = (
+        "answered",
         "client",
         "core",
         "end",
@@ -201,6 +202,7 @@ class SessionObservation:
         self.tls: JSON | None = None
         self.tls_started = 0.0
         self.event: MessageReceived | None = None
+        self.answered = 0
         if observation.event_log is not None or observation.record:
             self.meter.on_message = self._message_done
         self.lines = (
@@ -242,10 +244,23 @@ class SessionObservation:
     def message_read(self, event: MessageReceived) -> None:
         self.meter.size = event.size
         self.event = event
+        self.answered = 0  # LMTP: recipients whose reply has been counted
 
     def _message_done(self, outcome: int, reply: bytes | None, size: int | None) -> None:
         self.messages += 1
-        event, self.event = self.event, None
+        event = self.event
+        if event is not None and event.lmtp and self.answered < len(event.recipients):
+            # RFC 2033 4.2: one reply per recipient, in RCPT order; each is a
+            # message of its own, to that recipient, of the size read (the
+            # meter counts the bytes once, with the first).
+            recipients = [event.recipients[self.answered]]
+            size = event.size
+            self.answered += 1
+            if self.answered == len(event.recipients):
+                self.event = None
+        else:
+            self.event = None
+            recipients = event.recipients if event is not None else _recipients(self.core)
         # A rule that acts after this message belongs to the next one.
         rule, self.rule = self.rule, None
         core = self.core
@@ -253,7 +268,6 @@ class SessionObservation:
         helo = core.helo if core is not None else None
         auth_user = core.auth_user if core is not None else None
         sender = event.sender if event is not None else _sender(core)
-        recipients = event.recipients if event is not None else _recipients(core)
         seconds = time.perf_counter() - self.meter.started
         observation = self.observation
         if self.lines is not None and observation.event_log is not None:
