@@ -181,12 +181,6 @@ def test_a_refused_mail_inside_a_transaction_leaves_it_open(bh: Blackhole) -> No
 # --- commands without a reply -------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a command line a drop/reset/hang rule leaves unanswered is not counted"
-    " in blackhole_commands_total nor in the session line's commands (protocol/core.py"
-    " meters commands only with their replies)",
-)
 @pytest.mark.parametrize("action", ["drop", "reset"])
 def test_a_command_a_rule_leaves_unanswered_is_still_a_command(
     bh: Blackhole, events: EventLog, action: str
@@ -207,12 +201,6 @@ def test_a_command_a_rule_leaves_unanswered_is_still_a_command(
 # --- how a session ends -------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a session under a hang rule ends 'dropped' whether the client gives up"
-    " or the idle timeout ends it, though the server closed nothing (server/connection.py"
-    " marks every Cut 'dropped', and the first ending recorded wins)",
-)
 @pytest.mark.parametrize("who", ["client", "server"])
 def test_a_hang_ends_by_whoever_gives_up(bh: Blackhole, events: EventLog, who: str) -> None:
     """RULES.md: under ``hang`` the session ends at the client's or the server's
@@ -228,12 +216,6 @@ def test_a_hang_ends_by_whoever_gives_up(bh: Blackhole, events: EventLog, who: s
     assert session["end"] == ("client_closed" if who == "client" else "timeout")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a starttls rule with tls='fail' ends the session as 'client_closed',"
-    " not 'error' (a failed TLS handshake), and counts no failed handshake"
-    " (server/steering.py break_tls finishes the session without saying how)",
-)
 def test_a_failed_handshake_by_rule_ends_in_error_and_counts_failed(
     bh: Blackhole, events: EventLog
 ) -> None:

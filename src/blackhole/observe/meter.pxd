@@ -36,6 +36,8 @@ cdef class SessionMeter:
         wire=bytes, v=cython.ulonglong[::1],
     )
     cpdef void replies(self, list out, list marks)
+    @cython.locals(k=Py_ssize_t, command=Py_ssize_t, v=cython.ulonglong[::1])
+    cpdef void unanswered(self, list marks)
     @cython.locals(outcome=Py_ssize_t)
     cdef void _transaction_reply(self, Py_ssize_t kind, Py_ssize_t code, bytes wire)
     @cython.locals(state=Py_ssize_t)

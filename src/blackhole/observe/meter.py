@@ -229,6 +229,15 @@ class SessionMeter:
                 if kind:
                     self._transaction_reply(kind, code, wire)
 
+    def unanswered(self, marks: list[Any]) -> None:
+        # Rare (a session cut before its replies): no fast path.
+        v = self._counters.view
+        for k in range(2, len(marks), 2):
+            command = self._by_verb.get(marks[k + 1], self._unknown)[0]
+            if command >= 0:
+                v[command] += 1
+                self.commands += 1
+
     def _transaction_reply(self, kind: int, code: int, wire: bytes) -> None:
         if kind == _AUTH:
             if code != 334:  # RFC 4954 4: 334 is a challenge, anything else ends it

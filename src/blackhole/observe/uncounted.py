@@ -52,5 +52,8 @@ class UncountedMeter:
     def replies(self, out: list[bytes], marks: list[int | str]) -> None:
         return None
 
+    def unanswered(self, marks: list[int | str]) -> None:
+        return None
+
     def end(self, how: int) -> None:
         return None

@@ -112,6 +112,14 @@ class SMTPConnection(Staging):
         self._in += data
         self._process()
 
+    def unanswered(self) -> None:
+        """The session ends here: the commands still waiting for their replies
+        (a rule cut the connection, the client left) are counted as received."""
+        marks = self._marks
+        if len(marks) > 2:
+            self.meter.unanswered(marks)
+            del marks[2:]
+
     def data_to_send(self) -> bytes:
         out = self._out
         if not out:

@@ -31,6 +31,12 @@ class ReplyMeter(Protocol):
         """``out`` is about to be written; read it, never change it."""
         ...
 
+    def unanswered(self, marks: list[int | str]) -> None:
+        """The session ended before the commands marked after ``marks[0:2]`` were
+        answered (a rule's drop or reset, the client leaving): each was still a
+        command line received."""
+        ...
+
 
 class NullMeter:
     """The default: nothing is counted."""
@@ -38,6 +44,9 @@ class NullMeter:
     __slots__ = ()
 
     def replies(self, out: list[bytes], marks: list[int | str]) -> None:
+        return None
+
+    def unanswered(self, marks: list[int | str]) -> None:
         return None
 
 

@@ -219,8 +219,10 @@ class SMTPProtocol(Securing):
                 return
             elif isinstance(event, Cut):
                 # No reply: drop (FIN after what was queued), reset (RST), or
-                # hang (the core reads nothing more; the idle timer ends it).
-                self._ended_by("reset" if event.how == "reset" else "dropped")
+                # hang (the core reads nothing more): then the session ends
+                # as whoever gives up ends it, the client or the idle timer.
+                if event.how != "hang":
+                    self._ended_by("reset" if event.how == "reset" else "dropped")
                 self._write(transport, core)
                 if event.how == "reset":
                     verdicts.reset(transport)

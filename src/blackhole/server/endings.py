@@ -89,6 +89,8 @@ class Endings(SessionBase):
             self._delay = None
         self.server.sessions.discard(self)
         core, self.core = self.core, None
+        if core is not None:
+            core.unanswered()
         # The transport points back at this protocol: let go of it, so that
         # reference counting frees the session now (no cycle left for the GC).
         self.transport = None

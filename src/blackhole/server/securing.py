@@ -58,9 +58,13 @@ class Securing(Answers):
     def tls_failed(self, reason: str) -> None:
         # Plaintext on an SMTPS port, a client gone mid-handshake, a scanner:
         # counted and logged at debug, never a traceback, never a flood.
+        self.handshake_failed(reason)
+        self._abort()
+
+    def handshake_failed(self, reason: str) -> None:
+        """Count a failed handshake; the session ends in ``error``."""
         self.server.stats.tls_failures += 1
         if self.obs.tls is None:
             self.obs.handshake_done(False, None, None)
             self._ended_by("error")
         log.debug("[%s] TLS handshake failed: %s", self.session_id, reason)
-        self._abort()

@@ -385,6 +385,8 @@ class Steering:
         session = self.session
         if self.tls_fault is TLSFault.FAIL:
             transport.set_protocol(RefuseHandshake(transport, session.ctx.tls_handshake_timeout))
+            # The client's handshake is bound to fail: the session ends here.
+            session.handshake_failed("refused by a rule (tls = fail)")
             session._finish()
         else:
             # Nothing is read and nothing answered: the idle timer ends it.
