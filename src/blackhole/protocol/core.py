@@ -82,6 +82,10 @@ class SMTPConnection(Staging):
     def start(self) -> None:
         """Queue the greeting (RFC 5321 section 4.3.1: 220 first)."""
         greeting = R.greeting(self.settings.mailname, self.settings.lmtp)
+        # The greeting marked as prompted by the connection, the way a command
+        # line marks its replies: a meter then takes it as one reply to one
+        # prompt (its cheapest case). "connect" has no command to count.
+        self._marks += (0, CONNECT)
         if H.CONNECT in self.watch:
             self._pause(StageReached(H.CONNECT), M.COMMAND, self._greet, self._refuse_session)
             return

@@ -20,6 +20,7 @@ from blackhole.protocol.core import SMTPConnection
 from blackhole.protocol.events import Close, Cut, MessageReceived, StageReached, StartTLS
 from blackhole.server import verdicts
 from blackhole.server.flow import SLICE
+from blackhole.server.observing import SessionObservation
 from blackhole.server.proxied import HeaderWait
 from blackhole.server.securing import Securing
 from blackhole.server.steering import Steering
@@ -63,7 +64,7 @@ class SMTPProtocol(Securing):
         self.client = None
         self._header = None  # proxy=yes: until the header is in
         # Made only for an accepted connection: counted from here.
-        self.obs = server.observation.session(ctx.name, self.session_id)
+        self.obs = SessionObservation(server.observation, ctx.name, self.session_id)
 
     # --- transport callbacks --------------------------------------------------
 
@@ -71,23 +72,38 @@ class SMTPProtocol(Securing):
         # uvloop's transports are not asyncio.Transport subclasses, only alike
         # (no cast(): a function call per connection).
         self.transport = transport  # type: ignore[assignment]
-        self.server.sessions.add(self)
-        self.server.stats.connections += 1
-        peer = transport.get_extra_info("peername")
-        if isinstance(peer, tuple):
-            self.client = (str(peer[0]), int(peer[1]))
-        if self.client is not None:
-            self.obs.client = self.client[0]
-        elif self.ctx.listener.path is not None:
+        server = self.server
+        server.sessions.add(self)
+        server.stats.connections += 1
+        listener = self.ctx.listener
+        observation = server.observation
+        if listener.path is not None:
             self.obs.client = UNIX_CLIENT  # a UNIX socket's peer has no address
+        elif (
+            server.rules is not None
+            or observation.event_log is not None
+            or observation.record
+            or listener.proxy
+        ):
+            # Only rules, the event log, recorded messages and a PROXY
+            # header's log lines read the client. Asking the transport costs
+            # a system call and, on uvloop, a socket object made and
+            # dropped: a session that nothing reads it of does not ask.
+            self._ask_peer(transport)
         self.last = self.loop.time()
-        self.server.idle.arm(self, self.ctx.timeout)
-        if self.ctx.listener.proxy:
+        server.idle.arm(self, self.ctx.timeout)
+        if listener.proxy:
             # The PROXY header comes before the greeting and the TLS handshake.
             limit = min(self.ctx.tls_handshake_timeout, self.ctx.timeout)
             self._header = HeaderWait(self.loop, self, limit)
             return
         self._open()
+
+    def _ask_peer(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.client = client = (str(peer[0]), int(peer[1]))
+            self.obs.client = client[0]
 
     def _open(self, early: bytes = b"") -> None:
         if self.ctx.implicit_tls:
@@ -178,9 +194,18 @@ class SMTPProtocol(Securing):
         core.meter = self.obs.meter
         self.obs.core = core
         if rules is not None:
+            if self.client is None and not self.obs.client and self.transport is not None:
+                # SMTPS: the rules came while the handshake ran.
+                self._ask_peer(self.transport)
             self.steer = Steering(self, rules, core)
         core.start()
-        self._pump(core)
+        if core.events:  # the connect stage is watched: the rules come first
+            self._pump(core)
+        else:
+            # The greeting alone: written without the pump's round.
+            transport = self.transport
+            assert transport is not None
+            self._write(transport, core)
 
     def _pump(self, core: SMTPConnection) -> None:
         """Act on the core's events until it is quiet, then write what it produced.

@@ -52,7 +52,8 @@ class Endings(SessionBase):
         """Close after what was written drains; the idle timer bounds the wait."""
         self.closing = True
         self.last = self.loop.time()  # the flush gets a whole timeout
-        self.server.idle.arm(self, self.ctx.timeout)  # closing from expire(): not armed
+        if self.idle_slot is None:  # closing from expire(); otherwise armed already
+            self.server.idle.arm(self, self.ctx.timeout)
         if self._delay is not None:
             self._delay.cancel()
             self._delay = None

@@ -158,9 +158,6 @@ class Observation:
             self._listener_indices[name] = index
         return index
 
-    def session(self, listener: str, session_id: str) -> SessionObservation:
-        return SessionObservation(self, listener, session_id)
-
 
 class SessionObservation:
     """One session's meter and event log facts."""
@@ -196,20 +193,21 @@ class SessionObservation:
         )
         self.meter.on_auth = self._auth_done
         self.rule: str | None = None  # the last rule that acted, for the message's line
-        self.opened = time.time()
         self.end = "client_closed"  # until the server knows better
         self.messages = 0
         self.tls: JSON | None = None
         self.tls_started = 0.0
         self.event: MessageReceived | None = None
         self.answered = 0
-        if observation.event_log is not None or observation.record:
+        log = observation.event_log
+        if log is not None or observation.record:
             self.meter.on_message = self._message_done
+        # The event log's alone: its message lines, and the start of the
+        # session's duration (no clock read for a session without a log).
         self.lines = (
-            MessageLines(session_id, observation.worker, listener)
-            if observation.event_log is not None
-            else None
+            MessageLines(session_id, observation.worker, listener) if log is not None else None
         )
+        self.opened = time.time() if log is not None else 0.0
         self.core: SMTPConnection | None = None
 
     def handshake_started(self) -> None:

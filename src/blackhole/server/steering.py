@@ -46,6 +46,7 @@ _CONNECT = frozenset((Stage.CONNECT,))
 # read, and these are read at every watched event.
 _MAIL = Stage.MAIL
 _END = Stage.END
+_CONNECT_STAGE = Stage.CONNECT
 _STARTTLS = Stage.STARTTLS
 # Applies a verdict; True while the session still waits for something else.
 Done = Callable[[Verdict | None], bool]
@@ -99,7 +100,7 @@ class Steering:
         self._generation = rules.ruleset.generation
         self._barred = rules.ruleset.barred(self._client)
         watch = rules.stages
-        if Stage.CONNECT in self._barred and not self._screen_off():
+        if _CONNECT_STAGE in self._barred and not self._screen_off():
             # The greeting is the core's first step, so its stage is screened
             # here, before start(): by the client, the only thing known yet.
             watch = watch - _CONNECT
