@@ -60,12 +60,6 @@ def control(bh: Blackhole, method: str, path: str, body: bytes | None = None) ->
 # --- control API: POST /rules ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: POST /rules answers 500 when the rule is gone before the answer:"
-    " a ttl shorter than the push to the workers, or a DELETE arriving meanwhile"
-    " (hub/backend.py add_rule looks the rule up after the push)",
-)
 def test_a_rule_whose_ttl_runs_out_at_once_is_still_answered_201(bh: Blackhole) -> None:
     rule = {"name": "brief", "at": "rcpt", "reply": "450 4.0.0 brief", "ttl": 1e-6}
     status, body = control(bh, "POST", "/rules", json.dumps(rule).encode())

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from blackhole.control.backend import JSON
 from blackhole.hub.hubside import Hub
@@ -29,8 +29,6 @@ from blackhole.observe.snapshot import Figures, RuleFigures, Snapshot
 from blackhole.observe.tally import Tally
 from blackhole.rules.model import Rule
 from blackhole.rules.store import StoreUnavailableError
-
-log = logging.getLogger("blackhole.hub")
 
 log = logging.getLogger("blackhole.hub")
 
@@ -89,22 +87,25 @@ class HubBackend:
         figures = self.figures().rules
         now = time.time()
         book = self.hub.book
-        listed: list[JSON] = []
-        for rule in (*book.rules, *book.file_rules):
-            hits = figures.get(rule.name, RuleFigures(0, 0, 0.0)).hits
-            times = rule.selection.times
-            entry: JSON = {"name": rule.name, "at": str(rule.stage)}
-            if rule.source == "api":
-                entry.update(book.fields(rule.name))
-                left = None if rule.expires is None else round(max(0.0, rule.expires - now), 3)
-                entry["expires"] = left
-            entry.update(
-                source=rule.source,
-                hits=hits,
-                spent=times is not None and acted.get(rule.fingerprint, 0) >= times,
-            )
-            listed.append(entry)
-        return listed
+        return [self._entry(rule, figures, acted, now) for rule in (*book.rules, *book.file_rules)]
+
+    def _entry(
+        self, rule: Rule, figures: Mapping[str, RuleFigures], acted: Mapping[str, int], now: float
+    ) -> JSON:
+        """One rule as GET /rules lists it (and POST /rules answers it)."""
+        hits = figures.get(rule.name, RuleFigures(0, 0, 0.0)).hits
+        times = rule.selection.times
+        entry: JSON = {"name": rule.name, "at": str(rule.stage)}
+        if rule.source == "api":
+            entry.update(self.hub.book.fields(rule.name))
+            left = None if rule.expires is None else round(max(0.0, rule.expires - now), 3)
+            entry["expires"] = left
+        entry.update(
+            source=rule.source,
+            hits=hits,
+            spent=times is not None and acted.get(rule.fingerprint, 0) >= times,
+        )
+        return entry
 
     def messages(self, limit: int | None) -> list[JSON]:
         return self.hub.recorder.messages(limit)
@@ -134,8 +135,11 @@ class HubBackend:
         rule = self.hub.book.add(fields, ttl, time.time())
         if self.slots is not None:
             self.slots.bind(rule.name)
+        # The answer is the rule as added, made now: while the push below is
+        # awaited, its ttl may run out or a DELETE may remove it.
+        added = self._entry(rule, self.figures().rules, self.hub.store.acted_now(), time.time())
         await self._changed([])
-        return next(entry for entry in self.rules() if entry["name"] == rule.name)
+        return added
 
     async def remove_rule(self, name: str) -> None:
         await self._changed([self.hub.book.remove(name)])
