@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
+from blackhole.control.backend import RuleError
 from blackhole.hub.apirules import ApiRuleBook
 from blackhole.hub.backend import HubBackend
 from blackhole.hub.hubside import Hub, WorkerLink
 from blackhole.hub.wire import ApiRules
-from blackhole.observe.layout import Layout
+from blackhole.observe.layout import MAX_RULES, Layout
+from blackhole.observe.tally import Tally
 
 RULE = {"name": "held", "at": "rcpt", "reply": "450 4.0.0 held"}
 
@@ -50,5 +54,27 @@ def test_a_rule_deleted_during_its_push_is_answered_as_added() -> None:
         assert worker.deleted
         assert answer == {**RULE, "expires": None, "source": "api", "hits": 0, "spent": False}
         assert backend.rules() == []
+
+    asyncio.run(scenario())
+
+
+def test_a_rule_over_the_slots_is_a_400_and_leaves_the_book_as_it_was() -> None:
+    async def scenario() -> None:
+        layout = Layout(["test"])
+        tally = Tally.create(layout, 1)
+        try:
+            backend = HubBackend(Hub(ApiRuleBook(), record=0), layout, tally, workers=1)
+            for number in range(MAX_RULES):
+                await backend.add_rule({**RULE, "name": f"r{number}"}, None)
+            with pytest.raises(RuleError) as caught:
+                await backend.add_rule({**RULE, "name": "over"}, None)
+            assert caught.value.field == "rule"
+            assert f"at most {MAX_RULES} rules" in str(caught.value)
+            assert "over" not in {entry["name"] for entry in backend.rules()}
+            # The name is free and the next slot freed goes to it.
+            await backend.remove_rule("r0")
+            assert (await backend.add_rule({**RULE, "name": "over"}, None))["name"] == "over"
+        finally:
+            tally.close()
 
     asyncio.run(scenario())

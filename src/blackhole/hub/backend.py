@@ -11,6 +11,8 @@
   ``expires``: seconds until the ttl removes it (null: never).
 - add, remove: through ``ApiRuleBook`` and ``Hub.push``, so every worker has
   applied the change when the answer goes; a removed rule's state is dropped.
+  A rule beyond the counter slots (``observe.layout.MAX_RULES`` rules in
+  force, file rules included) is refused with a 400 and not kept.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 
-from blackhole.control.backend import JSON
+from blackhole.control.backend import JSON, RuleError
 from blackhole.hub.hubside import Hub
 from blackhole.hub.spec import FleetState
 from blackhole.observe.layout import Layout
@@ -134,7 +136,12 @@ class HubBackend:
     async def add_rule(self, fields: JSON, ttl: float | None) -> JSON:
         rule = self.hub.book.add(fields, ttl, time.time())
         if self.slots is not None:
-            self.slots.bind(rule.name)
+            try:
+                self.slots.bind(rule.name)
+            except TooManyRulesError as exc:
+                # No worker could count it: refuse it, and leave the book as it was.
+                self.hub.book.remove(rule.name)
+                raise RuleError("rule", f"{exc}; remove one first") from None
         # The answer is the rule as added, made now: while the push below is
         # awaited, its ttl may run out or a DELETE may remove it.
         added = self._entry(rule, self.figures().rules, self.hub.store.acted_now(), time.time())
