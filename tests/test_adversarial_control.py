@@ -88,12 +88,6 @@ def _hub(bh: Blackhole) -> int | None:
     return hubs[0] if hubs else None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a restarted hub binds the rules file's rules to fresh counter slots"
-    " and zeroes them (observe/ruleslots.py bind forgets a slot it hands out), so their"
-    " hits, actions and injected delay go back to 0 without POST /reset",
-)
 def test_a_hub_restart_keeps_the_file_rules_counts(tmp_path: Path) -> None:
     """OBSERVE.md: no figure goes backwards except after POST /reset; the hub
     is restarted at once if it dies (docs/observability.md, Control API)."""

@@ -14,6 +14,7 @@ import pytest
 from blackhole.observe.counters import Counters
 from blackhole.observe.layout import ACCEPTED, DROPPED, Layout, verb_index
 from blackhole.observe.ruleslots import RuleSlots
+from blackhole.observe.snapshot import RuleFigures
 from blackhole.observe.tally import SlotsExhaustedError, Tally, attach_counters
 
 LISTENERS = ("127.0.0.1:2525", "smtps")
@@ -212,3 +213,22 @@ def test_rule_slots_start_from_zero_when_reused(tally: Tally) -> None:
     assert "greylist" not in figures
     assert figures["another"].hits == 0
     assert figures["mode"].delay_seconds == 0
+
+
+def test_rule_slots_bound_by_a_previous_keeper_keep_their_counts(tally: Tally) -> None:
+    """A restarted hub takes over the bindings the old one reported: no figure
+    goes backwards (OBSERVE.md "Counting, exactly"); a slot it frees still
+    starts from zero for the next rule."""
+    old = RuleSlots(tally, limit=3)
+    counters = tally.counters(tally.acquire())
+    for name in ("file", "api"):
+        slot = old.bind(name)
+        counters.rule_hit(slot)
+        counters.delay(slot, 0.5)
+    new = RuleSlots(tally, limit=3, bound=old.names().items())
+    assert new.names() == old.names()
+    new.unbind("api")  # API rules do not survive the hub
+    assert new.figures(tally.snapshot())["file"] == RuleFigures(1, 0, 0.5)
+    assert new.bind("next") == old.names()["api"]
+    assert new.figures(tally.snapshot())["next"] == RuleFigures(0, 0, 0.0)
+    assert new.bind("last") not in old.names().values()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from blackhole.control.backend import JSON, RuleError
 from blackhole.hub.hubside import Hub
@@ -35,6 +35,10 @@ from blackhole.rules.store import StoreUnavailableError
 log = logging.getLogger("blackhole.hub")
 
 
+def _unreported(_slots: tuple[tuple[str, int], ...]) -> None:
+    return None
+
+
 class HubBackend:
     def __init__(
         self,
@@ -42,12 +46,18 @@ class HubBackend:
         layout: Layout,
         tally: Tally | None,
         workers: int,
+        *,
         started: float | None = None,
+        bound: Iterable[tuple[str, int]] = (),
+        on_bound: Callable[[tuple[tuple[str, int], ...]], None] = _unreported,
     ) -> None:
+        """``bound``: the rule slots a previous hub bound (``HubSpec.rule_slots``);
+        ``on_bound``: told every binding after a change, before the workers are."""
         self.hub = hub
         self.layout = layout
         self.tally = tally
-        self.slots = RuleSlots(tally) if tally is not None else None
+        self.slots = RuleSlots(tally, bound=bound) if tally is not None else None
+        self._on_bound = on_bound
         hub.rule_slots = self.slots
         # Every worker is missing until the supervisor says otherwise (its
         # report follows the hub's Ready): /healthz must not say ok before.
@@ -132,6 +142,7 @@ class HubBackend:
                 self.slots.bind(name)
         except TooManyRulesError as exc:
             log.warning("rule counts: %s; the rules after that are not counted", exc)
+        self._report()
 
     async def add_rule(self, fields: JSON, ttl: float | None) -> JSON:
         rule = self.hub.book.add(fields, ttl, time.time())
@@ -142,6 +153,7 @@ class HubBackend:
                 # No worker could count it: refuse it, and leave the book as it was.
                 self.hub.book.remove(rule.name)
                 raise RuleError("rule", f"{exc}; remove one first") from None
+            self._report()
         # The answer is the rule as added, made now: while the push below is
         # awaited, its ttl may run out or a DELETE may remove it.
         added = self._entry(rule, self.figures().rules, self.hub.store.acted_now(), time.time())
@@ -172,11 +184,18 @@ class HubBackend:
             except StoreUnavailableError as exc:
                 # The rule goes all the same; its entries expire in 2 days.
                 log.warning("cannot forget the state of removed rules: %s", exc)
-        if self.slots is not None:
+        if self.slots is not None and gone:
             for rule in gone:
                 self.slots.unbind(rule.name)
+            self._report()
         self._arm()
         await self.hub.push()
+
+    def _report(self) -> None:
+        """Tell the supervisor the bindings (``on_bound``), so that a hub
+        restarted after this one keeps them and the counts behind them."""
+        assert self.slots is not None
+        self._on_bound(tuple(self.slots.names().items()))
 
     def _arm(self) -> None:
         if self._expiry is not None:

@@ -29,7 +29,14 @@ from blackhole.hub.apirules import ApiRuleBook
 from blackhole.hub.backend import HubBackend
 from blackhole.hub.hubside import LOCAL_STORES, Hub, HubStore, WorkerLink
 from blackhole.hub.sharedstore import SharedStore
-from blackhole.hub.spec import FleetState, HubReload, HubSpec, StartHub, StopHub
+from blackhole.hub.spec import (
+    FleetState,
+    HubReload,
+    HubSpec,
+    RuleSlotsBound,
+    StartHub,
+    StopHub,
+)
 from blackhole.observe.logs import setup_logging
 from blackhole.observe.tally import Tally
 from blackhole.rules.store import MemoryStore
@@ -60,7 +67,13 @@ class HubRunner:
             Tally.attach(spec.counters_fd, spec.layout) if spec.counters_fd is not None else None
         )
         self.backend = HubBackend(
-            self.hub, spec.layout, self.tally, spec.config.workers, started=spec.started
+            self.hub,
+            spec.layout,
+            self.tally,
+            spec.config.workers,
+            started=spec.started,
+            bound=spec.rule_slots,
+            on_bound=lambda slots: channel.send(RuleSlotsBound(slots)),
         )
         self.backend.file_rules(spec.file_rules)
         self.control: ControlServer | None = None
