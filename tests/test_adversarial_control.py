@@ -160,12 +160,6 @@ def test_a_rule_slot_given_to_a_new_rule_does_not_inflate_the_progress_line() ->
 RELOADED = re.compile(r"configuration reloaded .*smtp://127\.0\.0\.1:(\d+) \[name=second\]")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: a listener a SIGHUP reload adds is counted under the first listener's"
-    " label (its name is not in the counter layout fixed at start: server/observing.py"
-    " listener_index falls back to 0), so it has no series of its own",
-)
 def test_a_listener_added_by_a_reload_is_counted_under_its_own_name(tmp_path: Path) -> None:
     """OBSERVE.md, Metrics: listeners are labelled by their name= flag."""
     config = tmp_path / "blackhole.conf"

@@ -124,6 +124,12 @@ class HubBackend:
 
     # --- changing ---------------------------------------------------------------------
 
+    def relabel(self, layout: Layout) -> None:
+        """A reload added listeners: figures from now on name them too."""
+        self.layout = layout
+        if self.tally is not None:
+            self.tally.relabel(layout)
+
     def file_rules(self, rules: Iterable[Rule]) -> None:
         """The rules file in force (at start, at SIGHUP): each name gets a counter slot.
 

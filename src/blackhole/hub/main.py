@@ -124,6 +124,8 @@ class HubRunner:
             log.error("cannot reopen the log: %s", exc)
         if message.config.state_url != self.spec.config.state_url:
             log.warning("state_url changed: the new one is used after a restart")
+        if message.layout is not None:
+            self.backend.relabel(message.layout)
         self.hub.book.file_rules = message.file_rules
         self.backend.file_rules(message.file_rules)
         store = self.hub.store

@@ -72,6 +72,7 @@ class HubReload:
     config: Config
     token: str | None
     file_rules: tuple[Rule, ...] = ()
+    layout: Layout | None = None  # the counters' layout, with the listeners it added
 
 
 @dataclass(frozen=True, slots=True)

@@ -148,7 +148,7 @@ class Observation:
             self.event_log.reopen()
 
     def listener_index(self, name: str) -> int:
-        """Listeners a reload added after the layout was made count as the first."""
+        """A listener beyond the layout's slots (``layout.MAX_LISTENERS``) counts as the first."""
         index = self._listener_indices.get(name)
         if index is None:  # once per listener: this is asked at every connection
             try:

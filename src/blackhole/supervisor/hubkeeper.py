@@ -285,8 +285,9 @@ class HubKeeper:
         if self.process is not None and self.ready:
             self.process.send(self.fleet)
 
-    def reload(self, config: Config) -> None:
-        """SIGHUP: re-read the token; a file that cannot be read keeps the old one."""
+    def reload(self, config: Config, layout: Layout | None = None) -> None:
+        """SIGHUP: re-read the token; a file that cannot be read keeps the old one.
+        ``layout``: the counters' layout, with the listeners the reload added."""
         try:
             token = load_token(config)
         except ConfigError as exc:
@@ -295,8 +296,10 @@ class HubKeeper:
         rules = file_rules_of(config)
         if self.spec is not None:
             self.spec = replace(self.spec, config=config, token=token, file_rules=rules)
+            if layout is not None:
+                self.spec = replace(self.spec, layout=layout)
         if self.process is not None:
-            self.process.send(HubReload(config, token, rules))
+            self.process.send(HubReload(config, token, rules, layout))
 
     # --- stopping ---------------------------------------------------------------------
 
