@@ -84,7 +84,11 @@ def test_a_rule_over_the_limit_is_refused_and_not_listed(bh: Blackhole) -> None:
 
 
 def _hub(bh: Blackhole) -> int | None:
-    hubs = [pid for pid in children(bh._running().proc.pid) if cmdline(pid) == "blackhole: hub"]
+    return _hub_of(bh._running().proc.pid)
+
+
+def _hub_of(supervisor: int) -> int | None:
+    hubs = [pid for pid in children(supervisor) if cmdline(pid) == "blackhole: hub"]
     return hubs[0] if hubs else None
 
 
@@ -160,8 +164,25 @@ def test_a_rule_slot_given_to_a_new_rule_does_not_inflate_the_progress_line() ->
 RELOADED = re.compile(r"configuration reloaded .*smtp://127\.0\.0\.1:(\d+) \[name=second\]")
 
 
-def test_a_listener_added_by_a_reload_is_counted_under_its_own_name(tmp_path: Path) -> None:
-    """OBSERVE.md, Metrics: listeners are labelled by their name= flag."""
+def _connections(server: ServerProcess) -> dict[str, float]:
+    """blackhole_connections_total by listener, from GET /metrics."""
+    connection = http.client.HTTPConnection("127.0.0.1", server.control_port, timeout=30)
+    try:
+        connection.request("GET", "/metrics")
+        text = connection.getresponse().read().decode()
+    finally:
+        connection.close()
+    return {
+        sample.labels["listener"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "blackhole_connections_total"
+    }
+
+
+def _reload_adding_a_listener(tmp_path: Path) -> ServerProcess:
+    """A server started with listener 'first', reloaded with 'second' too, which
+    has taken one message."""
     config = tmp_path / "blackhole.conf"
     common = "control_listen = 127.0.0.1:0\nworkers = 1\nmailname = blackhole.test\n"
     config.write_text("listen = 127.0.0.1:0 name=first\n" + common)
@@ -175,18 +196,38 @@ def test_a_listener_added_by_a_reload_is_counted_under_its_own_name(tmp_path: Pa
             client.expect("EHLO adversarial", 250)
             assert client.transaction(BODY).code == 250
             client.expect("QUIT", 221)
-        connection = http.client.HTTPConnection("127.0.0.1", server.control_port, timeout=30)
-        try:
-            connection.request("GET", "/metrics")
-            text = connection.getresponse().read().decode()
-        finally:
-            connection.close()
-        counted = {
-            sample.labels["listener"]: sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name == "blackhole_connections_total"
-        }
-        assert counted == {"first": 0, "second": 1}
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def test_a_listener_added_by_a_reload_is_counted_under_its_own_name(tmp_path: Path) -> None:
+    """OBSERVE.md, Metrics: listeners are labelled by their name= flag."""
+    server = _reload_adding_a_listener(tmp_path)
+    try:
+        assert _connections(server) == {"first": 0, "second": 1}
+    finally:
+        server.stop()
+
+
+def test_a_restarted_hub_still_names_a_listener_a_reload_added(tmp_path: Path) -> None:
+    """The supervisor gives a new hub the layout with the reload's listeners."""
+    server = _reload_adding_a_listener(tmp_path)
+    try:
+        hub = _hub_of(server.proc.pid)
+        assert hub is not None
+        os.kill(hub, signal.SIGKILL)
+
+        def serving_again() -> dict[str, float] | None:
+            if _hub_of(server.proc.pid) in (None, hub):
+                return None
+            try:
+                return _connections(server)
+            except OSError:
+                return None  # the new hub is not listening yet
+
+        wait_until(serving_again, what="a new hub serving the control API")
+        assert _connections(server) == {"first": 0, "second": 1}
     finally:
         server.stop()
