@@ -118,11 +118,6 @@ def test_lmtp_lines_and_records_name_the_recipient_each_reply_answers(
     assert bh.stats()["bytes"] == len(BODY)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: on LMTP the rule that answered one recipient is put on the first"
-    " recipient's line (server/lmtpend.py tells the observation no recipient)",
-)
 def test_lmtp_lines_name_the_rule_of_their_own_recipient(bh: Blackhole, events: EventLog) -> None:
     bh.add_rule({"name": "full", "at": "end", "recipient": "full@example.com",
                  "reply": "552 5.2.2 Mailbox full"})  # fmt: skip
@@ -138,6 +133,27 @@ def test_lmtp_lines_name_the_rule_of_their_own_recipient(bh: Blackhole, events: 
     events.sessions(1)
     lines = [line for line in events.lines() if line["type"] == "message"]
     assert [(line["reply"]["code"], line["rule"]) for line in lines] == [(250, None), (552, "full")]
+
+
+def test_lmtp_lines_after_a_close_name_the_closing_rule(bh: Blackhole, events: EventLog) -> None:
+    """RULES.md "LMTP": close answers its recipient and every later one with
+    its 421; each of those replies was decided by that rule."""
+    bh.add_rule({"name": "bye", "at": "end", "recipient": "two@example.com", "close": True})
+    with Client.connect(bh.lmtp_port) as client:
+        client.expect("LHLO adversarial", 250)
+        client.expect("MAIL FROM:<a@example.com>", 250)
+        for recipient in ("one@example.com", "two@example.com", "three@example.com"):
+            client.expect(f"RCPT TO:<{recipient}>", 250)
+        client.expect("DATA", 354)
+        client.send(BODY + b".\r\n")
+        assert [reply.code for reply in client.replies(3)] == [250, 421, 421]
+    events.sessions(1)
+    lines = [line for line in events.lines() if line["type"] == "message"]
+    assert [(line["recipients"], line["reply"]["code"], line["rule"]) for line in lines] == [
+        (["one@example.com"], 250, None),
+        (["two@example.com"], 421, "bye"),
+        (["three@example.com"], 421, "bye"),
+    ]
 
 
 # --- a refused MAIL is the message's deciding reply --------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -12,9 +13,11 @@ from collections.abc import Iterator
 import pytest
 
 from blackhole.observe.counters import Counters
-from blackhole.observe.layout import ACCEPTED, DROPPED, Layout, verb_index
+from blackhole.observe.layout import ACCEPTED, DROPPED, MAX_LISTENERS, Layout, verb_index
 from blackhole.observe.ruleslots import RuleSlots
+from blackhole.observe.snapshot import RuleFigures
 from blackhole.observe.tally import SlotsExhaustedError, Tally, attach_counters
+from blackhole.supervisor.counting import Counting
 
 LISTENERS = ("127.0.0.1:2525", "smtps")
 
@@ -170,8 +173,32 @@ def test_slots_are_bounded_and_reused(tally: Tally) -> None:
 
 
 def test_attach_refuses_another_layout(tally: Tally) -> None:
+    # Every layout has one size (listener labels only bind slots of a fixed
+    # table): a region of another size was made by another build.
+    size = tally.layout.size + 1
+    os.pwrite(tally.fd, size.to_bytes(8, sys.byteorder), 8)  # header word 1: the size
     with pytest.raises(ValueError, match="another layout"):
         attach_counters(tally.fd, Layout(("only-one",)), 0)
+
+
+def test_listeners_a_reload_adds_get_slots_of_their_own(tally: Tally) -> None:
+    slot = tally.acquire()
+    tally.counters(slot).connection(1)
+    layout = tally.layout.with_listeners(["smtps", "added", "127.0.0.1:2525"])
+    assert layout.listeners == (*LISTENERS, "added")
+    assert layout.size == tally.layout.size
+    tally.relabel(layout)
+    tally.counters(slot).connection(layout.listener_index("added"))  # a worker after the reload
+    assert tally.snapshot().connections() == {"127.0.0.1:2525": 0, "smtps": 1, "added": 1}
+
+
+def test_listener_labels_beyond_the_table_are_unbound() -> None:
+    names = [f"l{n}" for n in range(MAX_LISTENERS + 2)]
+    layout = Layout(names[:1]).with_listeners(names)
+    assert layout.listeners == tuple(names[:MAX_LISTENERS])
+    assert layout.unbound(names) == names[MAX_LISTENERS:]
+    with pytest.raises(KeyError):
+        layout.listener_index(names[-1])
 
 
 def test_replies_histograms_and_unknown_verbs() -> None:
@@ -212,3 +239,39 @@ def test_rule_slots_start_from_zero_when_reused(tally: Tally) -> None:
     assert "greylist" not in figures
     assert figures["another"].hits == 0
     assert figures["mode"].delay_seconds == 0
+
+
+def test_rule_slots_bound_by_a_previous_keeper_keep_their_counts(tally: Tally) -> None:
+    """A restarted hub takes over the bindings the old one reported: no figure
+    goes backwards (OBSERVE.md "Counting, exactly"); a slot it frees still
+    starts from zero for the next rule."""
+    old = RuleSlots(tally, limit=3)
+    counters = tally.counters(tally.acquire())
+    for name in ("file", "api"):
+        slot = old.bind(name)
+        counters.rule_hit(slot)
+        counters.delay(slot, 0.5)
+    new = RuleSlots(tally, limit=3, bound=old.names().items())
+    assert new.names() == old.names()
+    new.unbind("api")  # API rules do not survive the hub
+    assert new.figures(tally.snapshot())["file"] == RuleFigures(1, 0, 0.5)
+    assert new.bind("next") == old.names()["api"]
+    assert new.figures(tally.snapshot())["next"] == RuleFigures(0, 0, 0.0)
+    assert new.bind("last") not in old.names().values()
+
+
+def test_a_reload_over_the_listener_table_says_which_listeners_share_a_label(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    counting = Counting(["first"], workers=1)
+    try:
+        names = [f"l{n}" for n in range(MAX_LISTENERS + 1)]
+        with caplog.at_level(logging.WARNING, "blackhole.supervisor"):
+            layout = counting.listeners(names)
+        assert counting.names == layout.listeners == ("first", *names[: MAX_LISTENERS - 1])
+        assert counting.tally.layout is layout
+        over = f"l{MAX_LISTENERS - 1}, l{MAX_LISTENERS}"
+        assert f"listeners {over}: no counter slot left" in caplog.text
+        assert "counted as listener first" in caplog.text
+    finally:
+        counting.close()

@@ -11,6 +11,8 @@
   ``expires``: seconds until the ttl removes it (null: never).
 - add, remove: through ``ApiRuleBook`` and ``Hub.push``, so every worker has
   applied the change when the answer goes; a removed rule's state is dropped.
+  A rule beyond the counter slots (``observe.layout.MAX_RULES`` rules in
+  force, file rules included) is refused with a 400 and not kept.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 
-from blackhole.control.backend import JSON
+from blackhole.control.backend import JSON, RuleError
 from blackhole.hub.hubside import Hub
 from blackhole.hub.spec import FleetState
 from blackhole.observe.layout import Layout
@@ -32,7 +34,9 @@ from blackhole.rules.store import StoreUnavailableError
 
 log = logging.getLogger("blackhole.hub")
 
-log = logging.getLogger("blackhole.hub")
+
+def _unreported(_slots: tuple[tuple[str, int], ...]) -> None:
+    return None
 
 
 class HubBackend:
@@ -42,12 +46,18 @@ class HubBackend:
         layout: Layout,
         tally: Tally | None,
         workers: int,
+        *,
         started: float | None = None,
+        bound: Iterable[tuple[str, int]] = (),
+        on_bound: Callable[[tuple[tuple[str, int], ...]], None] = _unreported,
     ) -> None:
+        """``bound``: the rule slots a previous hub bound (``HubSpec.rule_slots``);
+        ``on_bound``: told every binding after a change, before the workers are."""
         self.hub = hub
         self.layout = layout
         self.tally = tally
-        self.slots = RuleSlots(tally) if tally is not None else None
+        self.slots = RuleSlots(tally, bound=bound) if tally is not None else None
+        self._on_bound = on_bound
         hub.rule_slots = self.slots
         # Every worker is missing until the supervisor says otherwise (its
         # report follows the hub's Ready): /healthz must not say ok before.
@@ -89,27 +99,36 @@ class HubBackend:
         figures = self.figures().rules
         now = time.time()
         book = self.hub.book
-        listed: list[JSON] = []
-        for rule in (*book.rules, *book.file_rules):
-            hits = figures.get(rule.name, RuleFigures(0, 0, 0.0)).hits
-            times = rule.selection.times
-            entry: JSON = {"name": rule.name, "at": str(rule.stage)}
-            if rule.source == "api":
-                entry.update(book.fields(rule.name))
-                left = None if rule.expires is None else round(max(0.0, rule.expires - now), 3)
-                entry["expires"] = left
-            entry.update(
-                source=rule.source,
-                hits=hits,
-                spent=times is not None and acted.get(rule.fingerprint, 0) >= times,
-            )
-            listed.append(entry)
-        return listed
+        return [self._entry(rule, figures, acted, now) for rule in (*book.rules, *book.file_rules)]
+
+    def _entry(
+        self, rule: Rule, figures: Mapping[str, RuleFigures], acted: Mapping[str, int], now: float
+    ) -> JSON:
+        """One rule as GET /rules lists it (and POST /rules answers it)."""
+        hits = figures.get(rule.name, RuleFigures(0, 0, 0.0)).hits
+        times = rule.selection.times
+        entry: JSON = {"name": rule.name, "at": str(rule.stage)}
+        if rule.source == "api":
+            entry.update(self.hub.book.fields(rule.name))
+            left = None if rule.expires is None else round(max(0.0, rule.expires - now), 3)
+            entry["expires"] = left
+        entry.update(
+            source=rule.source,
+            hits=hits,
+            spent=times is not None and acted.get(rule.fingerprint, 0) >= times,
+        )
+        return entry
 
     def messages(self, limit: int | None) -> list[JSON]:
         return self.hub.recorder.messages(limit)
 
     # --- changing ---------------------------------------------------------------------
+
+    def relabel(self, layout: Layout) -> None:
+        """A reload added listeners: figures from now on name them too."""
+        self.layout = layout
+        if self.tally is not None:
+            self.tally.relabel(layout)
 
     def file_rules(self, rules: Iterable[Rule]) -> None:
         """The rules file in force (at start, at SIGHUP): each name gets a counter slot.
@@ -129,13 +148,23 @@ class HubBackend:
                 self.slots.bind(name)
         except TooManyRulesError as exc:
             log.warning("rule counts: %s; the rules after that are not counted", exc)
+        self._report()
 
     async def add_rule(self, fields: JSON, ttl: float | None) -> JSON:
         rule = self.hub.book.add(fields, ttl, time.time())
         if self.slots is not None:
-            self.slots.bind(rule.name)
+            try:
+                self.slots.bind(rule.name)
+            except TooManyRulesError as exc:
+                # No worker could count it: refuse it, and leave the book as it was.
+                self.hub.book.remove(rule.name)
+                raise RuleError("rule", f"{exc}; remove one first") from None
+            self._report()
+        # The answer is the rule as added, made now: while the push below is
+        # awaited, its ttl may run out or a DELETE may remove it.
+        added = self._entry(rule, self.figures().rules, self.hub.store.acted_now(), time.time())
         await self._changed([])
-        return next(entry for entry in self.rules() if entry["name"] == rule.name)
+        return added
 
     async def remove_rule(self, name: str) -> None:
         await self._changed([self.hub.book.remove(name)])
@@ -161,11 +190,18 @@ class HubBackend:
             except StoreUnavailableError as exc:
                 # The rule goes all the same; its entries expire in 2 days.
                 log.warning("cannot forget the state of removed rules: %s", exc)
-        if self.slots is not None:
+        if self.slots is not None and gone:
             for rule in gone:
                 self.slots.unbind(rule.name)
+            self._report()
         self._arm()
         await self.hub.push()
+
+    def _report(self) -> None:
+        """Tell the supervisor the bindings (``on_bound``), so that a hub
+        restarted after this one keeps them and the counts behind them."""
+        assert self.slots is not None
+        self._on_bound(tuple(self.slots.names().items()))
 
     def _arm(self) -> None:
         if self._expiry is not None:

@@ -29,7 +29,14 @@ from blackhole.hub.apirules import ApiRuleBook
 from blackhole.hub.backend import HubBackend
 from blackhole.hub.hubside import LOCAL_STORES, Hub, HubStore, WorkerLink
 from blackhole.hub.sharedstore import SharedStore
-from blackhole.hub.spec import FleetState, HubReload, HubSpec, StartHub, StopHub
+from blackhole.hub.spec import (
+    FleetState,
+    HubReload,
+    HubSpec,
+    RuleSlotsBound,
+    StartHub,
+    StopHub,
+)
 from blackhole.observe.logs import setup_logging
 from blackhole.observe.tally import Tally
 from blackhole.rules.store import MemoryStore
@@ -60,7 +67,13 @@ class HubRunner:
             Tally.attach(spec.counters_fd, spec.layout) if spec.counters_fd is not None else None
         )
         self.backend = HubBackend(
-            self.hub, spec.layout, self.tally, spec.config.workers, started=spec.started
+            self.hub,
+            spec.layout,
+            self.tally,
+            spec.config.workers,
+            started=spec.started,
+            bound=spec.rule_slots,
+            on_bound=lambda slots: channel.send(RuleSlotsBound(slots)),
         )
         self.backend.file_rules(spec.file_rules)
         self.control: ControlServer | None = None
@@ -111,6 +124,8 @@ class HubRunner:
             log.error("cannot reopen the log: %s", exc)
         if message.config.state_url != self.spec.config.state_url:
             log.warning("state_url changed: the new one is used after a restart")
+        if message.layout is not None:
+            self.backend.relabel(message.layout)
         self.hub.book.file_rules = message.file_rules
         self.backend.file_rules(message.file_rules)
         store = self.hub.store

@@ -1,7 +1,8 @@
 """What the supervisor and the hub say to each other on the hub's control channel.
 
 Same framing as the workers' channel (``supervisor.messages``); the hub
-answers ``Start`` with ``supervisor.messages.Ready`` (or ``Failed``).
+answers ``Start`` with ``supervisor.messages.Ready`` (or ``Failed``), and
+reports its rule slot bindings with ``RuleSlotsBound``.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ class HubSpec:
     # The rule state region (``hub.sharedstore``) the workers decide in; None
     # with ``state_url`` (the hub's store is then Redis).
     state_fd: int | None = None
+    # Rule names bound to counter slots (``observe.ruleslots``) by the hub
+    # before this one, as it last reported them (``RuleSlotsBound``): a
+    # restarted hub keeps them, and with them the rules' counts.
+    rule_slots: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,16 @@ class HubReload:
     config: Config
     token: str | None
     file_rules: tuple[Rule, ...] = ()
+    layout: Layout | None = None  # the counters' layout, with the listeners it added
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSlotsBound:
+    """Sent by the hub to the supervisor whenever it binds or frees a rule's
+    counter slot, before the workers learn of it; the supervisor keeps the
+    latest for the next hub (``HubSpec.rule_slots``)."""
+
+    slots: tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,12 @@ holds what. Every label has a bounded set of values, so the vector has a fixed
 size and the Prometheus exposition a bounded number of series (OBSERVE.md
 "Metrics": label values are bounded):
 
-- ``listener``: the listeners of the config, in config order (their ``name=``
-  flag or ``host:port``). The set is fixed for the life of the server.
+- ``listener``: a bounded table of ``MAX_LISTENERS`` slots, bound in order to
+  the labels of the listeners (their ``name=`` flag or ``host:port``): those
+  of the config at start, in config order, then those a reload adds
+  (``with_listeners``). A label keeps its slot for the server's life, so that
+  its counts never move, and the size of the vector never changes; a label
+  beyond the table counts under the first one (the supervisor logs it).
 - ``verb``: the commands of RFC 5321 and its extensions that the server knows;
   anything else counts as ``unknown``.
 - reply ``verb``: the command verbs, plus three replies no command prompted:
@@ -62,6 +66,10 @@ TLS_BOUNDS: tuple[float, ...] = (
 )  # fmt: skip
 MICROS = 1_000_000
 
+# Listener labels a server counts in its life: a config has a few listeners,
+# and reloads add some. Each costs 9 words per counter row (sessions,
+# connections, 4 outcomes, bytes, 2 TLS results), 6% of a row for 64.
+MAX_LISTENERS = 64
 MODE_RULE_SLOT = 0
 MAX_RULES = 256
 RULE_SLOTS = MAX_RULES + 1
@@ -91,8 +99,11 @@ class Layout:
     """The base index of every block; ``size`` slots in all.
 
     Two processes that build a ``Layout`` from the same listener names agree
-    on every index: the worker computes it from its spec, the supervisor from
-    the config, and neither ships it to the other.
+    on every index: the worker computes it from the labels in its spec, the
+    supervisor from the bound listeners (the hub is sent the supervisor's).
+    Every layout has the same
+    ``size``: the listener names only say which listener slots are bound (the
+    first ``MAX_LISTENERS`` names; ``listener_index`` raises for the others).
     """
 
     def __init__(self, listeners: Sequence[str]) -> None:
@@ -100,8 +111,8 @@ class Layout:
             raise ValueError("a layout needs at least one listener")
         if len(set(listeners)) != len(listeners):
             raise ValueError(f"listener names repeat: {list(listeners)}")
-        self.listeners = tuple(listeners)
-        count = len(self.listeners)
+        self.listeners = tuple(listeners[:MAX_LISTENERS])
+        count = MAX_LISTENERS
         self._next = 0
         self.sessions_open = self._block(count)
         self.gauges = self._next  # everything before this index is a gauge
@@ -125,6 +136,16 @@ class Layout:
         start = self._next
         self._next += length
         return start
+
+    def with_listeners(self, labels: Sequence[str]) -> Layout:
+        """This layout with the labels it lacks bound to the next free listener
+        slots (a reload added listeners); the labels it has keep their slots."""
+        known = set(self.listeners)
+        return Layout([*self.listeners, *(label for label in labels if label not in known)])
+
+    def unbound(self, labels: Sequence[str]) -> list[str]:
+        """The labels without a listener slot of their own (over ``MAX_LISTENERS``)."""
+        return [label for label in labels if label not in self.listeners]
 
     def listener_index(self, name: str) -> int:
         """Raises ``KeyError`` for a listener the layout was not built with."""

@@ -11,9 +11,16 @@ A slot freed by a removed rule is handed out again only after its counters
 have been restarted from zero (``Tally.forget``): the new rule never inherits
 the old one's hits. Slot 0 is not in the table: it is ``mode``, the delays of
 the config file and the switches (``blackhole_injected_delay_seconds_total``).
+
+The counters outlive the process that keeps the table (the hub may die and be
+restarted), so the table can start from the bindings a previous keeper made
+(``bound``): those names keep their slots and their counts, which never go
+backwards except after ``POST /reset`` (OBSERVE.md "Counting, exactly").
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from blackhole.observe.layout import MAX_RULES, MODE_RULE_SLOT
 from blackhole.observe.snapshot import RuleFigures, Snapshot
@@ -25,10 +32,15 @@ class TooManyRulesError(ValueError):
 
 
 class RuleSlots:
-    def __init__(self, tally: Tally, limit: int = MAX_RULES) -> None:
+    def __init__(
+        self, tally: Tally, limit: int = MAX_RULES, bound: Iterable[tuple[str, int]] = ()
+    ) -> None:
+        """``bound``: ``(name, slot)`` pairs a previous keeper made, kept as they are."""
         self._tally = tally
-        self._free = list(range(limit, 0, -1))  # pop() hands out 1 first
-        self._slots: dict[str, int] = {}
+        self._slots = dict(bound)
+        taken = set(self._slots.values())
+        # pop() hands out the lowest free slot first.
+        self._free = [slot for slot in range(limit, 0, -1) if slot not in taken]
 
     def bind(self, name: str) -> int:
         """The slot of ``name``, binding a fresh one if it has none."""

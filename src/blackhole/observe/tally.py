@@ -107,6 +107,12 @@ class Tally:
         """Map a region made by another process (the descriptor stays the caller's)."""
         return cls(fd, layout, owner=False)
 
+    def relabel(self, layout: Layout) -> None:
+        """Read the region with ``layout`` from now on: the same slots (every
+        layout has one size) with more listener labels bound
+        (``Layout.with_listeners``, after a reload)."""
+        self.layout = layout
+
     def close(self) -> None:
         self._words.release()
         # Counters handed out by ``counters()`` may still use the mapping; it

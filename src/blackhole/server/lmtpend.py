@@ -11,6 +11,10 @@ recipient ends it as the first such one says; the recipients after it are
 not evaluated (their rules count nothing). ``close`` answers that recipient
 and every later one with its 421: an LMTP client expects a reply for each
 recipient, and 421 is the one that tells it the server is going away.
+
+The observation is told which rule answered each recipient
+(``SessionObservation.answered_by``), so that each recipient's event log
+line and record name the rule of its own reply.
 """
 
 from __future__ import annotations
@@ -55,6 +59,17 @@ async def _each(steering: Steering, core: SMTPConnection, event: MessageReceived
     return verdicts
 
 
+def _rules(verdicts: Verdicts, recipients: int) -> list[str | None]:
+    """The rule that answers each recipient: its own verdict's, and from a
+    verdict that ends the session on, that one's for every later recipient too
+    (its 421, or the drop that leaves them unanswered)."""
+    rules = [None if verdict is None else verdict.rule for verdict in verdicts]
+    last = verdicts[-1] if verdicts else None
+    if last is not None and ends_session(last):
+        rules += [last.rule] * (recipients - len(rules))
+    return rules
+
+
 def decide(steering: Steering, core: SMTPConnection, event: MessageReceived) -> bool:
     """Answer an LMTP message; True if the answer comes later."""
     coro: Coroutine[Any, Any, Verdicts] = _each(steering, core, event)
@@ -86,6 +101,7 @@ def _act(
     replies: list[Reply] = []
     delay = 0.0
     ender: Verdict | None = None
+    session.obs.answered_by(_rules(verdicts, len(event.recipients)))
     for recipient, verdict in zip(event.recipients, verdicts, strict=False):
         if verdict is not None:
             steering.note(Stage.END, verdict)

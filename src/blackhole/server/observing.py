@@ -148,7 +148,7 @@ class Observation:
             self.event_log.reopen()
 
     def listener_index(self, name: str) -> int:
-        """Listeners a reload added after the layout was made count as the first."""
+        """A listener beyond the layout's slots (``layout.MAX_LISTENERS``) counts as the first."""
         index = self._listener_indices.get(name)
         if index is None:  # once per listener: this is asked at every connection
             try:
@@ -174,6 +174,7 @@ class SessionObservation:
         "meter",
         "observation",
         "opened",
+        "recipient_rules",
         "rule",
         "session_id",
         "tls",
@@ -199,6 +200,9 @@ class SessionObservation:
         self.tls_started = 0.0
         self.event: MessageReceived | None = None
         self.answered = 0
+        # LMTP: the end rule of each recipient (answered_by); a tuple, so that
+        # a session or message without one makes no list.
+        self.recipient_rules: Sequence[str | None] = ()
         log = observation.event_log
         if log is not None or observation.record:
             self.meter.on_message = self._message_done
@@ -235,6 +239,15 @@ class SessionObservation:
             if delay > 0:
                 counters.delay(slot, delay)
 
+    def answered_by(self, rules: Sequence[str | None]) -> None:
+        """LMTP: the ``end`` rule that decided each recipient's reply, in RCPT
+        order (None: no rule acted for it), told before those rules are noted
+        by ``rule_acted``. Each recipient's reply is a message of its own (RFC
+        2033 4.2), so its line names its own rule; one without names the last
+        rule that acted in the transaction before the end of data."""
+        before = self.rule
+        self.recipient_rules = [before if rule is None else rule for rule in rules]
+
     def delayed(self, seconds: float) -> None:
         """The mode (config, listener flag or X-Blackhole-Delay) held a reply."""
         self.observation.counters.delay(MODE_RULE_SLOT, seconds)
@@ -243,6 +256,7 @@ class SessionObservation:
         self.meter.size = event.size
         self.event = event
         self.answered = 0  # LMTP: recipients whose reply has been counted
+        self.recipient_rules = ()
 
     def _message_done(self, outcome: int, reply: bytes | None, size: int | None) -> None:
         self.messages += 1
@@ -253,14 +267,17 @@ class SessionObservation:
             # meter counts the bytes once, with the first).
             recipients = [event.recipients[self.answered]]
             size = event.size
+            rules = self.recipient_rules
+            rule = rules[self.answered] if self.answered < len(rules) else self.rule
             self.answered += 1
             if self.answered == len(event.recipients):
-                self.event = None
+                # A rule that acts after this message belongs to the next one.
+                self.event, self.recipient_rules, self.rule = None, (), None
         else:
             self.event = None
             recipients = event.recipients if event is not None else _recipients(self.core)
-        # A rule that acts after this message belongs to the next one.
-        rule, self.rule = self.rule, None
+            # A rule that acts after this message belongs to the next one.
+            rule, self.rule = self.rule, None
         core = self.core
         now = time.time()
         helo = core.helo if core is not None else None

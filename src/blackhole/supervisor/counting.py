@@ -2,10 +2,12 @@
 
 ``Counting`` owns the one ``observe.tally.Tally`` of the server's life. It is
 made before the first worker, from the listeners' labels (their bound
-``host:port``); each worker started gets a slot of its own (``acquire``),
-whose number and the region's descriptor travel in its ``WorkerSpec``; when a
-worker has been reaped, ``release`` folds its slot into the retired totals
-before the slot can be handed out again. So a worker that dies loses none of
+``host:port``), and a reload that adds listeners binds their labels to
+listener slots of the same region (``listeners``). Each worker started gets
+a slot of its own (``acquire``), whose number and the region's descriptor
+travel in its ``WorkerSpec``; when a worker has been reaped, ``release``
+folds its slot into the retired totals before the slot can be handed out
+again. So a worker that dies loses none of
 its counts, and the totals are exact whatever the number of workers.
 
 The control process (or anything else that reports figures) reads the same
@@ -23,7 +25,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from blackhole.observe.console import progress_line, summary_line
-from blackhole.observe.layout import Layout
+from blackhole.observe.layout import MAX_LISTENERS, Layout
 from blackhole.observe.snapshot import Snapshot
 from blackhole.observe.tally import SlotsExhaustedError, Tally
 
@@ -37,9 +39,24 @@ _MIN_CAPACITY = 64
 
 class Counting:
     def __init__(self, names: Sequence[str], workers: int) -> None:
-        self.names = tuple(names)
-        self.tally = Tally.create(Layout(self.names), max(_MIN_CAPACITY, 4 * workers))
+        layout = Layout(names)
+        _warn_unbound(layout, names)
+        self.tally = Tally.create(layout, max(_MIN_CAPACITY, 4 * workers))
         self._slots: dict[int, int] = {}  # pid -> counter slot
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The listener labels bound to counter slots, in slot order: what a
+        worker builds its ``Layout`` from."""
+        return self.tally.layout.listeners
+
+    def listeners(self, names: Sequence[str]) -> Layout:
+        """A reload's listener labels: those not counted yet get slots of their
+        own (their counts start at zero; the others' stay where they are)."""
+        layout = self.tally.layout.with_listeners(names)
+        _warn_unbound(layout, names)
+        self.tally.relabel(layout)
+        return layout
 
     def acquire(self) -> int:
         """A slot for the next worker; raises ``SlotsExhaustedError`` if none is free."""
@@ -60,6 +77,18 @@ class Counting:
 
     def close(self) -> None:
         self.tally.close()
+
+
+def _warn_unbound(layout: Layout, names: Sequence[str]) -> None:
+    unbound = layout.unbound(names)
+    if unbound:
+        log.warning(
+            "listeners %s: no counter slot left (%d listener labels at most in a"
+            " server's life); counted as listener %s until a restart",
+            ", ".join(unbound),
+            MAX_LISTENERS,
+            layout.listeners[0],
+        )
 
 
 class Console:

@@ -13,7 +13,9 @@ interpreter) and watched through the same sentinel and channel:
 - a hub that dies is restarted (at once, then with back-off) on the same
   sockets: workers reconnect by themselves. API rules and recorded messages
   are lost; rule counts, greylist entries and spent rules are not (they live
-  in the supervisor's shared region, ``hub.sharedstore``, or in Redis);
+  in the supervisor's shared region, ``hub.sharedstore``, or in Redis), and
+  the new hub binds the file rules to the counter slots the old one reported
+  (``RuleSlotsBound``), so their hits and actions carry on;
 - ``stop`` ends it once the workers are gone (they ask it for decisions
   while they drain).
 """
@@ -36,7 +38,15 @@ from pathlib import Path
 
 from blackhole.config.model import Config
 from blackhole.errors import EX_SOFTWARE, BlackholeError, ConfigError, PermissionDenied, Unavailable
-from blackhole.hub.spec import FleetState, HubReload, HubSpec, StartHub, StopHub, file_rules_of
+from blackhole.hub.spec import (
+    FleetState,
+    HubReload,
+    HubSpec,
+    RuleSlotsBound,
+    StartHub,
+    StopHub,
+    file_rules_of,
+)
 from blackhole.observe.layout import Layout
 from blackhole.supervisor.backoff import Backoff
 from blackhole.supervisor.messages import Failed, Ready
@@ -230,6 +240,8 @@ class HubKeeper:
                     log.debug("hub serving (pid %d)", message.pid)
             elif isinstance(message, Failed):
                 self._failure, self._failure_code = message.message, message.exit_code
+            elif isinstance(message, RuleSlotsBound) and self.spec is not None:
+                self.spec = replace(self.spec, rule_slots=message.slots)
 
     # --- watching ---------------------------------------------------------------------
 
@@ -273,8 +285,9 @@ class HubKeeper:
         if self.process is not None and self.ready:
             self.process.send(self.fleet)
 
-    def reload(self, config: Config) -> None:
-        """SIGHUP: re-read the token; a file that cannot be read keeps the old one."""
+    def reload(self, config: Config, layout: Layout | None = None) -> None:
+        """SIGHUP: re-read the token; a file that cannot be read keeps the old one.
+        ``layout``: the counters' layout, with the listeners the reload added."""
         try:
             token = load_token(config)
         except ConfigError as exc:
@@ -283,8 +296,10 @@ class HubKeeper:
         rules = file_rules_of(config)
         if self.spec is not None:
             self.spec = replace(self.spec, config=config, token=token, file_rules=rules)
+            if layout is not None:
+                self.spec = replace(self.spec, layout=layout)
         if self.process is not None:
-            self.process.send(HubReload(config, token, rules))
+            self.process.send(HubReload(config, token, rules, layout))
 
     # --- stopping ---------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from blackhole.config.model import Config
 from blackhole.errors import BlackholeError, ConfigError
 from blackhole.observe.logs import setup_logging
 from blackhole.server.app import startup_line
+from blackhole.server.observing import listener_labels
 from blackhole.server.unixsock import apply_modes
 from blackhole.supervisor.fleet import Fleet
 from blackhole.supervisor.messages import Reload, ReopenLogs
@@ -56,6 +57,9 @@ class Reloader:
         rebound = prepared.rebound
         self.pending = prepared.settings.generation
         fleet.bound = rebound.bound
+        if fleet.counting is not None:
+            # Before the new workers start: they count with the new labels.
+            fleet.counting.listeners(listener_labels(fleet.bound))
         close_all(rebound.removed)
         apply_modes(listener for listener, _sock in rebound.bound)
         if rebound.changed:

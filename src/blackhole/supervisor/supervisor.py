@@ -303,6 +303,7 @@ class Supervisor:
             elif signum == signal.SIGHUP:
                 if not self.phase.stopping and self.reloader is not None:
                     self.reloader.reload()
-                    self.hub.reload(self.fleet.config)
+                    layout = None if self.counting is None else self.counting.tally.layout
+                    self.hub.reload(self.fleet.config, layout)
             else:
                 self.drain.on_signal(signal.Signals(signum).name)
