@@ -1,0 +1,53 @@
+"""Adversarial review of the SMTP conversation, over real sockets.
+
+Each test is a defect that a hostile or sloppy client found, checked the way
+the client sees it: the reply it gets, then that the session goes on serving.
+What held under the same review is covered by test_e2e_attacks,
+test_e2e_params, test_e2e_bdat and their neighbours, and not repeated here.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e import assert_clean_log, queue_id, shared_server
+from tests.serverproc import ServerProcess
+from tests.smtpclient import Client
+
+server = shared_server("listen = 127.0.0.1:0\ntimeout = 10\n")
+
+
+def _into_data(client: Client) -> None:
+    client.expect("EHLO client.test", 250)
+    client.expect("MAIL FROM:<a@example.com>", 250)
+    client.expect("RCPT TO:<b@example.com>", 250)
+    client.expect("DATA", 354)
+
+
+@pytest.mark.parametrize(
+    ("line", "accepted"),
+    [
+        (b"y" * 998, True),  # 1000 octets with its CRLF: the limit
+        (b"y" * 999, False),  # 1001 octets, no stuffed dot: one over
+        (b".." + b"y" * 997, True),  # 1001 on the wire, 1000 before stuffing
+        (b".." + b"y" * 998, False),  # 1002 on the wire, 1001 before stuffing
+    ],
+    ids=["1000", "1001", "1001-stuffed", "1002-stuffed"],
+)
+def test_text_line_limit_counts_only_a_stuffed_dot_extra(
+    server: ServerProcess, line: bytes, accepted: bool
+) -> None:
+    # RFC 5321 4.5.3.1.6 (and SPEC.md: "text line over 1000: 500 5.5.2"):
+    # 1000 octets with CRLF, "not counting the leading dot duplicated for
+    # transparency". The extra octet was allowed to every line, so a 1001
+    # octet line without a dot passed.
+    with Client.connect(server.port()) as client:
+        _into_data(client)
+        client.send(b"Subject: edge\r\n\r\n" + line + b"\r\n.\r\n")
+        reply = client.reply()
+        if accepted:
+            assert queue_id(reply)
+        else:
+            assert str(reply).startswith("500 5.5.2"), reply
+        assert queue_id(client.transaction())  # the session goes on
+    assert_clean_log(server)
