@@ -51,3 +51,16 @@ def test_text_line_limit_counts_only_a_stuffed_dot_extra(
             assert str(reply).startswith("500 5.5.2"), reply
         assert queue_id(client.transaction())  # the session goes on
     assert_clean_log(server)
+
+
+def test_an_overlong_sasl_response_gets_5_5_6(server: ServerProcess) -> None:
+    # RFC 4954 section 6: "500 5.5.6 Authentication Exchange line is too
+    # long" for a response over what the server takes (12288 octets, section
+    # 4). It got the command line's 5.5.2. The exchange is over either way.
+    with Client.connect(server.port()) as client:
+        client.expect("EHLO client.test", 250)
+        client.expect("AUTH PLAIN", 334)
+        client.expect(b"A" * 13000, 500, "5.5.6")
+        client.expect("NOOP", 250)  # a command again, not a SASL response
+        client.expect("AUTH PLAIN AHVzZXIAc2VjcmV0", 235, "2.7.0")
+    assert_clean_log(server)

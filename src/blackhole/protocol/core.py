@@ -289,11 +289,13 @@ class SMTPConnection(Staging):
                     # Over the hard cap whether it came in one read or many:
                     # one 500 at its end, never parsed (it could be an AUTH
                     # line or a SASL response), and any exchange is over.
+                    # RFC 4954 section 6: 5.5.6 for a SASL response.
                     del buf[: nl + 1]
                     self._overlong = False
+                    reply = R.R500_AUTH_LINE_TOO_LONG if mode is M.SASL else R.R500_LINE_TOO_LONG
                     self._abort_sasl()
                     self._prompted_by(UNPARSED)
-                    self._out.append(R.R500_LINE_TOO_LONG.wire)
+                    self._out.append(reply.wire)
                     continue
                 line = bytes(buf[:nl])
                 del buf[: nl + 1]

@@ -95,6 +95,8 @@ R451_INTERNAL = Reply(451, "4.3.0", "Internal error, try again later")
 R452_TOO_MANY_RCPT = Reply(452, "4.5.3", "Too many recipients")
 # --- 5xx ---------------------------------------------------------------------
 R500_LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
+# RFC 4954 section 6: a SASL response longer than the server takes.
+R500_AUTH_LINE_TOO_LONG = Reply(500, "5.5.6", "Authentication exchange line is too long")
 R500_BAD_ENCODING = Reply(500, "5.5.2", "Syntax error, command is not valid UTF-8")
 R500_BAD_BYTES = Reply(500, "5.5.2", "Syntax error, command contains forbidden bytes")
 R500_USE_LHLO = Reply(500, "5.5.1", "This is an LMTP server: use LHLO (RFC 2033)")
