@@ -64,3 +64,27 @@ def test_an_overlong_sasl_response_gets_5_5_6(server: ServerProcess) -> None:
         client.expect("NOOP", 250)  # a command again, not a SASL response
         client.expect("AUTH PLAIN AHVzZXIAc2VjcmV0", 235, "2.7.0")
     assert_clean_log(server)
+
+
+@pytest.mark.parametrize(
+    ("command", "params"),
+    [
+        ("MAIL FROM:<a@example.com>", "SIZE=abc"),
+        ("MAIL FROM:<a@example.com>", "BODY=9BIT"),
+        ("MAIL FROM:<a@example.com>", "SIZE=10 SIZE=20"),  # a contradiction
+        ("RCPT TO:<b@example.com>", "NOTIFY=NEVER,SUCCESS"),
+        ("RCPT TO:<b@example.com>", "ORCPT=rfc822"),
+    ],
+)
+def test_malformed_parameters_get_555_as_spec_says(
+    server: ServerProcess, command: str, params: str
+) -> None:
+    # SPEC.md: "Unknown or malformed parameters get 555 5.5.4". Malformed
+    # ones got 501 5.5.4 (RFC 5321 4.2.3 would allow either; SPEC.md wins).
+    with Client.connect(server.port()) as client:
+        client.expect("EHLO client.test", 250)
+        if command.startswith("RCPT"):
+            client.expect("MAIL FROM:<a@example.com>", 250)
+        client.expect(f"{command} {params}", 555, "5.5.4")
+        client.expect(command, 250)  # the same command without them is fine
+    assert_clean_log(server)

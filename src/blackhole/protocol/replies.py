@@ -109,8 +109,6 @@ R501_SENDER_SYNTAX = Reply(501, "5.1.7", "Bad sender address syntax")
 R501_RCPT_ADDR_SYNTAX = Reply(501, "5.1.3", "Bad recipient address syntax")
 R501_VRFY_SYNTAX = Reply(501, "5.5.4", "Syntax: VRFY <address>")
 R501_NO_ARGS = Reply(501, "5.5.4", "Syntax error, no parameters allowed")
-R501_PARAM_SYNTAX = Reply(501, "5.5.4", "Syntax error in parameters")
-R501_DUPLICATE_PARAM = Reply(501, "5.5.4", "Duplicate parameter")
 R501_AUTH_SYNTAX = Reply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
 R501_AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")
 R501_AUTH_BASE64 = Reply(501, "5.5.2", "Cannot decode base64 response")
@@ -135,7 +133,11 @@ R538_ENCRYPTION_REQUIRED = Reply(538, "5.7.11", "Encryption required for authent
 R550_EXPN_DENIED = Reply(550, "5.7.1", "Not authorised")
 R552_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 R553_NEED_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
+# SPEC.md: unknown *or malformed* MAIL/RCPT parameters get 555 5.5.4 (RFC 5321
+# 4.2.3 would allow 501 for a malformed one; clients take both as permanent).
 R555_UNKNOWN_PARAM = Reply(555, "5.5.4", "Unsupported parameter")
+R555_PARAM_SYNTAX = Reply(555, "5.5.4", "Syntax error in parameters")
+R555_DUPLICATE_PARAM = Reply(555, "5.5.4", "Duplicate parameter")
 
 # The classic bounce answers, with the enhanced code (RFC 3463) that fits each.
 BOUNCES: tuple[Reply, ...] = (
