@@ -88,3 +88,41 @@ def test_malformed_parameters_get_555_as_spec_says(
         client.expect(f"{command} {params}", 555, "5.5.4")
         client.expect(command, 250)  # the same command without them is fine
     assert_clean_log(server)
+
+
+def _raw_reply(client: Client) -> list[bytes]:
+    """One reply's lines exactly as they came (CRLF included)."""
+    lines = [client.line()]
+    while lines[-1][3:4] == b"-":
+        lines.append(client.line())
+    return lines
+
+
+@pytest.mark.parametrize(
+    ("command", "code"),
+    [
+        ("EHLO " + "h" * 505, 250),
+        ("HELO " + "h" * 505, 250),
+        ("EHLO h" + "\u00e9" * 252, 250),  # 505 octets: the cut falls inside a character
+        ("VRFY pass=" + "v" * 495, 250),
+        ("VRFY fail=" + "v" * 495, 550),
+    ],
+    ids=["ehlo", "helo", "ehlo-utf8", "vrfy-pass", "vrfy-fail"],
+)
+def test_replies_quoting_the_client_fit_in_512_octets(
+    server: ServerProcess, command: str, code: int
+) -> None:
+    # RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its code
+    # and CRLF. A command line may be 512 octets too, and the HELO/EHLO
+    # greeting and VRFY's answer quote the argument: they were 525 octets.
+    line = command.encode() + b"\r\n"
+    assert len(line) <= 512  # a command within its own limit
+    with Client.connect(server.port()) as client:
+        client.send(line)
+        raw = _raw_reply(client)
+        assert int(raw[0][:3]) == code, raw
+        for reply_line in raw:
+            assert len(reply_line) <= 512, reply_line
+            reply_line.decode("utf-8")  # whole characters only
+        client.expect("NOOP", 250)
+    assert_clean_log(server)

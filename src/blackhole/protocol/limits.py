@@ -2,6 +2,8 @@
 
 # RFC 5321 section 4.5.3.1.4: a command line is at most 512 octets, CRLF included.
 MAX_COMMAND_LINE = 512
+# RFC 5321 section 4.5.3.1.5: a reply line too, its code and CRLF included.
+MAX_REPLY_LINE = 512
 # RFC 4954 section 4: an AUTH command line (with its initial response) and
 # each SASL response line may be up to 12288 octets.
 MAX_AUTH_LINE = 12288

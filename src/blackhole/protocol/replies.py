@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import lru_cache
 
+from blackhole.protocol.limits import MAX_REPLY_LINE
+
 
 class Reply:
     """An SMTP reply: a code, an optional enhanced status code, one or more lines."""
@@ -154,6 +156,23 @@ BOUNCES: tuple[Reply, ...] = (
 )
 
 
+def echo(before: str, client: str, after: str = "", enhanced: str | None = None) -> str:
+    """Reply text that quotes the client (a HELO name, a VRFY argument).
+
+    RFC 5321 4.5.3.1.5: a reply line is at most 512 octets; a command line
+    may be as long, so what the client said is cut (at a whole UTF-8
+    character) to leave room for the code, the enhanced code, ``before``,
+    ``after`` and CRLF.
+    """
+    room = MAX_REPLY_LINE - len("250 \r\n") - len((before + after).encode())
+    if enhanced:
+        room -= len(enhanced) + 1
+    data = client.encode()
+    if len(data) > room:
+        client = data[: max(room, 0)].decode("utf-8", "ignore")
+    return before + client + after
+
+
 def queued(queue_id: str) -> Reply:
     return Reply(250, "2.0.0", f"OK: queued as {queue_id}")
 
@@ -168,7 +187,7 @@ def greeting(mailname: str, lmtp: bool = False) -> Reply:
 @lru_cache(maxsize=256)
 def hello(mailname: str, client: str) -> bytes:
     """HELO's 250 (RFC 5321 4.1.1.1): the server's name, then the client's."""
-    return Reply(250, None, f"{mailname} Hello {client}").wire
+    return Reply(250, None, echo(f"{mailname} Hello ", client)).wire
 
 
 def bdat_chunk(size: int) -> Reply:
@@ -176,11 +195,11 @@ def bdat_chunk(size: int) -> Reply:
 
 
 def vrfy_pass(address: str) -> Reply:
-    return Reply(250, "2.0.0", f"<{address}> OK")
+    return Reply(250, "2.0.0", echo("<", address, "> OK", "2.0.0"))
 
 
 def vrfy_fail(address: str) -> Reply:
-    return Reply(550, "5.7.1", f"<{address}> unknown")
+    return Reply(550, "5.7.1", echo("<", address, "> unknown", "5.7.1"))
 
 
 def challenge(b64: str) -> Reply:
