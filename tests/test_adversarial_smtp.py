@@ -126,3 +126,28 @@ def test_replies_quoting_the_client_fit_in_512_octets(
             reply_line.decode("utf-8")  # whole characters only
         client.expect("NOOP", 250)
     assert_clean_log(server)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /" + b"a" * 600 + b" HTTP/1.1\r\nHost: mx.test\r\n\r\n",  # a long URL
+        b"POST /caf\xe9 HTTP/1.1\r\nHost: mx.test\r\n\r\n",  # Latin-1, not UTF-8
+        b"GET /\x1b[2J HTTP/1.1\r\n\r\n",  # a control byte
+    ],
+    ids=["long-url", "latin1", "control"],
+)
+def test_an_http_request_the_parser_refuses_still_gets_no_reply(
+    server: ServerProcess, request_bytes: bytes
+) -> None:
+    # README: an HTTP client "is disconnected at once, without a reply". A
+    # request line over 512 octets, or not UTF-8, got a 500 first: SMTP text
+    # in answer to a browser (the cross-protocol case the rule is for).
+    with Client.connect(server.port()) as client:
+        client.send(request_bytes)
+        assert client.closed()
+        assert client.buf == b""  # not a single reply line
+    with Client.connect(server.port()) as client:
+        client.expect("EHLO c", 250)
+        client.expect(b"NOOP \xe9", 500, "5.5.2")  # other bad lines: 500 as before
+    assert_clean_log(server)
