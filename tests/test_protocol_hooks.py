@@ -162,7 +162,7 @@ def test_every_row_resolves_to_handlers() -> None:
 def test_auth_offer_comes_from_the_sasl_mechanisms() -> None:
     mechanisms = list(sasl.MECHANISMS)
     assert mechanisms == ["PLAIN", "LOGIN", "CRAM-MD5"]
-    lines = ehlo_reply("x", 1, tls=False, auth=True).lines
+    lines = ehlo_reply("x", "c", 1, tls=False, auth=True).lines
     assert "AUTH " + " ".join(mechanisms) in lines
     assert COMMANDS["AUTH"].help == "AUTH PLAIN | LOGIN | CRAM-MD5 [initial-response]"
 
@@ -171,7 +171,7 @@ def test_help_summary_follows_the_offer() -> None:
     for tls in (False, True):
         for auth in (False, True):
             listed = help_summary(tls=tls, auth=auth).text.split(": ")[1].split()
-            offered = ehlo_reply("x", 1, tls=tls, auth=auth).lines
+            offered = ehlo_reply("x", "c", 1, tls=tls, auth=auth).lines
             assert ("STARTTLS" in listed) == ("STARTTLS" in offered) == tls
             assert ("AUTH" in listed) == auth
 

@@ -161,7 +161,8 @@ class Commands:
         self.helo = name
         s = self.settings
         reply = ehlo_reply(
-            f"{s.mailname} Hello {name}",
+            s.mailname,
+            name,
             s.max_message_size,
             tls=self.offers_tls,
             auth=self.offers_auth,

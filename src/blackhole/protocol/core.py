@@ -289,11 +289,13 @@ class SMTPConnection(Staging):
                     # Over the hard cap whether it came in one read or many:
                     # one 500 at its end, never parsed (it could be an AUTH
                     # line or a SASL response), and any exchange is over.
+                    # RFC 4954 section 6: 5.5.6 for a SASL response.
                     del buf[: nl + 1]
                     self._overlong = False
+                    reply = R.R500_AUTH_LINE_TOO_LONG if mode is M.SASL else R.R500_LINE_TOO_LONG
                     self._abort_sasl()
                     self._prompted_by(UNPARSED)
-                    self._out.append(R.R500_LINE_TOO_LONG.wire)
+                    self._out.append(reply.wire)
                     continue
                 line = bytes(buf[:nl])
                 del buf[: nl + 1]
@@ -318,16 +320,12 @@ class SMTPConnection(Staging):
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            self._abort_sasl()
-            self._prompted_by(UNPARSED)
-            self._out.append(R.R500_BAD_ENCODING.wire)
+            self._unparsed(raw, R.R500_BAD_ENCODING)
             return
         # isprintable() is a C fast path that is true for almost every
         # command; only when it is false (a TAB, or worse) does the regex run.
         if not text.isprintable() and _CONTROL.search(text):
-            self._abort_sasl()
-            self._prompted_by(UNPARSED)
-            self._out.append(R.R500_BAD_BYTES.wire)
+            self._unparsed(raw, R.R500_BAD_BYTES)
             return
         if self._mode is M.SASL:
             self._sasl_step(text)
@@ -337,7 +335,10 @@ class SMTPConnection(Staging):
         if not staged:
             self._marks += (len(self._out), verb)  # _prompted_by, inline: hot path
         if len(raw) + 2 > MAX_COMMAND_LINE and verb != "AUTH":
-            self._out.append(R.R500_LINE_TOO_LONG.wire)
+            if self.settings.forbids(verb):  # a long URL: still no reply
+                self._cut("drop", "forbidden command")
+            else:
+                self._out.append(R.R500_LINE_TOO_LONG.wire)
             return
         if self.watch and not staged and H.COMMAND in self.watch:
             self._command_stage(raw, verb, text)
@@ -377,9 +378,21 @@ class SMTPConnection(Staging):
         self.state = next_state
         commit(self, facts)
 
+    def _unparsed(self, raw: bytes, reply: Reply) -> None:
+        """A line that is no command (not UTF-8, control bytes): 500, and any
+        AUTH exchange is over; but one that starts like an HTTP request or
+        header is cut without a reply, as a well-formed one is."""
+        self._prompted_by(UNPARSED)
+        if self._mode is not M.SASL:
+            verb = raw.partition(b" ")[0].decode("latin-1").upper()
+            if self.settings.forbids(verb):
+                self._cut("drop", "forbidden command")
+                return
+        self._abort_sasl()
+        self._out.append(reply.wire)
+
     def _unknown_command(self, verb: str) -> None:
-        forbidden = self.settings.forbidden_commands
-        if forbidden and (verb in forbidden or verb.endswith(":")):
+        if self.settings.forbids(verb):
             # Postfix's smtpd_forbidden_commands ("CONNECT GET POST", and any
             # line that looks like a message header): an HTTP request or a
             # proxy CONNECT is no mail client. Postfix answers 221 and hangs

@@ -120,11 +120,11 @@ def parse_params(rest: str) -> dict[str, str | None] | Reply:
     if not rest:
         return params
     if not rest.startswith(" "):
-        return R.R501_PARAM_SYNTAX
+        return R.R555_PARAM_SYNTAX
     for item in rest.split():
         keyword, eq, value = item.partition("=")
         if not _KEYWORD_RE.fullmatch(keyword) or (eq and not _VALUE_RE.fullmatch(value)):
-            return R.R501_PARAM_SYNTAX
+            return R.R555_PARAM_SYNTAX
         key = keyword.upper()
         given = value if eq else None
         if key in params:
@@ -133,7 +133,7 @@ def parse_params(rest: str) -> dict[str, str | None] | Reply:
             # BODY=8BITMIME itself for UTF-8 addresses, after the caller's own
             # mail_options=["SMTPUTF8"]. Only a contradiction is refused.
             if params[key] != given:
-                return R.R501_DUPLICATE_PARAM
+                return R.R555_DUPLICATE_PARAM
             continue
         params[key] = given
     return params
@@ -185,29 +185,29 @@ def parse_mail(arg: str, max_size: int) -> MailParams | Reply:
         if key == "SIZE":
             # RFC 1870 section 6: a declared size over the limit is refused at once.
             if value is None or not _SIZE_RE.fullmatch(value):
-                return R.R501_PARAM_SYNTAX
+                return R.R555_PARAM_SYNTAX
             size = int(value)
             if size > max_size:
                 return R.R552_TOO_BIG
         elif key == "BODY":
             body = (value or "").upper()
             if body not in ("7BIT", "8BITMIME", "BINARYMIME"):
-                return R.R501_PARAM_SYNTAX
+                return R.R555_PARAM_SYNTAX
             binarymime = body == "BINARYMIME"
         elif key == "SMTPUTF8":
             if value is not None:
-                return R.R501_PARAM_SYNTAX
+                return R.R555_PARAM_SYNTAX
             smtputf8 = True
         elif key == "RET":
             if (value or "").upper() not in ("FULL", "HDRS"):
-                return R.R501_PARAM_SYNTAX
+                return R.R555_PARAM_SYNTAX
         elif key == "ENVID":
             if value is None or len(value) > MAX_ENVID or not _XTEXT_RE.fullmatch(value):
-                return R.R501_PARAM_SYNTAX
+                return R.R555_PARAM_SYNTAX
         elif key == "AUTH":
             # RFC 4954 section 5: AUTH=<> or AUTH=xtext identity; accepted and ignored.
             if value is None or (value != "<>" and not _XTEXT_RE.fullmatch(value)):
-                return R.R501_PARAM_SYNTAX
+                return R.R555_PARAM_SYNTAX
         else:
             return R.R555_UNKNOWN_PARAM
     if not smtputf8 and not address.isascii():
@@ -225,10 +225,10 @@ def parse_rcpt(arg: str, smtputf8: bool) -> str | Reply:
     for key, value in params.items():
         if key == "NOTIFY":
             if value is None or not _valid_notify(value.upper()):
-                return R.R501_PARAM_SYNTAX
+                return R.R555_PARAM_SYNTAX
         elif key == "ORCPT":
             if value is None or not _valid_orcpt(value, smtputf8):
-                return R.R501_PARAM_SYNTAX
+                return R.R555_PARAM_SYNTAX
         else:
             return R.R555_UNKNOWN_PARAM
     if not smtputf8 and not address.isascii():

@@ -2,13 +2,16 @@
 
 # RFC 5321 section 4.5.3.1.4: a command line is at most 512 octets, CRLF included.
 MAX_COMMAND_LINE = 512
+# RFC 5321 section 4.5.3.1.5: a reply line too, its code and CRLF included.
+MAX_REPLY_LINE = 512
 # RFC 4954 section 4: an AUTH command line (with its initial response) and
 # each SASL response line may be up to 12288 octets.
 MAX_AUTH_LINE = 12288
 # RFC 5321 section 4.5.3.1.6: a text line is at most 1000 octets, CRLF
-# included; a client doubles a leading dot (section 4.5.2), so one octet more
-# can arrive on the wire for a line that was legal before stuffing.
-MAX_TEXT_LINE = 1000 + 1
+# included, "not counting the leading dot duplicated for transparency": a
+# line the client dot-stuffed (section 4.5.2) may have one octet more on the
+# wire, and only such a line (reader.DataReader checks both).
+MAX_TEXT_LINE = 1000
 # The classic server closed a session after ten unknown commands.
 MAX_UNKNOWN_COMMANDS = 10
 # Header bytes kept while looking for X-Blackhole-* switches. Headers beyond

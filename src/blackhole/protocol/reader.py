@@ -141,7 +141,7 @@ class DataReader:
     starts with a dot look like every other line.
     """
 
-    __slots__ = ("_line", "_skip", "headers", "long_line", "max_size", "size")
+    __slots__ = ("_dot", "_line", "_skip", "headers", "long_line", "max_size", "size")
 
     def __init__(self, max_size: int, headers: HeaderScanner | None) -> None:
         self.max_size = max_size
@@ -149,6 +149,7 @@ class DataReader:
         self.long_line = False
         self._skip = len(DATA_PREFIX)  # prefix bytes not yet consumed: not content
         self._line = 0  # length of the partial line left at the end of the last chunk
+        self._dot = False  # that partial line starts with a (stuffed) dot
         self.headers = headers
 
     @property
@@ -187,30 +188,42 @@ class DataReader:
             self._check_lines(buf, n)
 
     def _check_lines(self, buf: bytearray, n: int) -> None:
-        # RFC 5321 4.5.3.1.6: text lines of at most 1000 octets (+1 for a
-        # stuffed dot). Rather than split the chunk into lines (an object per
-        # line), jump: from a line start s, the last LF in the next MAX octets
-        # proves every line starting before it is short enough, so each
-        # rfind skips a whole window of short lines at C speed.
+        # RFC 5321 4.5.3.1.6: text lines of at most 1000 octets, CRLF
+        # included, one more for a line that starts with a stuffed dot
+        # (section 4.5.2). Rather than split the chunk into lines (an object
+        # per line), jump: from a line start s, the last LF in the next MAX
+        # octets proves every line starting before it is short enough, so
+        # each rfind skips a whole window of short lines at C speed. Only a
+        # line longer than MAX is looked at: it passes if it is MAX + 1 and
+        # starts with a dot.
         limit = MAX_TEXT_LINE
         first = buf.find(b"\n", 0, n)
         if first < 0:
+            if not self._line:
+                self._dot = buf[0] == 46  # "."
             self._line += n
-            if self._line > limit:
+            if self._line > limit + self._dot:  # over, even before its LF
                 self.long_line = True
             return
         if self._line + first + 1 > limit:
-            self.long_line = True
-            return
+            dot = self._dot if self._line else buf[0] == 46
+            if self._line + first + 1 > limit + dot:
+                self.long_line = True
+                return
         start = first + 1
         while n - start > limit:
             last = buf.rfind(b"\n", start, start + limit)
             if last < 0:
-                self.long_line = True
-                return
+                if buf[start] != 46 or buf[start + limit] != 10:  # ".", LF
+                    self.long_line = True
+                    return
+                last = start + limit
             start = last + 1
         last = buf.rfind(b"\n", start, n)
-        self._line = n - (last + 1 if last >= 0 else start)
+        begin = last + 1 if last >= 0 else start
+        self._line = n - begin
+        if begin < n:
+            self._dot = buf[begin] == 46
 
 
 class ChunkReader:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import lru_cache
 
+from blackhole.protocol.limits import MAX_REPLY_LINE
+
 
 class Reply:
     """An SMTP reply: a code, an optional enhanced status code, one or more lines."""
@@ -95,6 +97,8 @@ R451_INTERNAL = Reply(451, "4.3.0", "Internal error, try again later")
 R452_TOO_MANY_RCPT = Reply(452, "4.5.3", "Too many recipients")
 # --- 5xx ---------------------------------------------------------------------
 R500_LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long")
+# RFC 4954 section 6: a SASL response longer than the server takes.
+R500_AUTH_LINE_TOO_LONG = Reply(500, "5.5.6", "Authentication exchange line is too long")
 R500_BAD_ENCODING = Reply(500, "5.5.2", "Syntax error, command is not valid UTF-8")
 R500_BAD_BYTES = Reply(500, "5.5.2", "Syntax error, command contains forbidden bytes")
 R500_USE_LHLO = Reply(500, "5.5.1", "This is an LMTP server: use LHLO (RFC 2033)")
@@ -107,8 +111,6 @@ R501_SENDER_SYNTAX = Reply(501, "5.1.7", "Bad sender address syntax")
 R501_RCPT_ADDR_SYNTAX = Reply(501, "5.1.3", "Bad recipient address syntax")
 R501_VRFY_SYNTAX = Reply(501, "5.5.4", "Syntax: VRFY <address>")
 R501_NO_ARGS = Reply(501, "5.5.4", "Syntax error, no parameters allowed")
-R501_PARAM_SYNTAX = Reply(501, "5.5.4", "Syntax error in parameters")
-R501_DUPLICATE_PARAM = Reply(501, "5.5.4", "Duplicate parameter")
 R501_AUTH_SYNTAX = Reply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
 R501_AUTH_CANCELLED = Reply(501, "5.0.0", "Authentication cancelled")
 R501_AUTH_BASE64 = Reply(501, "5.5.2", "Cannot decode base64 response")
@@ -133,7 +135,11 @@ R538_ENCRYPTION_REQUIRED = Reply(538, "5.7.11", "Encryption required for authent
 R550_EXPN_DENIED = Reply(550, "5.7.1", "Not authorised")
 R552_TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 R553_NEED_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
+# SPEC.md: unknown *or malformed* MAIL/RCPT parameters get 555 5.5.4 (RFC 5321
+# 4.2.3 would allow 501 for a malformed one; clients take both as permanent).
 R555_UNKNOWN_PARAM = Reply(555, "5.5.4", "Unsupported parameter")
+R555_PARAM_SYNTAX = Reply(555, "5.5.4", "Syntax error in parameters")
+R555_DUPLICATE_PARAM = Reply(555, "5.5.4", "Duplicate parameter")
 
 # The classic bounce answers, with the enhanced code (RFC 3463) that fits each.
 BOUNCES: tuple[Reply, ...] = (
@@ -150,6 +156,23 @@ BOUNCES: tuple[Reply, ...] = (
 )
 
 
+def echo(before: str, client: str, after: str = "", enhanced: str | None = None) -> str:
+    """Reply text that quotes the client (a HELO name, a VRFY argument).
+
+    RFC 5321 4.5.3.1.5: a reply line is at most 512 octets; a command line
+    may be as long, so what the client said is cut (at a whole UTF-8
+    character) to leave room for the code, the enhanced code, ``before``,
+    ``after`` and CRLF.
+    """
+    room = MAX_REPLY_LINE - len("250 \r\n") - len((before + after).encode())
+    if enhanced:
+        room -= len(enhanced) + 1
+    data = client.encode()
+    if len(data) > room:
+        client = data[: max(room, 0)].decode("utf-8", "ignore")
+    return before + client + after
+
+
 def queued(queue_id: str) -> Reply:
     return Reply(250, "2.0.0", f"OK: queued as {queue_id}")
 
@@ -164,7 +187,7 @@ def greeting(mailname: str, lmtp: bool = False) -> Reply:
 @lru_cache(maxsize=256)
 def hello(mailname: str, client: str) -> bytes:
     """HELO's 250 (RFC 5321 4.1.1.1): the server's name, then the client's."""
-    return Reply(250, None, f"{mailname} Hello {client}").wire
+    return Reply(250, None, echo(f"{mailname} Hello ", client)).wire
 
 
 def bdat_chunk(size: int) -> Reply:
@@ -172,11 +195,11 @@ def bdat_chunk(size: int) -> Reply:
 
 
 def vrfy_pass(address: str) -> Reply:
-    return Reply(250, "2.0.0", f"<{address}> OK")
+    return Reply(250, "2.0.0", echo("<", address, "> OK", "2.0.0"))
 
 
 def vrfy_fail(address: str) -> Reply:
-    return Reply(550, "5.7.1", f"<{address}> unknown")
+    return Reply(550, "5.7.1", echo("<", address, "> unknown", "5.7.1"))
 
 
 def challenge(b64: str) -> Reply:

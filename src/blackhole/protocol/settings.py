@@ -45,3 +45,8 @@ class SessionSettings:
     # RFC 2195: a unique challenge "<random.timestamp@host>"; made by the adapter
     # because the core has no clock and no randomness of its own.
     challenge: Callable[[], str] = field(default=_no_challenge)
+
+    def forbids(self, verb: str) -> bool:
+        """Whether a command line starting with ``verb`` (upper case) ends the session."""
+        forbidden = self.forbidden_commands
+        return bool(forbidden) and (verb in forbidden or verb.endswith(":"))

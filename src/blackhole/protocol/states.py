@@ -270,8 +270,9 @@ def offered(verb: str, *, tls: bool, auth: bool, lmtp: bool = False) -> bool:
 # Memoised: every connection of a load test sends the same EHLO; the reply is
 # immutable and depends only on these arguments (bounded, like the MAIL cache).
 @lru_cache(maxsize=256)
-def ehlo_reply(greeting: str, max_size: int, *, tls: bool, auth: bool) -> Reply:
+def ehlo_reply(mailname: str, client: str, max_size: int, *, tls: bool, auth: bool) -> Reply:
     """The EHLO answer (RFC 5321 4.1.1.1): the greeting line, then the keywords offered."""
+    greeting = R.echo(f"{mailname} Hello ", client)
     lines = [greeting, *(k.format(max_size=max_size) for k in SERVICE_EXTENSIONS)]
     for verb, command in COMMANDS.items():
         if command.keywords and offered(verb, tls=tls, auth=auth):
