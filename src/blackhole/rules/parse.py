@@ -27,6 +27,7 @@ from blackhole.rules.model import Actions, Key, Matchers, Rule, Selection, Sourc
 T = TypeVar("T")
 
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
+PORT = re.compile(r"[0-9]{1,5}")  # ASCII digits: str.isdigit() takes "²", which int() refuses
 MATCHER_KEYS = (
     "listener", "client", "tls", "helo", "auth_user",
     "sender", "recipient", "header", "size", "message",
@@ -271,7 +272,7 @@ def _tls_fault(value: object) -> TLSFault:
 def _listener(value: object) -> int | str:
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536:
         return value
-    if isinstance(value, str) and value.isdigit() and 0 < int(value) < 65536:
+    if isinstance(value, str) and PORT.fullmatch(value) and 0 < int(value) < 65536:
         return int(value)
     if isinstance(value, str) and value:
         return value.lower()
