@@ -226,6 +226,10 @@ class _RuleReader:
             ends.append("tls")
         if len(ends) > 1:
             self.problem(None, f"{' and '.join(ends)} cannot be combined: choose one")
+        if fault is not None and actions.reply is not None and actions.reply.code != 220:
+            # RULES.md "tls": the fault comes after a 220 (RFC 3207 4: "220 Ready to
+            # start TLS"); after any other reply the client never starts a handshake.
+            self.problem("reply", f"tls = {fault.value!r} answers 220, not {actions.reply.code}")
         silent = [k for k in ("drop", "reset", "hang") if getattr(actions, k)]
         if silent and "reply" in self.raw:
             self.problem("reply", f"is never sent with {silent[0]} = true")

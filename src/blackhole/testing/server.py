@@ -198,7 +198,13 @@ class Blackhole:
     # --- control ----------------------------------------------------------------------
 
     def _api(self) -> ControlClient:
-        self._running()
+        server = self._running()
+        code = server.proc.poll()
+        if code is not None:
+            # Else the test sees ConnectionRefusedError and no hint of why.
+            raise RuntimeError(
+                f"this Blackhole's server has exited (code {code}); it said:\n{server.text()}"
+            )
         assert self._control is not None
         return self._control
 
