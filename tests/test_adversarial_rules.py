@@ -8,13 +8,18 @@ from __future__ import annotations
 import re
 import signal
 import smtplib
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from blackhole.rules.parse import RulesError, parse_text
 from blackhole.testing import Blackhole, ControlError
+from tests.e2e import Factory
+from tests.rulesrv import rules_server
 from tests.smtpclient import Client, insecure_context
 
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")  # each log line's timestamp
@@ -147,3 +152,39 @@ def test_a_multi_line_reply_keeps_the_log_one_line_per_record(bh: Blackhole) -> 
     at = next(i for i, line in enumerate(lines) if "rule two-lines at rcpt" in line)
     stray = [line for line in lines[at:] if not LOG_LINE.match(line)]
     assert stray == [], stray
+
+
+def numbered_rules(count: int, reply: str = "451 4.3.0 busy") -> str:
+    return "".join(
+        f'[[rule]]\nname = "r{i}"\nat = "noop"\nfirst = 1\nreply = "{reply}"\n'
+        for i in range(count)
+    )
+
+
+@pytest.mark.parametrize("test_only", [True, False], ids=["dash-t", "start"])
+def test_a_rules_file_with_more_rules_than_can_be_in_force_is_refused(
+    tmp_path: Path, test_only: bool
+) -> None:
+    """257 rules passed -t and started: past 256 the rules went uncounted (a
+    warning), and stateful ones past 1024 answered 451 4.3.0 Internal error."""
+    (tmp_path / "rules.toml").write_text(numbered_rules(257))
+    conf = tmp_path / "b.conf"
+    conf.write_text("listen = 127.0.0.1:0\nrules = rules.toml\n")
+    command = [sys.executable, "-m", "blackhole", *(["-t"] if test_only else []), "-c", str(conf)]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=20, check=False, cwd=tmp_path
+    )
+    assert done.returncode == 64, done.stderr
+    assert "rules.toml: 257 rules; at most 256 can be in force" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_reload_to_more_rules_than_can_be_in_force_keeps_the_old_rules(
+    server_factory: Factory, tmp_path: Path
+) -> None:
+    server = rules_server(server_factory, tmp_path, numbered_rules(1, "250 2.0.0 old"))
+    (tmp_path / "rules.toml").write_text(numbered_rules(300, "250 2.0.0 new"))
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for(r"reload refused: .*rules.toml: 300 rules; at most 256")
+    with Client.connect(server.port()) as client:
+        assert client.cmd("NOOP").text == "2.0.0 old"
