@@ -272,3 +272,12 @@ def test_a_reload_clashing_with_an_api_rule_is_refused_as_a_whole(tmp_path: Path
         assert sorted(listed) == [("n", "noop"), ("x", "rset")]
         with Client.connect(server.port) as client:
             assert client.cmd("NOOP").text == "2.0.0 old"
+
+
+def test_a_rules_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    """The config file takes a BOM a Windows editor left; the rules file was
+    refused for it with 'not valid TOML: Invalid statement (at line 1, column 1)'."""
+    rules = tmp_path / "rules.toml"
+    rules.write_bytes(b'\xef\xbb\xbf[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 bom"\n')
+    with Blackhole(tls=False, rules=str(rules)) as server, Client.connect(server.port) as client:
+        assert client.cmd("NOOP").text == "2.0.0 bom"

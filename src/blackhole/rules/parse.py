@@ -354,7 +354,9 @@ def parse_text(text: str, filename: str = "<rules>") -> RuleFile:
 def parse_file(path: str | Path) -> RuleFile:
     """A rules file by path; an unreadable file is a ``RulesError`` too."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # utf-8-sig, as for the config file: a byte-order mark left by a Windows
+        # editor is not part of line 1 (tomllib takes it for a bad statement).
+        text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise RulesError(f"{path}: cannot read the rules file: {exc}") from None
     return parse_text(text, str(path))
