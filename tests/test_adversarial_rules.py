@@ -18,8 +18,6 @@ import pytest
 
 from blackhole.rules.parse import RulesError, parse_text
 from blackhole.testing import Blackhole, ControlError
-from tests.e2e import Factory
-from tests.rulesrv import rules_server
 from tests.smtpclient import Client, insecure_context
 
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")  # each log line's timestamp
@@ -159,69 +157,39 @@ def test_a_multi_line_reply_keeps_the_log_one_line_per_record(bh: Blackhole) -> 
     assert stray == [], stray
 
 
-def numbered_rules(count: int, reply: str = "451 4.3.0 busy") -> str:
+def numbered_rules(count: int) -> str:
     return "".join(
-        f'[[rule]]\nname = "r{i}"\nat = "noop"\nfirst = 1\nreply = "{reply}"\n'
+        f'[[rule]]\nname = "r{i}"\nat = "noop"\nfirst = 1\nreply = "451 4.3.0 busy"\n'
         for i in range(count)
     )
 
 
-@pytest.mark.parametrize("test_only", [True, False], ids=["dash-t", "start"])
-def test_a_rules_file_with_more_rules_than_can_be_in_force_is_refused(
-    tmp_path: Path, test_only: bool
+@pytest.mark.xfail(
+    strict=True,
+    reason="a rules file of more rules than can be in force passes -t and starts: past"
+    " observe.layout.MAX_RULES (256) its rules go uncounted (one warning), and stateful"
+    " ones past hub.sharedstore.RULE_SLOTS (1024) answer 451 4.3.0 Internal error; the"
+    " fix belongs in rules/parse.py (refuse it with FILE: N rules), once the lead settles"
+    " the limit: tests/test_e2e_sharedstate.py fills the shared table with one file of"
+    " 1025 rules, which such a refusal rules out",
+)
+def test_a_rules_file_with_more_rules_than_can_be_in_force_is_refused_by_dash_t(
+    tmp_path: Path,
 ) -> None:
-    """257 rules passed -t and started: past 256 the rules went uncounted (a
-    warning), and stateful ones past 1024 answered 451 4.3.0 Internal error."""
     (tmp_path / "rules.toml").write_text(numbered_rules(257))
     conf = tmp_path / "b.conf"
     conf.write_text("listen = 127.0.0.1:0\nrules = rules.toml\n")
-    command = [sys.executable, "-m", "blackhole", *(["-t"] if test_only else []), "-c", str(conf)]
     done = subprocess.run(
-        command, capture_output=True, text=True, timeout=20, check=False, cwd=tmp_path
+        [sys.executable, "-m", "blackhole", "-t", "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        cwd=tmp_path,
     )
     assert done.returncode == 64, done.stderr
     assert "rules.toml: 257 rules; at most 256 can be in force" in done.stderr
     assert "Traceback" not in done.stderr
-
-
-def test_a_reload_to_more_rules_than_can_be_in_force_keeps_the_old_rules(
-    server_factory: Factory, tmp_path: Path
-) -> None:
-    server = rules_server(server_factory, tmp_path, numbered_rules(1, "250 2.0.0 old"))
-    (tmp_path / "rules.toml").write_text(numbered_rules(300, "250 2.0.0 new"))
-    server.proc.send_signal(signal.SIGHUP)
-    server.wait_for(r"reload refused: .*rules.toml: 300 rules; at most 256")
-    with Client.connect(server.port()) as client:
-        assert client.cmd("NOOP").text == "2.0.0 old"
-
-
-UTF8_HEADERS = (
-    "header fields are decoded as Latin-1 (protocol/reader.py _header_fields), so a"
-    " UTF-8 value (RFC 6532, SMTPUTF8) is mojibake to header matchers and records; the"
-    " fix belongs there: decode each line as UTF-8, Latin-1 only when it is not UTF-8"
-)
-GREETING = "Subject: Grüße aus Köln\r\n\r\nhi\r\n".encode()
-
-
-@pytest.mark.xfail(strict=True, reason=UTF8_HEADERS)
-def test_a_header_matcher_holds_for_a_utf8_value(bh: Blackhole) -> None:
-    bh.add_rule(
-        {"name": "u", "at": "end", "header": {"Subject": "GRÜSSE*"}, "reply": "451 4.3.0 x"}
-    )
-    message = "Subject: grüsse\r\n\r\nhi\r\n".encode()
-    with (
-        smtplib.SMTP(bh.host, bh.port, timeout=10) as client,
-        pytest.raises(smtplib.SMTPDataError) as refused,
-    ):
-        client.sendmail("a@example.com", ["b@example.com"], message, mail_options=["SMTPUTF8"])
-    assert refused.value.smtp_code == 451
-
-
-@pytest.mark.xfail(strict=True, reason=UTF8_HEADERS)
-def test_a_utf8_header_is_recorded_as_sent(bh: Blackhole) -> None:
-    with smtplib.SMTP(bh.host, bh.port, timeout=10) as client:
-        client.sendmail("a@example.com", ["b@example.com"], GREETING, mail_options=["SMTPUTF8"])
-    assert bh.wait_for(1)[0].headers["Subject"] == "Grüße aus Köln"
 
 
 @pytest.mark.xfail(strict=True, reason=SUCCESS_BELOW_400)
@@ -281,3 +249,32 @@ def test_a_rules_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     rules.write_bytes(b'\xef\xbb\xbf[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 bom"\n')
     with Blackhole(tls=False, rules=str(rules)) as server, Client.connect(server.port) as client:
         assert client.cmd("NOOP").text == "2.0.0 bom"
+
+
+UTF8_HEADERS = (
+    "header fields are decoded as Latin-1 (protocol/reader.py _header_fields), so a"
+    " UTF-8 value (RFC 6532, SMTPUTF8) is mojibake to header matchers and records; the"
+    " fix belongs there: decode each line as UTF-8, Latin-1 only when it is not UTF-8"
+)
+GREETING = "Subject: Grüße aus Köln\r\n\r\nhi\r\n".encode()
+
+
+@pytest.mark.xfail(strict=True, reason=UTF8_HEADERS)
+def test_a_header_matcher_holds_for_a_utf8_value(bh: Blackhole) -> None:
+    bh.add_rule(
+        {"name": "u", "at": "end", "header": {"Subject": "GRÜSSE*"}, "reply": "451 4.3.0 x"}
+    )
+    message = "Subject: grüsse\r\n\r\nhi\r\n".encode()
+    with (
+        smtplib.SMTP(bh.host, bh.port, timeout=10) as client,
+        pytest.raises(smtplib.SMTPDataError) as refused,
+    ):
+        client.sendmail("a@example.com", ["b@example.com"], message, mail_options=["SMTPUTF8"])
+    assert refused.value.smtp_code == 451
+
+
+@pytest.mark.xfail(strict=True, reason=UTF8_HEADERS)
+def test_a_utf8_header_is_recorded_as_sent(bh: Blackhole) -> None:
+    with smtplib.SMTP(bh.host, bh.port, timeout=10) as client:
+        client.sendmail("a@example.com", ["b@example.com"], GREETING, mail_options=["SMTPUTF8"])
+    assert bh.wait_for(1)[0].headers["Subject"] == "Grüße aus Köln"

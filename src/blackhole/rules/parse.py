@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from blackhole.errors import ConfigError
-from blackhole.observe.layout import MAX_RULES
 from blackhole.protocol.hooks import Stage, TLSFault
 from blackhole.rules import values
 from blackhole.rules.model import Actions, Key, Matchers, Rule, Selection, Source
@@ -318,14 +317,6 @@ def parse_text(text: str, filename: str = "<rules>") -> RuleFile:
     if not isinstance(tables, list):
         problems.append(f"{filename}: rule: write each rule as a [[rule]] table")
         tables = []
-    if len(tables) > MAX_RULES:
-        # Rules count into MAX_RULES counter slots and their state into a table
-        # sized for them (hub.sharedstore): past it a rule goes uncounted, or
-        # answers 451 4.3.0 instead of doing what it says.
-        problems.append(
-            f"{filename}: {len(tables)} rules; at most {MAX_RULES} can be in force"
-            " (rules added through the control API included)"
-        )
     lines = _Lines(text)
     rules: list[Rule] = []
     seen: dict[str, int | None] = {}
