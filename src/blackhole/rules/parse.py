@@ -27,6 +27,7 @@ from blackhole.rules.model import Actions, Key, Matchers, Rule, Selection, Sourc
 T = TypeVar("T")
 
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
+PORT = re.compile(r"[0-9]{1,5}")  # ASCII digits: str.isdigit() takes "²", which int() refuses
 MATCHER_KEYS = (
     "listener", "client", "tls", "helo", "auth_user",
     "sender", "recipient", "header", "size", "message",
@@ -225,6 +226,10 @@ class _RuleReader:
             ends.append("tls")
         if len(ends) > 1:
             self.problem(None, f"{' and '.join(ends)} cannot be combined: choose one")
+        if fault is not None and actions.reply is not None and actions.reply.code != 220:
+            # RULES.md "tls": the fault comes after a 220 (RFC 3207 4: "220 Ready to
+            # start TLS"); after any other reply the client never starts a handshake.
+            self.problem("reply", f"tls = {fault.value!r} answers 220, not {actions.reply.code}")
         silent = [k for k in ("drop", "reset", "hang") if getattr(actions, k)]
         if silent and "reply" in self.raw:
             self.problem("reply", f"is never sent with {silent[0]} = true")
@@ -271,7 +276,7 @@ def _tls_fault(value: object) -> TLSFault:
 def _listener(value: object) -> int | str:
     if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536:
         return value
-    if isinstance(value, str) and value.isdigit() and 0 < int(value) < 65536:
+    if isinstance(value, str) and PORT.fullmatch(value) and 0 < int(value) < 65536:
         return int(value)
     if isinstance(value, str) and value:
         return value.lower()
@@ -340,7 +345,9 @@ def parse_text(text: str, filename: str = "<rules>") -> RuleFile:
 def parse_file(path: str | Path) -> RuleFile:
     """A rules file by path; an unreadable file is a ``RulesError`` too."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # utf-8-sig, as for the config file: a byte-order mark left by a Windows
+        # editor is not part of line 1 (tomllib takes it for a bad statement).
+        text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise RulesError(f"{path}: cannot read the rules file: {exc}") from None
     return parse_text(text, str(path))

@@ -27,6 +27,9 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _REPLY = re.compile(r"(\d{3})(?: +(\d)\.(\d{1,3})\.(\d{1,3})(?=$| ))?(?: +(.*))?", re.DOTALL)
 # RFC 5321 4.2: textstring = 1*( %d09 / %d32-126 ).
 _TEXT = re.compile(r"[\t\x20-\x7e]*")
+# ASCII digits only: str.isdigit() also takes "²" and other digits int() refuses,
+# and a count of more than 20 digits is no count of bytes or messages.
+_COUNT = re.compile(r"[0-9]{1,20}")
 
 
 # A reply needs some text after the code (RFC 5321 4.2: "Reply-line ... [ textstring ]"
@@ -65,8 +68,8 @@ def window(value: object) -> tuple[float, float | None]:
 
 
 def _count(text: str, what: str) -> int:
-    if not text.isdigit():
-        raise ValueError(f"{text!r} is not a whole number of {what}")
+    if not _COUNT.fullmatch(text):
+        raise ValueError(f"{text[:40]!r} is not a whole number of {what}")
     return int(text)
 
 

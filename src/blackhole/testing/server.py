@@ -26,6 +26,7 @@ import shutil
 import ssl
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -81,7 +82,7 @@ class Blackhole:
         if isinstance(rules, str | os.PathLike):
             self._options["rules"] = rules
         elif rules is not None:
-            self._rules = [dict(rule) for rule in rules]
+            self._rules = [_rule_body(rule) for rule in rules]
         self._tls = tls
         self._lmtp = lmtp
         self._record = record
@@ -197,7 +198,13 @@ class Blackhole:
     # --- control ----------------------------------------------------------------------
 
     def _api(self) -> ControlClient:
-        self._running()
+        server = self._running()
+        code = server.proc.poll()
+        if code is not None:
+            # Else the test sees ConnectionRefusedError and no hint of why.
+            raise RuntimeError(
+                f"this Blackhole's server has exited (code {code}); it said:\n{server.text()}"
+            )
         assert self._control is not None
         return self._control
 
@@ -240,7 +247,7 @@ class Blackhole:
 
     def add_rule(self, rule: Rule, ttl: float | None = None) -> dict[str, Any]:
         """Add a rule (RULES.md fields); in force on every worker when this returns."""
-        body = dict(rule)
+        body = _rule_body(rule)
         if ttl is not None:
             body["ttl"] = ttl
         stored: dict[str, Any] = self._api().request("POST", "/rules", body)
@@ -248,7 +255,9 @@ class Blackhole:
 
     def remove_rule(self, name: str) -> None:
         """Remove an API rule by name (``ControlError`` 404 if there is none)."""
-        self._api().request("DELETE", f"/rules/{name}")
+        # Quoted: a name no rule can have ("my rule") is then the API's 404,
+        # not an http.client error about the URL.
+        self._api().request("DELETE", f"/rules/{urllib.parse.quote(name, safe='')}")
 
     def clear_rules(self) -> None:
         """Remove every API rule (rules from a rules file stay)."""
@@ -267,6 +276,13 @@ class Blackhole:
         """The ``GET /stats`` dictionary: messages by outcome, replies by code, rules' hits..."""
         figures: dict[str, Any] = self._api().request("GET", "/stats")
         return figures
+
+
+def _rule_body(rule: object) -> dict[str, Any]:
+    # dict() of a string or a list fails with a message about sequences.
+    if not isinstance(rule, Mapping):
+        raise TypeError(f"a rule is a dictionary of RULES.md fields, not {rule!r}")
+    return dict(rule)
 
 
 def _check_wanted(messages: int) -> None:
