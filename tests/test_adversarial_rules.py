@@ -28,10 +28,6 @@ LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")  # each log line's time
 # takes the recipient after a 354. The fix belongs there (or staging.py): success
 # only for what the command's success is (RFC 5321 4.3.2: 354 to DATA, 2xx to
 # the rest; 250 is BDAT's), the refusal path for any other code.
-SUCCESS_BELOW_400 = (
-    "a rule's reply below 400 takes the command's success path even when it is no"
-    " success for that command (protocol/core.py resolve())"
-)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +42,6 @@ def clean(bh: Blackhole) -> None:
     bh.reset()
 
 
-@pytest.mark.xfail(strict=True, reason=SUCCESS_BELOW_400)
 def test_a_2xx_reply_at_data_leaves_the_session_in_command_mode(bh: Blackhole) -> None:
     """RULES.md allows any code 200-599 at `data`. smtplib, told 250 to DATA,
     raises SMTPDataError and sends RSET (RFC 5321 4.3.2: DATA's success is
@@ -136,12 +131,6 @@ def test_a_server_that_has_exited_is_named_by_the_next_call() -> None:
         server.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the info line saying which rule acted carries the reply's lines as they are"
-    " (server/steering.py describe()), so a multi-line reply starts log lines with no"
-    " timestamp or level; the fix belongs there: join the lines",
-)
 def test_a_multi_line_reply_keeps_the_log_one_line_per_record(bh: Blackhole) -> None:
     bh.add_rule({"name": "two-lines", "at": "rcpt", "reply": "452 4.2.2 Mailbox full\nTry later"})
     with Client.connect(bh.port) as client:
@@ -192,7 +181,6 @@ def test_a_rules_file_with_more_rules_than_can_be_in_force_is_refused_by_dash_t(
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=SUCCESS_BELOW_400)
 def test_a_3xx_reply_at_rcpt_does_not_accept_the_recipient_on_lmtp(bh: Blackhole) -> None:
     """RFC 2033 4.2: one reply after the data for each RCPT that succeeded, a
     2xx. A rule's 354 at rcpt took the recipient, so the server sent one reply
@@ -251,15 +239,9 @@ def test_a_rules_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
         assert client.cmd("NOOP").text == "2.0.0 bom"
 
 
-UTF8_HEADERS = (
-    "header fields are decoded as Latin-1 (protocol/reader.py _header_fields), so a"
-    " UTF-8 value (RFC 6532, SMTPUTF8) is mojibake to header matchers and records; the"
-    " fix belongs there: decode each line as UTF-8, Latin-1 only when it is not UTF-8"
-)
 GREETING = "Subject: Grüße aus Köln\r\n\r\nhi\r\n".encode()
 
 
-@pytest.mark.xfail(strict=True, reason=UTF8_HEADERS)
 def test_a_header_matcher_holds_for_a_utf8_value(bh: Blackhole) -> None:
     bh.add_rule(
         {"name": "u", "at": "end", "header": {"Subject": "GRÜSSE*"}, "reply": "451 4.3.0 x"}
@@ -273,7 +255,6 @@ def test_a_header_matcher_holds_for_a_utf8_value(bh: Blackhole) -> None:
     assert refused.value.smtp_code == 451
 
 
-@pytest.mark.xfail(strict=True, reason=UTF8_HEADERS)
 def test_a_utf8_header_is_recorded_as_sent(bh: Blackhole) -> None:
     with smtplib.SMTP(bh.host, bh.port, timeout=10) as client:
         client.sendmail("a@example.com", ["b@example.com"], GREETING, mail_options=["SMTPUTF8"])

@@ -117,12 +117,16 @@ class HeaderScanner:
 def _header_fields(buf: bytes) -> list[tuple[str, str]]:
     """Unfolded ``(name, stripped value)`` pairs (RFC 5322 2.2.3).
 
-    Latin-1 decodes any byte: header rules match text, and a header that is
-    not UTF-8 must not be able to hide from them or break the session.
+    A line is read as UTF-8 (RFC 6532: internationalised headers), else as
+    Latin-1, which decodes any byte: header rules match text, and a header
+    that is not UTF-8 must not be able to hide from them or break the session.
     """
     fields: list[tuple[str, str]] = []
     for raw in buf.replace(b"\r\n", b"\n").split(b"\n"):
-        line = raw.decode("latin-1")
+        try:
+            line = raw.decode()
+        except UnicodeDecodeError:
+            line = raw.decode("latin-1")
         if line[:1] in (" ", "\t") and fields:
             name, value = fields[-1]
             fields[-1] = (name, f"{value} {line.strip()}".strip())

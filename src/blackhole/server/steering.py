@@ -65,7 +65,8 @@ def describe(verdict: Verdict) -> str:
     if verdict.tls is not None:
         parts.append(f"tls {verdict.tls}")
     if verdict.reply is not None:
-        parts.append(f"reply {verdict.reply.code} {verdict.reply.text}")
+        # One log line: a multi-line reply's lines joined.
+        parts.append(f"reply {verdict.reply.code} {' / '.join(verdict.reply.lines)}")
     return ", ".join(parts) or "pass"
 
 
