@@ -85,8 +85,9 @@ class Commands:
     # to run for a positive verdict (None: as usual) or a refusal.
     _resume = M.COMMAND
     # The class of a rule's reply that lets the paused stage go on: 2xx, but
-    # 3xx for DATA, whose go-ahead is 354 (RFC 5321 4.2.1, 4.3.2). Any other
-    # reply takes the failure path, so that client and server stay in step.
+    # 3xx for the DATA command, whose go-ahead is 354 (RFC 5321 4.2.1, 4.3.2;
+    # BDAT's is 250, RFC 3030 2). Any other reply takes the failure path, so
+    # that client and server stay in step.
     _positive = 2
     _apply: Callable[[Reply | None], None] | None = None
     _refuse: Callable[[Reply], None] | None = None
@@ -100,7 +101,7 @@ class Commands:
     ) -> None:
         """Report a watched stage and hold input until the adapter resolves it."""
         self._resume, self._apply, self._refuse = resume, apply, refuse
-        self._positive = 3 if event.stage is H.DATA else 2
+        self._positive = 3 if event.verb == "DATA" else 2  # BDAT's go-ahead is 250
         self._mode = M.STAGE
         self.events.append(event)
 
