@@ -18,6 +18,24 @@ def _change(value: float | None, reference: float | None) -> str:
     return "–" if share is None else f"{(share - 1) * 100:+.1f} %"
 
 
+def _having(
+    load: Load, scenarios: Sequence[Scenario], field: str
+) -> tuple[list[Scenario], list[str]]:
+    """The scenarios with a figure for ``field``, and the servers that have it there."""
+    shown = [
+        s
+        for s in scenarios
+        if any(row.get(field) is not None for row in load.get(s.name, {}).values())
+    ]
+    names = dict.fromkeys(
+        name
+        for s in shown
+        for name, row in load.get(s.name, {}).items()
+        if row.get(field) is not None
+    )
+    return shown, list(names)
+
+
 def cost_table(load: Load, scenarios: Sequence[Scenario]) -> list[str]:
     """Per feature: µs CPU/msg with and without it, and the difference in %."""
     names = list(dict.fromkeys(name for rows in load.values() for name in rows))
@@ -52,21 +70,9 @@ def cost_table(load: Load, scenarios: Sequence[Scenario]) -> list[str]:
 def process_table(load: Load, scenarios: Sequence[Scenario]) -> list[str]:
     """Blackhole's CPU per message by process: its workers, its hub (control API, shared
     rule state), and the rest of the tree (the supervisor)."""
-    shown = [
-        s
-        for s in scenarios
-        if any(row.get("hub") is not None for row in load.get(s.name, {}).values())
-    ]
+    shown, names = _having(load, scenarios, "hub")
     if not shown:
         return []
-    names = list(
-        dict.fromkeys(
-            name
-            for s in shown
-            for name, row in load.get(s.name, {}).items()
-            if row.get("hub") is not None
-        )
-    )
     out = [
         "",
         "### Where Blackhole's CPU goes (µs CPU/msg, medians: workers / hub / whole tree)",
@@ -93,14 +99,9 @@ def kernel_table(load: Load, scenarios: Sequence[Scenario]) -> list[str]:
     loopback the kernel's part (system calls, and the TCP work of both ends that
     a sender's writes run) is much the same for any server speaking the same
     SMTP, so the user-space part is where servers differ."""
-    shown = [
-        s
-        for s in scenarios
-        if any(row.get("user") is not None for row in load.get(s.name, {}).values())
-    ]
+    shown, names = _having(load, scenarios, "user")
     if not shown:
         return []
-    names = list(dict.fromkeys(name for s in shown for name in load.get(s.name, {})))
     out = [
         "",
         "### User space and kernel (server µs CPU/msg, medians: user / kernel)",

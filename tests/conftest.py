@@ -1,7 +1,8 @@
-"""Shared fixtures: certificates made in the test run, a running server."""
+"""Shared fixtures: certificates made in the test run, a running server, bench/ importable."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -56,3 +57,19 @@ def server(
         f"tls_cert = {cert}\ntls_key = {key}\ntimeout = 30\n"
     )
     return server_factory(config)
+
+
+@pytest.fixture
+def bench_on_path() -> Iterator[None]:
+    """bench/'s modules import each other by plain name, as bench/run.py does:
+    imported inside a test with bench/ on the path, and forgotten after it."""
+    bench = str(Path(__file__).resolve().parent.parent / "bench")
+    before = set(sys.modules)
+    sys.path.insert(0, bench)
+    try:
+        yield
+    finally:
+        sys.path.remove(bench)
+        for name in set(sys.modules) - before:
+            if bench in str(getattr(sys.modules[name], "__file__", "")):
+                del sys.modules[name]

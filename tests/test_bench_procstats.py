@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
+pytestmark = pytest.mark.usefixtures("bench_on_path")
 
 # Burns about 0.3 s of its own CPU, in user space (arithmetic) or in the kernel
 # (copying from /dev/zero), then says so and waits to be told to exit: its CPU
@@ -29,19 +27,6 @@ while time.process_time() < 0.3:
 print("done", flush=True)
 sys.stdin.readline()
 """
-
-
-@pytest.fixture(autouse=True)
-def bench_on_path() -> Iterator[None]:
-    before = set(sys.modules)
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield
-    finally:
-        sys.path.remove(str(BENCH))
-        for name in set(sys.modules) - before:
-            if str(BENCH) in str(getattr(sys.modules[name], "__file__", "")):
-                del sys.modules[name]
 
 
 def _burnt(where: str) -> tuple[float, float]:

@@ -3,28 +3,11 @@ of "cost of each feature"."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-
-
-@pytest.fixture(autouse=True)
-def bench_on_path() -> Iterator[None]:
-    """The bench's modules import each other by plain name, as run.py does: imported
-    inside the tests with bench/ on the path, and forgotten after each."""
-    before = set(sys.modules)
-    sys.path.insert(0, str(BENCH))
-    try:
-        yield
-    finally:
-        sys.path.remove(str(BENCH))
-        for name in set(sys.modules) - before:
-            if str(BENCH) in str(getattr(sys.modules[name], "__file__", "")):
-                del sys.modules[name]
+pytestmark = pytest.mark.usefixtures("bench_on_path")
 
 
 def test_names_and_their_features() -> None:
