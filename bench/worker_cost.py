@@ -185,16 +185,40 @@ def _wait_port(port_file: Path, proc: subprocess.Popen[bytes]) -> int:
     raise SystemExit("the server did not start")
 
 
+@dataclasses.dataclass(frozen=True)
+class Served:
+    """What the serving process runs: Blackhole's worker, or the floor (bench/floor.py)."""
+
+    rules: str | None = None
+    eventlog: bool = False
+    floor: bool = False
+
+    def argv(self, port_file: Path, extra: list[str]) -> list[str]:
+        if self.floor:
+            return [sys.executable, str(BENCH_DIR / "floor.py"), str(port_file)]
+        argv = [sys.executable, __file__, "--serve", str(port_file), *extra]
+        if self.rules is not None:
+            argv += ["--rules", self.rules]
+        if self.eventlog:
+            argv.append("--eventlog")
+        return argv
+
+    def name(self) -> str:
+        if self.floor:
+            return "floor"
+        return (
+            "worker"
+            + (f"+{self.rules}" if self.rules else "")
+            + ("+eventlog" if self.eventlog else "")
+        )
+
+
 def _start(
-    prefix: list[str], rules: str | None, workdir: Path, extra: list[str], eventlog: bool
+    prefix: list[str], served: Served, workdir: Path, extra: list[str]
 ) -> tuple[subprocess.Popen[bytes], int]:
     port_file = workdir / "port"
     port_file.unlink(missing_ok=True)
-    argv = [*prefix, sys.executable, __file__, "--serve", str(port_file), *extra]
-    if rules is not None:
-        argv += ["--rules", rules]
-    if eventlog:
-        argv.append("--eventlog")
+    argv = [*prefix, *served.argv(port_file, extra)]
     env = dict(os.environ, PYTHONHASHSEED="0")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, env=env)
     return proc, _wait_port(port_file, proc)
@@ -214,10 +238,10 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def measure_cpu(
-    load: Scenario, count: int, rules: str | None, repeat: int, workdir: Path, *, eventlog: bool
+    load: Scenario, count: int, served: Served, repeat: int, workdir: Path
 ) -> list[tuple[float, float]]:
     """(CPU, user CPU) microseconds per message, per run."""
-    proc, port = _start([], rules, workdir, [], eventlog)
+    proc, port = _start([], served, workdir, [])
     try:
         _source(load, max(50, count // 10), port)  # warm up: imports, caches, allocator
         figures = []
@@ -238,8 +262,8 @@ def measure_sink(load: Scenario, count: int, repeat: int) -> list[tuple[float, f
     with socket.socket() as s:
         s.bind((HOST, 0))
         port = s.getsockname()[1]
-    user = ["-u", "nobody"] if os.geteuid() == 0 else []
-    proc = subprocess.Popen([sink, *user, "-m", "1000", f"{HOST}:{port}", "4096"])
+    as_user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    proc = subprocess.Popen([sink, *as_user, "-m", "1000", f"{HOST}:{port}", "4096"])
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -249,33 +273,30 @@ def measure_sink(load: Scenario, count: int, repeat: int) -> list[tuple[float, f
             time.sleep(0.01)
         figures = []
         for _ in range(repeat):
-            before = _ticks(proc.pid)
+            cpu, user = _ticks(proc.pid)
             _source(load, count, port)
-            figures.append(((_ticks(proc.pid) - before) / count * 1e6, 0.0))
+            cpu_after, user_after = _ticks(proc.pid)
+            figures.append(((cpu_after - cpu) / count * 1e6, (user_after - user) / count * 1e6))
         return figures
     finally:
         proc.terminate()
         proc.wait()
 
 
-def _ticks(pid: int) -> float:
+def _ticks(pid: int) -> tuple[float, float]:
+    """(CPU seconds, of which in user space) of a process not ours to signal (proc(5))."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    user, system = int(fields[11]), int(fields[12])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + system) / tick, user / tick
 
 
 def _callgrind_run(
-    load: Scenario,
-    count: int,
-    rules: str | None,
-    workdir: Path,
-    keep: Path | None,
-    *,
-    eventlog: bool,
+    load: Scenario, count: int, served: Served, workdir: Path, keep: Path | None
 ) -> int:
-    log = ".eventlog" if eventlog else ""
-    out = (keep or workdir) / f"callgrind.{load.name}.{rules or 'plain'}{log}.{count}.out"
+    out = (keep or workdir) / f"callgrind.{load.name}.{served.name()}.{count}.out"
     prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-    proc, port = _start(prefix, rules, workdir, [], eventlog)
+    proc, port = _start(prefix, served, workdir, [])
     try:
         _source(load, count, port)
     finally:
@@ -287,35 +308,27 @@ def _callgrind_run(
 
 
 def measure_callgrind(
-    load: Scenario,
-    count: int,
-    rules: str | None,
-    workdir: Path,
-    keep: Path | None,
-    *,
-    eventlog: bool,
+    load: Scenario, count: int, served: Served, workdir: Path, keep: Path | None
 ) -> float:
-    one = _callgrind_run(load, count, rules, workdir, keep, eventlog=eventlog)
-    two = _callgrind_run(load, 2 * count, rules, workdir, keep, eventlog=eventlog)
+    one = _callgrind_run(load, count, served, workdir, keep)
+    two = _callgrind_run(load, 2 * count, served, workdir, keep)
     return (two - one) / count
 
 
 def measure_profile(
     load: Scenario,
     count: int,
-    rules: str | None,
+    served: Served,
     workdir: Path,
     *,
     top: int,
     callers: str | None,
     keep: Path | None,
-    eventlog: bool,
 ) -> None:
     import pstats  # noqa: PLC0415
 
-    log = ".eventlog" if eventlog else ""
-    stats_file = (keep or workdir) / f"profile.{load.name}.{rules or 'plain'}{log}.out"
-    proc, port = _start([], rules, workdir, ["--profile", str(stats_file)], eventlog)
+    stats_file = (keep or workdir) / f"profile.{load.name}.{served.name()}.out"
+    proc, port = _start([], served, workdir, ["--profile", str(stats_file)])
     try:
         _source(load, count, port)
     finally:
@@ -339,7 +352,16 @@ def main() -> int:
         help="parallel smtp-source sessions (default: the load's; callgrind 1, which makes "
         "the loop's wake-ups, and so the count, the same from run to run)",
     )
-    parser.add_argument("--sink", action="store_true", help="measure smtp-sink instead")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--sink", action="store_true", help="measure smtp-sink instead")
+    which.add_argument(
+        "--floor", action="store_true", help="measure bench/floor.py instead (cpu, callgrind)"
+    )
+    which.add_argument(
+        "--compare",
+        action="store_true",
+        help="cpu: smtp-sink, the floor and the worker in turn, --repeat rounds, as ratios",
+    )
     parser.add_argument(
         "--eventlog", action="store_true", help="the worker writes the event log to a file"
     )
@@ -358,45 +380,60 @@ def main() -> int:
     sessions = args.sessions or (1 if args.measure == "callgrind" else load.sessions)
     load = dataclasses.replace(load, sessions=sessions)
     count = args.count or (300 if args.measure == "callgrind" else 5000)
-    name = "smtp-sink" if args.sink else f"worker{'+' + args.rules if args.rules else ''}"
-    name += "+eventlog" if args.eventlog and not args.sink else ""
+    served = Served(args.rules, args.eventlog, args.floor)
+    if (args.sink or args.compare) and args.measure != "cpu":
+        parser.error("--sink and --compare measure cpu only")
+    if args.floor and args.measure == "profile":
+        parser.error("--floor: cpu or callgrind")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        if args.sink:
-            figures = measure_sink(load, count, args.repeat)
+        if args.compare:
+            _compare(load, count, served, args.repeat, workdir)
+        elif args.sink:
+            _print(f"{load.name} smtp-sink", measure_sink(load, count, args.repeat))
         elif args.measure == "cpu":
-            figures = measure_cpu(
-                load, count, args.rules, args.repeat, workdir, eventlog=args.eventlog
-            )
+            figures = measure_cpu(load, count, served, args.repeat, workdir)
+            _print(f"{load.name} {served.name()}", figures)
         elif args.measure == "callgrind":
-            per = measure_callgrind(
-                load, count, args.rules, workdir, args.keep, eventlog=args.eventlog
-            )
-            print(f"{load.name} {name}: {per:,.0f} instructions/msg")
-            return 0
+            per = measure_callgrind(load, count, served, workdir, args.keep)
+            print(f"{load.name} {served.name()}: {per:,.0f} instructions/msg")
         else:
             measure_profile(
-                load,
-                count,
-                args.rules,
-                workdir,
-                top=args.top,
-                callers=args.callers,
-                keep=args.keep,
-                eventlog=args.eventlog,
+                load, count, served, workdir, top=args.top, callers=args.callers, keep=args.keep
             )
-            return 0
-    if args.sink:
-        runs = " ".join(f"{f:.1f}" for f, _ in figures)
-        cpu = statistics.median(f for f, _ in figures)
-        print(f"{load.name} {name}: {cpu:.1f} us/msg CPU (runs: {runs})")
-    else:
-        runs = " ".join(f"{f:.1f}/{u:.1f}" for f, u in figures)
+    return 0
+
+
+def _print(label: str, figures: list[tuple[float, float]]) -> None:
+    runs = " ".join(f"{f:.1f}/{u:.1f}" for f, u in figures)
+    cpu = statistics.median(f for f, _ in figures)
+    user = statistics.median(u for _, u in figures)
+    print(f"{label}: {cpu:.1f} us/msg CPU, {user:.1f} in user space")
+    print(f"  runs (total/user): {runs}")
+
+
+def _compare(load: Scenario, count: int, served: Served, repeat: int, workdir: Path) -> None:
+    """smtp-sink, the floor and the worker, one run each per round, as ratios to smtp-sink.
+
+    Rounds alternate the three so that a change in the machine's load falls
+    on all of them; the medians are taken per server.
+    """
+    floor = dataclasses.replace(served, floor=True)
+    runs: dict[str, list[tuple[float, float]]] = {"smtp-sink": [], "floor": [], served.name(): []}
+    for _ in range(repeat):
+        runs["smtp-sink"] += measure_sink(load, count, 1)
+        runs["floor"] += measure_cpu(load, count, floor, 1, workdir)
+        runs[served.name()] += measure_cpu(load, count, served, 1, workdir)
+    sink = statistics.median(f for f, _ in runs["smtp-sink"])
+    sink_user = statistics.median(u for _, u in runs["smtp-sink"])
+    print(f"{load.name}, {count} messages x {repeat} rounds: us/msg CPU (user), ratio to smtp-sink")
+    for name, figures in runs.items():
         cpu = statistics.median(f for f, _ in figures)
         user = statistics.median(u for _, u in figures)
-        print(f"{load.name} {name}: {cpu:.1f} us/msg CPU, {user:.1f} in user space")
-        print(f"  runs (total/user): {runs}")
-    return 0
+        print(
+            f"  {name:<28} {cpu:7.1f} ({user:5.1f})  {cpu / sink:5.2f}x"
+            f"  user {user / sink_user if sink_user else float('nan'):5.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,84 @@
+"""bench/floor.py, the floor Blackhole's CPU per message is compared with: it must
+carry the bench's real load (Postfix smtp-source, with and without connection
+reuse, and a pipelined client) to the end, or its figure would be no floor."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.proctools import wait_until
+
+FLOOR = Path(__file__).resolve().parent.parent / "bench" / "floor.py"
+
+
+@pytest.fixture
+def floor(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen(
+        [sys.executable, str(FLOOR), str(port_file)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        text = wait_until(
+            lambda: port_file.read_text() if port_file.exists() else "", what="the floor's port"
+        )
+        yield proc, int(text)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_smtp_source_delivers_every_message(
+    floor: tuple[subprocess.Popen[str], int], reuse: bool
+) -> None:
+    source = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+    argv = [source, "-s", "3", "-m", "30", "-l", "3000", "-M", "localhost"]
+    argv += ["-d"] if reuse else []
+    argv += ["-f", "a@localhost", "-t", "b@localhost", f"127.0.0.1:{floor[1]}"]
+    # smtp-source exits non-zero on any reply it did not expect or a lost connection.
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_pipelined_commands_and_an_empty_message_get_one_reply_each(
+    floor: tuple[subprocess.Popen[str], int],
+) -> None:
+    with socket.create_connection(("127.0.0.1", floor[1]), timeout=10) as sock:
+        reader = sock.makefile("rb")
+        assert reader.readline().startswith(b"220")
+        sock.sendall(b"EHLO c\r\nMAIL FROM:<a@x>\r\nRCPT TO:<b@x>\r\nDATA\r\n")
+        assert [reader.readline()[:3] for _ in range(4)] == [b"250", b"250", b"250", b"354"]
+        sock.sendall(b".\r\nQUIT\r\n")  # an empty message, then QUIT in the same read
+        assert [reader.readline()[:3] for _ in range(2)] == [b"250", b"221"]
+        assert reader.readline() == b""  # closed after 221
+
+
+def test_a_message_split_inside_its_end_is_still_found(
+    floor: tuple[subprocess.Popen[str], int],
+) -> None:
+    client = smtplib.SMTP("127.0.0.1", floor[1], timeout=10)
+    try:
+        code, _ = client.docmd("DATA")
+        assert code == 354
+        client.send(b"Subject: x\r\n\r\nbody\r\n.")
+        client.send(b"\r\n")
+        assert client.getreply()[0] == 250
+    finally:
+        client.close()
+
+
+def test_sigusr1_reports_its_cpu(floor: tuple[subprocess.Popen[str], int]) -> None:
+    proc, _port = floor
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.stdout is not None
+    word, total, user = proc.stdout.readline().split()
+    assert word == "cpu" and float(total) >= float(user) > 0
