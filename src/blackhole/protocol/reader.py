@@ -8,8 +8,6 @@ nothing here loops over lines in Python on the hot path.
 
 from __future__ import annotations
 
-import re
-
 from blackhole.protocol.limits import MAX_HEADER_SCAN, MAX_TEXT_LINE
 
 # RFC 5321 section 4.1.1.4: the content ends with <CRLF>.<CRLF>, and only that:
@@ -24,8 +22,10 @@ _KEEP = len(TERMINATOR) - 1
 _STUFFED = b"\r\n."
 DATA_PREFIX = b"\r\n"
 
-
-_SWITCH_RE = re.compile(rb"x-blackhole-", re.IGNORECASE)
+# Header field names are case-insensitive (RFC 5322 section 1.2.2). Lowering
+# the kept header section and finding the prefix costs a few instructions per
+# octet; an IGNORECASE regex search cost ten times as many, on every message.
+_SWITCH_PREFIX = b"x-blackhole-"
 
 
 class HeaderScanner:
@@ -93,7 +93,7 @@ class HeaderScanner:
 
     def switches(self) -> tuple[str | None, str | None]:
         """(X-Blackhole-Mode, X-Blackhole-Delay) raw values; the last one wins."""
-        if _SWITCH_RE.search(self._buf) is None:  # no copy for the common case
+        if self._buf.lower().find(_SWITCH_PREFIX) < 0:  # the fields are parsed only if found
             return None, None
         mode = delay = None
         for name, value in self.fields():

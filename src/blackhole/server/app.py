@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -22,7 +23,7 @@ from blackhole.config.model import Config, Listener
 from blackhole.policy.decide import Policy
 from blackhole.rules.model import Rule
 from blackhole.rules.store import Store
-from blackhole.server.connection import SMTPProtocol
+from blackhole.server.connection import SMTPProtocol, open_session
 from blackhole.server.context import ListenerContext, build_context
 from blackhole.server.observing import Observation, listener_labels
 from blackhole.server.rulestate import WorkerRules
@@ -132,7 +133,7 @@ class Worker:
         if self.config is not config:  # a SIGHUP reload, not the first load
             self._reload_rules(config)
         self.config = config
-        self.contexts = contexts
+        self.contexts[:] = contexts  # in place: the protocol factories read this list
 
     def _reload_rules(self, config: Config) -> None:
         rules = self.state.rules
@@ -166,10 +167,8 @@ class Worker:
             self._servers.append(server)
 
     def _factory(self, index: int) -> Callable[[], SMTPProtocol]:
-        def factory() -> SMTPProtocol:
-            return SMTPProtocol(self.contexts[index], self.state)
-
-        return factory
+        # Reads self.contexts when called: replaced in place by a reload.
+        return functools.partial(open_session, self.contexts, index, self.state)
 
     def stop_accepting(self) -> None:
         """Take no new connections; sessions in flight carry on as if nothing happened.

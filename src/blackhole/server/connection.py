@@ -307,3 +307,13 @@ class SMTPProtocol(Securing):
             self.obs.meter.started = time.perf_counter()
             core.timeout()
             self._pump(core)
+
+
+def open_session(contexts: list[ListenerContext], index: int, server: ServerState) -> SMTPProtocol:
+    """A new session on listener ``index``, with the listener's context as it is now.
+
+    The worker's protocol factory is this function bound by ``functools.partial``
+    to a list the worker updates in place on reload: called from C, where a
+    closure in the (interpreted) worker module ran a Python frame per connection.
+    """
+    return SMTPProtocol(contexts[index], server)

@@ -77,6 +77,7 @@ class Steering:
         "_barred",
         "_client",
         "_core",
+        "_debug",
         "_early",
         "_generation",
         "_where",
@@ -90,6 +91,10 @@ class Steering:
         self.session = session
         self.rules = rules
         self._core = core
+        # At debug level every rule that does not hold says so. The level is
+        # read once per session: the logging call costs hundreds of
+        # instructions, and it was read at every watched event.
+        self._debug = log.isEnabledFor(logging.DEBUG)
         # A verdict screen() reached for the stage event the core reports next.
         self._early: Verdict | None = None
         self._client = session.client[0] if session.client is not None else None
@@ -127,8 +132,8 @@ class Steering:
 
     def _screen_off(self) -> bool:
         # Conventions decide on their own; at debug level every rule that
-        # does not hold says so (the level may change during a session).
-        return bool(self.rules.conventions) or log.isEnabledFor(logging.DEBUG)
+        # does not hold says so.
+        return bool(self.rules.conventions) or self._debug
 
     def _rebar(self, ruleset: RuleSet) -> None:
         """The rules changed (API, SIGHUP): which stages this client is barred from."""
@@ -147,7 +152,7 @@ class Steering:
         core reports the stage (``reached``), with the verdict reached here.
         """
         rules = self.rules
-        if rules.conventions or log.isEnabledFor(logging.DEBUG):
+        if rules.conventions or self._debug:
             return True  # as _screen_off()
         ruleset = rules.ruleset
         if ruleset.generation != self._generation:
@@ -182,7 +187,7 @@ class Steering:
         ruleset = rules.ruleset
         if _END not in ruleset.stages:
             return False  # no rule at end (the core reports every message)
-        if log.isEnabledFor(logging.DEBUG):
+        if self._debug:
             return True  # as _screen_off()
         if ruleset.generation != self._generation:
             self._rebar(ruleset)
@@ -208,7 +213,7 @@ class Steering:
         waiting = self.rules.ruleset.waiting_stages
         if waiting and stage in waiting:
             return self._later(core, stage, facts, self._resolver(core, stage))
-        verdict = self.evaluate_now(stage, facts, log.isEnabledFor(logging.DEBUG))
+        verdict = self.evaluate_now(stage, facts, self._debug)
         if verdict is None:
             # No rule acts (the usual case): the command runs as usual.
             core.resolve(None)
@@ -247,7 +252,7 @@ class Steering:
         facts = end_facts(self.where, core, event)
         if _END in self.rules.ruleset.waiting_stages:
             return self._later(core, _END, facts, done)
-        verdict = self.evaluate_now(_END, facts, log.isEnabledFor(logging.DEBUG))
+        verdict = self.evaluate_now(_END, facts, self._debug)
         return self._act(core, _END, verdict, done, later=False)
 
     # --- deciding -------------------------------------------------------------------
