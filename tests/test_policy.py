@@ -243,3 +243,14 @@ def test_bounces_carry_the_classic_texts_and_fitting_enhanced_codes() -> None:
         assert re.fullmatch(r"[245]\.[0-9]{1,3}\.[0-9]{1,3}", bounce.enhanced)
         assert bounce.enhanced[0] == str(bounce.code)[0]
         assert bounce.wire == (f"{bounce.code} {bounce.enhanced} {bounce.text}\r\n").encode()
+
+
+@pytest.mark.parametrize("start", [0, 0xFFE, 0xABCDE, (1 << 24) - 3, 1 << 40])
+def test_queue_ids_are_the_prefix_and_the_counter_in_at_least_six_hex_digits(start: int) -> None:
+    decider = policy()
+    first = decider.queue_id()
+    prefix = first[: -len("000001")]
+    assert first == f"{prefix}000001"
+    decider._counter = start  # jump to the digits under test
+    for n in range(start + 1, start + 6):
+        assert decider.queue_id() == f"{prefix}{n:06X}"

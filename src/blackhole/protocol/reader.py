@@ -59,6 +59,20 @@ class HeaderScanner:
         stop = min(end, start + MAX_HEADER_SCAN - len(buf))
         # Cut at a blank line found in the new bytes (no copy needed to look).
         cut = data.find(b"\n\r\n", start, stop)
+        if (
+            cut >= 0
+            and not buf
+            and data[start] != 13  # "\r"
+            and data[start] != 10  # "\n"
+            and data.find(b"\n\n", start, cut + 1) < 0
+        ):
+            # The usual case: the whole header section in the first read,
+            # ended by a CRLF blank line and no bare-LF one before it. What
+            # the general path below finds, without its four more searches.
+            buf += data[start : cut + 1]
+            self.end = cut + 3 - start  # the blank line's CRLF included
+            self.done = True
+            return
         if cut < 0:
             cut = data.find(b"\n\n", start, stop)
         if cut >= 0:
