@@ -26,7 +26,7 @@ from blackhole.protocol import replies as R
 from blackhole.protocol.core import SMTPConnection
 from blackhole.protocol.events import MessageReceived
 from blackhole.protocol.settings import SessionSettings
-from blackhole.server.observing import Observation
+from blackhole.server.observing import Observation, SessionObservation
 
 CONTENT = b"Subject: x\r\n\r\n" + (b"x" * 76 + b"\r\n") * 13 + b".\r\n"
 LINES = (b"MAIL FROM:<a@example.com>\r\n", b"RCPT TO:<b@example.com>\r\n", b"DATA\r\n", CONTENT)
@@ -36,7 +36,7 @@ def run(directory: Path, logged: bool, messages: int) -> float:
     observation = Observation.private(["127.0.0.1:2525"])
     if logged:
         observation.event_log = EventLog(str(directory / "events.jsonl"))
-    session = observation.session("127.0.0.1:2525", "w1-s1")
+    session = SessionObservation(observation, "127.0.0.1:2525", "w1-s1")
     session.client = "127.0.0.1"
     core = SMTPConnection(SessionSettings(mailname="mx.test"))
     core.meter = session.meter

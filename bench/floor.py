@@ -10,9 +10,10 @@ same loads as Blackhole's worker and smtp-sink, so that the part of a
 message's CPU no feature and no code of Blackhole's can remove is a figure,
 not a guess (docs/performance.md, "The floor of Python on uvloop").
 
-Run alone: ``python bench/floor.py PORT_FILE`` binds an ephemeral loopback
-port, writes it to PORT_FILE, and serves until SIGTERM; SIGUSR1 prints its
-CPU seconds (total, then user) on stdout.
+``python bench/floor.py PORT_FILE`` binds an ephemeral loopback port and
+writes it to PORT_FILE (``worker_cost.py``); ``python bench/floor.py --listen
+HOST:PORT`` binds that address (``run.py``'s server ``floor``). It serves
+until SIGTERM; SIGUSR1 prints its CPU seconds (total, then user) on stdout.
 """
 
 from __future__ import annotations
@@ -91,16 +92,27 @@ def _report() -> None:
     print(f"cpu {usage.ru_utime + usage.ru_stime:.6f} {usage.ru_utime:.6f}", flush=True)
 
 
-async def serve(port_file: Path) -> None:
+async def serve(host: str, port: int, port_file: Path | None) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(Floor, "127.0.0.1", 0, backlog=1024)
+    server = await loop.create_server(Floor, host, port, backlog=4096)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, _report)
-    port_file.write_text(str(server.sockets[0].getsockname()[1]))
+    if port_file is not None:
+        port_file.write_text(str(server.sockets[0].getsockname()[1]))
     await stop.wait()
     server.close()
 
 
+def main(argv: list[str]) -> None:
+    if len(argv) == 2 and argv[0] == "--listen":
+        host, _, port = argv[1].rpartition(":")
+        uvloop.run(serve(host, int(port), None))
+    elif len(argv) == 1:
+        uvloop.run(serve("127.0.0.1", 0, Path(argv[0])))
+    else:
+        raise SystemExit("usage: floor.py PORT_FILE | floor.py --listen HOST:PORT")
+
+
 if __name__ == "__main__":
-    uvloop.run(serve(Path(sys.argv[1])))
+    main(sys.argv[1:])

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from classic_venv import CLASSIC_VERSION, VenvError, classic_env, classic_python
 from procstats import event_loop_of, group_alive
-from scenarios import CLASSIC_SLOW, Scenario
+from scenarios import CLASSIC_SLOW, SCENARIOS, Scenario
 from variants import FEATURES, NO_COUNTING_ENV, Variant, parse_variant
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -33,6 +33,7 @@ HOST = "127.0.0.1"  # every byte of load goes to loopback, nowhere else
 SBIN = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
 ALL_SERVERS = (
     "smtp-sink",
+    "floor",
     "s_server",
     "aiosmtpd",
     "classic-1w",
@@ -91,7 +92,7 @@ class Server:
     """A server under test: how to start it, and the process once it runs."""
 
     name: str
-    kind: str  # "smtp-sink" | "s_server" | "aiosmtpd" | "classic" | "blackhole"
+    kind: str  # "smtp-sink" | "floor" | "s_server" | "aiosmtpd" | "classic" | "blackhole"
     workdir: Path
     cert: Path
     key: Path
@@ -123,7 +124,7 @@ class Server:
 
     @property
     def has_tls(self) -> bool:
-        return self.kind != "smtp-sink"
+        return self.kind not in ("smtp-sink", "floor")
 
     @property
     def has_smtp(self) -> bool:
@@ -150,6 +151,10 @@ class Server:
             user = ["-u", "nobody"] if os.geteuid() == 0 else []
             # -m: sessions served at once (default 256 would queue the 500 and idle tests).
             argv = [sink, *user, "-m", str(self.idle_capacity), f"{HOST}:{self.port}", "4096"]
+            return argv, env
+        if self.kind == "floor":
+            # bench/floor.py: the least a Python sink on uvloop costs (bench/README.md).
+            argv = [sys.executable, str(BENCH_DIR / "floor.py"), "--listen", f"{HOST}:{self.port}"]
             return argv, env
         if self.kind == "s_server":
             # The TLS reference of this machine: OpenSSL's own server on the same key and
@@ -343,6 +348,12 @@ def make_server(
             raise SystemExit(f"bad server name {name!r}: use classic-Nw")
         workers = int(match.group(1) or 1)
         return Server(name, "classic", workdir, cert, key, workers, capacity, **extra)
+    if name == "floor":
+        # The SMTP loads and the latency phase: its script knows no TLS, and
+        # idle sessions would only measure uvloop's transports.
+        floor = Server(name, name, workdir, cert, key, 1, capacity, **extra)
+        floor.phases = frozenset([*(s.name for s in SCENARIOS), "latency"])
+        return floor
     if name in ("smtp-sink", "aiosmtpd", "s_server"):
         return Server(name, name, workdir, cert, key, 1, capacity, **extra)
     raise SystemExit(f"unknown server {name!r}; known: {', '.join(ALL_SERVERS)}")
@@ -362,7 +373,7 @@ def running(servers: Sequence[Server], status: dict[str, str]) -> Iterator[list[
                 server.stop()
                 continue
             started.append(server)
-            if server.kind in ("aiosmtpd", "classic", "blackhole"):
+            if server.kind in ("floor", "aiosmtpd", "classic", "blackhole"):
                 status.setdefault(server.name, f"ok, {event_loop_of(server.pid)}")
             else:
                 status.setdefault(server.name, "ok")

@@ -147,7 +147,8 @@ def tls_sessions_phase(
     """Every kind on every server it applies to, servers alternating each repetition."""
     for rep in range(options.repeat):
         for kind in KINDS:
-            for server in servers[rep % len(servers) :] + servers[: rep % len(servers)]:
+            turn = rep % len(servers)
+            for server in [*servers[turn:], *servers[:turn]]:
                 if not applies(kind, server):
                     continue
                 run = run_kind(server, kind, options.tls_seconds, options.tls_clients, rep)

@@ -82,3 +82,22 @@ def test_sigusr1_reports_its_cpu(floor: tuple[subprocess.Popen[str], int]) -> No
     assert proc.stdout is not None
     word, total, user = proc.stdout.readline().split()
     assert word == "cpu" and float(total) >= float(user) > 0
+
+
+@pytest.mark.usefixtures("bench_on_path")
+def test_run_py_serves_the_floor_in_the_smtp_loads_and_latency_only(tmp_path: Path) -> None:
+    from run import parse_args
+    from servers import make_cert, make_server
+
+    cert, key = make_cert(tmp_path)
+    server = make_server("floor", tmp_path, cert, key, parse_args([]))
+    assert server.has_smtp and not server.has_tls
+    assert server.takes_part("1k-new") and server.takes_part("latency")
+    assert not server.takes_part("idle") and not server.takes_part("tls-sessions")
+    server.start()  # polls until it greets with 220
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            assert sock.makefile("rb").readline().startswith(b"220")
+    finally:
+        server.stop()
+    assert server.proc is None
