@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from blackhole.observe.layout import MAX_RULES
 from blackhole.rules.parse import RulesError, parse_text
 from blackhole.testing import Blackhole, ControlError
 from tests.smtpclient import Client, insecure_context
@@ -153,32 +154,61 @@ def numbered_rules(count: int) -> str:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a rules file of more rules than can be in force passes -t and starts: past"
-    " observe.layout.MAX_RULES (256) its rules go uncounted (one warning), and stateful"
-    " ones past hub.sharedstore.RULE_SLOTS (1024) answer 451 4.3.0 Internal error; the"
-    " fix belongs in rules/parse.py (refuse it with FILE: N rules), once the lead settles"
-    " the limit: tests/test_e2e_sharedstate.py fills the shared table with one file of"
-    " 1025 rules, which such a refusal rules out",
-)
-def test_a_rules_file_with_more_rules_than_can_be_in_force_is_refused_by_dash_t(
-    tmp_path: Path,
-) -> None:
-    (tmp_path / "rules.toml").write_text(numbered_rules(257))
+def run_blackhole(
+    tmp_path: Path, rule_count: int, *switches: str
+) -> subprocess.CompletedProcess[str]:
+    """``blackhole SWITCHES -c b.conf`` with a rules file of ``rule_count`` rules."""
+    (tmp_path / "rules.toml").write_text(numbered_rules(rule_count))
     conf = tmp_path / "b.conf"
     conf.write_text("listen = 127.0.0.1:0\nrules = rules.toml\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "blackhole", "-t", "-c", str(conf)],
+    return subprocess.run(
+        [sys.executable, "-m", "blackhole", *switches, "-c", str(conf)],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
         cwd=tmp_path,
     )
+
+
+def test_a_rules_file_with_more_rules_than_can_be_in_force_is_refused_by_dash_t(
+    tmp_path: Path,
+) -> None:
+    done = run_blackhole(tmp_path, 257, "-t")
     assert done.returncode == 64, done.stderr
     assert "rules.toml: 257 rules; at most 256 can be in force" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_rules_file_with_as_many_rules_as_can_be_in_force_passes_dash_t(
+    tmp_path: Path,
+) -> None:
+    done = run_blackhole(tmp_path, MAX_RULES, "-t")
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_rules_file_with_more_rules_than_can_be_in_force_stops_start_up(
+    tmp_path: Path,
+) -> None:
+    done = run_blackhole(tmp_path, MAX_RULES + 1)
+    assert done.returncode == 64, done.stderr
+    assert f"rules.toml: {MAX_RULES + 1} rules; at most {MAX_RULES} can be in force" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_a_reload_to_more_rules_than_can_be_in_force_is_refused(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 old"\n')
+    with Blackhole(tls=False, rules=str(rules)) as server:
+        rules.write_text(numbered_rules(MAX_RULES + 1))
+        server._server.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+        log = wait_for_log(server, "configuration reloaded", "still serving with the previous")
+        assert "configuration reloaded" not in log
+        assert f"reload refused: {rules}: {MAX_RULES + 1} rules; at most {MAX_RULES}" in log
+        with Client.connect(server.port) as client:
+            assert client.cmd("NOOP").text == "2.0.0 old"
 
 
 def test_a_3xx_reply_at_rcpt_does_not_accept_the_recipient_on_lmtp(bh: Blackhole) -> None:

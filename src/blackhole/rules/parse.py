@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from blackhole.errors import ConfigError
+from blackhole.observe.layout import MAX_RULES
 from blackhole.protocol.hooks import Stage, TLSFault
 from blackhole.rules import values
 from blackhole.rules.model import Actions, Key, Matchers, Rule, Selection, Source
@@ -317,6 +318,11 @@ def parse_text(text: str, filename: str = "<rules>") -> RuleFile:
     if not isinstance(tables, list):
         problems.append(f"{filename}: rule: write each rule as a [[rule]] table")
         tables = []
+    if len(tables) > MAX_RULES:
+        # Each rule in force counts in a slot of its own (observe.ruleslots),
+        # API rules included: past the last slot a rule would act uncounted,
+        # and its state would have no room in the shared table.
+        problems.append(f"{filename}: {len(tables)} rules; at most {MAX_RULES} can be in force")
     lines = _Lines(text)
     rules: list[Rule] = []
     seen: dict[str, int | None] = {}
