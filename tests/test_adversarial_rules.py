@@ -234,14 +234,6 @@ def wait_for_log(server: Blackhole, *patterns: str, timeout: float = 10.0) -> st
     return text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a reload whose file names a rule like an API rule is refused by each worker"
-    " (rules.engine RuleSet.reload) after the supervisor has accepted it: the log says"
-    " 'configuration reloaded' and GET /rules lists the new file rules, a second 'x'"
-    " among them, while the workers keep the old ones; the check belongs before the"
-    " supervisor accepts the reload (supervisor/reloading.py with the hub's API rules)",
-)
 def test_a_reload_clashing_with_an_api_rule_is_refused_as_a_whole(tmp_path: Path) -> None:
     rules = tmp_path / "rules.toml"
     rules.write_text('[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 old"\n')
@@ -254,10 +246,25 @@ def test_a_reload_clashing_with_an_api_rule_is_refused_as_a_whole(tmp_path: Path
         server._server.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
         log = wait_for_log(server, "configuration reloaded", "still serving with the previous")
         assert "reload refused" in log and "configuration reloaded" not in log
+        assert (
+            f'reload refused: {rules}:5: rule "x": name: already used by a rule added through'
+            " the API" in log
+        )
         listed = [(rule["name"], rule["at"]) for rule in server.rules()]
         assert sorted(listed) == [("n", "noop"), ("x", "rset")]
         with Client.connect(server.port) as client:
             assert client.cmd("NOOP").text == "2.0.0 old"
+            assert client.cmd("RSET").text == "2.0.0 api"
+            assert client.cmd("VRFY x").code != 550
+        # Once the API rule is gone, the same file is taken.
+        server.remove_rule("x")
+        server._server.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+        wait_for_log(server, "configuration reloaded")
+        listed = [(rule["name"], rule["at"]) for rule in server.rules()]
+        assert sorted(listed) == [("n", "noop"), ("x", "vrfy")]
+        with Client.connect(server.port) as client:
+            assert client.cmd("NOOP").text == "2.0.0 new"
+            assert client.cmd("VRFY x").code == 550
 
 
 def test_a_rules_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:

@@ -30,9 +30,11 @@ from blackhole.hub.backend import HubBackend
 from blackhole.hub.hubside import LOCAL_STORES, Hub, HubStore, WorkerLink
 from blackhole.hub.sharedstore import SharedStore
 from blackhole.hub.spec import (
+    ClaimNames,
     FleetState,
     HubReload,
     HubSpec,
+    NamesClaimed,
     RuleSlotsBound,
     StartHub,
     StopHub,
@@ -112,6 +114,9 @@ class HubRunner:
         for message in messages:
             if isinstance(message, FleetState):
                 self.backend.fleet = message
+            elif isinstance(message, ClaimNames):
+                clashes = self.hub.book.claim(message.file_rules)
+                self.channel.send(NamesClaimed(message.number, clashes))
             elif isinstance(message, HubReload):
                 self._reload(message)
             elif isinstance(message, StopHub):

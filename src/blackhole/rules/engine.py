@@ -21,7 +21,7 @@ from blackhole.protocol.replies import Reply
 from blackhole.rules.gates import ClientGate, Gate, client_gates, gates
 from blackhole.rules.match import Facts, crossed, failing
 from blackhole.rules.model import Matchers, Rule, Selection
-from blackhole.rules.parse import RulesError
+from blackhole.rules.parse import NAME_OF_AN_API_RULE, RulesError
 from blackhole.rules.select import in_window, key_value, unit
 from blackhole.rules.store import Ask, Store
 
@@ -217,12 +217,7 @@ class RuleSet:
         clashes = [r for r in rules if r.name in api_names]
         if clashes:
             # Refused whole, like any broken rules file: the old rules stay in force.
-            raise RulesError(
-                [
-                    f'rule "{r.name}": name: already used by a rule added through the API'
-                    for r in clashes
-                ]
-            )
+            raise RulesError([f'rule "{r.name}": {NAME_OF_AN_API_RULE}' for r in clashes])
         self._file = rules
         self.seed = seed
         self._index()

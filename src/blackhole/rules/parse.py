@@ -43,6 +43,9 @@ NO_ACTION = (
 )
 RULE_KEYS = frozenset(("name", "at", *MATCHER_KEYS, *SELECTION_KEYS, *ACTION_KEYS))
 TOP_KEYS = ("seed", "rule")
+# A file rule may not take an API rule's name, nor an API rule a file rule's
+# (RULES.md "Where rules come from": names are unique among the rules in force).
+NAME_OF_AN_API_RULE = "name: already used by a rule added through the API"
 
 # RULES.md "Matchers": conversation order connect < helo < starttls/auth <
 # mail < rcpt < data < content < end. Stages outside it (rset, noop, vrfy,
@@ -69,6 +72,11 @@ class RuleFile:
 
     seed: int | None
     rules: tuple[Rule, ...]
+    filename: str = "<rules>"  # as messages name it
+
+    def located(self, rule: Rule) -> str:
+        """Where ``rule`` is, as each problem of the file begins: ``file:line: rule "name": ``."""
+        return _prefix(self.filename, rule.line, f'rule "{rule.name}"')
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -293,11 +301,15 @@ def _headers(value: object) -> tuple[tuple[str, values.Globs], ...]:
 def _located(filename: str, lines: _Lines, index: int) -> Callable[[str | None, str | None], str]:
     def locate(name: str | None, key: str | None) -> str:
         line = lines.rule(index) if key is None else lines.key(index, key)
-        where = f"{filename}:{line}" if line is not None else filename
         who = f'rule "{name}"' if name else f"rule #{index + 1}"
-        return f"{where}: {who}: " + (f"{key}: " if key else "")
+        return _prefix(filename, line, who) + (f"{key}: " if key else "")
 
     return locate
+
+
+def _prefix(filename: str, line: int | None, who: str) -> str:
+    where = f"{filename}:{line}" if line is not None else filename
+    return f"{where}: {who}: "
 
 
 def parse_text(text: str, filename: str = "<rules>") -> RuleFile:
@@ -345,7 +357,7 @@ def parse_text(text: str, filename: str = "<rules>") -> RuleFile:
             rules.append(replace(rule, line=lines.rule(index)))
     if problems:
         raise RulesError(problems)
-    return RuleFile(seed, tuple(rules))
+    return RuleFile(seed, tuple(rules), filename)
 
 
 def parse_file(path: str | Path) -> RuleFile:
