@@ -5,6 +5,7 @@ demanding user would, over real sockets with real clients.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import smtplib
@@ -19,6 +20,7 @@ import pytest
 from blackhole.observe.layout import MAX_RULES
 from blackhole.rules.parse import RulesError, parse_text
 from blackhole.testing import Blackhole, ControlError
+from tests.proctools import children, cmdline
 from tests.smtpclient import Client, insecure_context
 
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")  # each log line's timestamp
@@ -265,6 +267,43 @@ def test_a_reload_clashing_with_an_api_rule_is_refused_as_a_whole(tmp_path: Path
         with Client.connect(server.port) as client:
             assert client.cmd("NOOP").text == "2.0.0 new"
             assert client.cmd("VRFY x").code == 550
+
+
+def test_a_clash_the_hub_could_not_rule_out_is_reported_not_called_a_reload(
+    tmp_path: Path,
+) -> None:
+    """A hub that does not answer (stopped here) leaves the check to the workers,
+    which keep their rules: the supervisor says so instead of reporting success."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 old"\n')
+    with Blackhole(tls=False, rules=str(rules)) as server:
+        server.add_rule({"name": "x", "at": "rset", "reply": "250 2.0.0 api"})
+        rules.write_text(
+            '[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 new"\n'
+            '[[rule]]\nname = "x"\nat = "vrfy"\nreply = "550 5.0.0 file"\n'
+        )
+        process = server._server.proc  # type: ignore[union-attr]
+        (hub,) = [pid for pid in children(process.pid) if "blackhole: hub" in cmdline(pid)]
+        os.kill(hub, signal.SIGSTOP)
+        try:
+            process.send_signal(signal.SIGHUP)
+            log = wait_for_log(server, r"configuration reloaded \(generation 2\)")
+        finally:
+            os.kill(hub, signal.SIGCONT)
+        assert "the hub did not answer in 2s" in log
+        assert re.search(
+            r'ERROR .*worker \d+ keeps its previous rules: rule "x": name: already used', log
+        ), log
+        assert re.search(
+            r"ERROR .*configuration reloaded \(generation 2\) except the rules file, refused", log
+        ), log
+        with Client.connect(server.port) as client:
+            assert client.cmd("NOOP").text == "2.0.0 old"
+            assert client.cmd("RSET").text == "2.0.0 api"
+        # The hub, answering again, keeps the previous file rules too.
+        wait_for_log(server, r"ERROR .*the rules file names rules like API rules \(x\)")
+        listed = [(rule["name"], rule["at"]) for rule in server.rules()]
+        assert sorted(listed) == [("n", "noop"), ("x", "rset")]
 
 
 def test_a_rules_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:

@@ -131,13 +131,22 @@ class HubRunner:
             log.warning("state_url changed: the new one is used after a restart")
         if message.layout is not None:
             self.backend.relabel(message.layout)
-        self.hub.book.file_rules = message.file_rules
-        self.backend.file_rules(message.file_rules)
+        book = self.hub.book
+        clashes = book.claim(message.file_rules)
+        if clashes:
+            # The supervisor asks first (ClaimNames); this is a reload it went on
+            # with unanswered: the workers keep their file rules, and so does the API.
+            log.error(
+                "reload: the rules file names rules like API rules (%s): the API lists"
+                " the previous file rules",
+                ", ".join(clashes),
+            )
+        self.backend.file_rules(book.file_rules)
         store = self.hub.store
         if isinstance(store, SharedStore):
             # Rules whose name or definition changed start over (RULES.md);
             # their rule slots go back to the region's fixed table.
-            rules = (*self.hub.book.rules, *message.file_rules)
+            rules = (*book.rules, *book.file_rules)
             self.hub.spawn(store.keep(frozenset(rule.fingerprint for rule in rules)))
         self.hub.spawn(self.hub.push())  # the workers learn the new rule slots
         if self.control is not None:

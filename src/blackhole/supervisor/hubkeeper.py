@@ -290,8 +290,8 @@ class HubKeeper:
                     CLAIM_TIMEOUT,
                 )
                 return ()
-            select.select([control.fileno()], [], [], left)
-            self.receive()
+            if select.select([control.fileno()], [], [], left)[0]:
+                self.receive()
         return self._claimed.clashes
 
     # --- watching ---------------------------------------------------------------------

@@ -134,4 +134,16 @@ class Reloader:
             settings.tls is not None,
             len(self.fleet.slots),
         )
+        kept = [str(slot.number) for slot in self.fleet.slots if slot.rules_refused]
+        if kept:
+            # A clash the hub could not rule out in time (``_clashes``): the
+            # workers said which rules (Fleet.receive); not a success to report.
+            log.error(
+                "configuration reloaded (generation %d) except the rules file, refused by"
+                " worker %s (the previous rules stay): %s",
+                pending,
+                ", ".join(kept),
+                line,
+            )
+            return
         log.info("configuration reloaded (generation %d): %s", pending, line)
