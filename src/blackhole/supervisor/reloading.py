@@ -32,17 +32,13 @@ from blackhole.supervisor.tlsfiles import TLSStore
 log = logging.getLogger("blackhole.supervisor")
 
 
-def _no_api_rules(_file_rules: tuple[Rule, ...]) -> tuple[str, ...]:
-    return ()
-
-
 class Reloader:
     def __init__(
         self,
         fleet: Fleet,
         tls_store: TLSStore,
-        as_user: str = "",
-        claim: Callable[[tuple[Rule, ...]], tuple[str, ...]] = _no_api_rules,
+        as_user: str,
+        claim: Callable[[tuple[Rule, ...]], tuple[str, ...]],
     ) -> None:
         """``claim``: the names of the new file rules that API rules hold (the
         hub's, ``HubKeeper.claim_names``); none, they are the file rules now."""
