@@ -5,6 +5,7 @@ demanding user would, over real sockets with real clients.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import smtplib
@@ -16,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from blackhole.observe.layout import MAX_RULES
 from blackhole.rules.parse import RulesError, parse_text
 from blackhole.testing import Blackhole, ControlError
+from tests.proctools import children, cmdline
 from tests.smtpclient import Client, insecure_context
 
 LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d")  # each log line's timestamp
@@ -153,32 +156,61 @@ def numbered_rules(count: int) -> str:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a rules file of more rules than can be in force passes -t and starts: past"
-    " observe.layout.MAX_RULES (256) its rules go uncounted (one warning), and stateful"
-    " ones past hub.sharedstore.RULE_SLOTS (1024) answer 451 4.3.0 Internal error; the"
-    " fix belongs in rules/parse.py (refuse it with FILE: N rules), once the lead settles"
-    " the limit: tests/test_e2e_sharedstate.py fills the shared table with one file of"
-    " 1025 rules, which such a refusal rules out",
-)
-def test_a_rules_file_with_more_rules_than_can_be_in_force_is_refused_by_dash_t(
-    tmp_path: Path,
-) -> None:
-    (tmp_path / "rules.toml").write_text(numbered_rules(257))
+def run_blackhole(
+    tmp_path: Path, rule_count: int, *switches: str
+) -> subprocess.CompletedProcess[str]:
+    """``blackhole SWITCHES -c b.conf`` with a rules file of ``rule_count`` rules."""
+    (tmp_path / "rules.toml").write_text(numbered_rules(rule_count))
     conf = tmp_path / "b.conf"
     conf.write_text("listen = 127.0.0.1:0\nrules = rules.toml\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "blackhole", "-t", "-c", str(conf)],
+    return subprocess.run(
+        [sys.executable, "-m", "blackhole", *switches, "-c", str(conf)],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
         cwd=tmp_path,
     )
+
+
+def test_a_rules_file_with_more_rules_than_can_be_in_force_is_refused_by_dash_t(
+    tmp_path: Path,
+) -> None:
+    done = run_blackhole(tmp_path, 257, "-t")
     assert done.returncode == 64, done.stderr
     assert "rules.toml: 257 rules; at most 256 can be in force" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_rules_file_with_as_many_rules_as_can_be_in_force_passes_dash_t(
+    tmp_path: Path,
+) -> None:
+    done = run_blackhole(tmp_path, MAX_RULES, "-t")
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_rules_file_with_more_rules_than_can_be_in_force_stops_start_up(
+    tmp_path: Path,
+) -> None:
+    done = run_blackhole(tmp_path, MAX_RULES + 1)
+    assert done.returncode == 64, done.stderr
+    assert f"rules.toml: {MAX_RULES + 1} rules; at most {MAX_RULES} can be in force" in (
+        done.stderr
+    )
+    assert "Traceback" not in done.stderr
+
+
+def test_a_reload_to_more_rules_than_can_be_in_force_is_refused(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 old"\n')
+    with Blackhole(tls=False, rules=str(rules)) as server:
+        rules.write_text(numbered_rules(MAX_RULES + 1))
+        server._server.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+        log = wait_for_log(server, "configuration reloaded", "still serving with the previous")
+        assert "configuration reloaded" not in log
+        assert f"reload refused: {rules}: {MAX_RULES + 1} rules; at most {MAX_RULES}" in log
+        with Client.connect(server.port) as client:
+            assert client.cmd("NOOP").text == "2.0.0 old"
 
 
 def test_a_3xx_reply_at_rcpt_does_not_accept_the_recipient_on_lmtp(bh: Blackhole) -> None:
@@ -204,14 +236,6 @@ def wait_for_log(server: Blackhole, *patterns: str, timeout: float = 10.0) -> st
     return text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a reload whose file names a rule like an API rule is refused by each worker"
-    " (rules.engine RuleSet.reload) after the supervisor has accepted it: the log says"
-    " 'configuration reloaded' and GET /rules lists the new file rules, a second 'x'"
-    " among them, while the workers keep the old ones; the check belongs before the"
-    " supervisor accepts the reload (supervisor/reloading.py with the hub's API rules)",
-)
 def test_a_reload_clashing_with_an_api_rule_is_refused_as_a_whole(tmp_path: Path) -> None:
     rules = tmp_path / "rules.toml"
     rules.write_text('[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 old"\n')
@@ -224,10 +248,62 @@ def test_a_reload_clashing_with_an_api_rule_is_refused_as_a_whole(tmp_path: Path
         server._server.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
         log = wait_for_log(server, "configuration reloaded", "still serving with the previous")
         assert "reload refused" in log and "configuration reloaded" not in log
+        assert (
+            f'reload refused: {rules}:5: rule "x": name: already used by a rule added through'
+            " the API" in log
+        )
         listed = [(rule["name"], rule["at"]) for rule in server.rules()]
         assert sorted(listed) == [("n", "noop"), ("x", "rset")]
         with Client.connect(server.port) as client:
             assert client.cmd("NOOP").text == "2.0.0 old"
+            assert client.cmd("RSET").text == "2.0.0 api"
+            assert client.cmd("VRFY x").code != 550
+        # Once the API rule is gone, the same file is taken.
+        server.remove_rule("x")
+        server._server.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+        wait_for_log(server, "configuration reloaded")
+        listed = [(rule["name"], rule["at"]) for rule in server.rules()]
+        assert sorted(listed) == [("n", "noop"), ("x", "vrfy")]
+        with Client.connect(server.port) as client:
+            assert client.cmd("NOOP").text == "2.0.0 new"
+            assert client.cmd("VRFY x").code == 550
+
+
+def test_a_clash_the_hub_could_not_rule_out_is_reported_not_called_a_reload(
+    tmp_path: Path,
+) -> None:
+    """A hub that does not answer (stopped here) leaves the check to the workers,
+    which keep their rules: the supervisor says so instead of reporting success."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 old"\n')
+    with Blackhole(tls=False, rules=str(rules)) as server:
+        server.add_rule({"name": "x", "at": "rset", "reply": "250 2.0.0 api"})
+        rules.write_text(
+            '[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 new"\n'
+            '[[rule]]\nname = "x"\nat = "vrfy"\nreply = "550 5.0.0 file"\n'
+        )
+        process = server._server.proc  # type: ignore[union-attr]
+        (hub,) = [pid for pid in children(process.pid) if "blackhole: hub" in cmdline(pid)]
+        os.kill(hub, signal.SIGSTOP)
+        try:
+            process.send_signal(signal.SIGHUP)
+            log = wait_for_log(server, r"configuration reloaded \(generation 2\)")
+        finally:
+            os.kill(hub, signal.SIGCONT)
+        assert "the hub did not answer in 2s" in log
+        assert re.search(
+            r'ERROR .*worker \d+ keeps its previous rules: rule "x": name: already used', log
+        ), log
+        assert re.search(
+            r"ERROR .*configuration reloaded \(generation 2\) except the rules file, refused", log
+        ), log
+        with Client.connect(server.port) as client:
+            assert client.cmd("NOOP").text == "2.0.0 old"
+            assert client.cmd("RSET").text == "2.0.0 api"
+        # The hub, answering again, keeps the previous file rules too.
+        wait_for_log(server, r"ERROR .*the rules file names rules like API rules \(x\)")
+        listed = [(rule["name"], rule["at"]) for rule in server.rules()]
+        assert sorted(listed) == [("n", "noop"), ("x", "rset")]
 
 
 def test_a_rules_file_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:

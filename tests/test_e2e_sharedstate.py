@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from blackhole.hub.sharedstore import RULE_SLOTS
+from blackhole.observe.layout import MAX_RULES
 from tests.e2e import Factory
 from tests.proctools import kill_quietly, wait_until
 from tests.rulesrv import rules_server
@@ -84,21 +85,44 @@ def test_spent_and_reset_through_the_hub(server_factory: Factory, tmp_path: Path
     assert replies(server.port(), 2) == ["452 4.2.2", "450 4.2.0"]
 
 
+def _stateful(name: str) -> dict[str, object]:
+    """A rule that counts every RCPT (so it takes a slot of the table) and never acts."""
+    return {"name": name, "at": "rcpt", "every": 1000000, "reply": "452 4.2.2 x"}
+
+
+def _fill_the_rule_table(server: ServerProcess) -> None:
+    """Every slot of the shared rule table taken by the state of rules no longer in force.
+
+    At most ``MAX_RULES`` rules are in force, and the table holds the state of
+    ``RULE_SLOTS`` (4 x ``MAX_RULES``) rules. What is left over: a hub that
+    dies loses its API rules, while their state stays in the region it does
+    not own until a reload or ``POST /reset`` forgets it. So: ``MAX_RULES``
+    stateful API rules, one RCPT for each to take its slot, the hub killed,
+    over again until the table is full.
+    """
+    for round_ in range(RULE_SLOTS // MAX_RULES):
+        for n in range(MAX_RULES):
+            status, _kind, body = call(server, "POST", "/rules", _stateful(f"g{round_}-{n}"))
+            assert status == 201, body
+        assert replies(server.port(), 1) == ["250 2.1.5"]
+        hub = _hub_pid(server)
+        kill_quietly(hub, signal.SIGKILL)
+        wait_until(lambda: _hub_pid(server) not in (0, hub), what="the hub restarted")  # noqa: B023
+        wait_until(_healthy(server), what="healthz after the restart")
+
+
 def test_a_full_rule_table_answers_451_for_that_event_only(
     server_factory: Factory, tmp_path: Path
 ) -> None:
-    # One stateful rule more than the shared table holds, all counting every
-    # RCPT and never acting: the last one finds no room.
-    rules = "".join(
-        f'[[rule]]\nname = "r{n}"\nat = "rcpt"\nevery = 1000000\nreply = "452 4.2.2 x"\n'
-        for n in range(RULE_SLOTS + 1)
-    )
-    server = rules_server(server_factory, tmp_path, rules)
+    server = rules_server(server_factory, tmp_path, "", CONTROL)
+    wait_until(_healthy(server), what="healthz")
+    _fill_the_rule_table(server)
+    assert call(server, "POST", "/rules", _stateful("last"))[0] == 201
     client = Client.connect(server.port())
     try:
         client.expect("EHLO c.example", 250)
         client.expect("MAIL FROM:<a@example.com>", 250)
-        client.expect("RCPT TO:<b@x.example>", 451, "4.3.0")
+        client.expect("RCPT TO:<b@x.example>", 451, "4.3.0")  # "last" finds no room
         client.expect("RSET", 250)  # the session carries on
     finally:
         client.close()
@@ -108,30 +132,15 @@ def test_a_full_rule_table_answers_451_for_that_event_only(
 def test_a_reload_gives_back_the_table_room_of_rules_that_are_gone(
     server_factory: Factory, tmp_path: Path
 ) -> None:
-    # Two sets of rules that each fill most of the shared table, one after
-    # the other: the second fits only once the first one's state is forgotten.
-    count = RULE_SLOTS * 3 // 5
-
-    def rules(prefix: str) -> str:
-        return "".join(
-            f'[[rule]]\nname = "{prefix}{n}"\nat = "rcpt"\nevery = 1000000\nreply = "452 4.2.2 x"\n'
-            for n in range(count)
-        )
-
-    probe = '[[rule]]\nname = "probe"\nat = "noop"\nreply = "250 2.0.0 second set"\n'
-    server = rules_server(server_factory, tmp_path, rules("a"))
-    assert replies(server.port(), 1) == ["250 2.1.5"]
-    (tmp_path / "rules.toml").write_text(probe + rules("b"))
+    server = rules_server(server_factory, tmp_path, "", CONTROL)
+    wait_until(_healthy(server), what="healthz")
+    _fill_the_rule_table(server)
+    assert call(server, "POST", "/rules", _stateful("last"))[0] == 201
+    assert replies(server.port(), 1) == ["451 4.3.0"]  # the table is full
+    (tmp_path / "rules.toml").write_text(FIRST_TWO)
     server.proc.send_signal(signal.SIGHUP)
     server.wait_for(r"configuration reloaded \(generation 2\)")
-
-    def second_set_passes() -> bool:
-        client = Client.connect(server.port())
-        try:
-            if client.cmd("NOOP").text != "2.0.0 second set":
-                return False  # the worker has the old rules still
-        finally:
-            client.close()
-        return replies(server.port(), 1) == ["250 2.1.5"]
-
-    wait_until(second_set_passes, what="the second set of rules deciding")
+    # The hub forgets the state of every rule not in force as it takes the new
+    # rules, alongside the workers: until then "two" finds no room either.
+    wait_until(lambda: replies(server.port(), 1) == ["450 4.2.0"], what="room for two")
+    assert replies(server.port(), 2) == ["450 4.2.0", "250 2.1.5"]

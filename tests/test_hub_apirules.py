@@ -43,6 +43,22 @@ def test_names_are_unique_against_api_and_file_rules() -> None:
             book.add({"name": name, "at": "mail", "delay": 1}, None, now=0.0)
 
 
+def test_new_file_rules_are_taken_only_if_no_api_rule_has_one_of_their_names() -> None:
+    book = ApiRuleBook(FILE)
+    book.add({"name": "mine", "at": "mail", "delay": 1}, None, now=0.0)
+    both = parse_text(
+        '[[rule]]\nname = "new"\nat = "rcpt"\nreply = "550 No"\n'
+        '[[rule]]\nname = "mine"\nat = "rcpt"\nreply = "550 No"\n'
+    ).rules
+    assert book.claim(both) == ("mine",)
+    assert book.file_rules == FILE  # refused as a whole
+    assert book.claim(both[:1]) == ()
+    assert book.file_rules == both[:1]
+    with pytest.raises(RuleConflictError):
+        book.add({"name": "new", "at": "mail", "delay": 1}, None, now=0.0)
+    book.add({"name": "from-file", "at": "mail", "delay": 1}, None, now=0.0)  # free again
+
+
 def test_remove_clear_and_expire() -> None:
     book = ApiRuleBook()
     for name, ttl in (("short", 1.0), ("long", 10.0), ("forever", None)):

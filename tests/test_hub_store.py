@@ -19,8 +19,10 @@ import pytest
 from blackhole.config.model import Config
 from blackhole.hub.client import HubClient, HubUnavailableError
 from blackhole.observe.layout import Layout
-from blackhole.rules.model import Selection
+from blackhole.rules.model import Rule, Selection
+from blackhole.rules.parse import parse_text
 from blackhole.rules.store import Ask
+from blackhole.supervisor import hubkeeper
 from blackhole.supervisor.hubkeeper import HubKeeper
 
 SCRIPT = Path(__file__).with_name("hubclient_script.py")
@@ -172,3 +174,55 @@ def test_api_rules_reach_every_worker_before_the_answer_and_new_workers_at_once(
         asyncio.run(scenario())
     finally:
         keeper.stop()
+
+
+def _rules(*names: str) -> tuple[Rule, ...]:
+    text = "".join(f'[[rule]]\nname = "{n}"\nat = "noop"\nreply = "250 2.0.0 {n}"\n' for n in names)
+    return parse_text(text).rules
+
+
+@pytest.fixture
+def hub_with_api() -> Iterator[tuple[HubKeeper, int]]:
+    """A hub with the control API (no worker) and its port."""
+    keeper = HubKeeper()
+    keeper.bind_control(Config(control_listen=("127.0.0.1", 0)))
+    keeper.bind_store()
+    keeper.configure(Config(), None, Layout(["smtp://127.0.0.1:25"]))
+    keeper.start_and_wait([])
+    assert keeper.control is not None
+    try:
+        yield keeper, keeper.control.getsockname()[1]
+    finally:
+        keeper.stop()
+
+
+def test_claiming_file_rule_names_reports_the_api_rules_that_hold_them(
+    hub_with_api: tuple[HubKeeper, int],
+) -> None:
+    keeper, port = hub_with_api
+    assert _post(port, "/rules", {"name": "x", "at": "rset", "reply": "250 2.0.0 api"}) == 201
+    assert keeper.claim_names(_rules("n", "x")) == ("x",)
+    # Refused: nothing was taken, so "n" is still free for the API.
+    assert _post(port, "/rules", {"name": "n", "at": "rset", "reply": "250 2.0.0 api"}) == 201
+    assert keeper.claim_names(_rules("m")) == ()
+    # Taken at once, before the reload goes on: no API rule may take the name now.
+    assert _post(port, "/rules", {"name": "m", "at": "rset", "reply": "250 2.0.0 api"}) == 409
+
+
+def test_a_hub_that_does_not_answer_a_claim_leaves_the_check_to_the_workers(
+    hub_with_api: tuple[HubKeeper, int],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    keeper, port = hub_with_api
+    assert _post(port, "/rules", {"name": "x", "at": "rset", "reply": "250 2.0.0 api"}) == 201
+    monkeypatch.setattr(hubkeeper, "CLAIM_TIMEOUT", 0.2)
+    assert keeper.process is not None
+    keeper.process.signal(signal.SIGSTOP)
+    try:
+        assert keeper.claim_names(_rules("x")) == ()
+    finally:
+        keeper.process.signal(signal.SIGCONT)
+    assert "the hub did not answer in 0.2s" in caplog.text
+    # Its late answer (the clash of "x") is not taken for the next claim's.
+    assert keeper.claim_names(_rules("y")) == ()

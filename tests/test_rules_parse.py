@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from blackhole.errors import ConfigError
+from blackhole.observe.layout import MAX_RULES
 from blackhole.protocol.hooks import Stage, TLSFault
 from blackhole.protocol.replies import Reply
 from blackhole.rules.model import Key
@@ -148,6 +149,18 @@ def test_parse_file_names_the_file(tmp_path: Path) -> None:
     ]
     path.write_text(EXAMPLE)
     assert len(parse_file(path).rules) == 5
+
+
+def many(count: int) -> str:
+    return "".join(f'[[rule]]\nname = "r{n}"\nat = "rcpt"\nreply = "452"\n' for n in range(count))
+
+
+def test_a_file_holds_at_most_the_rules_that_can_be_in_force() -> None:
+    # Each rule in force counts in a slot of its own (observe.ruleslots).
+    assert len(parse_text(many(MAX_RULES), "rules.toml").rules) == MAX_RULES
+    assert problems(many(MAX_RULES + 1)) == [
+        f"rules.toml: {MAX_RULES + 1} rules; at most {MAX_RULES} can be in force"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -71,6 +71,19 @@ class ApiRuleBook:
         self._entries.insert(0, (api, rule))
         return rule
 
+    def claim(self, file_rules: Iterable[Rule]) -> tuple[str, ...]:
+        """New file rules (SIGHUP), unless API rules hold some of their names: those names.
+
+        Taken at once, before the reload is committed: from then on an API
+        rule cannot take one of their names, as it cannot take a file rule's.
+        """
+        rules = tuple(file_rules)
+        held = {rule.name for rule in self.rules}
+        clashes = tuple(rule.name for rule in rules if rule.name in held)
+        if not clashes:
+            self.file_rules = rules
+        return clashes
+
     def remove(self, name: str) -> Rule:
         for index, (_api, rule) in enumerate(self._entries):
             if rule.name == name:

@@ -30,9 +30,11 @@ from blackhole.hub.backend import HubBackend
 from blackhole.hub.hubside import LOCAL_STORES, Hub, HubStore, WorkerLink
 from blackhole.hub.sharedstore import SharedStore
 from blackhole.hub.spec import (
+    ClaimNames,
     FleetState,
     HubReload,
     HubSpec,
+    NamesClaimed,
     RuleSlotsBound,
     StartHub,
     StopHub,
@@ -112,6 +114,9 @@ class HubRunner:
         for message in messages:
             if isinstance(message, FleetState):
                 self.backend.fleet = message
+            elif isinstance(message, ClaimNames):
+                clashes = self.hub.book.claim(message.file_rules)
+                self.channel.send(NamesClaimed(message.number, clashes))
             elif isinstance(message, HubReload):
                 self._reload(message)
             elif isinstance(message, StopHub):
@@ -126,13 +131,22 @@ class HubRunner:
             log.warning("state_url changed: the new one is used after a restart")
         if message.layout is not None:
             self.backend.relabel(message.layout)
-        self.hub.book.file_rules = message.file_rules
-        self.backend.file_rules(message.file_rules)
+        book = self.hub.book
+        clashes = book.claim(message.file_rules)
+        if clashes:
+            # The supervisor asks first (ClaimNames); this is a reload it went on
+            # with unanswered: the workers keep their file rules, and so does the API.
+            log.error(
+                "reload: the rules file names rules like API rules (%s): the API lists"
+                " the previous file rules",
+                ", ".join(clashes),
+            )
+        self.backend.file_rules(book.file_rules)
         store = self.hub.store
         if isinstance(store, SharedStore):
             # Rules whose name or definition changed start over (RULES.md);
             # their rule slots go back to the region's fixed table.
-            rules = (*self.hub.book.rules, *message.file_rules)
+            rules = (*book.rules, *book.file_rules)
             self.hub.spawn(store.keep(frozenset(rule.fingerprint for rule in rules)))
         self.hub.spawn(self.hub.push())  # the workers learn the new rule slots
         if self.control is not None:

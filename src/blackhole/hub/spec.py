@@ -1,8 +1,9 @@
 """What the supervisor and the hub say to each other on the hub's control channel.
 
 Same framing as the workers' channel (``supervisor.messages``); the hub
-answers ``Start`` with ``supervisor.messages.Ready`` (or ``Failed``), and
-reports its rule slot bindings with ``RuleSlotsBound``.
+answers ``Start`` with ``supervisor.messages.Ready`` (or ``Failed``) and
+``ClaimNames`` with ``NamesClaimed``, and reports its rule slot bindings with
+``RuleSlotsBound``.
 """
 
 from __future__ import annotations
@@ -73,6 +74,22 @@ class HubReload:
     token: str | None
     file_rules: tuple[Rule, ...] = ()
     layout: Layout | None = None  # the counters' layout, with the listeners it added
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimNames:
+    """SIGHUP, before the supervisor commits the new configuration: its file
+    rules. The hub answers ``NamesClaimed``; with no clash it takes them as the
+    file rules at once, so no API rule can take one of their names meanwhile."""
+
+    number: int  # matches the answer to this question
+    file_rules: tuple[Rule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NamesClaimed:
+    number: int
+    clashes: tuple[str, ...]  # names an API rule holds; empty: the file rules are taken
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from blackhole.protocol.replies import Reply
 from blackhole.rules.gates import ClientGate, Gate, client_gates, gates
 from blackhole.rules.match import Facts, crossed, failing
 from blackhole.rules.model import Matchers, Rule, Selection
-from blackhole.rules.parse import RulesError
+from blackhole.rules.parse import NAME_OF_AN_API_RULE, RulesError
 from blackhole.rules.select import in_window, key_value, unit
 from blackhole.rules.store import Ask, Store
 
@@ -208,21 +208,22 @@ class RuleSet:
             await self._keep_state()
         return gone
 
+    def clashes(self, file_rules: Iterable[Rule]) -> list[str]:
+        """A problem for each of ``file_rules`` named like an API rule in force."""
+        api_names = {r.name for r in self._api}
+        return [
+            f'rule "{r.name}": {NAME_OF_AN_API_RULE}' for r in file_rules if r.name in api_names
+        ]
+
     async def reload(self, file_rules: Iterable[Rule], seed: int) -> None:
         """New file rules (SIGHUP): a rule keeps its state only if its name and
         definition are unchanged (same fingerprint); API rules stay. A file rule
         named like an API rule is a ``RulesError``."""
         rules = tuple(file_rules)
-        api_names = {r.name for r in self._api}
-        clashes = [r for r in rules if r.name in api_names]
+        clashes = self.clashes(rules)
         if clashes:
             # Refused whole, like any broken rules file: the old rules stay in force.
-            raise RulesError(
-                [
-                    f'rule "{r.name}": name: already used by a rule added through the API'
-                    for r in clashes
-                ]
-            )
+            raise RulesError(clashes)
         self._file = rules
         self.seed = seed
         self._index()

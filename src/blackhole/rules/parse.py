@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from blackhole.errors import ConfigError
+from blackhole.observe.layout import MAX_RULES
 from blackhole.protocol.hooks import Stage, TLSFault
 from blackhole.rules import values
 from blackhole.rules.model import Actions, Key, Matchers, Rule, Selection, Source
@@ -42,6 +43,9 @@ NO_ACTION = (
 )
 RULE_KEYS = frozenset(("name", "at", *MATCHER_KEYS, *SELECTION_KEYS, *ACTION_KEYS))
 TOP_KEYS = ("seed", "rule")
+# A file rule may not take an API rule's name, nor an API rule a file rule's
+# (RULES.md "Where rules come from": names are unique among the rules in force).
+NAME_OF_AN_API_RULE = "name: already used by a rule added through the API"
 
 # RULES.md "Matchers": conversation order connect < helo < starttls/auth <
 # mail < rcpt < data < content < end. Stages outside it (rset, noop, vrfy,
@@ -68,6 +72,11 @@ class RuleFile:
 
     seed: int | None
     rules: tuple[Rule, ...]
+    filename: str = "<rules>"  # as messages name it
+
+    def located(self, rule: Rule) -> str:
+        """Where ``rule`` is, as each problem of the file begins: ``file:line: rule "name": ``."""
+        return _prefix(self.filename, rule.line, f'rule "{rule.name}"')
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
@@ -292,11 +301,15 @@ def _headers(value: object) -> tuple[tuple[str, values.Globs], ...]:
 def _located(filename: str, lines: _Lines, index: int) -> Callable[[str | None, str | None], str]:
     def locate(name: str | None, key: str | None) -> str:
         line = lines.rule(index) if key is None else lines.key(index, key)
-        where = f"{filename}:{line}" if line is not None else filename
         who = f'rule "{name}"' if name else f"rule #{index + 1}"
-        return f"{where}: {who}: " + (f"{key}: " if key else "")
+        return _prefix(filename, line, who) + (f"{key}: " if key else "")
 
     return locate
+
+
+def _prefix(filename: str, line: int | None, who: str) -> str:
+    where = f"{filename}:{line}" if line is not None else filename
+    return f"{where}: {who}: "
 
 
 def parse_text(text: str, filename: str = "<rules>") -> RuleFile:
@@ -317,6 +330,11 @@ def parse_text(text: str, filename: str = "<rules>") -> RuleFile:
     if not isinstance(tables, list):
         problems.append(f"{filename}: rule: write each rule as a [[rule]] table")
         tables = []
+    if len(tables) > MAX_RULES:
+        # Each rule in force counts in a slot of its own (observe.ruleslots),
+        # API rules included: past the last slot a rule would act uncounted,
+        # and its state would have no room in the shared table.
+        problems.append(f"{filename}: {len(tables)} rules; at most {MAX_RULES} can be in force")
     lines = _Lines(text)
     rules: list[Rule] = []
     seen: dict[str, int | None] = {}
@@ -339,7 +357,7 @@ def parse_text(text: str, filename: str = "<rules>") -> RuleFile:
             rules.append(replace(rule, line=lines.rule(index)))
     if problems:
         raise RulesError(problems)
-    return RuleFile(seed, tuple(rules))
+    return RuleFile(seed, tuple(rules), filename)
 
 
 def parse_file(path: str | Path) -> RuleFile:

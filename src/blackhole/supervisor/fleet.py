@@ -153,6 +153,7 @@ class Fleet:
         slot.generation = self.settings.generation
         slot.kill_reason = None
         slot.failure = None
+        slot.rules_refused = False
         slot.heartbeat = self._heartbeat()
         log.debug("worker %d starting (pid %d, %s)", slot.number, process.pid, self.method)
 
@@ -278,6 +279,9 @@ class Fleet:
                 self._ready(slot)
             elif isinstance(message, Reloaded):
                 slot.generation = max(slot.generation, message.generation)
+                slot.rules_refused = bool(message.rules_refused)
+                for problem in message.rules_refused:
+                    log.error("worker %d keeps its previous rules: %s", slot.number, problem)
                 self.on_change()
             elif isinstance(message, ReloadFailed):
                 log.error("worker %d: %s", slot.number, message.message)

@@ -39,15 +39,18 @@ from pathlib import Path
 from blackhole.config.model import Config
 from blackhole.errors import EX_SOFTWARE, BlackholeError, ConfigError, PermissionDenied, Unavailable
 from blackhole.hub.spec import (
+    ClaimNames,
     FleetState,
     HubReload,
     HubSpec,
+    NamesClaimed,
     RuleSlotsBound,
     StartHub,
     StopHub,
     file_rules_of,
 )
 from blackhole.observe.layout import Layout
+from blackhole.rules.model import Rule
 from blackhole.supervisor.backoff import Backoff
 from blackhole.supervisor.messages import Failed, Ready
 from blackhole.supervisor.process import (
@@ -72,6 +75,9 @@ BOOTSTRAP = (
 )
 START_TIMEOUT = 30.0  # seconds from launch to Ready
 STOP_TIMEOUT = 5.0  # seconds from StopHub to exit, then SIGKILL
+# The hub answers ClaimNames in microseconds; the supervisor waits this long,
+# well within a worker's heartbeat timeout, before it reloads unchecked.
+CLAIM_TIMEOUT = 2.0
 HUB_NUMBER = 0  # the hub's number in log lines and WorkerProcess
 
 
@@ -125,6 +131,8 @@ class HubKeeper:
         self._first_start = -1.0
         self._failure: str | None = None  # what a hub said before dying at start-up
         self._failure_code: int | None = None
+        self._claims = 0  # ClaimNames sent so far
+        self._claimed: NamesClaimed | None = None  # the latest answer
 
     @property
     def path(self) -> str | None:
@@ -226,6 +234,14 @@ class HubKeeper:
             error.exit_code = self._failure_code or EX_SOFTWARE
             raise error
 
+    def on_channel(self) -> None:
+        """The supervisor's loop saw the channel readable: read it, unless a
+        ``claim_names`` since then read it all (a read blocks up to the channel's
+        send timeout when nothing is there)."""
+        control = self.process.control if self.process is not None else None
+        if control is not None and select.select([control.fileno()], [], [], 0)[0]:
+            self.receive()
+
     def receive(self) -> None:
         if self.process is None:
             return
@@ -240,8 +256,43 @@ class HubKeeper:
                     log.debug("hub serving (pid %d)", message.pid)
             elif isinstance(message, Failed):
                 self._failure, self._failure_code = message.message, message.exit_code
+            elif isinstance(message, NamesClaimed):
+                self._claimed = message
             elif isinstance(message, RuleSlotsBound) and self.spec is not None:
                 self.spec = replace(self.spec, rule_slots=message.slots)
+
+    def claim_names(self, file_rules: tuple[Rule, ...]) -> tuple[str, ...]:
+        """SIGHUP: the names of ``file_rules`` that API rules hold now (the reload is
+        refused then); none, the hub takes ``file_rules`` at once (``ApiRuleBook.claim``).
+
+        Asked of the hub and awaited here, the supervisor running no event
+        loop. A hub that is not serving has no API rules yet: a hub starts
+        without any. One that does not answer in ``CLAIM_TIMEOUT`` leaves the
+        check to the workers, which refuse a file rule named like an API rule.
+        """
+        process = self.process
+        if process is None or not self.ready:
+            return ()
+        self._claims += 1
+        number = self._claims
+        if not process.send(ClaimNames(number, file_rules)):
+            return ()  # its channel is closed: it is dying, with its API rules
+        deadline = self.clock() + CLAIM_TIMEOUT
+        while self._claimed is None or self._claimed.number != number:
+            left = deadline - self.clock()
+            control = process.control
+            if control is None or self.process is not process:
+                return ()
+            if left <= 0:
+                log.warning(
+                    "reload: the hub did not answer in %gs: the rules file's names are"
+                    " not checked against the API rules",
+                    CLAIM_TIMEOUT,
+                )
+                return ()
+            if select.select([control.fileno()], [], [], left)[0]:
+                self.receive()
+        return self._claimed.clashes
 
     # --- watching ---------------------------------------------------------------------
 

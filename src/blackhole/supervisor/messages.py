@@ -131,6 +131,10 @@ class Pong:
 @dataclass(frozen=True, slots=True)
 class Reloaded:
     generation: int
+    # The new file rules' problems when the worker kept its previous rules
+    # (one named like an API rule the supervisor could not check, the hub not
+    # answering); the rest of the configuration is applied all the same.
+    rules_refused: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,10 @@
 """SIGHUP: re-read the config, certificates and log file; apply them to new sessions.
 
 A config that does not load leaves everything as it was (the log is
-reopened all the same, for logrotate). One that loads is committed at once:
+reopened all the same, for logrotate), and so does one whose rules file names
+a rule like a rule added through the control API: the hub, which keeps those,
+is asked before anything is committed (``HubKeeper.claim_names``). One that
+loads is committed at once:
 if its listeners differ, every worker is replaced by one serving the new
 set, each old one serving on until its successor is ready; otherwise the
 workers apply it in place. "configuration reloaded" is logged once every
@@ -11,10 +14,13 @@ worker serves the new generation.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from blackhole.config.model import Config
 from blackhole.errors import BlackholeError, ConfigError
 from blackhole.observe.logs import setup_logging
+from blackhole.rules.model import Rule
+from blackhole.rules.parse import NAME_OF_AN_API_RULE
 from blackhole.server.app import startup_line
 from blackhole.server.observing import listener_labels
 from blackhole.server.unixsock import apply_modes
@@ -27,10 +33,19 @@ log = logging.getLogger("blackhole.supervisor")
 
 
 class Reloader:
-    def __init__(self, fleet: Fleet, tls_store: TLSStore, as_user: str = "") -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        tls_store: TLSStore,
+        as_user: str,
+        claim: Callable[[tuple[Rule, ...]], tuple[str, ...]],
+    ) -> None:
+        """``claim``: the names of the new file rules that API rules hold (the
+        hub's, ``HubKeeper.claim_names``); none, they are the file rules now."""
         self.fleet = fleet
         self.tls_store = tls_store
         self.as_user = as_user  # said when a reload is refused: whose rights read the files
+        self.claim = claim
         self.pending: int | None = None  # generation not yet acknowledged by all
 
     def reload(self) -> None:
@@ -46,11 +61,14 @@ class Reloader:
         try:
             prepared = prepare(old, fleet.bound, self.tls_store)
         except BlackholeError as exc:
-            problems = exc.problems if isinstance(exc, ConfigError) else [str(exc)]
-            for problem in problems:
-                log.error("reload refused: %s", problem)
-            log.error("still serving with the previous configuration%s", self.as_user)
-            self._reopen_logs(old.config)
+            self._refuse(exc.problems if isinstance(exc, ConfigError) else [str(exc)], old.config)
+            return
+        # Last, once nothing else can fail: with no clash the hub holds the new
+        # names from now on, so no API rule can take one before the workers have them.
+        problems = self._clashes(prepared.settings.config)
+        if problems:
+            prepared.rebound.abandon()
+            self._refuse(problems, old.config)
             return
         fleet.settings = prepared.settings
         config = prepared.settings.config
@@ -71,6 +89,20 @@ class Reloader:
         for slot in fleet.slots:
             slot.heartbeat.interval = config.heartbeat_interval
         self.check()
+
+    def _clashes(self, config: Config) -> list[str]:
+        """A problem for each new file rule named like an API rule."""
+        if config.rules is None:
+            return []
+        file = config.rules
+        taken = set(self.claim(file.rules))
+        return [file.located(r) + NAME_OF_AN_API_RULE for r in file.rules if r.name in taken]
+
+    def _refuse(self, problems: list[str], old: Config) -> None:
+        for problem in problems:
+            log.error("reload refused: %s", problem)
+        log.error("still serving with the previous configuration%s", self.as_user)
+        self._reopen_logs(old)
 
     def _reopen_logs(self, config: Config) -> None:
         try:
@@ -98,4 +130,16 @@ class Reloader:
             settings.tls is not None,
             len(self.fleet.slots),
         )
+        kept = [str(slot.number) for slot in self.fleet.slots if slot.rules_refused]
+        if kept:
+            # A clash the hub could not rule out in time (``_clashes``): the
+            # workers said which rules (Fleet.receive); not a success to report.
+            log.error(
+                "configuration reloaded (generation %d) except the rules file, refused by"
+                " worker %s (the previous rules stay): %s",
+                pending,
+                ", ".join(kept),
+                line,
+            )
+            return
         log.info("configuration reloaded (generation %d): %s", pending, line)

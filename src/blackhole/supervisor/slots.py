@@ -52,6 +52,7 @@ class Slot:
     start_at: float | None = None  # a (re)start is due then
     kill_reason: str | None = None  # why we killed it, for the exit line
     failure: Failed | None = None  # what it said before dying at start-up
+    rules_refused: bool = False  # it kept its previous file rules at the last reload
     # The previous process, still serving the old listeners until this one is
     # ready (a reload that changed listeners): no refused connection meanwhile.
     predecessor: Process | None = None

@@ -152,7 +152,7 @@ class Supervisor:
                     self.pidfile.path.parent,
                 )
         warn_if_root(config.user)  # only once it is sure to run: not before a failed bind
-        self.reloader = Reloader(self.fleet, self.tls_store, as_user)
+        self.reloader = Reloader(self.fleet, self.tls_store, as_user, self.hub.claim_names)
         self.fleet.settings = Settings(config, mailname, tls, 1, listener_tls)
         names = listener_labels(self.fleet.bound)
         self.counting = self.fleet.counting = Counting(names, config.workers)
@@ -215,7 +215,7 @@ class Supervisor:
         if hub is not None:
             handlers[hub.sentinel] = lambda: self.hub.exited(self.phase.stopping)
             if hub.control is not None:
-                handlers[hub.control.fileno()] = self.hub.receive
+                handlers[hub.control.fileno()] = self.hub.on_channel
         if self.lifeline is not None:
             handlers[self.lifeline] = self._parent_gone
         for fd in handlers:

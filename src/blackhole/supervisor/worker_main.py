@@ -25,6 +25,7 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
+from blackhole.config.model import Config
 from blackhole.errors import EX_OK, EX_SOFTWARE, BlackholeError
 from blackhole.framing import receive_first
 from blackhole.hub.client import HubClient
@@ -284,13 +285,22 @@ class Runner:
             self.channel.send(ReloadFailed(settings.generation, str(exc)))
             return
         heap.thaw()  # the configuration it replaces was frozen at start-up
+        # What the rule set refuses as it takes the new file rules (it logs
+        # that): said to the supervisor too, which would report success else.
+        refused = self._rules_refused(settings.config)
         self.worker.reload(
             settings.config, settings.mailname, ssl_context, listener_tls=listener_tls
         )
         self._reopen_event_log()
         self.settings = settings
         log.debug("new sessions use configuration generation %d", settings.generation)
-        self.channel.send(Reloaded(settings.generation))
+        self.channel.send(Reloaded(settings.generation, refused))
+
+    def _rules_refused(self, config: Config) -> tuple[str, ...]:
+        rules = self.worker.state.rules if self.worker is not None else None
+        if rules is None or config.rules is None:
+            return ()
+        return tuple(rules.ruleset.clashes(config.rules.rules))
 
     def _reopen_logs(self, message: ReopenLogs) -> None:
         try:
