@@ -30,7 +30,10 @@ from blackhole.protocol.replies import Reply
 from blackhole.protocol.settings import SessionSettings
 from blackhole.protocol.states import State, ehlo_reply
 
+# RFC 3030 section 4: bdat-cmd = "BDAT" SP chunk-size [ SP end-marker ] CRLF.
 _BDAT_ARGS = re.compile(r"([0-9]{1,20})(?: +(LAST))? *", re.IGNORECASE)
+# The size of a BDAT that is otherwise malformed: its first word, if a number.
+_BDAT_SIZE = re.compile(r" *([0-9]{1,20})(?: |$)")
 
 
 class Commands:
@@ -74,6 +77,7 @@ class Commands:
     _content_ended = False
     _sasl: sasl.Exchange | None = None
     _chunk_reply: Reply | None = None  # a BDAT chunk's answer chosen in advance
+    _bdat_failed = False  # a chunk of this transaction was refused (RFC 3030 2)
     _override: Reply | None = None  # a rule's reply for the command being done
 
     def _message_complete(self, size: int, headers: HeaderScanner | None) -> None:
@@ -134,6 +138,7 @@ class Commands:
         self._final = None
         self._content_next = self._content_at = 0
         self._content_ended = False
+        self._bdat_failed = False
 
     def _end_transaction(self) -> None:
         """A message's final answer was given (or it was refused): no transaction."""
@@ -279,16 +284,24 @@ class Commands:
         else:
             self._message_complete(reader.size, reader.headers)
 
-    def _refuse_message(self, reply: Reply, *, ended: bool = True) -> None:
-        """Fail the message; ``ended``: its content has been read to the end."""
+    def _refuse_message(self, reply: Reply) -> None:
+        """Fail the message once its content has been read to the end."""
         self._prompted_by(END)
-        if ended and self.settings.lmtp:
-            # RFC 2033 4.2: after the content, one reply per recipient.
+        self._answer_end(reply)
+        self._mode = M.COMMAND
+
+    def _answer_end(self, reply: Reply) -> None:
+        """Answer the end of the content with a failure; the transaction is over.
+
+        RFC 2033 4.2 and 4.3: in LMTP the end of DATA, and a BDAT LAST, get
+        one reply per accepted recipient, whatever they say: a pipelining
+        client counts the replies it reads by its recipients.
+        """
+        if self.settings.lmtp:
             self._out.extend([reply.wire] * len(self.recipients))
         else:
             self._out.append(reply.wire)
         self._end_transaction()
-        self._mode = M.COMMAND
 
     def _emit_message(
         self, size: int, headers: HeaderScanner | None, reply: Reply | None = None
@@ -315,31 +328,50 @@ class Commands:
         self._mode = M.WAITING
 
     def check_bdat(self, arg: str) -> re.Match[str] | Reply:
+        # A refusal here goes to skip_bdat (the row's refuse handler), which
+        # reads the chunk when its size can be read.
+        if self._bdat_failed:
+            return R.R503_BDAT_FAILED
         m = _BDAT_ARGS.fullmatch(arg)
-        # The chunk size is unknown, so its bytes cannot be skipped: they
-        # will be read as commands and fail as such.
         return R.R501_BDAT_SYNTAX if m is None else m
 
     def do_bdat(self, m: re.Match[str]) -> None:
         # A rule's reply for this BDAT answers its chunk (not a LAST one: the
         # message's answer comes from send()).
         self._chunk_reply, self._override = self._override, None
-        self._read_chunk(m, counting=True)
+        self._read_chunk(int(m.group(1)), m.group(2) is not None, counting=True)
 
     def skip_bdat(self, arg: str, refusal: Reply) -> None:
-        """A refused BDAT: RFC 3030 section 2, its chunk is still read and dropped."""
-        m = _BDAT_ARGS.fullmatch(arg)
-        if m is None:
-            self._out.append(R.R501_BDAT_SYNTAX.wire)
-            return
-        self._chunk_reply = refusal
-        self._read_chunk(m, counting=False)
+        """A refused BDAT (out of sequence, malformed, by a rule, or after a
+        failed chunk): its chunk is read and dropped, then ``refusal``.
 
-    def _read_chunk(self, m: re.Match[str], *, counting: bool) -> None:
+        RFC 3030 section 2: the chunk's octets follow the command whatever
+        the answer, so they must never be read as commands; only a size that
+        cannot be read leaves nothing to skip (its octets will fail as
+        commands). Inside a transaction a refused chunk fails it: the client
+        sends no more chunks, and those it had pipelined are read and
+        refused here (503), never taken for a shorter message.
+        """
+        m = _BDAT_ARGS.fullmatch(arg)
+        if m is not None:
+            size, last = int(m.group(1)), m.group(2) is not None
+        else:
+            sized = _BDAT_SIZE.match(arg)
+            if sized is None:
+                self._out.append(R.R501_BDAT_SYNTAX.wire)
+                return
+            size, last = int(sized.group(1)), False  # malformed: not taken for LAST
+        if self.state is S.RCPT or self.state is S.BDAT:
+            self.state = S.BDAT  # DATA and MAIL stay refused until RSET or LAST
+            self._bdat_failed = True
+        self._chunk_reply = refusal
+        self._read_chunk(size, last, counting=False)
+
+    def _read_chunk(self, size: int, last: bool, *, counting: bool) -> None:
         chunks = self._chunks
         if chunks is None:
             chunks = self._chunks = ChunkReader(self._headers())
-        chunks.start(int(m.group(1)), m.group(2) is not None, counting)
+        chunks.start(size, last, counting)
         self._mode = M.BDAT
         if not chunks.left:
             self._bdat_chunk_done(chunks)
@@ -349,11 +381,19 @@ class Commands:
         reply, self._chunk_reply = self._chunk_reply, None
         if not chunks.counting:
             assert reply is not None
-            self._out.append(reply.wire)
+            if chunks.last and self._bdat_failed:
+                # The failed transaction's last chunk ends it (RFC 2033 4.3:
+                # in LMTP, answered once per recipient).
+                self._answer_end(reply)
+            else:
+                self._out.append(reply.wire)
         elif chunks.size > self.settings.max_message_size:
-            # RFC 3030 section 2: an error on any chunk fails the transaction
-            # (in LMTP, only BDAT LAST is answered per recipient: RFC 3030 3).
-            self._refuse_message(R.R552_TOO_BIG, ended=chunks.last)
+            # RFC 3030 section 2: an error on any chunk fails the transaction.
+            if chunks.last:
+                self._refuse_message(R.R552_TOO_BIG)
+            else:
+                self._bdat_failed = True
+                self._out.append(R.R552_TOO_BIG.wire)
         elif chunks.last:
             self._message_complete(chunks.size, chunks.headers)
         else:

@@ -370,7 +370,10 @@ class SMTPConnection(Staging):
                 return
         facts = arg if check is None else check(self, arg)
         if facts.__class__ is Reply:
-            self._out.append(facts.wire)
+            if refuser is None:
+                self._out.append(facts.wire)
+            else:
+                refuser(self, arg, facts)  # BDAT: its chunk is still read
             return
         if stage is not None and self.watch and stage in self.watch:
             self._command_reached(verb, entry, facts)
