@@ -295,7 +295,7 @@ class SMTPConnection(Staging):
                     reply = R.R500_AUTH_LINE_TOO_LONG if mode is M.SASL else R.R500_LINE_TOO_LONG
                     self._abort_sasl()
                     self._prompted_by(UNPARSED)
-                    self._out.append(reply.wire)
+                    self._error(reply)
                     continue
                 line = bytes(buf[:nl])
                 del buf[: nl + 1]
@@ -338,7 +338,7 @@ class SMTPConnection(Staging):
             if self.settings.forbids(verb):  # a long URL: still no reply
                 self._cut("drop", "forbidden command")
             else:
-                self._out.append(R.R500_LINE_TOO_LONG.wire)
+                self._error(R.R500_LINE_TOO_LONG)
             return
         if self.watch and not staged and H.COMMAND in self.watch:
             self._command_stage(raw, verb, text)
@@ -392,7 +392,7 @@ class SMTPConnection(Staging):
                 self._cut("drop", "forbidden command")
                 return
         self._abort_sasl()
-        self._out.append(reply.wire)
+        self._error(reply)
 
     def _unknown_command(self, verb: str) -> None:
         if self.settings.forbids(verb):
@@ -403,13 +403,20 @@ class SMTPConnection(Staging):
             # posting to this port gets no SMTP text it could act on.
             self._cut("drop", "forbidden command")
             return
+        self._error(R.R503_BAD_SEQUENCE if self.state is S.REFUSED else R.R502_UNKNOWN)
+
+    def _error(self, reply: Reply) -> None:
+        """A line that is no command this server knows: an unknown verb
+        (502), or one it would not parse (500: too long, not UTF-8, control
+        bytes). Each costs the client nothing, so each counts toward one
+        limit, and the tenth closes the session instead (the classic server's
+        limit for unknown commands; Postfix counts both kinds toward
+        smtpd_hard_error_limit). One alone never ends the session."""
         self._unknown += 1
         if self._unknown >= MAX_UNKNOWN_COMMANDS:
             self._close(R.R421_TOO_MANY_UNKNOWN, "too many unknown commands")
-        elif self.state is S.REFUSED:
-            self._out.append(R.R503_BAD_SEQUENCE.wire)
         else:
-            self._out.append(R.R502_UNKNOWN.wire)
+            self._out.append(reply.wire)
 
 
 def _resolve(key: tuple[State, str], table: dict[tuple[State, str], Row] = TABLE) -> Entry:
