@@ -85,7 +85,7 @@ _GREETED = frozenset({_S.GREETED})
 class Command:
     """One row of the table. ``next`` None: the state does not change."""
 
-    handler: str  # commands.py's do_<handler>, and check_<handler> if it has one
+    handler: str  # do_<handler> (commands.py, intake.py), and check_<handler> if any
     allowed: frozenset[State]
     next: State | None
     stage: Stage | None
