@@ -153,12 +153,49 @@ def test_bdat_out_of_sequence_reads_and_refuses_its_chunk(server: ServerProcess)
         assert _queued(_bdat(c, b"ok\r\n", last=True))
 
 
-def test_bdat_syntax_errors(server: ServerProcess) -> None:
+def test_bdat_syntax_errors_without_a_size(server: ServerProcess) -> None:
+    # The size cannot be read, so nothing can be skipped: one 501 each, and
+    # the transaction is left as it was.
     with Smtp.connect(server.port("smtp")) as c:
         c.ehlo()
         c.mail_rcpt()
-        for bad in ("BDAT", "BDAT x", "BDAT -1", "BDAT 5 NOTLAST", "BDAT 5 LAST extra"):
+        for bad in ("BDAT", "BDAT x", "BDAT -1", "BDAT 5x LAST"):
             c.expect(bad, 501, "5.5.4")
+        assert _queued(_bdat(c, b"ok\r\n", last=True))
+
+
+def test_bdat_syntax_error_with_a_size_skips_its_chunk(server: ServerProcess) -> None:
+    # RFC 3030 section 2: the chunk follows the command whatever the reply;
+    # with its size readable it is read and dropped, and answered once. Its
+    # octets here are commands that must never run.
+    with Smtp.connect(server.port("smtp")) as c:
+        c.ehlo()
+        for bad in (b"BDAT 6 LAST junk", b"BDAT 6 NOTLAST", b"BDAT 6 LAST LAST"):
+            c.mail_rcpt()
+            c.send(bad + b"\r\nQUIT\r\n")
+            reply = c.reply()
+            assert (reply.code, reply.enhanced) == (501, "5.5.4"), (bad, reply)
+            c.expect("NOOP", 250)  # in step: one reply, the QUIT never ran
+            # The transaction failed (a 5xx to a chunk): later chunks are
+            # read and refused, never taken for a truncated message.
+            reply = _bdat(c, b"RSET\r\n", last=True)
+            assert (reply.code, reply.enhanced) == (503, "5.5.1"), reply
+            c.expect("NOOP", 250)
+        c.mail_rcpt()
+        assert _queued(_bdat(c, b"ok\r\n", last=True))
+
+
+def test_pipelined_chunks_after_a_malformed_bdat_are_dropped(server: ServerProcess) -> None:
+    with Smtp.connect(server.port("smtp")) as c:
+        c.ehlo()
+        c.send(
+            b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
+            b"BDAT 5 FIRST\r\nhelloBDAT 6\r\nQUIT\r\nBDAT 4 LAST\r\nRSETNOOP\r\n"
+        )
+        replies = c.replies(6)
+        assert [r.code for r in replies] == [250, 250, 501, 503, 503, 250], replies
+        # The LAST chunk ended the failed transaction: a new one may start.
+        c.mail_rcpt()
         assert _queued(_bdat(c, b"ok\r\n", last=True))
 
 

@@ -66,6 +66,28 @@ def test_a_message_resets_the_junk_count(server: ServerProcess) -> None:
         client.expect("QUIT", 221)
 
 
+@pytest.mark.parametrize(
+    "line",
+    [b"NOOP " + b"x" * 600 + b"\r\n", b"x" * 20000 + b"\r\n", b"HELO \xff\r\n", b"NOOP\x00\r\n"],
+    ids=["over-512", "over-auth-limit", "not-utf-8", "control-bytes"],
+)
+def test_lines_answered_500_count_toward_the_unknown_command_limit(
+    server: ServerProcess, line: bytes
+) -> None:
+    # Each such line costs the client nothing; left uncounted, it could send
+    # them for ever. They count with unknown commands (the tenth closes), as
+    # Postfix counts both toward smtpd_hard_error_limit.
+    with Client.connect(server.port()) as client:
+        client.send(line * 5 + b"XYZZY\r\n" * 4)
+        replies = client.replies(9)
+        assert [r.code for r in replies] == [500] * 5 + [502] * 4, replies
+        client.expect("NOOP", 250)  # one is no reason to end the session
+        client.send(line)
+        reply = client.reply()
+        assert (reply.code, reply.enhanced) == (421, "4.7.0"), reply
+        assert client.closed()
+
+
 def _curl(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
     url = f"smtp://127.0.0.1:{server.port()}/client.test"
     return subprocess.run(

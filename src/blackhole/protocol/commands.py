@@ -7,11 +7,11 @@ those facts and queues the answer. Between the two, the core may stop at the
 command's rules stage and let a verdict decide which half runs; the next
 state comes from the table, never from here. Handlers queue their replies
 with ``self._out.append(reply.wire)``: this is the per-command hot path.
+DATA and BDAT, which go on to read content, are ``intake.py``'s.
 """
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Callable
 
@@ -20,17 +20,14 @@ from blackhole.protocol import info, sasl
 from blackhole.protocol import modes as M
 from blackhole.protocol import replies as R
 from blackhole.protocol import states as S
-from blackhole.protocol.events import Close, Cut, Event, MessageReceived, StageReached, StartTLS
+from blackhole.protocol.events import Close, Cut, Event, StageReached, StartTLS
 from blackhole.protocol.grammar import MailParams, parse_mail, parse_rcpt
 from blackhole.protocol.hooks import Stage
-from blackhole.protocol.metering import END
 from blackhole.protocol.modes import Mode
-from blackhole.protocol.reader import DATA_PREFIX, ChunkReader, DataReader, HeaderScanner
+from blackhole.protocol.reader import ChunkReader, DataReader, HeaderScanner
 from blackhole.protocol.replies import Reply
 from blackhole.protocol.settings import SessionSettings
 from blackhole.protocol.states import State, ehlo_reply
-
-_BDAT_ARGS = re.compile(r"([0-9]{1,20})(?: +(LAST))? *", re.IGNORECASE)
 
 
 class Commands:
@@ -74,12 +71,8 @@ class Commands:
     _content_ended = False
     _sasl: sasl.Exchange | None = None
     _chunk_reply: Reply | None = None  # a BDAT chunk's answer chosen in advance
+    _bdat_failed = False  # a chunk of this transaction was refused (RFC 3030 2)
     _override: Reply | None = None  # a rule's reply for the command being done
-
-    def _message_complete(self, size: int, headers: HeaderScanner | None) -> None:
-        # In staging.py: the content stage, then the message. A method, not a
-        # TYPE_CHECKING stub: mypyc compiles no conditional class bodies.
-        raise NotImplementedError
 
     # A watched stage waiting for resolve(): the mode to go back to, and what
     # to run for a positive verdict (None: as usual) or a refusal.
@@ -134,6 +127,7 @@ class Commands:
         self._final = None
         self._content_next = self._content_at = 0
         self._content_ended = False
+        self._bdat_failed = False
 
     def _end_transaction(self) -> None:
         """A message's final answer was given (or it was refused): no transaction."""
@@ -257,107 +251,6 @@ class Commands:
     def do_rcpt(self, address: str) -> None:
         self.recipients.append(address)
         self._out.append(R.R250_RCPT_OK.wire)
-
-    def check_data(self, arg: str) -> str | Reply:
-        if arg.strip():
-            return R.R501_NO_ARGS
-        if self.binarymime:
-            return R.R503_BINARYMIME_DATA  # RFC 3030 section 3
-        return arg
-
-    def do_data(self, arg: str) -> None:
-        self._out.append(R.R354_DATA.wire)
-        self._reader = DataReader(self.settings.max_message_size, self._headers())
-        self._mode = M.DATA
-        self._in[0:0] = DATA_PREFIX
-
-    def _data_done(self, reader: DataReader) -> None:
-        if reader.oversize:
-            self._refuse_message(R.R552_TOO_BIG)
-        elif reader.long_line:
-            self._refuse_message(R.R500_LINE_TOO_LONG)
-        else:
-            self._message_complete(reader.size, reader.headers)
-
-    def _refuse_message(self, reply: Reply, *, ended: bool = True) -> None:
-        """Fail the message; ``ended``: its content has been read to the end."""
-        self._prompted_by(END)
-        if ended and self.settings.lmtp:
-            # RFC 2033 4.2: after the content, one reply per recipient.
-            self._out.extend([reply.wire] * len(self.recipients))
-        else:
-            self._out.append(reply.wire)
-        self._end_transaction()
-        self._mode = M.COMMAND
-
-    def _emit_message(
-        self, size: int, headers: HeaderScanner | None, reply: Reply | None = None
-    ) -> None:
-        mode = delay = None
-        if headers is not None and self.settings.dynamic_switch:
-            mode, delay = headers.switches()
-        collected = headers if self.settings.collect_headers else None
-        sender, final = self.sender or "", self._final
-        self.events.append(
-            MessageReceived(
-                size,
-                sender,
-                self.recipients,
-                mode,
-                delay,
-                collected,
-                reply or final,
-                self.settings.lmtp,
-            )
-        )
-        # Postfix: the junk command count is reset after mail is delivered.
-        self._junk = 0
-        self._mode = M.WAITING
-
-    def check_bdat(self, arg: str) -> re.Match[str] | Reply:
-        m = _BDAT_ARGS.fullmatch(arg)
-        # The chunk size is unknown, so its bytes cannot be skipped: they
-        # will be read as commands and fail as such.
-        return R.R501_BDAT_SYNTAX if m is None else m
-
-    def do_bdat(self, m: re.Match[str]) -> None:
-        # A rule's reply for this BDAT answers its chunk (not a LAST one: the
-        # message's answer comes from send()).
-        self._chunk_reply, self._override = self._override, None
-        self._read_chunk(m, counting=True)
-
-    def skip_bdat(self, arg: str, refusal: Reply) -> None:
-        """A refused BDAT: RFC 3030 section 2, its chunk is still read and dropped."""
-        m = _BDAT_ARGS.fullmatch(arg)
-        if m is None:
-            self._out.append(R.R501_BDAT_SYNTAX.wire)
-            return
-        self._chunk_reply = refusal
-        self._read_chunk(m, counting=False)
-
-    def _read_chunk(self, m: re.Match[str], *, counting: bool) -> None:
-        chunks = self._chunks
-        if chunks is None:
-            chunks = self._chunks = ChunkReader(self._headers())
-        chunks.start(int(m.group(1)), m.group(2) is not None, counting)
-        self._mode = M.BDAT
-        if not chunks.left:
-            self._bdat_chunk_done(chunks)
-
-    def _bdat_chunk_done(self, chunks: ChunkReader) -> None:
-        self._mode = M.COMMAND
-        reply, self._chunk_reply = self._chunk_reply, None
-        if not chunks.counting:
-            assert reply is not None
-            self._out.append(reply.wire)
-        elif chunks.size > self.settings.max_message_size:
-            # RFC 3030 section 2: an error on any chunk fails the transaction
-            # (in LMTP, only BDAT LAST is answered per recipient: RFC 3030 3).
-            self._refuse_message(R.R552_TOO_BIG, ended=chunks.last)
-        elif chunks.last:
-            self._message_complete(chunks.size, chunks.headers)
-        else:
-            self._out.append((reply or R.bdat_chunk(chunks.size)).wire)
 
     # --- AUTH and STARTTLS -----------------------------------------------------------
 

@@ -13,12 +13,18 @@ table there says everything else about sequencing.
 
 Rules hook in through ``watch``: when a command reaches a stage in it, the
 core queues ``StageReached`` and holds its input until ``resolve()``
-(``staging.py``). What each command does is in ``commands.py``.
+(``staging.py``).
+
+The session is built in layers, each a module owning one thing:
+``commands.py`` (the session's facts and what each command does),
+``intake.py`` (a message's content, DATA and BDAT, and its end),
+``staging.py`` (rules stages and their verdicts), ``dispatch.py`` (one
+command line, from bytes to its handler) and this module (the adapter's API
+and the input loop that cuts the input by mode).
 """
 
 from __future__ import annotations
 
-import re
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -26,24 +32,18 @@ from blackhole.protocol import hooks as H
 from blackhole.protocol import modes as M
 from blackhole.protocol import replies as R
 from blackhole.protocol import states as S
+from blackhole.protocol.dispatch import DISPATCH, LMTP_DISPATCH, Dispatch
 from blackhole.protocol.events import Event, StageReached
 from blackhole.protocol.hooks import Stage, Verdict
-from blackhole.protocol.limits import MAX_AUTH_LINE, MAX_COMMAND_LINE, MAX_UNKNOWN_COMMANDS
+from blackhole.protocol.limits import MAX_AUTH_LINE
 from blackhole.protocol.metering import CONNECT, END, NULL_METER, SERVER, UNPARSED, ReplyMeter
 from blackhole.protocol.replies import Reply
 from blackhole.protocol.settings import SessionSettings
-from blackhole.protocol.staging import Entry, Staging
-from blackhole.protocol.states import LMTP_TABLE, TABLE, State
-from blackhole.protocol.states import Entry as Row
 
-# Control characters other than HT are not allowed in a command line
-# (RFC 5321 section 4.1.1: commands are printable US-ASCII, or UTF-8 with
-# SMTPUTF8); NUL in particular has broken C servers and must not pass.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _NO_STAGES: frozenset[Stage] = frozenset()
 
 
-class SMTPConnection(Staging):
+class SMTPConnection(Dispatch):
     """One SMTP session, from greeting to close."""
 
     # The stages the adapter wants to hear about; it may set this at any time
@@ -53,8 +53,6 @@ class SMTPConnection(Staging):
     # counts (ascending), and at its end if none was reached.
     content_thresholds: tuple[int, ...] = ()
     discarded_after_starttls = 0
-    _unknown = 0
-    _junk = 0
     _overlong = False  # inside a command line that is too long
     _draining = False  # shutting down: close once the transaction ends
     # Told of every batch of replies before it is written (protocol.metering).
@@ -62,8 +60,6 @@ class SMTPConnection(Staging):
     # Asked at a watched command stage before it is reported: False lets the
     # command run as if the stage were not watched (no rule can act on it).
     screen: Callable[[Stage, str | None], bool] | None = None
-
-    _dispatch: dict[tuple[State, str], Entry]
 
     def __init__(self, settings: SessionSettings) -> None:
         self.settings = settings
@@ -74,7 +70,7 @@ class SMTPConnection(Staging):
         self._out: list[bytes] = []
         self.events = deque()
         self.recipients = []
-        self._dispatch = _LMTP_DISPATCH if settings.lmtp else _DISPATCH
+        self._dispatch = LMTP_DISPATCH if settings.lmtp else DISPATCH
         self._marks: list[int | str] = [0, CONNECT]
 
     # --- the adapter's API --------------------------------------------------
@@ -295,7 +291,7 @@ class SMTPConnection(Staging):
                     reply = R.R500_AUTH_LINE_TOO_LONG if mode is M.SASL else R.R500_LINE_TOO_LONG
                     self._abort_sasl()
                     self._prompted_by(UNPARSED)
-                    self._out.append(reply.wire)
+                    self._error(reply)
                     continue
                 line = bytes(buf[:nl])
                 del buf[: nl + 1]
@@ -314,118 +310,3 @@ class SMTPConnection(Staging):
         self._prompted_by(SERVER)
         self._close(R.R421_SHUTDOWN, "shutdown")
         return True
-
-    def _line(self, raw: bytes, staged: bool = False) -> None:
-        """One command line (or SASL response); ``staged``: past the command stage."""
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            self._unparsed(raw, R.R500_BAD_ENCODING)
-            return
-        # isprintable() is a C fast path that is true for almost every
-        # command; only when it is false (a TAB, or worse) does the regex run.
-        if not text.isprintable() and _CONTROL.search(text):
-            self._unparsed(raw, R.R500_BAD_BYTES)
-            return
-        if self._mode is M.SASL:
-            self._sasl_step(text)
-            return
-        verb, _, arg = text.partition(" ")
-        verb = verb.upper()
-        if not staged:
-            self._marks += (len(self._out), verb)  # _prompted_by, inline: hot path
-        if len(raw) + 2 > MAX_COMMAND_LINE and verb != "AUTH":
-            if self.settings.forbids(verb):  # a long URL: still no reply
-                self._cut("drop", "forbidden command")
-            else:
-                self._out.append(R.R500_LINE_TOO_LONG.wire)
-            return
-        if self.watch and not staged and H.COMMAND in self.watch:
-            self._command_stage(raw, verb, text)
-            return
-        # The dispatch, inline: this is the per-command hot path.
-        entry = self._dispatch.get((self.state, verb))
-        if entry is None:
-            self._unknown_command(verb)
-            return
-        check, commit, next_state, stage, junk, refusal, refuser = entry
-        if refusal is not None:
-            if refuser is None:
-                self._out.append(refusal.wire)
-            else:
-                refuser(self, arg, refusal)
-            return
-        if junk:
-            self._junk += 1
-            limit = self.settings.junk_command_limit
-            if limit and self._junk > limit:
-                # Postfix's smtpd_junk_command_limit (default 100): NOOP, VRFY,
-                # ETRN and RSET are "junk"; past the limit each one raises the
-                # error count (which ends the session at smtpd_hard_error_limit),
-                # and the count is reset after mail is delivered. A sink has no
-                # error count to climb, so one over the limit ends the session
-                # at once; EXPN and HELP count too, being as free to repeat.
-                # Otherwise a client could hold a session (and a slot) for ever.
-                self._close(R.R421_TOO_MANY_JUNK, "too many junk commands")
-                return
-        facts = arg if check is None else check(self, arg)
-        if facts.__class__ is Reply:
-            self._out.append(facts.wire)
-            return
-        if stage is not None and self.watch and stage in self.watch:
-            self._command_reached(verb, entry, facts)
-            return
-        self.state = next_state
-        commit(self, facts)
-
-    def _unparsed(self, raw: bytes, reply: Reply) -> None:
-        """A line that is no command (not UTF-8, control bytes): 500, and any
-        AUTH exchange is over; but one that starts like an HTTP request or
-        header is cut without a reply, as a well-formed one is."""
-        self._prompted_by(UNPARSED)
-        if self._mode is not M.SASL:
-            verb = raw.partition(b" ")[0].decode("latin-1").upper()
-            if self.settings.forbids(verb):
-                self._cut("drop", "forbidden command")
-                return
-        self._abort_sasl()
-        self._out.append(reply.wire)
-
-    def _unknown_command(self, verb: str) -> None:
-        if self.settings.forbids(verb):
-            # Postfix's smtpd_forbidden_commands ("CONNECT GET POST", and any
-            # line that looks like a message header): an HTTP request or a
-            # proxy CONNECT is no mail client. Postfix answers 221 and hangs
-            # up; nothing at all is sent here, so a browser tricked into
-            # posting to this port gets no SMTP text it could act on.
-            self._cut("drop", "forbidden command")
-            return
-        self._unknown += 1
-        if self._unknown >= MAX_UNKNOWN_COMMANDS:
-            self._close(R.R421_TOO_MANY_UNKNOWN, "too many unknown commands")
-        elif self.state is S.REFUSED:
-            self._out.append(R.R503_BAD_SEQUENCE.wire)
-        else:
-            self._out.append(R.R502_UNKNOWN.wire)
-
-
-def _resolve(key: tuple[State, str], table: dict[tuple[State, str], Row] = TABLE) -> Entry:
-    entry = table[key]
-    cls = SMTPConnection
-    return (
-        getattr(cls, entry.check, None),
-        getattr(cls, entry.commit),
-        entry.next,
-        entry.stage,
-        entry.junk,
-        entry.refusal,
-        getattr(cls, entry.refuse) if entry.refuse else None,
-    )
-
-
-# TABLE (LMTP_TABLE for LMTP sessions) with the method names resolved to
-# functions, once, at import.
-_DISPATCH: dict[tuple[State, str], Entry] = {key: _resolve(key) for key in TABLE}
-_LMTP_DISPATCH: dict[tuple[State, str], Entry] = {
-    key: _resolve(key, LMTP_TABLE) for key in LMTP_TABLE
-}

@@ -126,6 +126,7 @@ R503_ALREADY_AUTH = Reply(503, "5.5.1", "Already authenticated")
 R503_TLS_ACTIVE = Reply(503, "5.5.1", "TLS already active")
 R503_BINARYMIME_DATA = Reply(503, "5.5.1", "BODY=BINARYMIME requires BDAT, not DATA")
 R503_BDAT_THEN_DATA = Reply(503, "5.5.1", "DATA is not allowed after BDAT in a transaction")
+R503_BDAT_FAILED = Reply(503, "5.5.1", "Bad sequence of commands, an earlier chunk failed")
 R504_AUTH_MECHANISM = Reply(504, "5.5.4", "Unrecognised authentication mechanism")
 # A valid command with an argument it does not know: RFC 3463 X.5.4, not X.5.1.
 R504_HELP_UNKNOWN = Reply(504, "5.5.4", "No help for that topic")

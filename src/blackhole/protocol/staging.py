@@ -17,9 +17,9 @@ from blackhole.protocol import hooks as H
 from blackhole.protocol import modes as M
 from blackhole.protocol import replies as R
 from blackhole.protocol import states as S
-from blackhole.protocol.commands import Commands
 from blackhole.protocol.events import StageReached
 from blackhole.protocol.hooks import Stage
+from blackhole.protocol.intake import Intake
 from blackhole.protocol.modes import Mode
 from blackhole.protocol.reader import ChunkReader, HeaderScanner
 from blackhole.protocol.replies import Reply
@@ -37,14 +37,14 @@ Entry = tuple[
 ]
 
 
-class Staging(Commands):
+class Staging(Intake):
     """The stage and verdict half of ``SMTPConnection``."""
 
     content_thresholds: tuple[int, ...]
     screen: Callable[[Stage, str | None], bool] | None
 
     def _line(self, raw: bytes, staged: bool = False) -> None:
-        # In core.py. A method, not a TYPE_CHECKING stub: mypyc compiles no
+        # In dispatch.py. A method, not a TYPE_CHECKING stub: mypyc compiles no
         # conditional class bodies.
         raise NotImplementedError
 

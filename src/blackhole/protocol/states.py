@@ -27,8 +27,9 @@ The rules, in the order RFC 5321 section 4.1.4 and its extensions give them:
   command, so the core does it in its one ``_end_transaction``.
 
 Anything not allowed gets its 503 from ``REFUSALS`` (the most helpful text
-for that state and verb). A refused BDAT still has its chunk read and thrown
-away (RFC 3030 section 2): its row names a ``refuse`` handler that does that.
+for that state and verb). A refused BDAT (by its state, its check or a rule)
+still has its chunk read and thrown away (RFC 3030 section 2): its row names a
+``refuse`` handler that does that.
 Verbs in no row at all are unknown commands (502).
 """
 
@@ -84,7 +85,7 @@ _GREETED = frozenset({_S.GREETED})
 class Command:
     """One row of the table. ``next`` None: the state does not change."""
 
-    handler: str  # commands.py's do_<handler>, and check_<handler> if it has one
+    handler: str  # do_<handler> (commands.py, intake.py), and check_<handler> if any
     allowed: frozenset[State]
     next: State | None
     stage: Stage | None
@@ -93,7 +94,7 @@ class Command:
     offer: Offer = Offer.ALWAYS
     junk: bool = False  # counts toward junk_command_limit (Postfix's list, plus EXPN/HELP)
     stage_in: frozenset[State] | None = None  # where the stage is reported, if not everywhere
-    refuse: str | None = None  # method run instead of a plain 503 when refused
+    refuse: str | None = None  # run instead of sending the refusal (state, check or rule)
     stays_in: frozenset[State] = frozenset()  # states that ``next`` does not leave
     lmtp: bool | None = None  # only in LMTP (True) or only in SMTP (False) sessions
 

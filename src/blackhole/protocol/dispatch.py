@@ -1,0 +1,164 @@
+"""One command line: decoded, checked, and dispatched to its handler.
+
+``Dispatch._line`` is the per-command hot path: it decodes a line cut by the
+core, looks ``(state, verb)`` up once in the sequencing table (``states.py``,
+with its method names resolved here, once, at import) and runs the row's
+check and handler, stopping at a watched rules stage (``staging.py``) on the
+way. Lines that are no command (an unknown verb, or too long, not UTF-8,
+control bytes) are answered and counted here, toward the one limit that ends
+a session spent on them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from blackhole.protocol import hooks as H
+from blackhole.protocol import modes as M
+from blackhole.protocol import replies as R
+from blackhole.protocol import states as S
+from blackhole.protocol.limits import MAX_COMMAND_LINE, MAX_UNKNOWN_COMMANDS
+from blackhole.protocol.metering import UNPARSED
+from blackhole.protocol.replies import Reply
+from blackhole.protocol.staging import Entry, Staging
+from blackhole.protocol.states import LMTP_TABLE, TABLE, State
+from blackhole.protocol.states import Entry as Row
+
+# Control characters other than HT are not allowed in a command line
+# (RFC 5321 section 4.1.1: commands are printable US-ASCII, or UTF-8 with
+# SMTPUTF8); NUL in particular has broken C servers and must not pass.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class Dispatch(Staging):
+    """The command-line half of ``SMTPConnection``."""
+
+    _unknown = 0  # lines answered 500 or 502 (toward MAX_UNKNOWN_COMMANDS)
+    _junk = 0  # junk commands since the last message (junk_command_limit)
+    # states.TABLE or LMTP_TABLE, resolved (set by SMTPConnection).
+    _dispatch: dict[tuple[State, str], Entry]
+
+    def _line(self, raw: bytes, staged: bool = False) -> None:
+        """One command line (or SASL response); ``staged``: past the command stage."""
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            self._unparsed(raw, R.R500_BAD_ENCODING)
+            return
+        # isprintable() is a C fast path that is true for almost every
+        # command; only when it is false (a TAB, or worse) does the regex run.
+        if not text.isprintable() and _CONTROL.search(text):
+            self._unparsed(raw, R.R500_BAD_BYTES)
+            return
+        if self._mode is M.SASL:
+            self._sasl_step(text)
+            return
+        verb, _, arg = text.partition(" ")
+        verb = verb.upper()
+        if not staged:
+            self._marks += (len(self._out), verb)  # _prompted_by, inline: hot path
+        if len(raw) + 2 > MAX_COMMAND_LINE and verb != "AUTH":
+            if self.settings.forbids(verb):  # a long URL: still no reply
+                self._cut("drop", "forbidden command")
+            else:
+                self._error(R.R500_LINE_TOO_LONG)
+            return
+        if self.watch and not staged and H.COMMAND in self.watch:
+            self._command_stage(raw, verb, text)
+            return
+        # The dispatch, inline: this is the per-command hot path.
+        entry = self._dispatch.get((self.state, verb))
+        if entry is None:
+            self._unknown_command(verb)
+            return
+        check, commit, next_state, stage, junk, refusal, refuser = entry
+        if refusal is not None:
+            if refuser is None:
+                self._out.append(refusal.wire)
+            else:
+                refuser(self, arg, refusal)
+            return
+        if junk:
+            self._junk += 1
+            limit = self.settings.junk_command_limit
+            if limit and self._junk > limit:
+                # Postfix's smtpd_junk_command_limit (default 100): NOOP, VRFY,
+                # ETRN and RSET are "junk"; past the limit each one raises the
+                # error count (which ends the session at smtpd_hard_error_limit),
+                # and the count is reset after mail is delivered. A sink has no
+                # error count to climb, so one over the limit ends the session
+                # at once; EXPN and HELP count too, being as free to repeat.
+                # Otherwise a client could hold a session (and a slot) for ever.
+                self._close(R.R421_TOO_MANY_JUNK, "too many junk commands")
+                return
+        facts = arg if check is None else check(self, arg)
+        if facts.__class__ is Reply:
+            if refuser is None:
+                self._out.append(facts.wire)
+            else:
+                refuser(self, arg, facts)  # BDAT: its chunk is still read
+            return
+        if stage is not None and self.watch and stage in self.watch:
+            self._command_reached(verb, entry, facts)
+            return
+        self.state = next_state
+        commit(self, facts)
+
+    def _unparsed(self, raw: bytes, reply: Reply) -> None:
+        """A line that is no command (not UTF-8, control bytes): 500, and any
+        AUTH exchange is over; but one that starts like an HTTP request or
+        header is cut without a reply, as a well-formed one is."""
+        self._prompted_by(UNPARSED)
+        if self._mode is not M.SASL:
+            verb = raw.partition(b" ")[0].decode("latin-1").upper()
+            if self.settings.forbids(verb):
+                self._cut("drop", "forbidden command")
+                return
+        self._abort_sasl()
+        self._error(reply)
+
+    def _unknown_command(self, verb: str) -> None:
+        if self.settings.forbids(verb):
+            # Postfix's smtpd_forbidden_commands ("CONNECT GET POST", and any
+            # line that looks like a message header): an HTTP request or a
+            # proxy CONNECT is no mail client. Postfix answers 221 and hangs
+            # up; nothing at all is sent here, so a browser tricked into
+            # posting to this port gets no SMTP text it could act on.
+            self._cut("drop", "forbidden command")
+            return
+        self._error(R.R503_BAD_SEQUENCE if self.state is S.REFUSED else R.R502_UNKNOWN)
+
+    def _error(self, reply: Reply) -> None:
+        """A line that is no command this server knows: an unknown verb
+        (502), or one it would not parse (500: too long, not UTF-8, control
+        bytes). Each costs the client nothing, so each counts toward one
+        limit, and the tenth closes the session instead (the classic server's
+        limit for unknown commands; Postfix counts both kinds toward
+        smtpd_hard_error_limit). One alone never ends the session."""
+        self._unknown += 1
+        if self._unknown >= MAX_UNKNOWN_COMMANDS:
+            self._close(R.R421_TOO_MANY_UNKNOWN, "too many unknown commands")
+        else:
+            self._out.append(reply.wire)
+
+
+def _resolve(key: tuple[State, str], table: dict[tuple[State, str], Row] = TABLE) -> Entry:
+    entry = table[key]
+    cls = Dispatch
+    return (
+        getattr(cls, entry.check, None),
+        getattr(cls, entry.commit),
+        entry.next,
+        entry.stage,
+        entry.junk,
+        entry.refusal,
+        getattr(cls, entry.refuse) if entry.refuse else None,
+    )
+
+
+# TABLE (LMTP_TABLE for LMTP sessions) with the method names resolved to
+# functions, once, at import.
+DISPATCH: dict[tuple[State, str], Entry] = {key: _resolve(key) for key in TABLE}
+LMTP_DISPATCH: dict[tuple[State, str], Entry] = {
+    key: _resolve(key, LMTP_TABLE) for key in LMTP_TABLE
+}

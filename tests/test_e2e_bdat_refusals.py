@@ -1,0 +1,93 @@
+"""A refused BDAT chunk over real sockets, in SMTP and in LMTP.
+
+RFC 3030 section 2: a 4xx or 5xx to a chunk fails the transaction; chunks
+the client had already pipelined are read and dropped, never taken for a
+shorter message. RFC 2033 section 4.3: in LMTP a BDAT LAST inside a
+transaction is answered once per accepted recipient, whatever the answer,
+since a pipelining client counts its replies by its recipients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from blackhole.testing import Blackhole
+from tests.smtpclient import Client, Reply
+
+_RECIPIENTS = ("one@example.com", "two@example.com", "three@example.com")
+
+
+@pytest.fixture(scope="module")
+def bh() -> Iterator[Blackhole]:
+    with Blackhole(lmtp=True, tls=False, timeout=10, max_message_size=100) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def clean(bh: Blackhole) -> None:
+    bh.clear_rules()
+    bh.reset()
+
+
+def _transaction(client: Client, greeting: str) -> None:
+    client.expect(f"{greeting} client.test", 250)
+    client.expect("MAIL FROM:<a@example.com>", 250)
+    for recipient in _RECIPIENTS:
+        client.expect(f"RCPT TO:<{recipient}>", 250)
+
+
+def _codes(replies: list[Reply]) -> list[int]:
+    return [r.code for r in replies]
+
+
+def test_lmtp_after_a_chunk_over_the_limit(bh: Blackhole) -> None:
+    with Client.connect(bh.lmtp_port) as client:
+        _transaction(client, "LHLO")
+        client.send(b"BDAT 101\r\n" + b"x" * 101 + b"BDAT 6\r\nQUIT\r\nBDAT 6 LAST\r\nRSET\r\n")
+        # One reply for each chunk that is not the last, one per recipient for the last.
+        replies = client.replies(5)
+        assert _codes(replies) == [552, 503, 503, 503, 503], replies
+        client.expect("NOOP", 250)  # in step, and nothing of the chunks ran
+        # The last chunk ended the failed transaction.
+        _transaction(client, "LHLO")
+        client.send(b"BDAT 4 LAST\r\nok\r\n")
+        assert _codes(client.replies(3)) == [250, 250, 250]
+
+
+def test_lmtp_after_a_rule_refused_the_first_chunk(bh: Blackhole) -> None:
+    bh.add_rule({"name": "no-data", "at": "data", "reply": "550 5.7.1 Not this one"})
+    with Client.connect(bh.lmtp_port) as client:
+        _transaction(client, "LHLO")
+        client.send(b"BDAT 3\r\nabcBDAT 3\r\ndefBDAT 3 LAST\r\nghi")
+        replies = client.replies(5)
+        assert _codes(replies) == [550, 503, 503, 503, 503], replies
+        client.expect("NOOP", 250)
+    assert all(m.queue_id is None for m in bh.messages), bh.messages  # none accepted
+
+
+def test_lmtp_a_refused_last_chunk_is_answered_per_recipient(bh: Blackhole) -> None:
+    bh.add_rule({"name": "no-data", "at": "data", "reply": "451 4.3.0 Later"})
+    with Client.connect(bh.lmtp_port) as client:
+        _transaction(client, "LHLO")
+        client.send(b"BDAT 3 LAST\r\nabc")
+        replies = client.replies(3)
+        assert [(r.code, r.text) for r in replies] == [(451, "4.3.0 Later")] * 3, replies
+        # The transaction is over: a new one starts without RSET.
+        client.expect("MAIL FROM:<a@example.com>", 250)
+
+
+def test_smtp_a_rule_refused_first_chunk_fails_the_message(bh: Blackhole) -> None:
+    bh.add_rule({"name": "no-data", "at": "data", "reply": "550 5.7.1 Not this one"})
+    with Client.connect(bh.port) as client:
+        client.expect("EHLO client.test", 250)
+        client.send(
+            b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n"
+            b"BDAT 3\r\nabcBDAT 3 LAST\r\ndefNOOP\r\n"
+        )
+        replies = client.replies(5)
+        # Not a message made of the second chunk alone.
+        assert _codes(replies) == [250, 250, 550, 503, 250], replies
+        client.expect("MAIL FROM:<a@example.com>", 250)
+    assert all(m.queue_id is None for m in bh.messages), bh.messages  # none accepted
