@@ -105,7 +105,9 @@ class SMTPConnection(Dispatch):
             # The common case without pipelining: exactly one whole command
             # line. Same result as the general path below, minus the copies
             # into and out of the input buffer.
-            self._line(data[:-2] if data.endswith(b"\r\n") else data[:-1])
+            # data[-2] == 13 ("\r"), not endswith(): an index, where a method
+            # call parses its arguments like any Python call.
+            self._line(data[:-2] if len(data) > 1 and data[-2] == 13 else data[:-1])
             if self._draining:
                 self._drain_if_idle()
             return
@@ -295,7 +297,7 @@ class SMTPConnection(Dispatch):
                     continue
                 line = bytes(buf[:nl])
                 del buf[: nl + 1]
-                if line.endswith(b"\r"):
+                if line and line[-1] == 13:  # "\r"
                     line = line[:-1]
                 self._line(line)
             else:
