@@ -194,12 +194,25 @@ def test_a_session_skips_a_value_no_rule_matches_and_acts_on_one_that_does() -> 
 def test_at_debug_level_every_rule_still_says_why_it_does_not_hold(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    a = Adapter(RCPT_RULES)
-    a.say(b"EHLO c\r\n")
-    a.say(b"MAIL FROM:<a@x>\r\n")
+    # The level is the one in force when the session starts: as for every
+    # setting a reload changes, sessions in flight keep theirs.
     with caplog.at_level(logging.DEBUG, logger="blackhole.rules"):
+        a = Adapter(RCPT_RULES)
+        a.say(b"EHLO c\r\n")
+        a.say(b"MAIL FROM:<a@x>\r\n")
         assert a.say(b"RCPT TO:<b@example.com>\r\n").startswith(b"250 ")
     assert "rule r0 at rcpt: recipient does not hold" in caplog.text
+
+
+def test_a_session_started_below_debug_level_keeps_quiet(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    a = Adapter(RCPT_RULES)
+    a.say(b"EHLO c\r\n")
+    with caplog.at_level(logging.DEBUG, logger="blackhole.rules"):
+        assert a.say(b"MAIL FROM:<a@x>\r\n").startswith(b"250 ")
+        assert a.say(b"RCPT TO:<b@example.com>\r\n").startswith(b"250 ")
+    assert "does not hold" not in caplog.text
 
 
 # --- the client gate: a stage ruled out once per client address -------------------------

@@ -1,4 +1,4 @@
-"""One session under rules: evaluate at each watched stage, then carry out the verdict.
+"""One session under rules: evaluate at each watched stage (``server.carrying`` acts).
 
 ``SMTPProtocol`` makes a ``Steering`` when the worker has rules or address
 conventions, and calls it when the core reports a stage and when a message
@@ -18,22 +18,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from blackhole.protocol import replies as R
 from blackhole.protocol.core import SMTPConnection
 from blackhole.protocol.events import MessageReceived, StageReached
-from blackhole.protocol.hooks import Stage, TLSFault, Verdict
-from blackhole.protocol.replies import Reply
+from blackhole.protocol.hooks import Stage, Verdict
 from blackhole.rules.addresses import address_verdict
-from blackhole.rules.engine import CLOSING, RuleSet
+from blackhole.rules.engine import RuleSet
 from blackhole.rules.match import Facts
 from blackhole.rules.store import StoreUnavailableError
 from blackhole.server import lmtpend
+from blackhole.server.carrying import Carrying, Done, for_each
 from blackhole.server.rulefacts import Where, command_facts, end_facts, stage_facts
 from blackhole.server.rulestate import WorkerRules
-from blackhole.server.verdicts import Pacer, RefuseHandshake, reset
 
 if TYPE_CHECKING:
     from blackhole.server.connection import SMTPProtocol
@@ -48,30 +46,10 @@ _MAIL = Stage.MAIL
 _END = Stage.END
 _CONNECT_STAGE = Stage.CONNECT
 _STARTTLS = Stage.STARTTLS
-# Applies a verdict; True while the session still waits for something else.
-Done = Callable[[Verdict | None], bool]
 
 
-def describe(verdict: Verdict) -> str:
-    """The action, as the info log line says it."""
-    parts = []
-    if verdict.delay:
-        parts.append(f"delay {verdict.delay:.3g}s")
-    for flag in ("close", "drop", "reset", "hang"):
-        if getattr(verdict, flag):
-            parts.append(flag)
-    if verdict.tarpit:
-        parts.append(f"tarpit {verdict.tarpit} B/s")
-    if verdict.tls is not None:
-        parts.append(f"tls {verdict.tls}")
-    if verdict.reply is not None:
-        # One log line: a multi-line reply's lines joined.
-        parts.append(f"reply {verdict.reply.code} {' / '.join(verdict.reply.lines)}")
-    return ", ".join(parts) or "pass"
-
-
-class Steering:
-    """The rules' side of one session."""
+class Steering(Carrying):
+    """The rules' side of one session: the deciding half (``Carrying`` acts)."""
 
     __slots__ = (
         "_barred",
@@ -81,14 +59,11 @@ class Steering:
         "_early",
         "_generation",
         "_where",
-        "pacer",
         "rules",
-        "session",
-        "tls_fault",
     )
 
     def __init__(self, session: SMTPProtocol, rules: WorkerRules, core: SMTPConnection) -> None:
-        self.session = session
+        super().__init__(session)
         self.rules = rules
         self._core = core
         # At debug level every rule that does not hold says so. The level is
@@ -99,8 +74,6 @@ class Steering:
         self._early: Verdict | None = None
         self._client = session.client[0] if session.client is not None else None
         self._where: Where | None = None  # made when a stage is first evaluated
-        self.pacer: Pacer | None = None
-        self.tls_fault: TLSFault | None = None
         # The stages no rule can act on for this client (rules.gates), for
         # the rules in force at ``generation``.
         self._generation = rules.ruleset.generation
@@ -303,113 +276,3 @@ class Steering:
         if task.cancelled() or self.session.core is not core or self.session.closing:
             return
         self._act(core, stage, task.result(), done, later=True)
-
-    # --- carrying out -----------------------------------------------------------------
-
-    def _act(
-        self, core: SMTPConnection, stage: Stage, verdict: Verdict | None, done: Done, later: bool
-    ) -> bool:
-        session = self.session
-        if verdict is not None:
-            self.note(stage, verdict)
-            if verdict.delay > 0:
-                # A timer, not a sleep: other sessions run on meanwhile, and
-                # the session's input is held (SMTPProtocol._delay).
-                session.hold(verdict.delay, lambda: self.resume(core, done, verdict))
-                return True
-        if later:
-            self.resume(core, done, verdict)
-            return True
-        return done(verdict)
-
-    def note(self, stage: Stage, verdict: Verdict) -> None:
-        """Count and log a rule's action; start its tarpit."""
-        session = self.session
-        session.obs.rule_acted(verdict.rule, verdict.delay)
-        log.info(
-            "[%s] rule %s at %s: %s", session.session_id, verdict.rule, stage, describe(verdict)
-        )
-        if verdict.tarpit:
-            # From this reply on, every reply of the session is paced.
-            self.pacer = Pacer(
-                session.loop, lambda: session.transport, verdict.tarpit, session.touch
-            )
-
-    def resume(self, core: SMTPConnection, done: Done, verdict: Verdict | None) -> None:
-        session = self.session
-        if session.core is not core or session.closing:
-            return
-        try:
-            if not done(verdict):
-                session.carry_on(core)
-        except Exception:
-            session._internal_error()
-
-    def end(
-        self,
-        core: SMTPConnection,
-        event: MessageReceived,
-        verdict: Verdict,
-        answered: Sequence[Reply] = (),
-    ) -> bool:
-        """An ``end`` verdict: a reply replaces the mode's answer, or the session ends.
-
-        ``answered``: on LMTP, the replies of the recipients before the one
-        this verdict is for (``server.lmtpend``).
-        """
-        session = self.session
-        transport = session.transport
-        assert transport is not None
-        if verdict.drop:
-            session._close()  # FIN, no reply
-        elif verdict.reset:
-            reset(transport)
-            session._finish()
-        elif verdict.hang:
-            # No answer ever: the session ends at the idle timeout, silently.
-            session.hold(session.ctx.timeout, session._close)
-        elif verdict.close or (verdict.reply is not None and verdict.reply.code == 421):
-            core.send(for_each(event, verdict.reply or CLOSING, answered))
-            session._write(transport, core)
-            session._close()
-        else:
-            assert verdict.reply is not None
-            core.send(for_each(event, verdict.reply, answered))
-            return False
-        return True
-
-    # --- hooks for the adapter ----------------------------------------------------------
-
-    def close_after(self, close: Callable[[], None]) -> None:
-        """Close once a tarpit has written everything (at once without one)."""
-        if self.pacer is None:
-            close()
-        else:
-            self.pacer.then(close)
-
-    def break_tls(self, transport: asyncio.Transport) -> None:
-        """After the 220 to STARTTLS: fail the handshake, or never start it."""
-        session = self.session
-        if self.tls_fault is TLSFault.FAIL:
-            transport.set_protocol(RefuseHandshake(transport, session.ctx.tls_handshake_timeout))
-            # The client's handshake is bound to fail: the session ends here.
-            session.handshake_failed("refused by a rule (tls = fail)")
-            session._finish()
-        else:
-            # Nothing is read and nothing answered: the idle timer ends it.
-            session.core = None
-            transport.pause_reading()
-
-
-def for_each(
-    event: MessageReceived, reply: Reply, answered: Sequence[Reply] = ()
-) -> Reply | list[Reply]:
-    """The final answer as the core takes it: on LMTP one per recipient (RFC 2033 4.2).
-
-    On LMTP the recipients ``answered`` already keep their replies and every
-    later one gets ``reply`` (a content rule's answer, or the 421 of a rule
-    that closes the session: RFC 2033 4.2 has every recipient answered).
-    """
-    if not event.lmtp:
-        return reply
-    return [*answered, *[reply] * (len(event.recipients) - len(answered))]
