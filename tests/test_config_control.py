@@ -9,7 +9,7 @@ import pytest
 from blackhole.config.classic import load_config
 from blackhole.config.model import Config
 from blackhole.errors import ConfigError
-from blackhole.supervisor.hubkeeper import load_token
+from blackhole.supervisor.hubsockets import load_token
 
 
 def _load(tmp_path: Path, text: str) -> Config:

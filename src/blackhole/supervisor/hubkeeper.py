@@ -23,21 +23,18 @@ interpreter) and watched through the same sentinel and channel:
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
-import os
 import select
 import shutil
 import signal
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 
 from blackhole.config.model import Config
-from blackhole.errors import EX_SOFTWARE, BlackholeError, ConfigError, PermissionDenied, Unavailable
+from blackhole.errors import EX_SOFTWARE, BlackholeError, ConfigError
 from blackhole.hub.spec import (
     ClaimNames,
     FleetState,
@@ -52,6 +49,7 @@ from blackhole.hub.spec import (
 from blackhole.observe.layout import Layout
 from blackhole.rules.model import Rule
 from blackhole.supervisor.backoff import Backoff
+from blackhole.supervisor.hubsockets import bind_control, load_token, socket_directory
 from blackhole.supervisor.messages import Failed, Ready
 from blackhole.supervisor.process import (
     FORK,
@@ -79,39 +77,6 @@ STOP_TIMEOUT = 5.0  # seconds from StopHub to exit, then SIGKILL
 # well within a worker's heartbeat timeout, before it reloads unchecked.
 CLAIM_TIMEOUT = 2.0
 HUB_NUMBER = 0  # the hub's number in log lines and WorkerProcess
-
-
-def load_token(config: Config) -> str | None:
-    """``control_token``, or the first line of ``control_token_file`` (read now)."""
-    if config.control_token is not None or config.control_token_file is None:
-        return config.control_token
-    path = config.control_token_file
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
-        raise ConfigError(f"control_token_file {path!r} cannot be read: {reason}") from None
-    token = text.strip()
-    if not token or any(c.isspace() for c in token):
-        raise ConfigError(f"control_token_file {path!r} must hold one token, without spaces")
-    return token
-
-
-def bind_control(address: tuple[str, int]) -> socket.socket:
-    host, port = address
-    try:
-        sock = socket.create_server((host, port), family=_family(host), reuse_port=False)
-    except OSError as exc:
-        where = f"control_listen {host}:{port}"
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            raise PermissionDenied(f"cannot bind {where}: {exc.strerror}") from None
-        raise Unavailable(f"cannot bind {where}: {exc.strerror or exc}") from None
-    sock.setblocking(False)
-    return sock
-
-
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 class HubKeeper:
@@ -144,7 +109,7 @@ class HubKeeper:
             self.control = bind_control(config.control_listen)
 
     def bind_store(self) -> None:
-        self.directory = _socket_directory()
+        self.directory = socket_directory()
         store = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             store.bind(str(self.directory / "hub.sock"))
@@ -394,17 +359,3 @@ def _fork(spec: HubSpec, close_in_child: list[int]) -> WorkerProcess:
         return forked_main(spec, channel)
 
     return fork_process(HUB_NUMBER, serve, close_in_child)
-
-
-# A UNIX socket path holds at most 107 bytes (unix(7), sun_path). A long
-# TMPDIR (a test runner's private one, say) cannot hold the hub's socket, so
-# its private directory goes to /tmp instead.
-_SUN_PATH_MAX = 107
-
-
-def _socket_directory() -> Path:
-    directory = Path(tempfile.mkdtemp(prefix="blackhole-hub-"))
-    if len(os.fsencode(directory / "hub.sock")) <= _SUN_PATH_MAX:
-        return directory
-    directory.rmdir()
-    return Path(tempfile.mkdtemp(prefix="blackhole-hub-", dir="/tmp"))

@@ -39,7 +39,8 @@ from blackhole.supervisor.daemon import Readiness
 from blackhole.supervisor.draining import Drain
 from blackhole.supervisor.fdlimit import raise_open_files_limit
 from blackhole.supervisor.fleet import Fleet, Launch, Phase, Timing
-from blackhole.supervisor.hubkeeper import HubKeeper, load_token
+from blackhole.supervisor.hubkeeper import HubKeeper
+from blackhole.supervisor.hubsockets import load_token
 from blackhole.supervisor.lifeline import take_lifeline
 from blackhole.supervisor.messages import Settings
 from blackhole.supervisor.notify import sd_notify
