@@ -43,6 +43,16 @@ from tlssessions import tls_sessions_phase
 from variants import FEATURE_SERVERS, parse_variant
 
 
+def make_servers(options: argparse.Namespace, workdir: Path, cert: Path, key: Path) -> list[Server]:
+    """The servers to run, each limited to the phases it takes part in."""
+    servers = [make_server(n, workdir, cert, key, options) for n in options.servers]
+    for server in servers:
+        # A server only --features adds is compared in its scenarios; the
+        # floor limits itself (bench/servers.py); the others take part in all.
+        server.phases = options.phases.get(server.name, server.phases)
+    return servers
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark Blackhole against smtp-sink and aiosmtpd on loopback."
@@ -165,10 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cert, key = make_cert(workdir)
 
             def build() -> list[Server]:
-                servers = [make_server(n, workdir, cert, key, options) for n in options.servers]
-                for server in servers:
-                    server.phases = options.phases.get(server.name)
-                return servers
+                return make_servers(options, workdir, cert, key)
 
             extra = [p for p in ("tls", "tls-sessions", "latency") if wanted(p)]
             if scenarios or extra:

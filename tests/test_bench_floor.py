@@ -86,11 +86,12 @@ def test_sigusr1_reports_its_cpu(floor: tuple[subprocess.Popen[str], int]) -> No
 
 @pytest.mark.usefixtures("bench_on_path")
 def test_run_py_serves_the_floor_in_the_smtp_loads_and_latency_only(tmp_path: Path) -> None:
-    from run import parse_args
-    from servers import make_cert, make_server
+    from run import make_servers, parse_args
+    from servers import make_cert
 
     cert, key = make_cert(tmp_path)
-    server = make_server("floor", tmp_path, cert, key, parse_args([]))
+    options = parse_args(["--servers", "smtp-sink,floor"])
+    server = make_servers(options, tmp_path, cert, key)[1]
     assert server.has_smtp and not server.has_tls
     assert server.takes_part("1k-new") and server.takes_part("latency")
     assert not server.takes_part("idle") and not server.takes_part("tls-sessions")
