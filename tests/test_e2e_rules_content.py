@@ -99,3 +99,17 @@ def test_header_rule_with_after_bytes_past_the_headers(
     assert client.reply().code == 451
     client = _message(server, b"X-Test: retry-1\r\n\r\n" + LINE * 10, "lines")
     assert client.reply().code == 250  # 1000 bytes: never reached 2000
+
+
+def test_header_matchers_read_the_first_64_kib_of_the_header_section(
+    server_factory: Factory, tmp_path: Path
+) -> None:
+    # docs/rules.md: only the first 64 KiB of the header section are read;
+    # the message is still received whole and answered.
+    server = rules_server(server_factory, tmp_path, HEADER)
+    filler = b"".join(b"X-Filler-%04d: %s\r\n" % (n, b"f" * 80) for n in range(800))
+    assert len(filler) > 64 * 1024
+    early = b"X-Test: retry-1\r\n" + filler + b"\r\n" + LINE * 10
+    assert _message(server, early, "whole").reply().code == 451
+    late = filler + b"X-Test: retry-1\r\n\r\n" + LINE * 10
+    assert _message(server, late, "whole").reply().code == 250
