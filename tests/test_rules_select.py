@@ -116,6 +116,15 @@ def test_message_key_prefers_message_id() -> None:
     assert key_value(Key.MESSAGE, with_id) == "<1@x>"
 
 
+@pytest.mark.parametrize("key", [Key.TRIPLET, Key.RECIPIENT, Key.MESSAGE])
+def test_a_message_retried_with_its_recipients_reordered_has_the_same_key(key: Key) -> None:
+    first = Facts(Stage.END, client="192.0.2.1", sender="a@b", recipients=("c@d", "E@F", "g@h"))
+    retry = Facts(Stage.END, client="192.0.2.1", sender="a@b", recipients=("g@h", "c@d", "e@f"))
+    assert key_value(key, first) == key_value(key, retry)
+    other = Facts(Stage.END, client="192.0.2.1", sender="a@b", recipients=("c@d", "g@h"))
+    assert key_value(key, other) != key_value(key, first)
+
+
 def test_triplet_ipv6_uses_the_64() -> None:
     facts = Facts(Stage.RCPT, client="2001:db8:1:2:3::9", sender="", recipient="r@x")
     assert key_value(Key.TRIPLET, facts) == "2001:db8:1:2::/64\0\0r@x"

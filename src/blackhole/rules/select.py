@@ -84,7 +84,12 @@ def _network(client: str | None) -> str:
 def _recipient(facts: Facts) -> str:
     if facts.recipient is not None:
         return facts.recipient.lower()
-    return ",".join(r.lower() for r in facts.recipients)
+    recipients = facts.recipients
+    if len(recipients) == 1:
+        return recipients[0].lower()
+    # A message's recipients as a set: the same message retried may give
+    # them in another order (RFC 5321 3.3 fixes none), and must count as one.
+    return ",".join(sorted({r.lower() for r in recipients}))
 
 
 # Enum members read once, as module globals: on CPython 3.11 ``Key.TRIPLET``
