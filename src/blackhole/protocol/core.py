@@ -293,7 +293,7 @@ class SMTPConnection(Dispatch):
                     reply = R.R500_AUTH_LINE_TOO_LONG if mode is M.SASL else R.R500_LINE_TOO_LONG
                     self._abort_sasl()
                     self._prompted_by(UNPARSED)
-                    self._error(reply)
+                    self._unusable(reply)
                     continue
                 line = bytes(buf[:nl])
                 del buf[: nl + 1]

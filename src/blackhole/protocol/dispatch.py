@@ -4,9 +4,10 @@
 core, looks ``(state, verb)`` up once in the sequencing table (``states.py``,
 with its method names resolved here, once, at import) and runs the row's
 check and handler, stopping at a watched rules stage (``staging.py``) on the
-way. Lines that are no command (an unknown verb, or too long, not UTF-8,
-control bytes) are answered and counted here, toward the one limit that ends
-a session spent on them.
+way. Lines that are no command are answered and counted here: an unknown
+verb toward SPEC's limit of ten unknown commands, a line answered 500 (too
+long, not UTF-8, control bytes) as a junk command (the session survives it,
+as it survives a NOOP, up to ``junk_command_limit`` without a message).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 class Dispatch(Staging):
     """The command-line half of ``SMTPConnection``."""
 
-    _unknown = 0  # lines answered 500 or 502 (toward MAX_UNKNOWN_COMMANDS)
+    _unknown = 0  # unknown commands, answered 502 (toward MAX_UNKNOWN_COMMANDS)
     _junk = 0  # junk commands since the last message (junk_command_limit)
     # states.TABLE or LMTP_TABLE, resolved (set by SMTPConnection).
     _dispatch: dict[tuple[State, str], Entry]
@@ -61,7 +62,7 @@ class Dispatch(Staging):
             if self.settings.forbids(verb):  # a long URL: still no reply
                 self._cut("drop", "forbidden command")
             else:
-                self._error(R.R500_LINE_TOO_LONG)
+                self._unusable(R.R500_LINE_TOO_LONG)
             return
         if self.watch and not staged and H.COMMAND in self.watch:
             self._command_stage(raw, verb, text)
@@ -78,19 +79,8 @@ class Dispatch(Staging):
             else:
                 refuser(self, arg, refusal)
             return
-        if junk:
-            self._junk += 1
-            limit = self.settings.junk_command_limit
-            if limit and self._junk > limit:
-                # Postfix's smtpd_junk_command_limit (default 100): NOOP, VRFY,
-                # ETRN and RSET are "junk"; past the limit each one raises the
-                # error count (which ends the session at smtpd_hard_error_limit),
-                # and the count is reset after mail is delivered. A sink has no
-                # error count to climb, so one over the limit ends the session
-                # at once; EXPN and HELP count too, being as free to repeat.
-                # Otherwise a client could hold a session (and a slot) for ever.
-                self._close(R.R421_TOO_MANY_JUNK, "too many junk commands")
-                return
+        if junk and self._junk_over():
+            return
         facts = arg if check is None else check(self, arg)
         if facts.__class__ is Reply:
             if refuser is None:
@@ -115,7 +105,31 @@ class Dispatch(Staging):
                 self._cut("drop", "forbidden command")
                 return
         self._abort_sasl()
-        self._error(reply)
+        self._unusable(reply)
+
+    def _junk_over(self) -> bool:
+        """Count a junk command; True if it was one too many (the session is closed).
+
+        Postfix's smtpd_junk_command_limit (default 100): NOOP, VRFY, ETRN
+        and RSET are "junk"; past the limit each one raises the error count
+        (which ends the session at smtpd_hard_error_limit), and the count is
+        reset after mail is delivered. A sink has no error count to climb,
+        so one over the limit ends the session at once; EXPN and HELP count
+        too, being as free to repeat, and so do lines answered 500.
+        Otherwise a client could hold a session (and a slot) for ever.
+        """
+        self._junk += 1
+        limit = self.settings.junk_command_limit
+        if limit and self._junk > limit:
+            self._close(R.R421_TOO_MANY_JUNK, "too many junk commands")
+            return True
+        return False
+
+    def _unusable(self, reply: Reply) -> None:
+        """A line answered 500 (too long, not UTF-8, control bytes): SPEC.md has
+        the session survive it; it counts as a junk command."""
+        if not self._junk_over():
+            self._out.append(reply.wire)
 
     def _unknown_command(self, verb: str) -> None:
         if self.settings.forbids(verb):
@@ -129,12 +143,8 @@ class Dispatch(Staging):
         self._error(R.R503_BAD_SEQUENCE if self.state is S.REFUSED else R.R502_UNKNOWN)
 
     def _error(self, reply: Reply) -> None:
-        """A line that is no command this server knows: an unknown verb
-        (502), or one it would not parse (500: too long, not UTF-8, control
-        bytes). Each costs the client nothing, so each counts toward one
-        limit, and the tenth closes the session instead (the classic server's
-        limit for unknown commands; Postfix counts both kinds toward
-        smtpd_hard_error_limit). One alone never ends the session."""
+        """An unknown command (502, or 503 once refused): the tenth closes the
+        session instead (SPEC.md; the classic server's limit)."""
         self._unknown += 1
         if self._unknown >= MAX_UNKNOWN_COMMANDS:
             self._close(R.R421_TOO_MANY_UNKNOWN, "too many unknown commands")

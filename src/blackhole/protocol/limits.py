@@ -12,8 +12,7 @@ MAX_AUTH_LINE = 12288
 # line the client dot-stuffed (section 4.5.2) may have one octet more on the
 # wire, and only such a line (reader.DataReader checks both).
 MAX_TEXT_LINE = 1000
-# The classic server closed a session after ten unknown commands; lines
-# answered 500 (too long, not UTF-8, control bytes) count toward it too.
+# The classic server closed a session after ten unknown commands (SPEC.md).
 MAX_UNKNOWN_COMMANDS = 10
 # Header bytes kept while looking for X-Blackhole-* switches. Headers beyond
 # this are still read and discarded, only no longer scanned (memory stays flat).
