@@ -91,3 +91,18 @@ def test_smtp_a_rule_refused_first_chunk_fails_the_message(bh: Blackhole) -> Non
         assert _codes(replies) == [250, 250, 550, 503, 250], replies
         client.expect("MAIL FROM:<a@example.com>", 250)
     assert all(m.queue_id is None for m in bh.messages), bh.messages  # none accepted
+
+
+@pytest.mark.parametrize("lmtp", [False, True], ids=["smtp", "lmtp"])
+def test_after_a_failed_chunk_the_next_mail_needs_no_rset(bh: Blackhole, lmtp: bool) -> None:
+    # RFC 3030 section 2: the client sends no more chunks of a failed
+    # transaction; its next MAIL starts the next message.
+    with Client.connect(bh.lmtp_port if lmtp else bh.port) as client:
+        _transaction(client, "LHLO" if lmtp else "EHLO")
+        client.send(b"BDAT 101\r\n" + b"x" * 101)
+        assert client.reply().code == 552
+        client.expect("MAIL FROM:<a@example.com>", 250)
+        client.expect("RCPT TO:<b@example.com>", 250)
+        client.send(b"BDAT 5 LAST\r\nhello")
+        assert client.reply().code == 250
+    assert any(m.queue_id is not None for m in bh.messages), bh.messages

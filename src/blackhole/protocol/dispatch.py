@@ -64,6 +64,12 @@ class Dispatch(Staging):
             else:
                 self._unusable(R.R500_LINE_TOO_LONG)
             return
+        if self._bdat_failed and verb != "BDAT":
+            # RFC 3030 section 2: a refused chunk failed the transaction, and
+            # the client sends no more chunks (those it had pipelined are
+            # refused in skip_bdat). Any other command comes after it: a MAIL
+            # starts the next message without an RSET first.
+            self._end_transaction()
         if self.watch and not staged and H.COMMAND in self.watch:
             self._command_stage(raw, verb, text)
             return
