@@ -106,3 +106,18 @@ def test_after_a_failed_chunk_the_next_mail_needs_no_rset(bh: Blackhole, lmtp: b
         client.send(b"BDAT 5 LAST\r\nhello")
         assert client.reply().code == 250
     assert any(m.queue_id is not None for m in bh.messages), bh.messages
+
+
+def test_a_rule_answering_bdat_at_the_command_stage_skips_its_chunk(bh: Blackhole) -> None:
+    bh.add_rule({"name": "no-chunks", "at": "command", "sender": "a@example.com", "after": 1,
+                 "reply": "550 5.7.1 No chunks here"})  # fmt: skip
+    with Client.connect(bh.port) as client:
+        client.expect("EHLO client.test", 250)
+        client.expect("MAIL FROM:<a@example.com>", 250)
+        client.expect("RCPT TO:<b@example.com>", 250)
+        # The chunk's 10 octets look like a command: they must not run as one.
+        client.send(b"BDAT 10 LAST\r\nRSET x\r\nAB" + b"NOOP\r\n")
+        replies = client.replies(2)
+        # The failed transaction is over at the NOOP: the rule's sender no longer holds.
+        assert [r.code for r in replies] == [550, 250], replies
+        client.expect("MAIL FROM:<c@example.com>", 250)  # in step

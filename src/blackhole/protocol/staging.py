@@ -64,10 +64,16 @@ class Staging(Intake):
             if reply is None:
                 self._line(raw, staged=True)
             else:
-                self._out.append(reply.wire)
+                refuse(reply)
 
         def refuse(reply: Reply) -> None:
-            self._out.append(reply.wire)
+            if verb == "BDAT":
+                # RFC 3030 2: the chunk follows the command whatever the
+                # answer; it is read and dropped, never run as commands, and
+                # inside a transaction the transaction has failed.
+                self.skip_bdat(text.partition(" ")[2], reply)
+            else:
+                self._out.append(reply.wire)
 
         if verb == "AUTH":
             # RFC 4954 4: an initial response holds credentials; rules see
