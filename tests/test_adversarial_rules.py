@@ -269,6 +269,28 @@ def test_a_reload_clashing_with_an_api_rule_is_refused_as_a_whole(tmp_path: Path
             assert client.cmd("VRFY x").code == 550
 
 
+def test_a_reload_that_would_put_more_rules_in_force_than_can_be_counted_is_refused(
+    tmp_path: Path,
+) -> None:
+    # 256 file rules are allowed alone, not with an API rule besides: the
+    # 257th would act and never be counted.
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 old"\n')
+    with Blackhole(tls=False, rules=str(rules)) as server:
+        server.add_rule({"name": "api1", "at": "rset", "reply": "250 2.0.0 api"})
+        rules.write_text(numbered_rules(256))
+        server._server.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+        log = wait_for_log(server, "configuration reloaded", "still serving with the previous")
+        assert "configuration reloaded" not in log
+        assert (
+            f"reload refused: {rules}: 256 rules, and 1 added through the control API; at most"
+            " 256 can be in force together" in log
+        )
+        assert sorted(rule["name"] for rule in server.rules()) == ["api1", "n"]
+        with Client.connect(server.port) as client:
+            assert client.cmd("NOOP").text == "2.0.0 old"
+
+
 def test_a_clash_the_hub_could_not_rule_out_is_reported_not_called_a_reload(
     tmp_path: Path,
 ) -> None:

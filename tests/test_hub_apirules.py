@@ -50,9 +50,9 @@ def test_new_file_rules_are_taken_only_if_no_api_rule_has_one_of_their_names() -
         '[[rule]]\nname = "new"\nat = "rcpt"\nreply = "550 No"\n'
         '[[rule]]\nname = "mine"\nat = "rcpt"\nreply = "550 No"\n'
     ).rules
-    assert book.claim(both) == ("mine",)
+    assert book.claim(both) == (("mine",), 1)
     assert book.file_rules == FILE  # refused as a whole
-    assert book.claim(both[:1]) == ()
+    assert book.claim(both[:1]) == ((), 1)
     assert book.file_rules == both[:1]
     with pytest.raises(RuleConflictError):
         book.add({"name": "new", "at": "mail", "delay": 1}, None, now=0.0)
@@ -71,3 +71,15 @@ def test_remove_clear_and_expire() -> None:
         book.remove("long")
     assert [r.name for r in book.clear()] == ["forever"]
     assert book.rules == () and book.next_expiry() is None
+
+
+def test_new_file_rules_are_not_taken_if_with_the_api_rules_they_are_too_many() -> None:
+    book = ApiRuleBook(FILE)
+    book.add({"name": "mine", "at": "mail", "delay": 1}, None, now=0.0)
+    many = parse_text(
+        "".join(f'[[rule]]\nname = "r{n}"\nat = "rcpt"\nreply = "550 No"\n' for n in range(256))
+    ).rules
+    assert book.claim(many) == ((), 1)
+    assert book.file_rules == FILE  # 257 with the API's: refused as a whole
+    assert book.claim(many[:255]) == ((), 1)
+    assert book.file_rules == many[:255]

@@ -201,10 +201,10 @@ def test_claiming_file_rule_names_reports_the_api_rules_that_hold_them(
 ) -> None:
     keeper, port = hub_with_api
     assert _post(port, "/rules", {"name": "x", "at": "rset", "reply": "250 2.0.0 api"}) == 201
-    assert keeper.claim_names(_rules("n", "x")) == ("x",)
+    assert keeper.claim_names(_rules("n", "x")) == (("x",), 1)
     # Refused: nothing was taken, so "n" is still free for the API.
     assert _post(port, "/rules", {"name": "n", "at": "rset", "reply": "250 2.0.0 api"}) == 201
-    assert keeper.claim_names(_rules("m")) == ()
+    assert keeper.claim_names(_rules("m")) == ((), 2)
     # Taken at once, before the reload goes on: no API rule may take the name now.
     assert _post(port, "/rules", {"name": "m", "at": "rset", "reply": "250 2.0.0 api"}) == 409
 
@@ -220,9 +220,9 @@ def test_a_hub_that_does_not_answer_a_claim_leaves_the_check_to_the_workers(
     assert keeper.process is not None
     keeper.process.signal(signal.SIGSTOP)
     try:
-        assert keeper.claim_names(_rules("x")) == ()
+        assert keeper.claim_names(_rules("x"))[0] == ()
     finally:
         keeper.process.signal(signal.SIGCONT)
     assert "the hub did not answer in 0.2s" in caplog.text
     # Its late answer (the clash of "x") is not taken for the next claim's.
-    assert keeper.claim_names(_rules("y")) == ()
+    assert keeper.claim_names(_rules("y"))[0] == ()

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 from blackhole.control.backend import RuleConflictError, RuleError, UnknownRuleError
 from blackhole.hub.wire import JSON, ApiRule
+from blackhole.observe.layout import MAX_RULES
 from blackhole.rules.model import Rule
 from blackhole.rules.parse import RulesError, parse_object
 
@@ -71,8 +72,10 @@ class ApiRuleBook:
         self._entries.insert(0, (api, rule))
         return rule
 
-    def claim(self, file_rules: Iterable[Rule]) -> tuple[str, ...]:
-        """New file rules (SIGHUP), unless API rules hold some of their names: those names.
+    def claim(self, file_rules: Iterable[Rule]) -> tuple[tuple[str, ...], int]:
+        """New file rules (SIGHUP): (the names of them API rules hold, how many
+        API rules there are). Taken, unless a name clashes or they and the API
+        rules would be more than ``MAX_RULES`` (the counter slots).
 
         Taken at once, before the reload is committed: from then on an API
         rule cannot take one of their names, as it cannot take a file rule's.
@@ -80,9 +83,9 @@ class ApiRuleBook:
         rules = tuple(file_rules)
         held = {rule.name for rule in self.rules}
         clashes = tuple(rule.name for rule in rules if rule.name in held)
-        if not clashes:
+        if not clashes and len(rules) + len(held) <= MAX_RULES:
             self.file_rules = rules
-        return clashes
+        return clashes, len(held)
 
     def remove(self, name: str) -> Rule:
         for index, (_api, rule) in enumerate(self._entries):

@@ -115,8 +115,8 @@ class HubRunner:
             if isinstance(message, FleetState):
                 self.backend.fleet = message
             elif isinstance(message, ClaimNames):
-                clashes = self.hub.book.claim(message.file_rules)
-                self.channel.send(NamesClaimed(message.number, clashes))
+                clashes, api_rules = self.hub.book.claim(message.file_rules)
+                self.channel.send(NamesClaimed(message.number, clashes, api_rules))
             elif isinstance(message, HubReload):
                 self._reload(message)
             elif isinstance(message, StopHub):
@@ -132,15 +132,16 @@ class HubRunner:
         if message.layout is not None:
             self.backend.relabel(message.layout)
         book = self.hub.book
-        clashes = book.claim(message.file_rules)
-        if clashes:
+        clashes, api_rules = book.claim(message.file_rules)
+        if book.file_rules != message.file_rules:
             # The supervisor asks first (ClaimNames); this is a reload it went on
             # with unanswered: the workers keep their file rules, and so does the API.
-            log.error(
-                "reload: the rules file names rules like API rules (%s): the API lists"
-                " the previous file rules",
-                ", ".join(clashes),
+            why = (
+                f"names rules like API rules ({', '.join(clashes)})"
+                if clashes
+                else f"has {len(message.file_rules)} rules and the API {api_rules}"
             )
+            log.error("reload: the rules file %s: the API lists the previous file rules", why)
         self.backend.file_rules(book.file_rules)
         store = self.hub.store
         if isinstance(store, SharedStore):

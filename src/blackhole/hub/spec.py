@@ -89,7 +89,8 @@ class ClaimNames:
 @dataclass(frozen=True, slots=True)
 class NamesClaimed:
     number: int
-    clashes: tuple[str, ...]  # names an API rule holds; empty: the file rules are taken
+    clashes: tuple[str, ...]  # names an API rule holds
+    api_rules: int  # how many API rules there are (file rules + these: at most MAX_RULES)
 
 
 @dataclass(frozen=True, slots=True)

@@ -226,9 +226,10 @@ class HubKeeper:
             elif isinstance(message, RuleSlotsBound) and self.spec is not None:
                 self.spec = replace(self.spec, rule_slots=message.slots)
 
-    def claim_names(self, file_rules: tuple[Rule, ...]) -> tuple[str, ...]:
-        """SIGHUP: the names of ``file_rules`` that API rules hold now (the reload is
-        refused then); none, the hub takes ``file_rules`` at once (``ApiRuleBook.claim``).
+    def claim_names(self, file_rules: tuple[Rule, ...]) -> tuple[tuple[str, ...], int]:
+        """SIGHUP: (the names of ``file_rules`` that API rules hold now, how many API
+        rules there are); the reload is refused on a clash or when the two are more
+        than ``MAX_RULES``, else the hub has taken ``file_rules`` (``ApiRuleBook.claim``).
 
         Asked of the hub and awaited here, the supervisor running no event
         loop. A hub that is not serving has no API rules yet: a hub starts
@@ -237,27 +238,27 @@ class HubKeeper:
         """
         process = self.process
         if process is None or not self.ready:
-            return ()
+            return (), 0
         self._claims += 1
         number = self._claims
         if not process.send(ClaimNames(number, file_rules)):
-            return ()  # its channel is closed: it is dying, with its API rules
+            return (), 0  # its channel is closed: it is dying, with its API rules
         deadline = self.clock() + CLAIM_TIMEOUT
         while self._claimed is None or self._claimed.number != number:
             left = deadline - self.clock()
             control = process.control
             if control is None or self.process is not process:
-                return ()
+                return (), 0
             if left <= 0:
                 log.warning(
                     "reload: the hub did not answer in %gs: the rules file's names are"
                     " not checked against the API rules",
                     CLAIM_TIMEOUT,
                 )
-                return ()
+                return (), 0
             if select.select([control.fileno()], [], [], left)[0]:
                 self.receive()
-        return self._claimed.clashes
+        return self._claimed.clashes, self._claimed.api_rules
 
     # --- watching ---------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from blackhole.config.model import Config
 from blackhole.errors import BlackholeError, ConfigError
+from blackhole.observe.layout import MAX_RULES
 from blackhole.observe.logs import setup_logging
 from blackhole.rules.model import Rule
 from blackhole.rules.parse import NAME_OF_AN_API_RULE
@@ -38,10 +39,10 @@ class Reloader:
         fleet: Fleet,
         tls_store: TLSStore,
         as_user: str,
-        claim: Callable[[tuple[Rule, ...]], tuple[str, ...]],
+        claim: Callable[[tuple[Rule, ...]], tuple[tuple[str, ...], int]],
     ) -> None:
-        """``claim``: the names of the new file rules that API rules hold (the
-        hub's, ``HubKeeper.claim_names``); none, they are the file rules now."""
+        """``claim``: the names of the new file rules that API rules hold, and
+        how many API rules there are (the hub's, ``HubKeeper.claim_names``)."""
         self.fleet = fleet
         self.tls_store = tls_store
         self.as_user = as_user  # said when a reload is refused: whose rights read the files
@@ -91,12 +92,20 @@ class Reloader:
         self.check()
 
     def _clashes(self, config: Config) -> list[str]:
-        """A problem for each new file rule named like an API rule."""
+        """A problem for each new file rule named like an API rule, and one if the
+        file's rules and the API's would be more than can be in force."""
         if config.rules is None:
             return []
         file = config.rules
-        taken = set(self.claim(file.rules))
-        return [file.located(r) + NAME_OF_AN_API_RULE for r in file.rules if r.name in taken]
+        names, api_rules = self.claim(file.rules)
+        taken = set(names)
+        problems = [file.located(r) + NAME_OF_AN_API_RULE for r in file.rules if r.name in taken]
+        if len(file.rules) + api_rules > MAX_RULES:
+            problems.append(
+                f"{file.filename}: {len(file.rules)} rules, and {api_rules} added through the"
+                f" control API; at most {MAX_RULES} can be in force together"
+            )
+        return problems
 
     def _refuse(self, problems: list[str], old: Config) -> None:
         for problem in problems:
