@@ -121,3 +121,27 @@ def test_a_rule_answering_bdat_at_the_command_stage_skips_its_chunk(bh: Blackhol
         # The failed transaction is over at the NOOP: the rule's sender no longer holds.
         assert [r.code for r in replies] == [550, 250], replies
         client.expect("MAIL FROM:<c@example.com>", 250)  # in step
+
+
+_TOO_BIG = b"x" * 101
+
+
+@pytest.mark.parametrize(
+    ("chunks", "replies"),
+    [
+        (b"BDAT 101 LAST\r\n" + _TOO_BIG, [552, 552, 552]),
+        (b"BDAT 101\r\n" + _TOO_BIG + b"BDAT 5 LAST\r\nhello", [552, 503, 503, 503]),
+    ],
+    ids=["last-too-big", "then-last"],
+)
+def test_lmtp_a_failed_message_counts_once_per_recipient(
+    bh: Blackhole, chunks: bytes, replies: list[int]
+) -> None:
+    # OBSERVE.md: in LMTP each recipient's reply after the data is a message;
+    # a chunk over the limit fails the message whether or not it is the last.
+    with Client.connect(bh.lmtp_port) as client:
+        _transaction(client, "LHLO")
+        client.send(chunks)
+        assert _codes(client.replies(len(replies))) == replies
+        client.expect("QUIT", 221)
+    assert bh.stats()["messages"]["rejected"] == 3, bh.stats()["messages"]

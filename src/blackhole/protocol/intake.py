@@ -156,7 +156,9 @@ class Intake(Commands):
             assert reply is not None
             if chunks.last and self._bdat_failed:
                 # The failed transaction's last chunk ends it (RFC 2033 4.3:
-                # in LMTP, answered once per recipient).
+                # in LMTP, answered once per recipient), its replies counted
+                # as the message's end, as any last chunk's are.
+                self._prompted_by(END)
                 self._answer_end(reply)
             else:
                 self._out.append(reply.wire)
