@@ -131,6 +131,12 @@ class Client:
         self.expect(f"MAIL FROM:<{sender}>", 250)
         self.expect(f"RCPT TO:<{rcpt}>", 250)
 
+    def into_data(self) -> None:
+        """EHLO, MAIL, RCPT and DATA: the server now reads a message's content."""
+        self.expect("EHLO client.test", 250)
+        self.mail_rcpt()
+        self.expect("DATA", 354)
+
     def data(self, body: bytes = b"Subject: t\r\n\r\nhello\r\n") -> Reply:
         """DATA and a CRLF-terminated body: the final reply."""
         self.expect("DATA", 354)

@@ -205,8 +205,7 @@ def test_a_reload_to_more_rules_than_can_be_in_force_is_refused(tmp_path: Path) 
     rules.write_text('[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 old"\n')
     with Blackhole(tls=False, rules=str(rules)) as server:
         rules.write_text(numbered_rules(MAX_RULES + 1))
-        server._server.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
-        log = wait_for_log(server, "configuration reloaded", "still serving with the previous")
+        log = reload(server)
         assert "configuration reloaded" not in log
         assert f"reload refused: {rules}: {MAX_RULES + 1} rules; at most {MAX_RULES}" in log
         with Client.connect(server.port) as client:
@@ -236,6 +235,14 @@ def wait_for_log(server: Blackhole, *patterns: str, timeout: float = 10.0) -> st
     return text
 
 
+def reload(server: Blackhole, *outcomes: str) -> str:
+    """SIGHUP the server; its log once it says how the reload went."""
+    server._server.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+    return wait_for_log(
+        server, *(outcomes or ("configuration reloaded", "still serving with the previous"))
+    )
+
+
 def test_a_reload_clashing_with_an_api_rule_is_refused_as_a_whole(tmp_path: Path) -> None:
     rules = tmp_path / "rules.toml"
     rules.write_text('[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 old"\n')
@@ -245,8 +252,7 @@ def test_a_reload_clashing_with_an_api_rule_is_refused_as_a_whole(tmp_path: Path
             '[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 new"\n'
             '[[rule]]\nname = "x"\nat = "vrfy"\nreply = "550 5.0.0 file"\n'
         )
-        server._server.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
-        log = wait_for_log(server, "configuration reloaded", "still serving with the previous")
+        log = reload(server)
         assert "reload refused" in log and "configuration reloaded" not in log
         assert (
             f'reload refused: {rules}:5: rule "x": name: already used by a rule added through'
@@ -260,8 +266,7 @@ def test_a_reload_clashing_with_an_api_rule_is_refused_as_a_whole(tmp_path: Path
             assert client.cmd("VRFY x").code != 550
         # Once the API rule is gone, the same file is taken.
         server.remove_rule("x")
-        server._server.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
-        wait_for_log(server, "configuration reloaded")
+        reload(server, "configuration reloaded")
         listed = [(rule["name"], rule["at"]) for rule in server.rules()]
         assert sorted(listed) == [("n", "noop"), ("x", "vrfy")]
         with Client.connect(server.port) as client:
@@ -279,8 +284,7 @@ def test_a_reload_that_would_put_more_rules_in_force_than_can_be_counted_is_refu
     with Blackhole(tls=False, rules=str(rules)) as server:
         server.add_rule({"name": "api1", "at": "rset", "reply": "250 2.0.0 api"})
         rules.write_text(numbered_rules(256))
-        server._server.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
-        log = wait_for_log(server, "configuration reloaded", "still serving with the previous")
+        log = reload(server)
         assert "configuration reloaded" not in log
         assert (
             f"reload refused: {rules}: 256 rules, and 1 added through the control API; at most"

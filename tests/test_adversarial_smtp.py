@@ -17,13 +17,6 @@ from tests.smtpclient import Client
 server = shared_server("listen = 127.0.0.1:0\ntimeout = 10\n")
 
 
-def _into_data(client: Client) -> None:
-    client.expect("EHLO client.test", 250)
-    client.expect("MAIL FROM:<a@example.com>", 250)
-    client.expect("RCPT TO:<b@example.com>", 250)
-    client.expect("DATA", 354)
-
-
 @pytest.mark.parametrize(
     ("line", "accepted"),
     [
@@ -42,7 +35,7 @@ def test_text_line_limit_counts_only_a_stuffed_dot_extra(
     # transparency". The extra octet was allowed to every line, so a 1001
     # octet line without a dot passed.
     with Client.connect(server.port()) as client:
-        _into_data(client)
+        client.into_data()
         client.send(b"Subject: edge\r\n\r\n" + line + b"\r\n.\r\n")
         reply = client.reply()
         if accepted:

@@ -34,13 +34,6 @@ from tests.smtpclient import Client
 server = shared_server("listen = 127.0.0.1:0\ntimeout = 10\n")
 
 
-def _into_data(client: Client) -> None:
-    client.expect("EHLO client.test", 250)
-    client.expect("MAIL FROM:<a@example.com>", 250)
-    client.expect("RCPT TO:<b@example.com>", 250)
-    client.expect("DATA", 354)
-
-
 def _reset(client: Client) -> None:
     """Close with a TCP RST rather than a FIN (SO_LINGER 0, socket(7))."""
     client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -59,7 +52,7 @@ def test_smtp_smuggling_bare_lf_dot_does_not_end_data(
     # (RFC 5321 section 4.1.1.4), so a second message hidden behind a bare
     # <LF>.<LF> is body text, never a new transaction.
     with Client.connect(server.port()) as client:
-        _into_data(client)
+        client.into_data()
         client.send(
             b"Subject: outer\r\n\r\nfirst part"
             + fake_end
@@ -101,7 +94,7 @@ def test_overlong_command_line(server: ServerProcess) -> None:
 def test_overlong_text_line_in_data(server: ServerProcess) -> None:
     # RFC 5321 section 4.5.3.1.6: 1000 octets per text line.
     with Client.connect(server.port()) as client:
-        _into_data(client)
+        client.into_data()
         client.send(b"Subject: long\r\n\r\n" + b"w" * 5000 + b"\r\n.\r\n")
         assert str(client.reply()).startswith("500 5.5.2")
         assert queue_id(client.transaction())
@@ -126,7 +119,7 @@ def test_eof_in_data(server: ServerProcess) -> None:
     # Classic bug: EOF in the middle of DATA spun the loop at 100% CPU.
     for close in ("fin", "rst", "half"):
         client = Client.connect(server.port())
-        _into_data(client)
+        client.into_data()
         client.send(b"Subject: cut\r\n\r\npart of a body\r\n.")
         if close == "fin":
             client.close()
