@@ -135,7 +135,9 @@ class Intake(Commands):
                 return
             size, last = int(sized.group(1)), False  # malformed: not taken for LAST
         if self.state is S.RCPT or self.state is S.BDAT:
-            self.state = S.BDAT  # DATA and MAIL stay refused until RSET or LAST
+            # Failed: chunks already pipelined are refused (check_bdat); the
+            # LAST or any other command ends the transaction (Dispatch._line).
+            self.state = S.BDAT
             self._bdat_failed = True
         self._chunk_reply = refusal
         self._read_chunk(size, last, counting=False)
@@ -155,11 +157,9 @@ class Intake(Commands):
         if not chunks.counting:
             assert reply is not None
             if chunks.last and self._bdat_failed:
-                # The failed transaction's last chunk ends it (RFC 2033 4.3:
-                # in LMTP, answered once per recipient), its replies counted
-                # as the message's end, as any last chunk's are.
-                self._prompted_by(END)
-                self._answer_end(reply)
+                # The failed transaction's last chunk ends it, answered as any
+                # refused last chunk is (RFC 2033 4.3: per recipient in LMTP).
+                self._refuse_message(reply)
             else:
                 self._out.append(reply.wire)
         elif chunks.size > self.settings.max_message_size:
