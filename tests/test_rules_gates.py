@@ -22,6 +22,7 @@ from blackhole.protocol.hooks import Stage
 from blackhole.protocol.settings import SessionSettings
 from blackhole.rules import values
 from blackhole.rules.engine import RuleSet
+from blackhole.rules.gates import REMEMBERED
 from blackhole.rules.match import Facts
 from blackhole.rules.parse import parse_text
 from blackhole.rules.store import MemoryStore
@@ -102,6 +103,18 @@ def test_globs_are_case_insensitive_through_the_gate() -> None:
     assert gate.admits("A@NEVER.invalid")
     assert not gate.admits("bob@y.example")
     assert not gate.admits(None)
+
+
+def test_a_gate_remembers_its_answers_within_a_bound() -> None:
+    rules = ruleset(rules_text("rcpt", "recipient", ["*@hit.example"]))
+    gate = rules.gates[Stage.RCPT]
+    for round_ in range(2):  # the second round answers from memory, the same
+        assert gate.admits("a@HIT.example"), round_
+        assert not gate.admits("a@miss.example"), round_
+    assert gate.seen == {"a@HIT.example": True, "a@miss.example": False}
+    for n in range(REMEMBERED + 10):  # distinct values: the memory starts afresh
+        assert gate.admits(f"{n}@hit.example") and not gate.admits(f"{n}@miss.example")
+        assert len(gate.seen) <= REMEMBERED
 
 
 def test_no_gate_unless_every_rule_of_the_stage_sets_the_field() -> None:

@@ -99,18 +99,22 @@ class SMTPConnection(Dispatch):
             mode is M.COMMAND
             and not self._in
             and not self._overlong
-            and len(data) <= MAX_AUTH_LINE
-            and data.find(b"\n") == len(data) - 1
+            and 0 < len(data) <= MAX_AUTH_LINE
+            and data[-1] == 10  # "\n"
         ):
-            # The common case without pipelining: exactly one whole command
-            # line. Same result as the general path below, minus the copies
-            # into and out of the input buffer.
             # data[-2] == 13 ("\r"), not endswith(): an index, where a method
             # call parses its arguments like any Python call.
-            self._line(data[:-2] if len(data) > 1 and data[-2] == 13 else data[:-1])
-            if self._draining:
-                self._drain_if_idle()
-            return
+            line = data[:-2] if len(data) > 1 and data[-2] == 13 else data[:-1]
+            # `10 in`: a byte as an integer is a memchr, where find() parses
+            # its arguments and b"\n" in would raise and clear a TypeError.
+            if 10 not in line:
+                # The common case without pipelining: exactly one whole
+                # command line. Same result as the general path below,
+                # minus the copies into and out of the input buffer.
+                self._line(line)
+                if self._draining:
+                    self._drain_if_idle()
+                return
         self._in += data
         self._process()
 

@@ -57,7 +57,11 @@ class Dispatch(Staging):
         verb, _, arg = text.partition(" ")
         verb = verb.upper()
         if not staged:
-            self._marks += (len(self._out), verb)  # _prompted_by, inline: hot path
+            # _prompted_by, inline: hot path. Two appends, not += of a
+            # tuple: a compiled append is a C call, the tuple is an object.
+            marks = self._marks
+            marks.append(len(self._out))
+            marks.append(verb)
         if len(raw) + 2 > MAX_COMMAND_LINE and verb != "AUTH":
             if self.settings.forbids(verb):  # a long URL: still no reply
                 self._cut("drop", "forbidden command")

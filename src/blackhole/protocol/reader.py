@@ -179,18 +179,30 @@ class DataReader:
 
         On True, ``buf`` holds what followed the terminator (pipelined commands).
         """
-        end = buf.find(TERMINATOR)
+        # The terminator starts with a "<CRLF>." as every stuffed dot does:
+        # one search for the first of them usually settles the chunk, where
+        # a search for the terminator and a count of the dots read it twice.
+        first = buf.find(_STUFFED)
+        end = -1  # where the terminator starts, once found
+        stuffed = 0
+        if first >= 0:
+            if len(buf) > first + 4 and buf[first + 3] == 13 and buf[first + 4] == 10:
+                end = first  # the terminator itself: no stuffed dot before it
+            else:
+                end = buf.find(TERMINATOR, first)
+                # The content ends with the CRLF that starts the terminator;
+                # the stuffed dots are those whose CRLF starts before ``end``.
+                if end >= 0:
+                    stuffed = buf.count(_STUFFED, first, end + 2)
         if end >= 0:
-            # The content ends with the CRLF that starts the terminator; the
-            # stuffed dots are those whose CRLF starts before ``end``.
-            self._account(buf, end + 2, buf.count(_STUFFED, 0, end + 2))
+            self._account(buf, end + 2, stuffed)
             del buf[: end + len(TERMINATOR)]
             return True
         n = len(buf) - _KEEP
         if n > 0:
-            # count(_STUFFED, 0, n + 2) counts the occurrences that *start*
+            # count(_STUFFED, first, n + 2) counts the occurrences that *start*
             # before n, so one straddling the cut is counted now and never again.
-            self._account(buf, n, buf.count(_STUFFED, 0, n + 2))
+            self._account(buf, n, buf.count(_STUFFED, first, n + 2) if first >= 0 else 0)
             del buf[:n]
         return False
 
@@ -215,6 +227,19 @@ class DataReader:
         # line longer than MAX is looked at: it passes if it is MAX + 1 and
         # starts with a dot.
         limit = MAX_TEXT_LINE
+        if self._line + n <= limit:
+            # The usual chunk: even all of it on the line in progress would
+            # be short enough. Only where the last line starts is needed.
+            last = buf.rfind(b"\n", 0, n)
+            if last < 0:
+                if not self._line:
+                    self._dot = buf[0] == 46  # "."
+                self._line += n
+            else:
+                self._line = n - last - 1
+                if last + 1 < n:
+                    self._dot = buf[last + 1] == 46
+            return
         first = buf.find(b"\n", 0, n)
         if first < 0:
             if not self._line:

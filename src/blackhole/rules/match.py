@@ -15,32 +15,71 @@ from blackhole.protocol.hooks import Stage
 from blackhole.rules.model import Matchers
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Facts:
     """What is known about the session at one stage event.
 
-    Not frozen, though never changed once made: a frozen dataclass pays an
-    ``object.__setattr__`` per field, and one is made at every stage event
-    (server.rulefacts makes them positionally: keep the fields' order).
+    Not frozen, though never changed once made, and its ``__init__`` written
+    out: one is made at every watched stage event, and ``protocol.events``
+    says what a generated one costs (server.rulefacts makes them
+    positionally: keep the parameters' order).
     """
 
     stage: Stage
-    session: str = ""  # a session id, for key = "session"
-    listener_port: int | None = None
-    listener_host: str | None = None  # "host:port" as configured
-    listener_name: str | None = None
-    client: str | None = None  # the client's IP address
-    tls: bool = False
-    helo: str | None = None
-    auth_user: str | None = None
-    sender: str | None = None  # "" is the null sender <>
-    recipients: tuple[str, ...] = ()  # accepted so far in this transaction
-    recipient: str | None = None  # at rcpt the one given; at LMTP end the one answered
-    headers: tuple[tuple[str, str], ...] | None = None  # (name, value), once read
-    size: int | None = None  # SIZE= at mail, the real size at end
-    message: int | None = None  # the n-th message of the session, from 1
-    content_bytes: int = 0  # content received so far (content stage)
-    chunk_bytes: int = 0  # of which arrived with this event
+    session: str  # a session id, for key = "session"
+    listener_port: int | None
+    listener_host: str | None  # "host:port" as configured
+    listener_name: str | None
+    client: str | None  # the client's IP address
+    tls: bool
+    helo: str | None
+    auth_user: str | None
+    sender: str | None  # "" is the null sender <>
+    recipients: tuple[str, ...]  # accepted so far in this transaction
+    recipient: str | None  # at rcpt the one given; at LMTP end the one answered
+    headers: tuple[tuple[str, str], ...] | None  # (name, value), once read
+    size: int | None  # SIZE= at mail, the real size at end
+    message: int | None  # the n-th message of the session, from 1
+    content_bytes: int  # content received so far (content stage)
+    chunk_bytes: int  # of which arrived with this event
+
+    def __init__(  # noqa: PLR0917 - made positionally (server.rulefacts)
+        self,
+        stage: Stage,
+        session: str = "",
+        listener_port: int | None = None,
+        listener_host: str | None = None,
+        listener_name: str | None = None,
+        client: str | None = None,
+        tls: bool = False,
+        helo: str | None = None,
+        auth_user: str | None = None,
+        sender: str | None = None,
+        recipients: tuple[str, ...] = (),
+        recipient: str | None = None,
+        headers: tuple[tuple[str, str], ...] | None = None,
+        size: int | None = None,
+        message: int | None = None,
+        content_bytes: int = 0,
+        chunk_bytes: int = 0,
+    ) -> None:
+        self.stage = stage
+        self.session = session
+        self.listener_port = listener_port
+        self.listener_host = listener_host
+        self.listener_name = listener_name
+        self.client = client
+        self.tls = tls
+        self.helo = helo
+        self.auth_user = auth_user
+        self.sender = sender
+        self.recipients = recipients
+        self.recipient = recipient
+        self.headers = headers
+        self.size = size
+        self.message = message
+        self.content_bytes = content_bytes
+        self.chunk_bytes = chunk_bytes
 
     def header(self, name: str) -> list[str]:
         lower = name.lower()

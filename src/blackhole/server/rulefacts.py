@@ -17,15 +17,33 @@ from blackhole.protocol.hooks import Stage
 from blackhole.rules.match import Facts
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Where:
-    """The session's fixed facts: its id, the accepting listener and the client."""
+    """The session's fixed facts: its id, the accepting listener and the client.
+
+    Made for every session that rules watch: not frozen and its ``__init__``
+    written out, as ``protocol.events`` says why.
+    """
 
     session: str
     port: int | None
     host: str | None  # "host:port" of the listener, with the real port
     client: str | None
-    name: str | None = None  # the listener's name= flag
+    name: str | None  # the listener's name= flag
+
+    def __init__(
+        self,
+        session: str,
+        port: int | None,
+        host: str | None,
+        client: str | None,
+        name: str | None = None,
+    ) -> None:
+        self.session = session
+        self.port = port
+        self.host = host
+        self.client = client
+        self.name = name
 
     @classmethod
     def of(
