@@ -134,10 +134,9 @@ class SMTPConnection(Dispatch):
         self.meter.replies(out, marks)
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
-        # Replies still to come belong to the verb in force now (in place:
-        # no new list per batch on the hot path).
-        marks[1] = marks[-1]
-        del marks[2:]
+        # Replies still to come belong to the verb in force now. A new list
+        # of two: cheaper than deleting a slice of this one, in either build.
+        self._marks = [0, marks[-1]]
         return data
 
     def next_event(self) -> Event | None:

@@ -227,46 +227,56 @@ class DataReader:
         # line longer than MAX is looked at: it passes if it is MAX + 1 and
         # starts with a dot.
         limit = MAX_TEXT_LINE
-        if self._line + n <= limit:
-            # The usual chunk: even all of it on the line in progress would
-            # be short enough. Only where the last line starts is needed.
-            last = buf.rfind(b"\n", 0, n)
+        # The first window is what the line in progress may still take.
+        reach = min(n, limit - self._line)
+        last = buf.rfind(b"\n", 0, reach) if reach > 0 else -1
+        searched = reach  # no LF after ``last`` up to here
+        if last < 0:
+            last = self._first_line(buf, n, reach)
             if last < 0:
-                if not self._line:
-                    self._dot = buf[0] == 46  # "."
-                self._line += n
-            else:
-                self._line = n - last - 1
-                if last + 1 < n:
-                    self._dot = buf[last + 1] == 46
+                return
+            searched = last + 1
+        start = last + 1
+        while n - start > limit:
+            searched = start + limit
+            last = buf.rfind(b"\n", start, searched)
+            if last < 0:
+                if buf[start] != 46 or buf[searched] != 10:  # ".", LF
+                    self.long_line = True
+                    return
+                last = searched
+            start = last + 1
+        # The line left in progress: none when the chunk ends one (as the
+        # content always does), else from the chunk's last LF on.
+        if buf[n - 1] == 10:
+            self._line = 0
             return
-        first = buf.find(b"\n", 0, n)
+        if searched < n:
+            last = buf.rfind(b"\n", start, n)
+            if last >= 0:
+                start = last + 1
+        self._line = n - start
+        self._dot = buf[start] == 46
+
+    def _first_line(self, buf: bytearray, n: int, reach: int) -> int:
+        """The chunk's first LF, past ``reach``, once the line in progress is
+        found short enough through it; -1 when it is too long or goes on."""
+        limit = MAX_TEXT_LINE
+        first = buf.find(b"\n", max(reach, 0), n) if reach < n else -1
         if first < 0:
             if not self._line:
                 self._dot = buf[0] == 46  # "."
             self._line += n
             if self._line > limit + self._dot:  # over, even before its LF
                 self.long_line = True
-            return
-        if self._line + first + 1 > limit:
-            dot = self._dot if self._line else buf[0] == 46
-            if self._line + first + 1 > limit + dot:
-                self.long_line = True
-                return
-        start = first + 1
-        while n - start > limit:
-            last = buf.rfind(b"\n", start, start + limit)
-            if last < 0:
-                if buf[start] != 46 or buf[start + limit] != 10:  # ".", LF
-                    self.long_line = True
-                    return
-                last = start + limit
-            start = last + 1
-        last = buf.rfind(b"\n", start, n)
-        begin = last + 1 if last >= 0 else start
-        self._line = n - begin
-        if begin < n:
-            self._dot = buf[begin] == 46
+            return -1
+        # Past the window: it is short enough only as MAX + 1 octets that
+        # start with a dot.
+        dot = self._dot if self._line else buf[0] == 46
+        if self._line + first + 1 > limit + dot:
+            self.long_line = True
+            return -1
+        return first
 
 
 class ChunkReader:
