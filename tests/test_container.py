@@ -27,6 +27,7 @@ import pytest
 
 from tests.podmanrig import IMAGE, Podman, debian_mirror, missing_tools
 from tests.proctools import MAKE_ORPHAN, wait_until, zombies
+from tests.test_build import MODULES, PROBE
 
 # Warm (base image kept from an earlier run): about 15 s. Cold: debootstrap
 # downloads and unpacks a Debian (one to two minutes on a busy machine).
@@ -139,6 +140,10 @@ def test_image_serves_mail_answers_health_reaps_orphans_and_drains(
     health = podman.run("healthcheck", "run", container.name, check=False, timeout=30)
     assert health.returncode == 0, health.stdout + health.stderr + podman.logs(container.name)
     assert podman.run("exec", container.name, "id", "-u").stdout.strip() == UID
+    # The compiled build: every module the accelerator lists is a C extension.
+    probe = podman.run("exec", container.name, "python3", "-c", PROBE, *MODULES, timeout=30)
+    paths = probe.stdout.split()
+    assert len(paths) == len(MODULES) and all(p.endswith(".so") for p in paths), paths
 
     # The control API: health and metrics open, the rest behind the token.
     status, body = _get(container.control, "/healthz")
