@@ -70,6 +70,7 @@ class RuleSet:
         "reads_headers",
         "seed",
         "stages",
+        "stages_after_connect",
         "started",
         "store",
         "waiting_stages",
@@ -92,6 +93,7 @@ class RuleSet:
         self.on_match: Callable[[str], None] = _ignore_match
         self._by_stage: dict[Stage, tuple[tuple[Rule, bool, bool], ...]] = {}
         self.stages: frozenset[Stage] = frozenset()
+        self.stages_after_connect: frozenset[Stage] = frozenset()
         self.waiting_stages: frozenset[Stage] = frozenset()
         self.content_thresholds: tuple[int, ...] = ()
         self.gates: dict[Stage, Gate] = {}
@@ -125,6 +127,9 @@ class RuleSet:
             for stage, rules in by_stage.items()
         }
         self.stages = frozenset(self._by_stage)
+        # What a session watches once its client is barred from connect (a
+        # set made here, not one per session).
+        self.stages_after_connect = self.stages - {Stage.CONNECT}
         # A value no rule of its stage can match skips the stage (rules.gates).
         self.gates = gates(by_stage)
         self._client_gates = client_gates(by_stage)

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("blackhole.rules")
 
-_CONNECT = frozenset((Stage.CONNECT,))
 # Enum members read once, as module globals: on CPython 3.11 ``Stage.MAIL``
 # goes through the enum metaclass's attribute hook, some 600 instructions a
 # read, and these are read at every watched event.
@@ -78,12 +77,13 @@ class Steering(Carrying):
         # the rules in force at ``generation``.
         self._generation = rules.ruleset.generation
         self._barred = rules.ruleset.barred(self._client)
-        watch = rules.stages
         if _CONNECT_STAGE in self._barred and not self._screen_off():
             # The greeting is the core's first step, so its stage is screened
             # here, before start(): by the client, the only thing known yet.
-            watch = watch - _CONNECT
-        core.watch = watch
+            # (No conventions here: the rules' stages are the ruleset's.)
+            core.watch = rules.ruleset.stages_after_connect
+        else:
+            core.watch = rules.stages
         core.content_thresholds = rules.content_thresholds
         core.screen = self.screen
 
