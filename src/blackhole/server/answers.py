@@ -42,7 +42,7 @@ class Answers(FlowControl):
             reply, delay = [r for r, _ in decided], max(seconds for _, seconds in decided)
         else:
             reply, delay = self._decide(event, None)
-        if log.isEnabledFor(logging.DEBUG):
+        if self.debug:
             log.debug(
                 "[%s] message of %d bytes to %d recipient(s): %s in %.3gs",
                 self.session_id,

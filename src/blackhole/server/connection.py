@@ -13,6 +13,7 @@ in ``protocol``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,8 @@ from blackhole.server.unixsock import UNIX_CLIENT
 if TYPE_CHECKING:
     from blackhole.server.context import ListenerContext
     from blackhole.server.state import ServerState
+
+session_log = logging.getLogger("blackhole.session")
 
 # A Close event's reason -> the event log's session end (OBSERVE.md); any
 # other reason (a rule's close, too many unknown commands) is "dropped".
@@ -63,6 +66,9 @@ class SMTPProtocol(Securing):
         # matches the client reads this, and only this.
         self.client = None
         self._header = None  # proxy=yes: until the header is in
+        # Read once: asking the logger is a Python call, and a message's
+        # answer would ask it every time.
+        self.debug = session_log.isEnabledFor(logging.DEBUG)
         # Made only for an accepted connection: counted from here.
         self.obs = SessionObservation(server.observation, ctx.name, self.session_id)
 
