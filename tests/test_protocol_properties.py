@@ -255,6 +255,16 @@ def test_chunking_invariance(
         assert [str(r) for r in bytewise.records] == [str(r) for r in whole.records]
 
 
+def test_an_empty_read_changes_nothing() -> None:
+    # A read of no bytes is no command: nothing is answered or counted.
+    driver = Driver.start(make_settings())
+    greeted = bytes(driver.raw)
+    driver.feed(b"")
+    assert driver.raw == greeted
+    driver.feed(b"NOOP\r\n")
+    assert driver.raw == greeted + b"250 2.0.0 OK\r\n"
+
+
 def test_pipelined_batch_is_answered_in_one_write() -> None:
     # RFC 2920 section 3.1: the replies to one batch go out together.
     driver = Driver.start(make_settings())
