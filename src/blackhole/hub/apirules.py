@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from blackhole.control.backend import RuleConflictError, RuleError, UnknownRuleError
 from blackhole.hub.wire import JSON, ApiRule
-from blackhole.observe.layout import MAX_RULES
+from blackhole.observe.layout import rules_fit
 from blackhole.rules.model import Rule
 from blackhole.rules.parse import RulesError, parse_object
 
@@ -75,7 +75,7 @@ class ApiRuleBook:
     def claim(self, file_rules: Iterable[Rule]) -> tuple[tuple[str, ...], int]:
         """New file rules (SIGHUP): (the names of them API rules hold, how many
         API rules there are). Taken, unless a name clashes or they and the API
-        rules would be more than ``MAX_RULES`` (the counter slots).
+        rules would not fit in the counter slots (``observe.layout.rules_fit``).
 
         Taken at once, before the reload is committed: from then on an API
         rule cannot take one of their names, as it cannot take a file rule's.
@@ -83,7 +83,7 @@ class ApiRuleBook:
         rules = tuple(file_rules)
         held = {rule.name for rule in self.rules}
         clashes = tuple(rule.name for rule in rules if rule.name in held)
-        if not clashes and len(rules) + len(held) <= MAX_RULES:
+        if not clashes and rules_fit(len(rules), len(held)):
             self.file_rules = rules
         return clashes, len(held)
 

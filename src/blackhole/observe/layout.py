@@ -75,6 +75,12 @@ MAX_RULES = 256
 RULE_SLOTS = MAX_RULES + 1
 
 
+def rules_fit(file_rules: int, api_rules: int) -> bool:
+    """Whether that many file and API rules can be in force together: each
+    counts in a rule slot of its own (observe.ruleslots)."""
+    return file_rules + api_rules <= MAX_RULES
+
+
 def histogram_width(bounds: Sequence[float]) -> int:
     """Slots of one histogram: a bucket per bound, ``+Inf``, then the sum."""
     return len(bounds) + 2

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from blackhole.config.model import Config
 from blackhole.errors import BlackholeError, ConfigError
-from blackhole.observe.layout import MAX_RULES
+from blackhole.observe.layout import MAX_RULES, rules_fit
 from blackhole.observe.logs import setup_logging
 from blackhole.rules.model import Rule
 from blackhole.rules.parse import NAME_OF_AN_API_RULE
@@ -100,7 +100,7 @@ class Reloader:
         names, api_rules = self.claim(file.rules)
         taken = set(names)
         problems = [file.located(r) + NAME_OF_AN_API_RULE for r in file.rules if r.name in taken]
-        if len(file.rules) + api_rules > MAX_RULES:
+        if not rules_fit(len(file.rules), api_rules):
             problems.append(
                 f"{file.filename}: {len(file.rules)} rules, and {api_rules} added through the"
                 f" control API; at most {MAX_RULES} can be in force together"
