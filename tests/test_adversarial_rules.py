@@ -200,9 +200,19 @@ def test_a_rules_file_with_more_rules_than_can_be_in_force_stops_start_up(
     assert "Traceback" not in done.stderr
 
 
+# A rules file, the same file changed to name a rule like the API rule
+# ``API_RULE_X``, and that API rule: a reload's clash with the API.
+OLD_FILE = '[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 old"\n'
+CLASHING_FILE = (
+    '[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 new"\n'
+    '[[rule]]\nname = "x"\nat = "vrfy"\nreply = "550 5.0.0 file"\n'
+)
+API_RULE_X = {"name": "x", "at": "rset", "reply": "250 2.0.0 api"}
+
+
 def test_a_reload_to_more_rules_than_can_be_in_force_is_refused(tmp_path: Path) -> None:
     rules = tmp_path / "rules.toml"
-    rules.write_text('[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 old"\n')
+    rules.write_text(OLD_FILE)
     with Blackhole(tls=False, rules=str(rules)) as server:
         rules.write_text(numbered_rules(MAX_RULES + 1))
         log = reload(server)
@@ -245,13 +255,10 @@ def reload(server: Blackhole, *outcomes: str) -> str:
 
 def test_a_reload_clashing_with_an_api_rule_is_refused_as_a_whole(tmp_path: Path) -> None:
     rules = tmp_path / "rules.toml"
-    rules.write_text('[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 old"\n')
+    rules.write_text(OLD_FILE)
     with Blackhole(tls=False, rules=str(rules)) as server:
-        server.add_rule({"name": "x", "at": "rset", "reply": "250 2.0.0 api"})
-        rules.write_text(
-            '[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 new"\n'
-            '[[rule]]\nname = "x"\nat = "vrfy"\nreply = "550 5.0.0 file"\n'
-        )
+        server.add_rule(API_RULE_X)
+        rules.write_text(CLASHING_FILE)
         log = reload(server)
         assert "reload refused" in log and "configuration reloaded" not in log
         assert (
@@ -280,7 +287,7 @@ def test_a_reload_that_would_put_more_rules_in_force_than_can_be_counted_is_refu
     # 256 file rules are allowed alone, not with an API rule besides: the
     # 257th would act and never be counted.
     rules = tmp_path / "rules.toml"
-    rules.write_text('[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 old"\n')
+    rules.write_text(OLD_FILE)
     with Blackhole(tls=False, rules=str(rules)) as server:
         server.add_rule({"name": "api1", "at": "rset", "reply": "250 2.0.0 api"})
         rules.write_text(numbered_rules(256))
@@ -301,13 +308,10 @@ def test_a_clash_the_hub_could_not_rule_out_is_reported_not_called_a_reload(
     """A hub that does not answer (stopped here) leaves the check to the workers,
     which keep their rules: the supervisor says so instead of reporting success."""
     rules = tmp_path / "rules.toml"
-    rules.write_text('[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 old"\n')
+    rules.write_text(OLD_FILE)
     with Blackhole(tls=False, rules=str(rules)) as server:
-        server.add_rule({"name": "x", "at": "rset", "reply": "250 2.0.0 api"})
-        rules.write_text(
-            '[[rule]]\nname = "n"\nat = "noop"\nreply = "250 2.0.0 new"\n'
-            '[[rule]]\nname = "x"\nat = "vrfy"\nreply = "550 5.0.0 file"\n'
-        )
+        server.add_rule(API_RULE_X)
+        rules.write_text(CLASHING_FILE)
         process = server._server.proc  # type: ignore[union-attr]
         (hub,) = [pid for pid in children(process.pid) if "blackhole: hub" in cmdline(pid)]
         os.kill(hub, signal.SIGSTOP)
