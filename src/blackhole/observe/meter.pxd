@@ -23,14 +23,17 @@ cdef class SessionMeter:
     # The Counters, not a view of its slot here: a typed view is ~200 bytes,
     # and there is a meter per open session.
     cdef Counters _counters
-    cdef object _by_verb, _unknown, _last
+    # Typed: dict.get() is then a C lookup, not a method call.
+    cdef dict _by_verb
+    cdef tuple _unknown
+    cdef object _last
     cdef Py_ssize_t _outcomes, _bytes, _sizes, _transaction
     cdef public Py_ssize_t listener, commands
     cdef public double started
     cdef public object size, on_message, on_auth
 
     @cython.locals(
-        seconds=double, command=Py_ssize_t, codes=Py_ssize_t, histogram=Py_ssize_t,
+        now=double, seconds=double, command=Py_ssize_t, codes=Py_ssize_t, histogram=Py_ssize_t,
         kind=Py_ssize_t, code=Py_ssize_t, outcome=Py_ssize_t, bucket=Py_ssize_t,
         micros=Py_ssize_t, count=Py_ssize_t, k=Py_ssize_t, stop=Py_ssize_t, index=Py_ssize_t,
         wire=bytes, v=cython.ulonglong[::1],

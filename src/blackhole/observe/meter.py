@@ -185,7 +185,8 @@ class SessionMeter:
         # the compiled build), and a call only where the transaction's state
         # changes in a way that counts (a refusal, the reply after the data,
         # RSET/EHLO/QUIT inside a transaction).
-        seconds = _clock() - self.started
+        now = _clock()  # typed: a C subtraction, no float object made for `started`
+        seconds = now - self.started
         v = self._counters.view  # the slot itself: increments inlined
         if len(marks) == 4 and len(out) == 1 and not marks[2]:
             # One command, one reply: pipelining off, the usual case.

@@ -13,6 +13,7 @@ as it survives a NOOP, up to ``junk_command_limit`` without a message).
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from blackhole.protocol import hooks as H
 from blackhole.protocol import modes as M
@@ -36,8 +37,9 @@ class Dispatch(Staging):
 
     _unknown = 0  # unknown commands, answered 502 (toward MAX_UNKNOWN_COMMANDS)
     _junk = 0  # junk commands since the last message (junk_command_limit)
-    # states.TABLE or LMTP_TABLE, resolved (set by SMTPConnection).
-    _dispatch: dict[tuple[State, str], Entry]
+    # states.TABLE or LMTP_TABLE, resolved: a verb's entry per state, indexed
+    # by the state (set by SMTPConnection).
+    _dispatch: tuple[dict[str, Entry], ...]
 
     def _line(self, raw: bytes, staged: bool = False) -> None:
         """One command line (or SASL response); ``staged``: past the command stage."""
@@ -78,7 +80,8 @@ class Dispatch(Staging):
             self._command_stage(raw, verb, text)
             return
         # The dispatch, inline: this is the per-command hot path.
-        entry = self._dispatch.get((self.state, verb))
+        # By state, then by verb: no (state, verb) tuple made and hashed.
+        entry = self._dispatch[self.state].get(verb)
         if entry is None:
             self._unknown_command(verb)
             return
@@ -92,7 +95,9 @@ class Dispatch(Staging):
         if junk and self._junk_over():
             return
         facts = arg if check is None else check(self, arg)
-        if facts.__class__ is Reply:
+        # type() is a pointer comparison in the compiled build (where
+        # __class__ is an attribute lookup) and a specialised call in CPython.
+        if type(facts) is Reply:
             if refuser is None:
                 self._out.append(facts.wire)
             else:
@@ -176,9 +181,13 @@ def _resolve(key: tuple[State, str], table: dict[tuple[State, str], Row] = TABLE
     )
 
 
-# TABLE (LMTP_TABLE for LMTP sessions) with the method names resolved to
-# functions, once, at import.
-DISPATCH: dict[tuple[State, str], Entry] = {key: _resolve(key) for key in TABLE}
-LMTP_DISPATCH: dict[tuple[State, str], Entry] = {
-    key: _resolve(key, LMTP_TABLE) for key in LMTP_TABLE
-}
+def _by_state(table: dict[tuple[State, str], Row]) -> tuple[dict[str, Entry], ...]:
+    """``table`` with the method names resolved, as one dict of verbs per state."""
+    return tuple(
+        {verb: _resolve((at, verb), table) for at, verb in table if at is state} for state in State
+    )
+
+
+# TABLE (LMTP_TABLE for LMTP sessions) resolved once, at import.
+DISPATCH: Final = _by_state(TABLE)
+LMTP_DISPATCH: Final = _by_state(LMTP_TABLE)

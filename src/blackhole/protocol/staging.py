@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from blackhole.protocol import hooks as H
 from blackhole.protocol import modes as M
@@ -24,6 +24,10 @@ from blackhole.protocol.modes import Mode
 from blackhole.protocol.reader import ChunkReader, HeaderScanner
 from blackhole.protocol.replies import Reply
 from blackhole.protocol.states import State
+
+# Final: read directly by the compiled build, where re.Match is a lookup in
+# the re module at every watched command.
+_MATCH: Final = re.Match
 
 # A row of states.TABLE with its method names resolved, as the core dispatches it.
 Entry = tuple[
@@ -86,7 +90,7 @@ class Staging(Intake):
         _, commit, next_state, stage, _, _, refuser = entry
         assert stage is not None
         # What the stage is about (StageReached.value), from the checked facts.
-        arg = facts.string if isinstance(facts, re.Match) else facts
+        arg = facts.string if isinstance(facts, _MATCH) else facts
         value = arg if stage in (H.HELO, H.RCPT, H.VRFY) else None
         size = None
         message = self.message_number

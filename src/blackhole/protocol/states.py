@@ -48,7 +48,8 @@ from blackhole.protocol.replies import Reply
 
 class State(enum.IntEnum):
     # IntEnum, not Enum: every command looks up (state, verb) in the core, and
-    # Enum.__hash__ is a Python function while int's is C.
+    # Enum.__hash__ is a Python function while int's is C. Numbered from 0 in
+    # order: dispatch.DISPATCH is a tuple indexed by the state.
     CONNECTED = 0
     GREETED = 1
     MAIL = 2

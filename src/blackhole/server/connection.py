@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from blackhole.protocol.core import SMTPConnection
 from blackhole.protocol.events import Close, Cut, MessageReceived, StageReached, StartTLS
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from blackhole.server.state import ServerState
 
 session_log = logging.getLogger("blackhole.session")
+# Final: read directly by the compiled build, where time.perf_counter is a
+# lookup in the time module at every read.
+_clock: Final = time.perf_counter
 
 # A Close event's reason -> the event log's session end (OBSERVE.md); any
 # other reason (a rule's close, too many unknown commands) is "dropped".
@@ -155,7 +158,7 @@ class SMTPProtocol(Securing):
         if self._backlog:
             self._backlog += data  # reading is paused; this is only a safety net
             return
-        self.obs.meter.started = time.perf_counter()
+        self.obs.meter.started = _clock()
         try:
             if len(data) <= SLICE and not self._write_paused and self._delay is None:
                 core.receive_data(data)
@@ -311,7 +314,7 @@ class SMTPProtocol(Securing):
             self.tls_failed(f"timed out after {self.ctx.timeout:g} s (idle timeout)")
         else:
             self.server.stats.timeouts += 1
-            self.obs.meter.started = time.perf_counter()
+            self.obs.meter.started = _clock()
             core.timeout()
             self._pump(core)
 

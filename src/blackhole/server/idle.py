@@ -19,7 +19,12 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
-from typing import Protocol
+from typing import Final, Protocol
+
+# Final: read directly by the compiled build, where heapq.heappush is a
+# lookup in the heapq module at every call.
+_push: Final = heapq.heappush
+_pop: Final = heapq.heappop
 
 # The longest slot, in seconds; a timeout of under four slots gets slots of a
 # quarter of it, so that no session waits noticeably longer than it should.
@@ -78,7 +83,7 @@ class IdleWheel:
         due = self._slots.get(end)
         if due is None:
             due = self._slots[end] = {}
-            heapq.heappush(self._ends, end)
+            _push(self._ends, end)
             if end < self._when:
                 self._schedule(end)
         due[session] = limit
@@ -106,7 +111,7 @@ class IdleWheel:
         now = self._loop.time()
         ends = self._ends
         while ends and ends[0] <= now:
-            end = heapq.heappop(ends)
+            end = _pop(ends)
             due = self._slots.pop(end, None)
             if due:
                 self._serve(due, end, now)
