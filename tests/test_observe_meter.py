@@ -7,10 +7,13 @@ back through a ``Snapshot``.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from itertools import accumulate
+
 import pytest
 
 from blackhole.observe.counters import Counters
-from blackhole.observe.layout import SESSION_ENDS, Layout
+from blackhole.observe.layout import SESSION_ENDS, SIZE_BOUNDS, Layout
 from blackhole.observe.meter import SessionMeter, verb_slots
 from blackhole.observe.snapshot import Snapshot
 from blackhole.protocol import replies as R
@@ -171,3 +174,24 @@ def test_replies_whose_text_varies_all_count_past_the_workers_cache() -> None:
     assert snapshot.replies()[("end", 250)] == messages
     assert snapshot.commands()["MAIL"] == messages
     assert session.meter.commands == 1 + 3 * messages
+
+
+def test_message_sizes_fall_in_the_bucket_whose_bound_they_do_not_exceed() -> None:
+    # Prometheus `le`: a size equal to a bound is in that bound's bucket, one
+    # byte more is in the next; past the last bound only +Inf holds it.
+    sizes = [0, 1, *(int(b) + d for b in SIZE_BOUNDS for d in (-1, 0, 1)), 10**12]
+    session = Session()
+    for size in sizes:
+        session.send(MAIL)
+        session.core.receive_data(CONTENT)
+        event = session.core.next_event()
+        assert isinstance(event, MessageReceived)
+        session.meter.size = size  # as the adapter sets it, here any size at all
+        session.core.send(QUEUED)
+        session.core.data_to_send()
+    histogram = session.end().size_histogram()
+    expected = [0] * (len(SIZE_BOUNDS) + 1)
+    for size in sizes:
+        expected[bisect_left(SIZE_BOUNDS, size)] += 1
+    assert list(histogram.cumulative) == list(accumulate(expected))
+    assert histogram.sum == sum(sizes)

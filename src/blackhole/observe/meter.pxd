@@ -11,12 +11,15 @@ cdef Py_ssize_t _PLAIN, _MAIL, _INSIDE, _ENDS, _END, _AUTH, _IDLE, _OPEN
 cdef Py_ssize_t _ACCEPTED, _REJECTED, _DEFERRED, _DROPPED
 cdef Py_ssize_t _REPLY_WIDTH, _REPLY_SUM, _SIZE_SUM, _OUTCOMES, _ZEROS
 cdef double _MICROS, _FIRST_BOUND
-cdef double[16] _BOUNDS  # as long as layout.REPLY_BOUNDS, or the import fails
+# As long as layout.REPLY_BOUNDS and SIZE_BOUNDS, or the import fails.
+cdef double[16] _BOUNDS
+cdef double[9] _SIZES
+cdef Py_ssize_t _REPLY_BUCKETS, _SIZE_BUCKETS
 cdef object _clock
 
 
-@cython.locals(index=Py_ssize_t, bound=double)
-cdef inline Py_ssize_t _bucket(double seconds)
+@cython.locals(index=Py_ssize_t)
+cdef inline Py_ssize_t _bucket(double value, double* bounds, Py_ssize_t count)
 
 
 cdef class SessionMeter:

@@ -25,8 +25,7 @@ outcome, and the reply that decided it (None for ``dropped``).
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from time import perf_counter
 from typing import Any, Final
 
@@ -79,6 +78,9 @@ _SIZE_SUM: Final = len(SIZE_BOUNDS) + 1
 _OUTCOMES: Final = len(OUTCOMES)
 _MICROS: Final = float(MICROS)
 _BOUNDS = REPLY_BOUNDS  # a C array in meter.pxd
+_SIZES = SIZE_BOUNDS  # a C array in meter.pxd
+_REPLY_BUCKETS: Final = len(REPLY_BOUNDS)
+_SIZE_BUCKETS: Final = len(SIZE_BOUNDS)
 # Most replies fall in the first bucket: one compare then, where the pure
 # build would otherwise pay a call and a loop.
 _FIRST_BOUND: Final = REPLY_BOUNDS[0]
@@ -125,14 +127,13 @@ def _no_auth(_ok: bool) -> None:
     return None
 
 
-def _bucket(seconds: float) -> int:
-    """The reply-time bucket of ``seconds``: the first whose bound it does not
-    exceed (Prometheus ``le``). A scan: replies are mostly fast, and compiled
-    it is a few C compares, where ``bisect`` compares Python floats."""
+def _bucket(value: float, bounds: Sequence[float], count: int) -> int:
+    """The histogram bucket of ``value``: the first of the ``count`` bounds it
+    does not exceed (Prometheus ``le``), ``count`` for none. A scan: values
+    are mostly small, and compiled it is a few C compares over a C array,
+    where ``bisect`` compares Python numbers."""
     index = 0
-    for bound in _BOUNDS:
-        if seconds <= bound:
-            break
+    while index < count and value > bounds[index]:
         index += 1
     return index
 
@@ -198,7 +199,8 @@ class SessionMeter:
                 v[command] += 1
                 self.commands += 1
             v[codes + code] += 1
-            v[histogram + (0 if seconds <= _FIRST_BOUND else _bucket(seconds))] += 1
+            bucket = 0 if seconds <= _FIRST_BOUND else _bucket(seconds, _BOUNDS, _REPLY_BUCKETS)
+            v[histogram + bucket] += 1
             v[histogram + _REPLY_SUM] += int(seconds * _MICROS + 0.5)
             if kind:
                 if kind == _END:
@@ -210,7 +212,7 @@ class SessionMeter:
                 elif kind == _MAIL:
                     self._transaction = _OPEN
             return
-        bucket = _bucket(seconds)
+        bucket = _bucket(seconds, _BOUNDS, _REPLY_BUCKETS)
         micros = int(seconds * _MICROS + 0.5)
         count = len(marks)
         # marks[0:2] carries on from the previous batch; every later mark
@@ -279,7 +281,7 @@ class SessionMeter:
         v[self._outcomes + outcome] += 1
         if size is not None:
             v[self._bytes] += size
-            v[self._sizes + bisect_left(SIZE_BOUNDS, size)] += 1
+            v[self._sizes + _bucket(size, _SIZES, _SIZE_BUCKETS)] += 1
             v[self._sizes + _SIZE_SUM] += size
         if self.on_message is not _no_message:
             self.on_message(outcome, reply, size)

@@ -47,7 +47,12 @@ class Intake(Commands):
         self._out.append(R.R354_DATA.wire)
         self._reader = DataReader(self.settings.max_message_size, self._headers())
         self._mode = M.DATA
-        self._in[0:0] = DATA_PREFIX
+        if self._in:
+            self._in[0:0] = DATA_PREFIX  # content pipelined behind DATA: the prefix first
+        else:
+            # The usual case, nothing read past DATA: an append, where the
+            # compiled build makes a slice object for the insertion.
+            self._in += DATA_PREFIX
 
     def _data_done(self, reader: DataReader) -> None:
         if reader.oversize:

@@ -58,12 +58,15 @@ def serialise(code: int, enhanced: str | None, lines: Sequence[str]) -> bytes:
     Text never contains CR or LF: a line break inside would let the text forge
     a reply, so it is refused here, in the one place replies are made.
     """
-    prefix = f"{enhanced} " if enhanced else ""
     if len(lines) == 1:
         line = lines[0]
         if "\r" in line or "\n" in line:
             raise ValueError("reply text must not contain CR or LF")
-        return f"{code} {prefix}{line}\r\n".encode()
+        # One string built, not a prefix first (a queued reply is made per message).
+        if enhanced:
+            return f"{code} {enhanced} {line}\r\n".encode()
+        return f"{code} {line}\r\n".encode()
+    prefix = f"{enhanced} " if enhanced else ""
     out = []
     last = len(lines) - 1
     for i, line in enumerate(lines):

@@ -111,8 +111,12 @@ class SMTPProtocol(Securing):
     def _ask_peer(self, transport: asyncio.BaseTransport) -> None:
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
-            self.client = client = (str(peer[0]), int(peer[1]))
-            self.obs.client = client[0]
+            # An IP socket's peer is (host, port[, flow, scope]); typed
+            # locals are checks in the compiled build, not str() and int() calls.
+            host: str = peer[0]
+            port: int = peer[1]
+            self.client = (host, port)
+            self.obs.client = host
 
     def _open(self, early: bytes = b"") -> None:
         if self.ctx.implicit_tls:

@@ -95,9 +95,10 @@ class IdleWheel:
             session.idle_slot = None
             due = self._slots.get(end)
             if due is not None:
+                # An emptied slot stays until it is served: the next session
+                # armed in the same slot finds it, instead of making it again
+                # (and pushing its end on the heap) for every short session.
                 due.pop(session, None)
-                if not due:
-                    del self._slots[end]
 
     def _schedule(self, end: float) -> None:
         if self._handle is not None:
