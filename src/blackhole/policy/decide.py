@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from typing import Final
 
 from blackhole.policy.modes import ACCEPT, BOUNCE, CLASSIC_RANDOM_ACCEPT, RANDOM, Delay, Mode
 from blackhole.policy.switches import parse_delay, parse_mode
@@ -22,8 +23,8 @@ from blackhole.protocol.replies import BOUNCES, Reply, queued
 # about n*n / 2**33, whatever the seed.
 _PREFIX_BYTES = 4
 # The counter's six hex digits, as two halves of three: f"{n:06X}" for n < 2**24.
-_HEX3: tuple[str, ...] = tuple(f"{n:03X}" for n in range(4096))
-_TABLED = 1 << 24
+_HEX3: Final[tuple[str, ...]] = tuple(f"{n:03X}" for n in range(4096))
+_TABLED: Final = 1 << 24
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from blackhole.protocol.states import Entry as Row
 # Control characters other than HT are not allowed in a command line
 # (RFC 5321 section 4.1.1: commands are printable US-ASCII, or UTF-8 with
 # SMTPUTF8); NUL in particular has broken C servers and must not pass.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class Dispatch(Staging):

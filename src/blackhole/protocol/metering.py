@@ -17,13 +17,13 @@ shutdown's 421). The first mark is always at position 0.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Final, Protocol
 
-CONNECT = "connect"
-END = "end"
-SERVER = "server"
+CONNECT: Final = "connect"
+END: Final = "end"
+SERVER: Final = "server"
 # A line that could not even be parsed into a verb (bad bytes, overlong).
-UNPARSED = "unknown"
+UNPARSED: Final = "unknown"
 
 
 class ReplyMeter(Protocol):

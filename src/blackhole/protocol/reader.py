@@ -8,24 +8,26 @@ nothing here loops over lines in Python on the hot path.
 
 from __future__ import annotations
 
+from typing import Final
+
 from blackhole.protocol.limits import MAX_HEADER_SCAN, MAX_TEXT_LINE
 
 # RFC 5321 section 4.1.1.4: the content ends with <CRLF>.<CRLF>, and only that:
 # a bare <LF>.<LF> (or <CR>.<CR>, <LF>.<CRLF>...) never ends it, which is what
 # defeats SMTP smuggling (CVE-2023-51764 and friends).
-TERMINATOR = b"\r\n.\r\n"
+TERMINATOR: Final = b"\r\n.\r\n"
 # Bytes kept back after a chunk with no terminator: enough for a terminator
 # that straddles two reads to be found whole in the next one.
-_KEEP = len(TERMINATOR) - 1
+_KEEP: Final = len(TERMINATOR) - 1
 # RFC 5321 section 4.5.2: a line that starts with "." had one more "." put in
 # front by the client; every "<CRLF>." inside the content is one stuffed dot.
-_STUFFED = b"\r\n."
-DATA_PREFIX = b"\r\n"
+_STUFFED: Final = b"\r\n."
+DATA_PREFIX: Final = b"\r\n"
 
 # Header field names are case-insensitive (RFC 5322 section 1.2.2). Lowering
 # the kept header section and finding the prefix costs a few instructions per
 # octet; an IGNORECASE regex search cost ten times as many, on every message.
-_SWITCH_PREFIX = b"x-blackhole-"
+_SWITCH_PREFIX: Final = b"x-blackhole-"
 
 
 class HeaderScanner:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from typing import Final
 
 from blackhole.protocol.hooks import Stage, Verdict
 from blackhole.protocol.replies import Reply
@@ -27,7 +28,7 @@ from blackhole.rules.store import Ask, Store
 
 log = logging.getLogger("blackhole.rules")
 # Clients whose barred stages are kept (RuleSet.barred); past it, the cache starts over.
-_BARRED_CACHE = 4096
+_BARRED_CACHE: Final = 4096
 
 # RULES.md "Selection" and "Actions": the replies a rule gets when it names none.
 GREYLISTED = Reply(451, "4.7.1", "Greylisted, please try again later")

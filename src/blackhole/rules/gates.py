@@ -21,6 +21,7 @@ import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from blackhole.protocol.hooks import Stage
 from blackhole.rules.model import Rule
@@ -38,7 +39,7 @@ _FIELDS: dict[Stage, tuple[str, ...]] = {
 # How many values a gate remembers its answer for (then it starts afresh).
 # A load mostly repeats a few names and addresses; looking one up costs a
 # fifth of matching it against the union of up to 256 rules' globs.
-REMEMBERED = 4096
+REMEMBERED: Final = 4096
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Final
 
 from blackhole.protocol.core import SMTPConnection
 from blackhole.protocol.events import MessageReceived
 from blackhole.protocol.replies import Reply
 from blackhole.server.flow import FlowControl
 
-log = logging.getLogger("blackhole.session")
+log: Final = logging.getLogger("blackhole.session")
 
 
 class Answers(FlowControl):

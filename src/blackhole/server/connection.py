@@ -31,14 +31,14 @@ if TYPE_CHECKING:
     from blackhole.server.context import ListenerContext
     from blackhole.server.state import ServerState
 
-session_log = logging.getLogger("blackhole.session")
+session_log: Final = logging.getLogger("blackhole.session")
 # Final: read directly by the compiled build, where time.perf_counter is a
 # lookup in the time module at every read.
 _clock: Final = time.perf_counter
 
 # A Close event's reason -> the event log's session end (OBSERVE.md); any
 # other reason (a rule's close, too many unknown commands) is "dropped".
-_CLOSE_ENDS = {"quit": "quit", "timeout": "timeout", "shutdown": "shutdown"}
+_CLOSE_ENDS: Final = {"quit": "quit", "timeout": "timeout", "shutdown": "shutdown"}
 
 
 class SMTPProtocol(Securing):

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Final
 
 from blackhole.protocol import replies as R
 from blackhole.server.sessionbase import SessionBase
 
-log = logging.getLogger("blackhole.session")
+log: Final = logging.getLogger("blackhole.session")
 
 
 class Endings(SessionBase):

@@ -9,13 +9,15 @@ transport's write buffer drains (``resume_writing``) or the answer is given.
 
 from __future__ import annotations
 
+from typing import Final
+
 from blackhole.protocol.core import SMTPConnection
 from blackhole.server.endings import Endings
 
 # Input goes to the core at most this many bytes at a time. The wordiest
 # command, "EXPN all", makes 64 times its size in reply, so one slice adds at
 # most about 512 KiB past the transport's high-water mark.
-SLICE = 8192
+SLICE: Final = 8192
 
 
 class FlowControl(Endings):

@@ -28,7 +28,7 @@ _pop: Final = heapq.heappop
 
 # The longest slot, in seconds; a timeout of under four slots gets slots of a
 # quarter of it, so that no session waits noticeably longer than it should.
-SLOT = 0.25
+SLOT: Final = 0.25
 
 
 class Watched(Protocol):

@@ -24,7 +24,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from blackhole.config.model import Listener
 from blackhole.net import host_port
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 JSON = dict[str, Any]
 RecordSink = Callable[[JSON], None]
-_END_INDEX = {name: index for index, name in enumerate(SESSION_ENDS)}
+_END_INDEX: Final = {name: index for index, name in enumerate(SESSION_ENDS)}
 
 
 def listener_labels(bound: Sequence[tuple[Listener, socket.socket]]) -> list[str]:

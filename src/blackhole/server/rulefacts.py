@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Final
 
 from blackhole.net import host_port
 from blackhole.protocol.core import SMTPConnection
@@ -67,11 +68,11 @@ class Where:
 # goes through the enum metaclass's attribute hook, some 600 instructions a
 # read, and these are read at every watched event.
 _HELO = Stage.HELO
-_MAIL = Stage.MAIL
+_MAIL: Final = Stage.MAIL
 _RCPT = Stage.RCPT
 _AUTH = Stage.AUTH
 _CONTENT = Stage.CONTENT
-_END = Stage.END
+_END: Final = Stage.END
 
 # Facts are made positionally, in the order of their fields (rules.match.Facts):
 # matching 17 keyword arguments to their parameters costs more than the rest

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from blackhole.protocol import replies as R
 from blackhole.protocol.core import SMTPConnection
@@ -36,14 +36,14 @@ from blackhole.server.rulestate import WorkerRules
 if TYPE_CHECKING:
     from blackhole.server.connection import SMTPProtocol
 
-log = logging.getLogger("blackhole.rules")
+log: Final = logging.getLogger("blackhole.rules")
 
 # Enum members read once, as module globals: on CPython 3.11 ``Stage.MAIL``
 # goes through the enum metaclass's attribute hook, some 600 instructions a
 # read, and these are read at every watched event.
-_MAIL = Stage.MAIL
-_END = Stage.END
-_CONNECT_STAGE = Stage.CONNECT
+_MAIL: Final = Stage.MAIL
+_END: Final = Stage.END
+_CONNECT_STAGE: Final = Stage.CONNECT
 _STARTTLS = Stage.STARTTLS
 
 
