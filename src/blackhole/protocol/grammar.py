@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from typing import Final
 
 from blackhole.protocol import replies as R
 from blackhole.protocol.limits import (
@@ -30,6 +30,7 @@ from blackhole.protocol.limits import (
     MAX_ORCPT,
     MAX_PATH,
 )
+from blackhole.protocol.memo import remember
 from blackhole.protocol.replies import Reply
 
 _U = "\\x80-\\U0010ffff"  # UTF8-non-ascii (RFC 6531), checked against SMTPUTF8 later
@@ -144,7 +145,9 @@ def parse_params(rest: str) -> dict[str, str | None] | Reply:
 # MAIL FROM and RCPT TO lines thousands of times, and a hit costs one C-level
 # dictionary lookup instead of the regex work. Bounded: at most _CACHE entries
 # of at most one command line each (512 octets), about 1 MB per process.
-_CACHE = 2048
+_CACHE: Final = 2048
+_MAILS: Final[dict[tuple[str, int], MailParams | Reply]] = {}
+_RCPTS: Final[dict[tuple[str, bool], str | Reply]] = {}
 
 
 def _path_and_params(arg: str, *, mail: bool) -> tuple[str, dict[str, str | None]] | Reply:
@@ -172,9 +175,14 @@ def _path_and_params(arg: str, *, mail: bool) -> tuple[str, dict[str, str | None
     return address, params
 
 
-@lru_cache(maxsize=_CACHE)
 def parse_mail(arg: str, max_size: int) -> MailParams | Reply:
     """The argument of MAIL (after ``FROM:``) -> MailParams or the error reply."""
+    key = (arg, max_size)
+    known = _MAILS.get(key)
+    return known if known is not None else remember(_MAILS, key, _mail(arg, max_size), _CACHE)
+
+
+def _mail(arg: str, max_size: int) -> MailParams | Reply:
     parsed = _path_and_params(arg, mail=True)
     if isinstance(parsed, Reply):
         return parsed
@@ -215,9 +223,14 @@ def parse_mail(arg: str, max_size: int) -> MailParams | Reply:
     return MailParams(address, size, smtputf8, binarymime)
 
 
-@lru_cache(maxsize=_CACHE)
 def parse_rcpt(arg: str, smtputf8: bool) -> str | Reply:
     """The argument of RCPT (after ``TO:``) -> the address or the error reply."""
+    key = (arg, smtputf8)
+    known = _RCPTS.get(key)
+    return known if known is not None else remember(_RCPTS, key, _rcpt(arg, smtputf8), _CACHE)
+
+
+def _rcpt(arg: str, smtputf8: bool) -> str | Reply:
     parsed = _path_and_params(arg, mail=False)
     if isinstance(parsed, Reply):
         return parsed

@@ -11,10 +11,10 @@ intermediate replies).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Final
 
 from blackhole.protocol.limits import MAX_REPLY_LINE
+from blackhole.protocol.memo import remember
 
 
 class Reply:
@@ -187,17 +187,30 @@ def queued(queue_id: str) -> Reply:
     return Reply(250, "2.0.0", f"OK: queued as {queue_id}")
 
 
-@lru_cache(maxsize=64)  # one per mail name: made once, not per connection
+# Memoised (protocol.memo): the greeting per mail name, made once, not per
+# connection; HELO's answer like EHLO's (states.ehlo_reply), as a client says
+# the same name at every connection.
+_GREETINGS: Final[dict[tuple[str, bool], Reply]] = {}
+_HELLOS: Final[dict[tuple[str, str], bytes]] = {}
+
+
 def greeting(mailname: str, lmtp: bool = False) -> Reply:
-    return Reply(220, None, f"{mailname} {'LMTP' if lmtp else 'ESMTP'}")
+    key = (mailname, lmtp)
+    known = _GREETINGS.get(key)
+    if known is None:
+        made = Reply(220, None, f"{mailname} {'LMTP' if lmtp else 'ESMTP'}")
+        known = remember(_GREETINGS, key, made, 64)
+    return known
 
 
-# Memoised like the EHLO answer (states.ehlo_reply): a client says the same
-# name at every connection, and the wire is all a HELO needs of its reply.
-@lru_cache(maxsize=256)
 def hello(mailname: str, client: str) -> bytes:
     """HELO's 250 (RFC 5321 4.1.1.1): the server's name, then the client's."""
-    return Reply(250, None, echo(f"{mailname} Hello ", client)).wire
+    key = (mailname, client)
+    known = _HELLOS.get(key)
+    if known is None:
+        made = Reply(250, None, echo(f"{mailname} Hello ", client)).wire
+        known = remember(_HELLOS, key, made, 256)
+    return known
 
 
 def bdat_chunk(size: int) -> Reply:

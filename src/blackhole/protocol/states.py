@@ -43,6 +43,7 @@ from typing import Final
 from blackhole.protocol import replies as R
 from blackhole.protocol import sasl
 from blackhole.protocol.hooks import Stage
+from blackhole.protocol.memo import remember
 from blackhole.protocol.replies import Reply
 
 
@@ -269,11 +270,22 @@ def offered(verb: str, *, tls: bool, auth: bool, lmtp: bool = False) -> bool:
     return offer is Offer.ALWAYS or (tls if offer is Offer.STARTTLS else auth)
 
 
-# Memoised: every connection of a load test sends the same EHLO; the reply is
-# immutable and depends only on these arguments (bounded, like the MAIL cache).
-@lru_cache(maxsize=256)
+# Memoised (protocol.memo): every connection of a load test sends the same
+# EHLO; the reply is immutable and depends only on these arguments.
+_EHLOS: Final[dict[tuple[str, str, int, bool, bool], Reply]] = {}
+
+
 def ehlo_reply(mailname: str, client: str, max_size: int, *, tls: bool, auth: bool) -> Reply:
     """The EHLO answer (RFC 5321 4.1.1.1): the greeting line, then the keywords offered."""
+    key = (mailname, client, max_size, tls, auth)
+    known = _EHLOS.get(key)
+    if known is None:
+        made = _ehlo(mailname, client, max_size, tls=tls, auth=auth)
+        known = remember(_EHLOS, key, made, 256)
+    return known
+
+
+def _ehlo(mailname: str, client: str, max_size: int, *, tls: bool, auth: bool) -> Reply:
     greeting = R.echo(f"{mailname} Hello ", client)
     lines = [greeting, *(k.format(max_size=max_size) for k in SERVICE_EXTENSIONS)]
     for verb, command in COMMANDS.items():

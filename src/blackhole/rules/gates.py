@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from blackhole.protocol.hooks import Stage
+from blackhole.protocol.memo import remember
 from blackhole.rules.model import Rule
 from blackhole.rules.values import IPNetwork
 
@@ -59,9 +60,7 @@ class Gate:
         seen = self.seen
         known = seen.get(value)
         if known is None:
-            if len(seen) >= REMEMBERED:
-                seen.clear()
-            known = seen[value] = self.regex.fullmatch(value) is not None
+            known = remember(seen, value, self.regex.fullmatch(value) is not None, REMEMBERED)
         return known
 
     def admits_any(self, values: Iterable[str]) -> bool:
