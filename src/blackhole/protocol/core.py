@@ -133,10 +133,9 @@ class SMTPConnection(Dispatch):
         marks = self._marks
         self.meter.replies(out, marks)
         data = out[0] if len(out) == 1 else b"".join(out)
-        # New lists, not clear() and a deleted slice: cheaper in either build
-        # (a method call from compiled code). Replies still to come belong to
-        # the verb in force now.
-        self._out = []
+        out.clear()
+        # Replies still to come belong to the verb in force now. A new list
+        # of two: cheaper than deleting a slice of this one, in either build.
         self._marks = [0, marks[-1]]
         return data
 
