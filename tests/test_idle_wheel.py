@@ -121,3 +121,42 @@ def test_an_earlier_slot_moves_the_loop_timer_forward() -> None:
     loop.advance(1.0 + SLOT)
     assert short.expired_at is not None and long.expired_at is None
     assert loop.loop_timers() == 1
+
+
+def test_a_session_re_armed_while_its_slot_is_served_does_not_delay_earlier_slots() -> None:
+    # A shows life, so serving its slot files it again, much later; B's slot,
+    # half a second after A's first one, must still be served in time.
+    loop, wheel = _wheel()
+    a = Session(loop)
+    wheel.arm(a, 10.0)
+    loop.advance(0.3)
+    b = Session(loop)
+    wheel.arm(b, 10.0)
+    loop.advance(5.0)
+    a.last = loop.time()
+    loop.advance(5.0)  # A's first slot served: A re-armed for its new deadline
+    assert a.expired_at is None
+    loop.advance(0.5)
+    assert b.expired_at is not None
+    assert b.expired_at <= b.last + 10.0 + SLOT
+
+
+def test_a_slot_emptied_and_filled_again_is_still_served_in_time() -> None:
+    # B's session ends and leaves its slot empty; C, with a shorter timeout
+    # (another listener), is filed in that same slot and expires on time.
+    loop, wheel = _wheel()
+    a = Session(loop)
+    wheel.arm(a, 10.0)
+    loop.advance(0.3)
+    b = Session(loop)
+    wheel.arm(b, 10.0)
+    loop.advance(1.0)
+    a.last = loop.time()
+    loop.advance(8.7)  # A's first slot served, A re-armed
+    wheel.cancel(b)
+    c = Session(loop)
+    wheel.arm(c, 0.5)
+    loop.advance(0.6)
+    assert c.expired_at is not None
+    assert c.expired_at <= c.last + 0.5 + SLOT
+    assert a.expired_at is None

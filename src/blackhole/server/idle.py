@@ -116,9 +116,10 @@ class IdleWheel:
             due = self._slots.pop(end, None)
             if due:
                 self._serve(due, end, now)
-        # Serving may have scheduled it already. (Asked of _when, not of
-        # _handle: mypyc would take _handle for the None assigned above.)
-        if self._when == math.inf and ends:
+        # Serving may have scheduled the timer already, for the slot a re-armed
+        # session went to: later than a slot still waiting in the heap, which
+        # would then be served late. The earliest slot left decides.
+        if ends and ends[0] < self._when:
             self._schedule(ends[0])
 
     def _serve(self, due: dict[Watched, float], end: float, now: float) -> None:
