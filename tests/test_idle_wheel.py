@@ -123,36 +123,36 @@ def test_an_earlier_slot_moves_the_loop_timer_forward() -> None:
     assert loop.loop_timers() == 1
 
 
-def test_a_session_re_armed_while_its_slot_is_served_does_not_delay_earlier_slots() -> None:
-    # A shows life, so serving its slot files it again, much later; B's slot,
-    # half a second after A's first one, must still be served in time.
+def _a_then_b(active_after: float) -> tuple[FakeLoop, IdleWheel, Session, Session]:
+    """A and B (10 s timeouts) armed 0.3 s apart, so in two slots; A shows
+    life ``active_after`` seconds later, then the clock reaches A's first
+    deadline: serving A's slot re-arms A, for a much later slot."""
     loop, wheel = _wheel()
     a = Session(loop)
     wheel.arm(a, 10.0)
     loop.advance(0.3)
     b = Session(loop)
     wheel.arm(b, 10.0)
-    loop.advance(5.0)
+    loop.advance(active_after)
     a.last = loop.time()
-    loop.advance(5.0)  # A's first slot served: A re-armed for its new deadline
-    assert a.expired_at is None
+    loop.advance(9.7 - active_after)
+    assert a.expired_at is None and b.expired_at is None
+    return loop, wheel, a, b
+
+
+def test_a_session_re_armed_while_its_slot_is_served_does_not_delay_earlier_slots() -> None:
+    # B's slot, half a second after A's first one, is still served in time.
+    loop, _, a, b = _a_then_b(active_after=5.0)
     loop.advance(0.5)
     assert b.expired_at is not None
     assert b.expired_at <= b.last + 10.0 + SLOT
+    assert a.expired_at is None
 
 
 def test_a_slot_emptied_and_filled_again_is_still_served_in_time() -> None:
     # B's session ends and leaves its slot empty; C, with a shorter timeout
     # (another listener), is filed in that same slot and expires on time.
-    loop, wheel = _wheel()
-    a = Session(loop)
-    wheel.arm(a, 10.0)
-    loop.advance(0.3)
-    b = Session(loop)
-    wheel.arm(b, 10.0)
-    loop.advance(1.0)
-    a.last = loop.time()
-    loop.advance(8.7)  # A's first slot served, A re-armed
+    loop, wheel, a, b = _a_then_b(active_after=1.0)
     wheel.cancel(b)
     c = Session(loop)
     wheel.arm(c, 0.5)
