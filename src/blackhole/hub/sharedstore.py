@@ -51,6 +51,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from blackhole.protocol.memo import remember
 from blackhole.rules.select import FORGET_AFTER
 from blackhole.rules.store import Answer, Ask, Store, StoreUnavailableError, advance
 
@@ -209,10 +210,7 @@ class SharedStore(Store):
         tag = _tag(rule_id, key)
         bucket = int.from_bytes(tag[:8], "little") & self._mask
         located = (tag, self._entries_at + bucket * self._bucket_bytes)
-        if len(self._located) >= _LOCATED_CACHE:
-            self._located.clear()
-        self._located[rule_id, key] = located
-        return located
+        return remember(self._located, (rule_id, key), located, _LOCATED_CACHE)
 
     def _rule(self, rule_id: str) -> tuple[int, int]:
         """The slot and stamp of ``rule_id``, given one if it has none (under the lock)."""

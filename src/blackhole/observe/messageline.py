@@ -36,6 +36,7 @@ from blackhole.observe.eventlog import (
     queue_id,
     rfc3339,
 )
+from blackhole.protocol.memo import remember
 
 # Distinct replies kept encoded, per process; far more than the replies a
 # configuration can give (rules' texts are fixed), so that the cache is
@@ -113,17 +114,12 @@ class _Replies:
             if known is None:
                 known = self._template(wire, start, end)
                 if known is not None:
-                    if len(self._templates) >= _MAX_REPLIES:
-                        self._templates.clear()
-                    self._templates[key] = known
+                    remember(self._templates, key, known, _MAX_REPLIES)
             if known is not None:
                 self._last = (key[0], key[1], known)
                 text = wire[start:end].decode("ascii")
                 return f'"{text}"', f"{known[0]}{text}{known[1]}"
-        if len(self._plain) >= _MAX_REPLIES:
-            self._plain.clear()
-        plain = self._plain[wire] = _reply_json(wire)
-        return plain
+        return remember(self._plain, wire, _reply_json(wire), _MAX_REPLIES)
 
     @staticmethod
     def _template(wire: bytes, start: int, end: int) -> tuple[str, str] | None:

@@ -1,6 +1,8 @@
-"""Bounded memo tables for the pure functions a session calls at every command.
+"""Bounded memo tables: answers kept per value on the hot path (MAIL and RCPT
+parsing, the greeting and HELO/EHLO answers, rule gates, barred stages, the
+event log's reply texts, the shared store's key locations).
 
-A table the function reads itself, not ``functools.lru_cache``: in the
+A table the caller reads itself, not ``functools.lru_cache``: in the
 compiled build that is a C call and a dictionary lookup, where an lru_cache
 wrapper is a module attribute read and a call through Python's calling
 protocol (about 900 instructions). A full table starts afresh instead of

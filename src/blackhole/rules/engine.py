@@ -17,7 +17,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
+from blackhole.protocol import hooks as H
 from blackhole.protocol.hooks import Stage, Verdict
+from blackhole.protocol.memo import remember
 from blackhole.protocol.replies import Reply
 from blackhole.rules.gates import ClientGate, Gate, client_gates, gates
 from blackhole.rules.match import Facts, crossed, failing
@@ -33,9 +35,6 @@ _BARRED_CACHE: Final = 4096
 # RULES.md "Selection" and "Actions": the replies a rule gets when it names none.
 GREYLISTED = Reply(451, "4.7.1", "Greylisted, please try again later")
 CLOSING = Reply(421, "4.3.2", "Service not available, closing channel")
-# Read at every event a rule with matchers is tried on: as a module global,
-# not through the enum metaclass's attribute hook (CPython 3.11).
-_CONTENT = Stage.CONTENT
 _NO_MATCHERS = Matchers()  # a rule without matchers holds at every event of its stage
 
 
@@ -170,9 +169,7 @@ class RuleSet:
             found = frozenset(
                 stage for stage, gate in self._client_gates.items() if not gate.admits(client)
             )
-            if len(self._barred) >= _BARRED_CACHE:
-                self._barred.clear()
-            self._barred[client] = found
+            remember(self._barred, client, found, _BARRED_CACHE)
         return found
 
     async def _keep_state(self) -> None:
@@ -306,7 +303,7 @@ class RuleSet:
             return False
         if check:
             miss = failing(rule.matchers, facts)
-            if miss is None and stage is _CONTENT and not crossed(rule.actions.after_bytes, facts):
+            if miss is None and stage is H.CONTENT and not crossed(rule.actions.after_bytes, facts):
                 miss = "after_bytes"
             if miss is not None:
                 if debug:

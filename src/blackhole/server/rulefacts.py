@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Final
 
 from blackhole.net import host_port
+from blackhole.protocol import hooks as H
 from blackhole.protocol.core import SMTPConnection
 from blackhole.protocol.events import MessageReceived, StageReached
 from blackhole.protocol.hooks import Stage
@@ -64,16 +64,6 @@ class Where:
         return cls(session, port, shown, client[0] if client else None, name)
 
 
-# Enum members read once, as module globals: on CPython 3.11 ``Stage.MAIL``
-# goes through the enum metaclass's attribute hook, some 600 instructions a
-# read, and these are read at every watched event.
-_HELO = Stage.HELO
-_MAIL: Final = Stage.MAIL
-_RCPT = Stage.RCPT
-_AUTH = Stage.AUTH
-_CONTENT = Stage.CONTENT
-_END: Final = Stage.END
-
 # Facts are made positionally, in the order of their fields (rules.match.Facts):
 # matching 17 keyword arguments to their parameters costs more than the rest
 # of making them, and they are made at every watched event.
@@ -83,7 +73,7 @@ def stage_facts(where: Where, core: SMTPConnection, event: StageReached) -> Fact
     """The facts at a stage the core reported."""
     stage = event.stage
     value = event.value
-    content = event.size or 0 if stage is _CONTENT else 0
+    content = event.size or 0 if stage is H.CONTENT else 0
     return Facts(
         stage,
         where.session,
@@ -92,16 +82,16 @@ def stage_facts(where: Where, core: SMTPConnection, event: StageReached) -> Fact
         where.name,  # listener_name
         where.client,
         core.tls,
-        value if stage is _HELO else core.helo,
-        value if stage is _AUTH else core.auth_user,
-        value if stage is _MAIL else core.sender,
+        value if stage is H.HELO else core.helo,
+        value if stage is H.AUTH else core.auth_user,
+        value if stage is H.MAIL else core.sender,
         tuple(core.recipients),
-        value if stage is _RCPT else None,  # recipient
+        value if stage is H.RCPT else None,  # recipient
         # The core reports content at each rule's after_bytes, or at its end
         # when none is reached: this event brings the bytes since the last
         # one (rules.match.crossed), and the headers once they have ended.
         tuple(event.headers) if event.headers is not None else None,
-        event.size if stage is _MAIL else None,  # size
+        event.size if stage is H.MAIL else None,  # size
         event.message or None,
         content,  # content_bytes
         content - event.before,  # chunk_bytes
@@ -120,11 +110,11 @@ def command_facts(where: Where, core: SMTPConnection, stage: Stage, value: str |
         where.name,  # listener_name
         where.client,
         core.tls,
-        value if stage is _HELO else core.helo,
+        value if stage is H.HELO else core.helo,
         core.auth_user,  # auth is reported after the exchange, not at a command
         core.sender,
         tuple(core.recipients),
-        value if stage is _RCPT else None,  # recipient
+        value if stage is H.RCPT else None,  # recipient
         None,  # headers
         None,  # size: only mail's
         core.message_number or None,
@@ -139,7 +129,7 @@ def end_facts(
     ``recipient``: on LMTP, the recipient being answered (RULES.md "LMTP").
     """
     return Facts(
-        _END,
+        H.END,
         where.session,
         where.port,  # listener_port
         where.host,  # listener_host

@@ -20,6 +20,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Final
 
+from blackhole.protocol import hooks as H
 from blackhole.protocol import replies as R
 from blackhole.protocol.core import SMTPConnection
 from blackhole.protocol.events import MessageReceived, StageReached
@@ -37,14 +38,6 @@ if TYPE_CHECKING:
     from blackhole.server.connection import SMTPProtocol
 
 log: Final = logging.getLogger("blackhole.rules")
-
-# Enum members read once, as module globals: on CPython 3.11 ``Stage.MAIL``
-# goes through the enum metaclass's attribute hook, some 600 instructions a
-# read, and these are read at every watched event.
-_MAIL: Final = Stage.MAIL
-_END: Final = Stage.END
-_CONNECT_STAGE: Final = Stage.CONNECT
-_STARTTLS = Stage.STARTTLS
 
 
 class Steering(Carrying):
@@ -77,7 +70,7 @@ class Steering(Carrying):
         # the rules in force at ``generation``.
         self._generation = rules.ruleset.generation
         self._barred = rules.ruleset.barred(self._client)
-        if _CONNECT_STAGE in self._barred and not self._screen_off():
+        if H.CONNECT in self._barred and not self._screen_off():
             # The greeting is the core's first step, so its stage is screened
             # here, before start(): by the client, the only thing known yet.
             # (No conventions here: the rules' stages are the ruleset's.)
@@ -141,7 +134,7 @@ class Steering(Carrying):
             if gate is not None and not gate.admits(value):
                 return False
         waiting = ruleset.waiting_stages
-        if stage is _MAIL or (waiting and stage in waiting):
+        if stage is H.MAIL or (waiting and stage in waiting):
             # Decided when reached: mail's event brings what only the core
             # knows (SIZE=, the new message's number); a waiting store, a task.
             return True
@@ -158,15 +151,15 @@ class Steering(Carrying):
         if rules.conventions:
             return True  # as _screen_off()
         ruleset = rules.ruleset
-        if _END not in ruleset.stages:
+        if H.END not in ruleset.stages:
             return False  # no rule at end (the core reports every message)
         if self._debug:
             return True  # as _screen_off()
         if ruleset.generation != self._generation:
             self._rebar(ruleset)
-        if _END in self._barred:
+        if H.END in self._barred:
             return False
-        gate = ruleset.gates.get(_END)
+        gate = ruleset.gates.get(H.END)
         if gate is None:
             return True
         if gate.field == "recipient":
@@ -195,7 +188,7 @@ class Steering(Carrying):
 
     def _resolver(self, core: SMTPConnection, stage: Stage) -> Done:
         def done(verdict: Verdict | None) -> bool:
-            if verdict is not None and verdict.tls is not None and stage is _STARTTLS:
+            if verdict is not None and verdict.tls is not None and stage is H.STARTTLS:
                 self.tls_fault = verdict.tls
             core.resolve(verdict)
             return False
@@ -223,10 +216,10 @@ class Steering(Carrying):
             return self.end(core, event, verdict)
 
         facts = end_facts(self.where, core, event)
-        if _END in self.rules.ruleset.waiting_stages:
-            return self._later(core, _END, facts, done)
-        verdict = self.evaluate_now(_END, facts, self._debug)
-        return self._act(core, _END, verdict, done, later=False)
+        if H.END in self.rules.ruleset.waiting_stages:
+            return self._later(core, H.END, facts, done)
+        verdict = self.evaluate_now(H.END, facts, self._debug)
+        return self._act(core, H.END, verdict, done, later=False)
 
     # --- deciding -------------------------------------------------------------------
 
