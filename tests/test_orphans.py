@@ -92,10 +92,17 @@ def init_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, int]]:
         [init] = children(proc.pid)  # unshare's one child: the server, PID 1 inside
         yield server, init
     finally:
+        # SIGTERM first: a killed server leaves its hub directory behind, and
+        # named after pid 1 it is never recognised as a leftover.
         if proc.poll() is None:
             for pid in children(proc.pid):
-                os.kill(pid, signal.SIGKILL)
-            proc.kill()
+                os.kill(pid, signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                for pid in children(proc.pid):
+                    os.kill(pid, signal.SIGKILL)
+                proc.kill()
         proc.wait(15)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from blackhole.supervisor.backoff import Backoff
 from blackhole.supervisor.heartbeat import Heartbeat
 from blackhole.supervisor.messages import FrameReader, Ping, Pong, encode
 from blackhole.supervisor.process import describe_exit
-from tests.proctools import MailPump, alive, cmdline, send_mail, wait_until, workers
+from tests.proctools import MailPump, alive, cmdline, send_mail, tree, wait_until, workers
 from tests.serverproc import ServerProcess
 
 BASE = "listen = 127.0.0.1:0\ntimeout = 10\n"
@@ -191,3 +192,28 @@ def test_supervisor_gone_makes_workers_drain_and_exit(
     wait_until(lambda: not any(alive(pid) for pid in found.values()), what="orphans to exit")
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", server.port()), timeout=5).close()
+
+
+def _hub_directories(pid: int) -> list[Path]:
+    """The private directories of the hub's socket that supervisor ``pid`` made."""
+    parents = {Path(tempfile.gettempdir()), Path("/tmp")}  # /tmp: the fallback for a long TMPDIR
+    return [found for parent in parents for found in parent.glob(f"blackhole-hub-{pid}-*")]
+
+
+def test_a_killed_supervisors_hub_directory_goes_at_the_next_start(
+    server_factory: Factory, write_config: WriteConfig
+) -> None:
+    first = server_factory(write_config(BASE))
+    made = _hub_directories(first.pid)
+    assert len(made) == 1, made
+    assert (made[0] / "hub.sock").is_socket()
+    processes = tree(first.pid)
+    first.proc.kill()  # SIGKILL: it cannot remove its directory
+    first.proc.wait()
+    wait_until(lambda: not any(alive(pid) for pid in processes), what="the hub and worker to exit")
+    assert made[0].exists()
+    second = server_factory(write_config(BASE))
+    assert not made[0].exists(), "the next start kept a dead supervisor's directory"
+    assert len(_hub_directories(second.pid)) == 1
+    assert second.stop() == 0
+    assert _hub_directories(second.pid) == []  # a clean stop removes its own

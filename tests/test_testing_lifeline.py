@@ -3,7 +3,8 @@
 The test process can die without calling ``stop``: nothing but the lifeline
 pipe (supervisor/lifeline.py) then tells the server. Here a child Python
 process starts a server through the testing API and is SIGKILLed; the
-server, its hub and its workers must all go, and its port must refuse.
+server, its hub and its workers must all go, and its port must refuse; the
+next ``Blackhole`` started removes the files the dead process left.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from blackhole.supervisor.lifeline import ENV, take_lifeline
+from blackhole.testing import Blackhole
 from tests.proctools import alive, tree, wait_until
 
 SCRIPT = textwrap.dedent(
@@ -60,6 +64,12 @@ def test_a_sigkilled_test_process_leaves_no_server_behind() -> None:
             what=f"the server's processes {processes} to end",
         )
         assert _refused(port)
+        # Its config stays in its private directory until the next Blackhole
+        # started on the machine sees that the owner is gone.
+        left = list(Path(tempfile.gettempdir()).glob(f"blackhole-testing-{owner.pid}-*"))
+        assert len(left) == 1, left
+        with Blackhole(tls=False):
+            assert not left[0].exists()
     finally:
         if owner.poll() is None:
             owner.kill()

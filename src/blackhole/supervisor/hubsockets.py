@@ -13,6 +13,8 @@ from pathlib import Path
 
 from blackhole.config.model import Config
 from blackhole.errors import ConfigError, PermissionDenied, Unavailable
+from blackhole.supervisor.leftovers import private_directory
+from blackhole.supervisor.pidfile import process_is_blackhole
 
 
 def load_token(config: Config) -> str | None:
@@ -52,11 +54,15 @@ def _family(host: str) -> socket.AddressFamily:
 # TMPDIR (a test runner's private one, say) cannot hold the hub's socket, so
 # its private directory goes to /tmp instead.
 _SUN_PATH_MAX = 107
+_PREFIX = "blackhole-hub-"
 
 
 def socket_directory() -> Path:
-    directory = Path(tempfile.mkdtemp(prefix="blackhole-hub-"))
+    """The private directory of the hub's socket; a later start removes it if
+    this supervisor is killed outright."""
+    directory = private_directory(_PREFIX, Path(tempfile.gettempdir()), process_is_blackhole)
     if len(os.fsencode(directory / "hub.sock")) <= _SUN_PATH_MAX:
         return directory
     directory.rmdir()
-    return Path(tempfile.mkdtemp(prefix="blackhole-hub-", dir="/tmp"))
+    # mkdtemp's 0700 directory with a random name: safe in a shared /tmp.
+    return private_directory(_PREFIX, Path("/tmp"), process_is_blackhole)  # noqa: S108

@@ -27,6 +27,7 @@ from pathlib import Path
 from blackhole.config.model import Config
 from blackhole.errors import ConfigError
 from blackhole.server.tls import build_server_context, generate_self_signed
+from blackhole.supervisor.leftovers import private_directory
 from blackhole.supervisor.messages import TLSFiles
 from blackhole.supervisor.pidfile import process_is_blackhole
 
@@ -42,26 +43,6 @@ def _read(path: str, what: str, who: str | None) -> bytes:
 
 
 _PREFIX = "blackhole-tls-"
-
-
-def _sweep_leftovers(parent: Path) -> None:
-    """Remove private TLS directories left by supervisors that no longer run.
-
-    A supervisor killed with SIGKILL cannot remove its directory (a copy of
-    the key included); the next start does, if the pid in the name is gone.
-    """
-    try:
-        entries = list(parent.glob(f"{_PREFIX}*-*"))
-    except OSError:
-        return
-    for entry in entries:
-        pid_text = entry.name[len(_PREFIX) :].split("-", 1)[0]
-        if not pid_text.isdigit() or int(pid_text) == os.getpid():
-            continue
-        if process_is_blackhole(int(pid_text)) or not entry.is_dir():
-            continue
-        log.debug("removing %s, left by a supervisor that is gone", entry)
-        shutil.rmtree(entry, ignore_errors=True)
 
 
 class TLSStore:
@@ -80,11 +61,8 @@ class TLSStore:
     def root(self) -> Path:
         if self._root is None:
             parent = Path(self._parent or tempfile.gettempdir())
-            _sweep_leftovers(parent)
-            # The pid in the name lets a later start recognise the directory
-            # of a supervisor that was killed before it could clean up.
-            prefix = f"{_PREFIX}{os.getpid()}-"
-            self._root = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+            # A later start removes it if this supervisor is killed outright.
+            self._root = private_directory(_PREFIX, parent, process_is_blackhole)
             if self._owner is not None:
                 os.chown(self._root, *self._owner)
         return self._root

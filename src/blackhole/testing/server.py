@@ -34,6 +34,7 @@ from typing import Any
 
 from blackhole.config.classic import parse_config
 from blackhole.server.tls import generate_self_signed
+from blackhole.supervisor.leftovers import private_directory, running
 from blackhole.testing import configtext
 from blackhole.testing.control import ControlClient
 from blackhole.testing.process import ServerProcess
@@ -98,7 +99,11 @@ class Blackhole:
         """Start the server; returns once it serves. Raises ``ConfigError`` or ``StartError``."""
         if self._server is not None:
             raise RuntimeError("this Blackhole is already running")
-        self._directory = Path(tempfile.mkdtemp(prefix="blackhole-testing-"))
+        # Its config and certificate; if this process is killed outright, the
+        # next Blackhole started on this machine removes it.
+        self._directory = private_directory(
+            "blackhole-testing-", Path(tempfile.gettempdir()), running
+        )
         try:
             pair = generate_self_signed(HOST, self._directory) if self._tls else None
             settings = configtext.settings_for(
