@@ -87,19 +87,37 @@ class Staging(Intake):
         self._pause(event, M.COMMAND, apply, refuse)
 
     def _command_reached(self, verb: str, entry: Entry, facts: Any) -> None:
-        _, commit, next_state, stage, _, _, refuser = entry
+        stage = entry[3]
         assert stage is not None
         # What the stage is about (StageReached.value), from the checked facts.
-        arg = facts.string if isinstance(facts, _MATCH) else facts
-        value = arg if stage in (H.HELO, H.RCPT, H.VRFY) else None
+        # type(), not isinstance(): re.Match cannot be subclassed, and in the
+        # compiled build isinstance() of a class it does not own is a call.
+        if stage is H.MAIL:
+            value = facts.address
+        elif stage is H.HELO or stage is H.RCPT or stage is H.VRFY:
+            value = facts.string if type(facts) is _MATCH else facts
+        else:
+            value = None
+        screen = self.screen
+        if screen is not None and not screen(stage, value):
+            self.state = entry[2]  # as unwatched: no event, no pause
+            entry[1](self, facts)
+            return
+        self._stop_at(verb, entry, facts, value)
+
+    def _stop_at(self, verb: str, entry: Entry, facts: Any, value: str | None) -> None:
+        """Report the stage and hold the command until the verdict.
+
+        Apart from ``_command_reached``: its closures are objects made at
+        every call, which a command the screen lets through never needs.
+        """
+        _, commit, next_state, stage, _, _, refuser = entry
+        assert stage is not None
+        arg = facts.string if type(facts) is _MATCH else facts
         size = None
         message = self.message_number
         if stage is H.MAIL:
-            value, size, message = facts.address, facts.size, message + 1
-        if self.screen is not None and not self.screen(stage, value):
-            self.state = next_state  # as unwatched: no event, no pause
-            commit(self, facts)
-            return
+            size, message = facts.size, message + 1
 
         def apply(reply: Reply | None) -> None:
             self.state = next_state
