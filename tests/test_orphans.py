@@ -92,8 +92,8 @@ def init_server(tmp_path: Path) -> Iterator[tuple[ServerProcess, int]]:
         [init] = children(proc.pid)  # unshare's one child: the server, PID 1 inside
         yield server, init
     finally:
-        # SIGTERM first: a killed server leaves its hub directory behind, and
-        # named after pid 1 it is never recognised as a leftover.
+        # SIGTERM first: a server that stops removes its temporary
+        # directories at once; a killed one leaves them to the next start.
         if proc.poll() is None:
             for pid in children(proc.pid):
                 os.kill(pid, signal.SIGTERM)

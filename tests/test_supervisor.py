@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -194,17 +193,12 @@ def test_supervisor_gone_makes_workers_drain_and_exit(
         socket.create_connection(("127.0.0.1", server.port()), timeout=5).close()
 
 
-def _hub_directories(pid: int) -> list[Path]:
-    """The private directories of the hub's socket that supervisor ``pid`` made."""
-    parents = {Path(tempfile.gettempdir()), Path("/tmp")}  # /tmp: the fallback for a long TMPDIR
-    return [found for parent in parents for found in parent.glob(f"blackhole-hub-{pid}-*")]
-
-
 def test_a_killed_supervisors_hub_directory_goes_at_the_next_start(
-    server_factory: Factory, write_config: WriteConfig
+    server_factory: Factory, write_config: WriteConfig, short_tmpdir: Path
 ) -> None:
-    first = server_factory(write_config(BASE))
-    made = _hub_directories(first.pid)
+    env = {"TMPDIR": str(short_tmpdir)}
+    first = server_factory(write_config(BASE), env=env)
+    made = list(short_tmpdir.glob("blackhole-hub-*"))
     assert len(made) == 1, made
     assert (made[0] / "hub.sock").is_socket()
     processes = tree(first.pid)
@@ -212,8 +206,9 @@ def test_a_killed_supervisors_hub_directory_goes_at_the_next_start(
     first.proc.wait()
     wait_until(lambda: not any(alive(pid) for pid in processes), what="the hub and worker to exit")
     assert made[0].exists()
-    second = server_factory(write_config(BASE))
+    second = server_factory(write_config(BASE), env=env)
     assert not made[0].exists(), "the next start kept a dead supervisor's directory"
-    assert len(_hub_directories(second.pid)) == 1
+    [mine] = short_tmpdir.glob("blackhole-hub-*")  # its own, kept while it runs
+    assert (mine / "hub.sock").is_socket()
     assert second.stop() == 0
-    assert _hub_directories(second.pid) == []  # a clean stop removes its own
+    assert not mine.exists()  # a clean stop removes its own

@@ -44,9 +44,15 @@ def _refused(port: int) -> bool:
     return False
 
 
-def test_a_sigkilled_test_process_leaves_no_server_behind() -> None:
+def test_a_sigkilled_test_process_leaves_no_server_behind(
+    short_tmpdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     owner = subprocess.Popen(
-        [sys.executable, "-c", SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", SCRIPT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(short_tmpdir)},
     )
     processes: list[int] = []
     try:
@@ -65,9 +71,10 @@ def test_a_sigkilled_test_process_leaves_no_server_behind() -> None:
         )
         assert _refused(port)
         # Its config stays in its private directory until the next Blackhole
-        # started on the machine sees that the owner is gone.
-        left = list(Path(tempfile.gettempdir()).glob(f"blackhole-testing-{owner.pid}-*"))
+        # started with the same TMPDIR sees that the owner is gone.
+        left = list(short_tmpdir.glob("blackhole-testing-*"))
         assert len(left) == 1, left
+        monkeypatch.setattr(tempfile, "tempdir", str(short_tmpdir))
         with Blackhole(tls=False):
             assert not left[0].exists()
     finally:

@@ -25,13 +25,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import select
-import shutil
 import signal
 import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
-from pathlib import Path
 
 from blackhole.config.model import Config
 from blackhole.errors import EX_SOFTWARE, BlackholeError, ConfigError
@@ -50,6 +48,7 @@ from blackhole.observe.layout import Layout
 from blackhole.rules.model import Rule
 from blackhole.supervisor.backoff import Backoff
 from blackhole.supervisor.hubsockets import bind_control, load_token, socket_directory
+from blackhole.supervisor.leftovers import PrivateDirectory
 from blackhole.supervisor.messages import Failed, Ready
 from blackhole.supervisor.process import (
     FORK,
@@ -84,7 +83,7 @@ class HubKeeper:
         self.clock = clock
         self.control: socket.socket | None = None
         self.store: socket.socket | None = None
-        self.directory: Path | None = None
+        self.directory: PrivateDirectory | None = None
         self.process: WorkerProcess | None = None
         self.spec: HubSpec | None = None
         self.method = "spawn"
@@ -102,7 +101,7 @@ class HubKeeper:
     @property
     def path(self) -> str | None:
         """Where workers connect (None until ``bind_store``)."""
-        return None if self.directory is None else str(self.directory / "hub.sock")
+        return None if self.directory is None else str(self.directory.path / "hub.sock")
 
     def bind_control(self, config: Config) -> None:
         if config.control_listen is not None:
@@ -112,7 +111,7 @@ class HubKeeper:
         self.directory = socket_directory()
         store = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            store.bind(str(self.directory / "hub.sock"))
+            store.bind(str(self.directory.path / "hub.sock"))
             store.listen(128)  # workers that connect while the hub restarts wait here
         except OSError:
             store.close()
@@ -339,7 +338,7 @@ class HubKeeper:
                 sock.close()
         self.control = self.store = None
         if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory.remove()
             self.directory = None
 
 

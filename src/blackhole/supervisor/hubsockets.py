@@ -13,8 +13,7 @@ from pathlib import Path
 
 from blackhole.config.model import Config
 from blackhole.errors import ConfigError, PermissionDenied, Unavailable
-from blackhole.supervisor.leftovers import private_directory
-from blackhole.supervisor.pidfile import process_is_blackhole
+from blackhole.supervisor.leftovers import PrivateDirectory
 
 
 def load_token(config: Config) -> str | None:
@@ -57,12 +56,11 @@ _SUN_PATH_MAX = 107
 _PREFIX = "blackhole-hub-"
 
 
-def socket_directory() -> Path:
+def socket_directory() -> PrivateDirectory:
     """The private directory of the hub's socket; a later start removes it if
     this supervisor is killed outright."""
-    directory = private_directory(_PREFIX, Path(tempfile.gettempdir()), process_is_blackhole)
-    if len(os.fsencode(directory / "hub.sock")) <= _SUN_PATH_MAX:
+    directory = PrivateDirectory(_PREFIX, Path(tempfile.gettempdir()))
+    if len(os.fsencode(directory.path / "hub.sock")) <= _SUN_PATH_MAX:
         return directory
-    directory.rmdir()
-    # mkdtemp's 0700 directory with a random name: safe in a shared /tmp.
-    return private_directory(_PREFIX, Path("/tmp"), process_is_blackhole)  # noqa: S108
+    directory.remove()
+    return PrivateDirectory(_PREFIX, Path("/tmp"))  # noqa: S108 - a 0700 directory, as above

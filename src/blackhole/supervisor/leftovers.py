@@ -1,57 +1,86 @@
-"""Private temporary directories that name the process that made them.
+"""Private temporary directories that a later start removes if their owner died.
 
 A process killed with SIGKILL cannot remove its temporary directory (the
 supervisor's copies of the TLS key, the hub's socket, the testing API's
-config). Each such directory is named ``<prefix><pid>-<random>``, and making
-a new one of the same kind first removes those whose process no longer runs.
+config). So each such directory holds a lock file, locked (flock(2)) for as
+long as its owner, or a child forked with the descriptor, lives: the kernel
+releases the lock when the last of them exits, however it exits. Making a
+new directory of the same kind first removes those whose lock is free.
+
+A lock, not a process id in the name: a pid says nothing across PID
+namespaces (a container's supervisor is pid 1 at every start, and a server
+in a namespace cannot see the host's pids), and a recycled pid would keep a
+dead directory, or a test process running the supervisor's code would not
+look like a supervisor.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-
-def running(pid: int) -> bool:
-    """True if a process with this pid exists (under any user)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, under another user
-    return True
+_LOCK = ".lock"
 
 
-def private_directory(prefix: str, parent: Path, owner_runs: Callable[[int], bool]) -> Path:
-    """A new directory (mode 0700) in ``parent``, once leftovers are removed.
+class PrivateDirectory:
+    """A new directory (mode 0700) in ``parent``, made once leftovers are removed."""
 
-    ``owner_runs(pid)`` says whether the process named by a leftover still
-    runs; its directory is then kept.
+    def __init__(self, prefix: str, parent: Path) -> None:
+        sweep(prefix, parent)
+        self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        self._lock: int | None = _lock(self.path)
+
+    def remove(self) -> None:
+        """Remove the directory and release its lock; safe to call twice."""
+        shutil.rmtree(self.path, ignore_errors=True)
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+
+def _lock(directory: Path) -> int:
+    # Locked before it takes its name: a sweep that finds the name finds it
+    # locked, and one that comes earlier finds no lock file and keeps the
+    # directory. Readable by all (the directory alone is private), so that a
+    # directory handed to another user (the TLS store's) can still be tested.
+    scratch = directory / f"{_LOCK}.new"
+    fd = os.open(scratch, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    scratch.rename(directory / _LOCK)
+    return fd
+
+
+def sweep(prefix: str, parent: Path) -> None:
+    """Remove the directories ``prefix*`` in ``parent`` whose lock is free.
+
+    Never fails: what cannot be looked at or removed (another user's, in a
+    sticky /tmp) is left alone.
     """
-    _sweep(prefix, parent, owner_runs)
-    return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
-
-
-def _sweep(prefix: str, parent: Path, owner_runs: Callable[[int], bool]) -> None:
     try:
-        entries = list(parent.glob(f"{prefix}*-*"))
+        entries = list(parent.glob(f"{prefix}*"))
     except OSError:
         return
     for entry in entries:
-        pid_text = entry.name[len(prefix) :].split("-", 1)[0]
-        if not pid_text.isdigit() or int(pid_text) == os.getpid():
-            continue
-        if owner_runs(int(pid_text)) or not entry.is_dir():
-            continue
-        log.debug("removing %s, left by a process that is gone", entry)
-        # Another user's leftover (in sticky /tmp) cannot be removed: kept.
-        shutil.rmtree(entry, ignore_errors=True)
+        try:
+            fd = os.open(entry / _LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # no lock (not ours, or still being made), or not readable
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # its owner lives
+        with contextlib.suppress(OSError):
+            # A symbolic link named like ours is not our directory: only its
+            # name would go, and only if it pointed at a lock nobody holds.
+            if not entry.is_symlink():
+                log.debug("removing %s, left by a process that is gone", entry)
+                shutil.rmtree(entry, ignore_errors=True)
+        os.close(fd)

@@ -18,7 +18,6 @@ import signal
 from pathlib import Path
 
 from blackhole.errors import ConfigError, PermissionDenied, Unavailable
-from blackhole.supervisor.leftovers import running
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +26,7 @@ _PROC = Path("/proc")
 
 def process_is_blackhole(pid: int, proc: Path = _PROC) -> bool:
     """True if ``pid`` is a running process that looks like Blackhole."""
-    if not running(pid):
+    if pid <= 0 or not _pid_exists(pid):
         return False
     try:
         cmdline = (proc / str(pid) / "cmdline").read_bytes()
@@ -49,10 +48,20 @@ def _stale_reason(pid: int | None) -> str:
     """Why a pidfile holding ``pid`` is stale, in words for the log."""
     if pid is None:
         return "it holds no process id"
-    if running(pid):
+    if pid > 0 and _pid_exists(pid):
         # A recycled pid: running, but not Blackhole (or this very process).
         return f"pid {pid} is running something else"
     return f"pid {pid} is not running"
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    return True
 
 
 def _error(path: Path, action: str, exc: OSError) -> Exception:

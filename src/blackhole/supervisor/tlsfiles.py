@@ -17,7 +17,6 @@ old key. Everything is removed at exit.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
@@ -27,9 +26,8 @@ from pathlib import Path
 from blackhole.config.model import Config
 from blackhole.errors import ConfigError
 from blackhole.server.tls import build_server_context, generate_self_signed
-from blackhole.supervisor.leftovers import private_directory
+from blackhole.supervisor.leftovers import PrivateDirectory
 from blackhole.supervisor.messages import TLSFiles
-from blackhole.supervisor.pidfile import process_is_blackhole
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +48,7 @@ class TLSStore:
 
     def __init__(self, parent: str | None = None) -> None:
         self._parent = parent
-        self._root: Path | None = None  # made when first needed: no TLS, no directory
+        self._directory: PrivateDirectory | None = None  # made when first needed: no TLS, none
         self._generation = 0
         self._self_signed: tuple[str, bytes, bytes] | None = None  # mailname, cert, key
         # Set when files are read as an unprivileged user: named in errors.
@@ -59,13 +57,13 @@ class TLSStore:
 
     @property
     def root(self) -> Path:
-        if self._root is None:
+        if self._directory is None:
             parent = Path(self._parent or tempfile.gettempdir())
             # A later start removes it if this supervisor is killed outright.
-            self._root = private_directory(_PREFIX, parent, process_is_blackhole)
+            self._directory = PrivateDirectory(_PREFIX, parent)
             if self._owner is not None:
-                os.chown(self._root, *self._owner)
-        return self._root
+                os.chown(self._directory.path, *self._owner)
+        return self._directory.path
 
     def _write(self, directory: Path, name: str, data: bytes) -> str:
         path = directory / name
@@ -150,14 +148,13 @@ class TLSStore:
     def hand_over(self, uid: int, gid: int) -> None:
         """Give the directory to the user the server is about to become."""
         self._owner = (uid, gid)
-        if self._root is None:
+        if self._directory is None:
             return
-        for directory, _dirs, names in os.walk(self._root):
+        for directory, _dirs, names in os.walk(self._directory.path):
             os.chown(directory, uid, gid)
             for name in names:
                 os.chown(Path(directory) / name, uid, gid)
 
     def cleanup(self) -> None:
-        if self._root is not None:
-            with contextlib.suppress(OSError):
-                shutil.rmtree(self._root)
+        if self._directory is not None:
+            self._directory.remove()

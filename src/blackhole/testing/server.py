@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import ssl
 import tempfile
 import time
@@ -34,7 +33,7 @@ from typing import Any
 
 from blackhole.config.classic import parse_config
 from blackhole.server.tls import generate_self_signed
-from blackhole.supervisor.leftovers import private_directory, running
+from blackhole.supervisor.leftovers import PrivateDirectory
 from blackhole.testing import configtext
 from blackhole.testing.control import ControlClient
 from blackhole.testing.process import ServerProcess
@@ -88,7 +87,7 @@ class Blackhole:
         self._lmtp = lmtp
         self._record = record
         self._start_timeout = start_timeout
-        self._directory: Path | None = None
+        self._directory: PrivateDirectory | None = None
         self._cert: Path | None = None
         self._server: ServerProcess | None = None
         self._control: ControlClient | None = None
@@ -100,12 +99,11 @@ class Blackhole:
         if self._server is not None:
             raise RuntimeError("this Blackhole is already running")
         # Its config and certificate; if this process is killed outright, the
-        # next Blackhole started on this machine removes it.
-        self._directory = private_directory(
-            "blackhole-testing-", Path(tempfile.gettempdir()), running
-        )
+        # next Blackhole started with the same TMPDIR removes it.
+        self._directory = PrivateDirectory("blackhole-testing-", Path(tempfile.gettempdir()))
+        directory = self._directory.path
         try:
-            pair = generate_self_signed(HOST, self._directory) if self._tls else None
+            pair = generate_self_signed(HOST, directory) if self._tls else None
             settings = configtext.settings_for(
                 self._options, self._config, tls=pair, lmtp=self._lmtp, record=self._record
             )
@@ -115,7 +113,7 @@ class Blackhole:
             parse_config(text, filename="Blackhole options")
             if self._tls:
                 self._cert = Path(settings["tls_cert"])
-            path = self._directory / "blackhole.conf"
+            path = directory / "blackhole.conf"
             path.write_text(text)
             self._server = ServerProcess.start(path, self._start_timeout)
             self._control = ControlClient(self._server.control_port, HOST)
@@ -132,7 +130,7 @@ class Blackhole:
         if server is not None:
             server.stop()
         if self._directory is not None:
-            shutil.rmtree(self._directory, ignore_errors=True)
+            self._directory.remove()
             self._directory = None
 
     def __enter__(self) -> Blackhole:
