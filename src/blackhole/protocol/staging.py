@@ -89,13 +89,12 @@ class Staging(Intake):
     def _command_reached(self, verb: str, entry: Entry, facts: Any) -> None:
         stage = entry[3]
         assert stage is not None
-        # What the stage is about (StageReached.value), from the checked facts.
-        # type(), not isinstance(): re.Match cannot be subclassed, and in the
-        # compiled build isinstance() of a class it does not own is a call.
+        # What the stage is about (StageReached.value), from the checked facts:
+        # HELO's, RCPT's and VRFY's checks give the name or address as a str.
         if stage is H.MAIL:
             value = facts.address
         elif stage is H.HELO or stage is H.RCPT or stage is H.VRFY:
-            value = facts.string if type(facts) is _MATCH else facts
+            value = facts
         else:
             value = None
         screen = self.screen
@@ -113,6 +112,8 @@ class Staging(Intake):
         """
         _, commit, next_state, stage, _, _, refuser = entry
         assert stage is not None
+        # type(), not isinstance(): re.Match cannot be subclassed, and in the
+        # compiled build isinstance() of a class it does not own is a call.
         arg = facts.string if type(facts) is _MATCH else facts
         size = None
         message = self.message_number
