@@ -7,6 +7,7 @@ processes: a child that holds the lock, then is killed.
 
 from __future__ import annotations
 
+import os
 import signal
 import stat
 import subprocess
@@ -52,6 +53,9 @@ def test_a_dead_owners_directory_goes_a_live_ones_stays(tmp_path: Path) -> None:
         assert (dead_path / "key.pem").exists()
         made = PrivateDirectory("bh-test-", tmp_path)
         assert not dead_path.exists()
+        again = PrivateDirectory("bh-test-", tmp_path)  # this process's own stay
+        assert made.path.exists()
+        again.remove()
         assert (live_path / "key.pem").exists()
         assert stat.S_IMODE(made.path.stat().st_mode) == 0o700
         made.remove()
@@ -75,6 +79,10 @@ def test_what_is_not_a_locked_directory_of_ours_is_left_alone(tmp_path: Path) ->
     (target / "precious").write_text("not ours")
     link = tmp_path / "bh-test-link"
     link.symlink_to(target)
+    # A FIFO as the lock file: opening it must not wait for a writer.
+    fifo_dir = tmp_path / "bh-test-fifo"
+    fifo_dir.mkdir()
+    os.mkfifo(fifo_dir / ".lock")
     # A file named like ours, and a dead directory of another kind.
     (tmp_path / "bh-test-file").write_text("")
     other = tmp_path / "bh-other-x"
@@ -82,6 +90,7 @@ def test_what_is_not_a_locked_directory_of_ours_is_left_alone(tmp_path: Path) ->
     (other / ".lock").write_text("")
     sweep("bh-test-", tmp_path)
     assert unlocked.exists()
+    assert fifo_dir.exists()
     assert link.is_symlink()
     assert (target / "precious").exists()
     assert (tmp_path / "bh-test-file").exists()

@@ -34,7 +34,9 @@ def test_acquire_writes_our_pid_and_release_removes_it(tmp_path: Path) -> None:
     assert not path.exists()
 
 
-@pytest.mark.parametrize("content", ["{dead}\n", "", "garbage\n", "0\n"])
+@pytest.mark.parametrize(
+    "content", ["{dead}\n", "", "garbage\n", "0\n", "99999999999999999999\n", "\u00b2\n"]
+)
 def test_stale_pidfile_is_replaced(tmp_path: Path, content: str) -> None:
     path = tmp_path / "bh.pid"
     path.write_text(content.format(dead=dead_pid()))

@@ -16,11 +16,11 @@ look like a supervisor.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -29,17 +29,29 @@ log = logging.getLogger(__name__)
 _LOCK = ".lock"
 
 
+# The directories this process made: never its own leftovers, even where
+# flock is emulated by per-process POSIX locks (NFS) and so would not stop
+# this process from locking its own lock file a second time.
+_MINE: set[Path] = set()
+
+
 class PrivateDirectory:
     """A new directory (mode 0700) in ``parent``, made once leftovers are removed."""
 
     def __init__(self, prefix: str, parent: Path) -> None:
         sweep(prefix, parent)
         self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-        self._lock: int | None = _lock(self.path)
+        try:
+            self._lock: int | None = _lock(self.path)
+        except BaseException:
+            shutil.rmtree(self.path, ignore_errors=True)
+            raise
+        _MINE.add(self.path)
 
     def remove(self) -> None:
         """Remove the directory and release its lock; safe to call twice."""
         shutil.rmtree(self.path, ignore_errors=True)
+        _MINE.discard(self.path)
         if self._lock is not None:
             os.close(self._lock)
             self._lock = None
@@ -50,10 +62,15 @@ def _lock(directory: Path) -> int:
     # locked, and one that comes earlier finds no lock file and keeps the
     # directory. Readable by all (the directory alone is private), so that a
     # directory handed to another user (the TLS store's) can still be tested.
+    # Open for writing: on NFS an exclusive flock needs it (flock(2), NOTES).
     scratch = directory / f"{_LOCK}.new"
-    fd = os.open(scratch, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    scratch.rename(directory / _LOCK)
+    fd = os.open(scratch, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        scratch.rename(directory / _LOCK)
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
 
 
@@ -68,19 +85,31 @@ def sweep(prefix: str, parent: Path) -> None:
     except OSError:
         return
     for entry in entries:
-        try:
-            fd = os.open(entry / _LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            continue  # no lock (not ours, or still being made), or not readable
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue  # its owner lives
-        with contextlib.suppress(OSError):
-            # A symbolic link named like ours is not our directory: only its
-            # name would go, and only if it pointed at a lock nobody holds.
-            if not entry.is_symlink():
-                log.debug("removing %s, left by a process that is gone", entry)
-                shutil.rmtree(entry, ignore_errors=True)
+        if entry not in _MINE and _owner_gone(entry):
+            log.debug("removing %s, left by a process that is gone", entry)
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _owner_gone(entry: Path) -> bool:
+    """True if ``entry`` is a directory whose lock file nobody holds."""
+    try:
+        if not stat.S_ISDIR(entry.lstat().st_mode):
+            return False  # a symbolic link or a file named like ours: not ours
+        # Non-blocking: anyone may put a FIFO there, whose open would wait
+        # for a writer for ever.
+        fd = os.open(
+            entry / _LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        )
+    except OSError:
+        return False  # no lock (not ours, or still being made), or not readable
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        # Shared: it works on a descriptor opened for reading everywhere
+        # (NFS included), and still conflicts with the owner's exclusive lock.
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return False  # its owner lives
+    finally:
         os.close(fd)
+    return True

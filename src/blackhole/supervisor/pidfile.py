@@ -41,7 +41,9 @@ def _read_pid(path: Path) -> int | None:
         text = path.read_text(encoding="ascii", errors="replace").strip()
     except FileNotFoundError:
         return None
-    return int(text) if text.isdigit() else None
+    # Linux pids stay under 2**22 (PID_MAX_LIMIT): a longer number is no pid,
+    # and os.kill() would raise OverflowError on it.
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 7 else None
 
 
 def _stale_reason(pid: int | None) -> str:

@@ -127,11 +127,13 @@ class Blackhole:
     def stop(self) -> None:
         """Stop the server and remove its files; safe to call twice."""
         server, self._server, self._control = self._server, None, None
-        if server is not None:
-            server.stop()
-        if self._directory is not None:
-            self._directory.remove()
-            self._directory = None
+        directory, self._directory = self._directory, None
+        try:
+            if server is not None:
+                server.stop()
+        finally:
+            if directory is not None:
+                directory.remove()
 
     def __enter__(self) -> Blackhole:
         return self.start()
