@@ -18,14 +18,15 @@ from pathlib import Path
 from blackhole.supervisor.leftovers import PrivateDirectory, sweep
 from blackhole.supervisor.tlsfiles import TLSStore
 
-# Makes a PrivateDirectory in argv[1], prints its path, then waits to be killed.
+# Makes a PrivateDirectory named argv[2]* in argv[1], prints its path, then
+# waits to be killed.
 OWNER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
     from blackhole.supervisor.leftovers import PrivateDirectory
 
-    made = PrivateDirectory("bh-test-", Path(sys.argv[1]))
+    made = PrivateDirectory(sys.argv[2], Path(sys.argv[1]))
     (made.path / "key.pem").write_text("a copy of a private key")
     print(made.path, flush=True)
     sys.stdin.read()
@@ -33,9 +34,9 @@ OWNER = textwrap.dedent(
 )
 
 
-def _owner(parent: Path) -> tuple[subprocess.Popen[str], Path]:
+def _owner(parent: Path, prefix: str = "bh-test-") -> tuple[subprocess.Popen[str], Path]:
     child = subprocess.Popen(
-        [sys.executable, "-c", OWNER, str(parent)],
+        [sys.executable, "-c", OWNER, str(parent), prefix],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -98,14 +99,7 @@ def test_what_is_not_a_locked_directory_of_ours_is_left_alone(tmp_path: Path) ->
 
 
 def test_the_tls_store_removes_a_killed_supervisors_copies(tmp_path: Path) -> None:
-    child = subprocess.Popen(
-        [sys.executable, "-c", OWNER.replace('"bh-test-"', '"blackhole-tls-"'), str(tmp_path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert child.stdout is not None
-    left = Path(child.stdout.readline().strip())
+    child, left = _owner(tmp_path, "blackhole-tls-")
     child.kill()
     child.wait()
     store = TLSStore(str(tmp_path))
