@@ -94,11 +94,12 @@ class IdleWheel:
         if end is not None:
             session.idle_slot = None
             due = self._slots.get(end)
-            if due is not None:
-                # An emptied slot stays until it is served: the next session
-                # armed in the same slot finds it, instead of making it again
-                # (and pushing its end on the heap) for every short session.
-                due.pop(session, None)
+            # An emptied slot stays until it is served: the next session
+            # armed in the same slot finds it, instead of making it again
+            # (and pushing its end on the heap) for every short session.
+            # `in` and `del`, not pop(session, None): that is a method call.
+            if due is not None and session in due:
+                del due[session]
 
     def _schedule(self, end: float) -> None:
         if self._handle is not None:
