@@ -72,7 +72,7 @@ class Answers(FlowControl):
         core = self.core
         if core is None or self.transport is None or self.closing:
             return
-        self.last = self.loop.time()
+        self.last = self.server.clock()
         self.obs.meter.started = time.perf_counter()  # delay excluded
         try:
             core.send(reply)
@@ -91,7 +91,7 @@ class Answers(FlowControl):
 
     def _held(self, then: Callable[[], None]) -> None:
         self._delay = None
-        self.last = self.loop.time()
+        self.last = self.server.clock()
         self.obs.meter.started = time.perf_counter()  # the injected delay excluded
         then()
 
@@ -101,4 +101,4 @@ class Answers(FlowControl):
         self._continue()
 
     def touch(self) -> None:
-        self.last = self.loop.time()  # a tarpit's bytes are a sign of life
+        self.last = self.server.clock()  # a tarpit's bytes are a sign of life

@@ -99,7 +99,7 @@ class SMTPProtocol(Securing):
             # a system call and, on uvloop, a socket object made and
             # dropped: a session that nothing reads it of does not ask.
             self._ask_peer(transport)
-        self.last = self.loop.time()
+        self.last = self.server.clock()
         server.idle.arm(self, self.ctx.timeout)
         if listener.proxy:
             # The PROXY header comes before the greeting and the TLS handshake.
@@ -158,7 +158,7 @@ class SMTPProtocol(Securing):
             # and 4.5.3.2.5 each block of a message's content. Bytes of a
             # command line that never ends are neither: a slowloris trickling
             # one byte at a time must still reach the idle timeout.
-            self.last = self.loop.time()
+            self.last = self.server.clock()
         if self._backlog:
             self._backlog += data  # reading is paused; this is only a safety net
             return

@@ -52,7 +52,7 @@ class Endings(SessionBase):
     def _close(self) -> None:
         """Close after what was written drains; the idle timer bounds the wait."""
         self.closing = True
-        self.last = self.loop.time()  # the flush gets a whole timeout
+        self.last = self.server.clock()  # the flush gets a whole timeout
         if self.idle_slot is None:  # closing from expire(); otherwise armed already
             self.server.idle.arm(self, self.ctx.timeout)
         if self._delay is not None:

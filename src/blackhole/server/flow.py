@@ -31,7 +31,7 @@ class FlowControl(Endings):
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        self.last = self.loop.time()  # the client is reading: not idle
+        self.last = self.server.clock()  # the client is reading: not idle
         try:
             self._continue()
         except Exception:

@@ -42,7 +42,7 @@ class Securing(Answers):
         self, transport: asyncio.Transport, greet: bool, core: SMTPConnection | None
     ) -> None:
         self.transport = transport
-        self.last = self.loop.time()
+        self.last = self.server.clock()
         ssl_object = transport.get_extra_info("ssl_object")
         version = ssl_object.version() if ssl_object is not None else None
         cipher = ssl_object.cipher()[0] if ssl_object is not None else None
