@@ -72,16 +72,15 @@ class HeaderScanner:
         stop = min(end, start + MAX_HEADER_SCAN - len(buf))
         # Cut at a blank line found in the new bytes (no copy needed to look).
         blank = _BLANK_LINE.search(data, start, stop)
-        cut = -1 if blank is None else blank.start()  # the last header line's LF
-        if blank is not None and not buf and data[start] != 13 and data[start] != 10:
-            # The usual case: the whole header section in the first read.
-            # What the general path below finds, without its searches.
-            buf += data[start : cut + 1]
-            self.end = blank.end() - start  # the blank line included
-            self.done = True
-            return
-        if cut >= 0:
-            stop = cut + 1
+        if blank is not None:
+            stop = blank.start() + 1  # after the last header line's LF
+            if not buf and data[start] != 13 and data[start] != 10:
+                # The usual case: the whole header section in the first read.
+                # What the general path below finds, without its searches.
+                buf += data[start:stop]
+                self.end = blank.end() - start  # the blank line included
+                self.done = True
+                return
         old = len(buf)
         buf += data[start:stop]
         if buf.startswith(b"\r\n") or buf.startswith(b"\n"):
@@ -97,8 +96,8 @@ class HeaderScanner:
             del buf[joined.start() + 1 :]  # after the last header line's LF
             self.end = joined.end()
             self.done = True
-        elif cut >= 0:
-            self.end = len(buf) + (2 if data[cut + 1 : cut + 2] == b"\r" else 1)
+        elif blank is not None:
+            self.end = len(buf) + blank.end() - stop  # and the blank line's rest
             self.done = True
         elif len(buf) >= MAX_HEADER_SCAN:
             # Stopped by the cap, not by the blank line: a field cut in the

@@ -191,15 +191,19 @@ def echo(before: str, client: str, after: str = "", enhanced: str | None = None)
     return before + client + after
 
 
+_QUEUED: Final = "OK: queued as "
+_QUEUED_WIRE: Final = b"250 2.0.0 " + _QUEUED.encode()
+
+
 def queued(queue_id: str) -> Reply:
     """The accepted message's 250, with its queue id: made for every message."""
-    text = "OK: queued as " + queue_id
+    text = _QUEUED + queue_id
     if not queue_id.isalnum():
         return Reply(250, "2.0.0", text)  # serialise() checks it
     # Concatenated, not formatted by serialise(): this reply is the only one
     # made per message, and that cost 1,600 instructions of it. An id of
     # letters and digits holds no CR or LF for serialise() to refuse.
-    return Reply(250, "2.0.0", text, _wire=b"250 2.0.0 " + text.encode() + b"\r\n")
+    return Reply(250, "2.0.0", text, _wire=_QUEUED_WIRE + queue_id.encode() + b"\r\n")
 
 
 # Memoised (protocol.memo): the greeting per mail name, made once, not per
