@@ -170,18 +170,26 @@ class Worker:
         # Reads self.contexts when called: replaced in place by a reload.
         return functools.partial(open_session, self.contexts, index, self.state)
 
-    def stop_accepting(self) -> None:
+    async def stop_accepting(self) -> None:
         """Take no new connections; sessions in flight carry on as if nothing happened.
 
         A worker being replaced after a reload does this: its clients finish at
         their own pace while its successor takes the new connections.
+
+        Returns once every connection accepted so far is in ``state.sessions``.
+        uvloop, like asyncio, makes a connection's protocol as it accepts it
+        but calls ``connection_made`` (which counts the session) from the
+        ready queue: one yield, once the listeners are closed, lets every one
+        of those calls that is queued run first. Counted before, a session
+        would be missed by the drain, and dropped with the worker.
         """
         for server in self._servers:
             server.close()
+        await asyncio.sleep(0)
 
     async def stop(self, grace: float) -> None:
         """Stop accepting, let transactions finish for ``grace`` seconds, then abort."""
-        self.stop_accepting()
+        await self.stop_accepting()
         sessions = list(self.state.sessions)
         for session in sessions:
             session.shutdown()

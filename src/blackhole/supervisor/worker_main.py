@@ -248,7 +248,7 @@ class Runner:
         """Let sessions end on their own (up to ``grace``), unless a stop comes."""
         count = len(worker.state.sessions)
         log.debug("replaced: taking no new connections, %d session(s) to finish", count)
-        worker.stop_accepting()
+        await worker.stop_accepting()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while worker.state.sessions and not self.stop.is_set() and loop.time() < deadline:
