@@ -18,10 +18,8 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from blackhole.config.classic import parse_config
-from blackhole.server.app import Worker
-from blackhole.server.observing import Observation, SessionObservation, listener_labels
-from blackhole.server.sockets import bind_listener
+from blackhole.server.observing import SessionObservation
+from tests.inworker import address, started_worker
 
 # The per-session objects that must not outlive their session.
 SESSION_TYPES = ("SMTPProtocol", "SMTPConnection", "SessionObservation", "SessionMeter")
@@ -76,16 +74,10 @@ def _alive() -> dict[str, int]:
 
 
 async def _serve_sessions(config_text: str, sessions: int) -> dict[str, int]:
-    config = parse_config(config_text)
-    listener = config.listeners[0]
-    sock = bind_listener(listener)
-    bound = [(listener, sock)]
-    observation = Observation.for_worker(None, listener_labels(bound), None, 0, 1)
-    worker = Worker(config, bound, "sink.test", None, worker_id=1, observation=observation)
-    await worker.start()
+    worker = await started_worker(config_text)
     try:
         for _ in range(sessions):
-            await _session(sock.getsockname()[1])
+            await _session(address(worker)[1])
         while worker.state.sessions:  # connection_lost may come a little after the EOF
             await asyncio.sleep(0.01)
         return _alive()

@@ -17,10 +17,7 @@ import socket
 
 import uvloop
 
-from blackhole.config.classic import parse_config
-from blackhole.server.app import Worker
-from blackhole.server.observing import Observation, listener_labels
-from blackhole.server.sockets import bind_listener
+from tests.inworker import address, started_worker
 
 
 def _read_to_the_end(client: socket.socket) -> bytes:
@@ -32,17 +29,11 @@ def _read_to_the_end(client: socket.socket) -> bytes:
 
 
 async def _stop_as_a_connection_arrives() -> tuple[bytes, int]:
-    config = parse_config("listen = 127.0.0.1:0\ntimeout = 30\n")
-    listener = config.listeners[0]
-    sock = bind_listener(listener)
-    bound = [(listener, sock)]
-    observation = Observation.for_worker(None, listener_labels(bound), None, 0, 1)
-    worker = Worker(config, bound, "sink.test", None, worker_id=1, observation=observation)
-    await worker.start()
+    worker = await started_worker("listen = 127.0.0.1:0\ntimeout = 30\n")
     stopping = asyncio.ensure_future(worker.stop(10.0))  # its first step is queued now
     # A blocking connect: on loopback the kernel has the connection in the
     # listener's queue when this returns, before the loop runs again.
-    client = socket.create_connection(sock.getsockname()[:2], timeout=5)
+    client = socket.create_connection(address(worker), timeout=5)
     await stopping
     left = len(worker.state.sessions)
     # The worker is stopped, but its loop (this test's) still runs: a session
