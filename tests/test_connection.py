@@ -82,13 +82,18 @@ def test_a_session_whose_replies_never_drain_is_dropped_and_forgotten(
     assert harness.loop.pending() == 0  # no timer left behind
 
 
-def test_shutdown_mid_handshake_forgets_the_session() -> None:
-    # Defect: shutdown() of a session in a TLS handshake aborted it without
-    # forgetting it (the same grace-period wait as above).
+def test_shutdown_mid_handshake_waits_for_it_and_the_cut_forgets_the_session() -> None:
+    # A stop lets the handshake finish, so that the client can read its 421
+    # (test_worker_stop_race.py); the end of the grace period aborts it.
+    # Defect: an abort mid-handshake did not forget the session (the same
+    # grace-period wait as above).
     harness = Harness(Config(timeout=TIMEOUT), tls=True)
     session, transport = harness.connect()
     assert session.core is None  # SMTPS: waiting for the handshake
     session.shutdown()
+    assert not transport.aborted and not transport.closed
+    assert session in harness.state.sessions
+    session.cut()
     assert transport.aborted
     assert session not in harness.state.sessions
     harness.loop.advance(0)  # what was due now (handing over early bytes)

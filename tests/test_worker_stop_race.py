@@ -1,23 +1,38 @@
-"""A connection accepted just before a worker stops is ended properly, never dropped.
+"""A stopping worker tells every session 421, even one it could not talk to yet.
 
-uvloop (like asyncio) builds a connection's protocol when it accepts it, but
-calls ``connection_made`` from the ready queue, one turn of the loop later. A
-stop that counts the worker's sessions in between used to miss the new one:
-its client got the greeting and then a bare EOF (``smtplib``: "Connection
-unexpectedly closed"), which a worker being replaced after a SIGHUP did to
-mail in flight. Here a real worker on uvloop is told to stop in exactly that
-turn: its stop is queued, then a client connects, so the loop accepts the
-connection and queues its ``connection_made`` behind the stop.
+RFC 5321 section 3.8: a server that must stop says 421 and closes, and the
+client retries later; a bare EOF or a reset leaves it to guess. A real
+worker on uvloop is stopped here at the awkward moments:
+
+- a connection accepted in the very turn of the loop in which the stop
+  starts. uvloop builds the protocol as it accepts but calls
+  ``connection_made`` one turn later; a stop that counted its sessions in
+  between missed the new one and let its process exit under it (the
+  client saw the greeting, then EOF), which a worker replaced by a SIGHUP
+  did to mail in flight;
+- a session on a ``proxy=yes`` listener whose PROXY header comes after the
+  stop, and one on an SMTPS listener whose handshake is done after it: the
+  greeting can only come once they are in, and the 421 right behind it;
+- a session in its STARTTLS handshake: the 421 comes over TLS once it is up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
+from pathlib import Path
 
+import pytest
 import uvloop
 
+from blackhole.server.app import Worker
+from blackhole.server.tls import build_server_context
+from tests.certs import self_signed
 from tests.inworker import address, started_worker
+from tests.smtpclient import insecure_context
+
+PROXY_HEADER = b"PROXY TCP4 192.0.2.1 127.0.0.1 5555 25\r\n"
 
 
 def _read_to_the_end(client: socket.socket) -> bytes:
@@ -28,27 +43,101 @@ def _read_to_the_end(client: socket.socket) -> bytes:
     return data
 
 
-async def _stop_as_a_connection_arrives() -> tuple[bytes, int]:
-    worker = await started_worker("listen = 127.0.0.1:0\ntimeout = 30\n")
-    stopping = asyncio.ensure_future(worker.stop(10.0))  # its first step is queued now
+def _read_reply(client: socket.socket) -> bytes:
+    """One reply, all its lines (the client sends nothing before it is whole)."""
+    data = b""
+    while not data.endswith(b"\r\n") or data.rsplit(b"\r\n", 2)[-2][3:4] == b"-":
+        chunk = client.recv(4096)
+        assert chunk, data
+        data += chunk
+    return data
+
+
+async def _stopping(worker: Worker) -> asyncio.Future[None]:
+    """The worker's stop, begun: every session it counts has been told to go."""
+    stopping = asyncio.ensure_future(worker.stop(10.0))
+    while not worker.state.stopping:
+        await asyncio.sleep(0)
+    return stopping
+
+
+async def _connect_as_it_stops(worker: Worker) -> bytes:
+    # Queued first: the stop's first step runs before the loop's next accept
+    # is handed to the protocol (connection_made is queued behind it).
+    stopping = asyncio.ensure_future(worker.stop(10.0))
     # A blocking connect: on loopback the kernel has the connection in the
     # listener's queue when this returns, before the loop runs again.
     client = socket.create_connection(address(worker), timeout=5)
-    await stopping
-    left = len(worker.state.sessions)
     # The worker is stopped, but its loop (this test's) still runs: a session
-    # it missed would still be served, and this read would time out.
-    said = await asyncio.to_thread(_read_to_the_end, client)
-    client.close()
-    return said, left
+    # it missed would still be served, and the read would time out.
+    said = asyncio.ensure_future(asyncio.to_thread(_read_to_the_end, client))
+    await stopping
+    return await said
 
 
-def test_a_connection_accepted_as_the_worker_stops_is_greeted_and_told_421() -> None:
-    said, left = uvloop.run(_stop_as_a_connection_arrives())
-    # RFC 5321 section 3.8: a server that stops says 421 and closes, and the
-    # client retries later; not a bare EOF, and not served past the stop.
-    greeting, shutdown, end = said.split(b"\r\n")
-    assert greeting.startswith(b"220 "), said
-    assert shutdown.startswith(b"421 4.3.2 "), said
-    assert end == b""
+async def _stop_before_the_greeting(worker: Worker, kind: str, tls: ssl.SSLContext) -> bytes:
+    """The stop comes while the session waits for its PROXY header or handshake."""
+    client = socket.create_connection(address(worker), timeout=5)
+    while not worker.state.sessions:
+        await asyncio.sleep(0.01)
+    stopping = await _stopping(worker)
+
+    def greeted() -> bytes:
+        if kind == "proxy":
+            client.sendall(PROXY_HEADER)
+            return _read_to_the_end(client)
+        return _read_to_the_end(tls.wrap_socket(client, server_hostname="localhost"))
+
+    said = await asyncio.to_thread(greeted)
+    await stopping
+    return said
+
+
+async def _stop_in_starttls(worker: Worker, tls: ssl.SSLContext) -> bytes:
+    client = socket.create_connection(address(worker), timeout=5)
+
+    def ask_for_tls() -> None:
+        for command in (b"", b"EHLO client.test\r\n", b"STARTTLS\r\n"):
+            client.sendall(command)
+            reply = _read_reply(client)
+        assert reply.startswith(b"220 "), reply
+
+    await asyncio.to_thread(ask_for_tls)  # the server waits for the ClientHello now
+    stopping = await _stopping(worker)
+    said = await asyncio.to_thread(
+        lambda: _read_to_the_end(tls.wrap_socket(client, server_hostname="localhost"))
+    )
+    await stopping
+    return said
+
+
+async def _scenario(kind: str, directory: Path) -> tuple[bytes, int]:
+    cert, key = self_signed(directory)
+    context = build_server_context(str(cert), str(key))
+    tls_files = f"tls_cert = {cert}\ntls_key = {key}\ntimeout = 30\n"
+    listen = {
+        "plain": "listen = 127.0.0.1:0\n",
+        "proxy": "listen = 127.0.0.1:0 proxy=yes\n",
+        "smtps": "tls_listen = 127.0.0.1:0\n",
+        "starttls": "listen = 127.0.0.1:0\n",
+    }[kind]
+    worker = await started_worker(listen + tls_files, context)
+    if kind == "plain":
+        said = await _connect_as_it_stops(worker)
+    elif kind == "starttls":
+        said = await _stop_in_starttls(worker, insecure_context())
+    else:
+        said = await _stop_before_the_greeting(worker, kind, insecure_context())
+    return said, len(worker.state.sessions)
+
+
+@pytest.mark.parametrize("kind", ["plain", "proxy", "smtps", "starttls"])
+def test_a_session_the_stop_catches_early_is_told_421(kind: str, tmp_path: Path) -> None:
+    said, left = uvloop.run(_scenario(kind, tmp_path))
+    lines = said.split(b"\r\n")
+    if kind != "starttls":
+        greeting = lines.pop(0)
+        assert greeting.startswith(b"220 "), said
+    assert lines[0].startswith(b"421 4.3.2 "), said
+    assert lines[1:] == [b""], said  # and then the end of the connection
     assert left == 0

@@ -8,7 +8,6 @@ uses this module, never the reverse.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -35,6 +34,8 @@ log = logging.getLogger("blackhole.server")
 Bound = Sequence[tuple[Listener, socket.socket]]
 # The contexts of listeners with cert=/key=, by (cert, key) as configured.
 ListenerTLS = Mapping[tuple[str, str], ssl.SSLContext]
+# Seconds the sessions cut at the end of a stop get to send their 421 and close.
+CUT_FLUSH = 1.0
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -177,10 +178,10 @@ class Worker:
         their own pace while its successor takes the new connections.
 
         Returns once every connection accepted so far is in ``state.sessions``.
-        uvloop, like asyncio, makes a connection's protocol as it accepts it
-        but calls ``connection_made`` (which counts the session) from the
-        ready queue: one yield, once the listeners are closed, lets every one
-        of those calls that is queued run first. Counted before, a session
+        uvloop makes a connection's protocol as it accepts it but calls
+        ``connection_made`` (which counts the session) from its ready queue,
+        which runs in order: one yield, once the listeners are closed, lets
+        every such call already queued run first. Counted before, a session
         would be missed by the drain, and dropped with the worker.
         """
         for server in self._servers:
@@ -190,18 +191,21 @@ class Worker:
     async def stop(self, grace: float) -> None:
         """Stop accepting, let transactions finish for ``grace`` seconds, then abort."""
         await self.stop_accepting()
-        sessions = list(self.state.sessions)
-        for session in sessions:
+        self.state.stopping = True
+        for session in list(self.state.sessions):
             session.shutdown()
-        deadline = self.loop.time() + grace
-        while self.state.sessions and self.loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        await self._sessions_gone(grace)
         for session in list(self.state.sessions):
             session.cut()
-        for server in self._servers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1.0)
+        # Their 421s are queued: a moment for them to go out before the loop
+        # (and, in a worker process, the process) ends.
+        await self._sessions_gone(CUT_FLUSH)
         log.debug("worker stopped: %s", self.state.stats)
+
+    async def _sessions_gone(self, seconds: float) -> None:
+        deadline = self.loop.time() + seconds
+        while self.state.sessions and self.loop.time() < deadline:
+            await asyncio.sleep(0.05)
 
 
 def describe_all(bound: Bound, starttls: bool) -> str:

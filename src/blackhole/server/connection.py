@@ -220,6 +220,8 @@ class SMTPProtocol(Securing):
             transport = self.transport
             assert transport is not None
             self._write(transport, core)
+        if self.server.stopping:  # it waited for a PROXY header or a handshake
+            self.shutdown()
 
     def _pump(self, core: SMTPConnection) -> None:
         """Act on the core's events until it is quiet, then write what it produced.

@@ -23,10 +23,18 @@ class Endings(SessionBase):
     __slots__ = ()
 
     def shutdown(self) -> None:
-        """Server stopping: 421 now if idle, else after the current transaction."""
+        """Server stopping: 421 now if idle, else after the current transaction.
+
+        Before its greeting (a PROXY header or an SMTPS handshake to come) or
+        in a STARTTLS handshake, a session cannot read a 421 yet: it is told
+        once it can (``server.stopping``, read by ``_begin`` and
+        ``tls_ready``), and the grace period bounds the wait.
+        """
         core = self.core
         if core is None:
-            self._abort()  # in a TLS handshake, or already closing
+            steer = self.steer
+            if self.closing or (steer is not None and steer.tls_fault is not None):
+                self._abort()  # closing already, or a rule hangs its STARTTLS
             return
         self._ended_by("shutdown")
         self.obs.meter.started = time.perf_counter()

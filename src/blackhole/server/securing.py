@@ -54,6 +54,8 @@ class Securing(Answers):
         core.tls_started()
         self.core = core
         self.server.stats.starttls += 1
+        if self.server.stopping:
+            self.shutdown()
 
     def tls_failed(self, reason: str) -> None:
         # Plaintext on an SMTPS port, a client gone mid-handshake, a scanner:

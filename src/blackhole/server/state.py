@@ -52,6 +52,7 @@ class ServerState:
         "rules",
         "sessions",
         "stats",
+        "stopping",
     )
 
     def __init__(
@@ -75,6 +76,10 @@ class ServerState:
         self.rules: WorkerRules | None = None  # rules or address conventions in force
         self._last_id = 0  # session ids are numbered from 1
         self.idle = IdleWheel(loop)  # the sessions' idle timers (server.idle)
+        # The worker is stopping: a session still before its greeting (a PROXY
+        # header or an SMTPS handshake to come) or in a STARTTLS handshake is
+        # told 421 as soon as it can read one (Endings.shutdown).
+        self.stopping = False
 
     def next_session_id(self) -> str:
         # An integer, not itertools.count(): next() is a lookup in builtins

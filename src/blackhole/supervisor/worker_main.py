@@ -246,9 +246,9 @@ class Runner:
 
     async def _retire(self, worker: Worker, grace: float) -> None:
         """Let sessions end on their own (up to ``grace``), unless a stop comes."""
+        await worker.stop_accepting()
         count = len(worker.state.sessions)
         log.debug("replaced: taking no new connections, %d session(s) to finish", count)
-        await worker.stop_accepting()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while worker.state.sessions and not self.stop.is_set() and loop.time() < deadline:
