@@ -141,3 +141,26 @@ def test_a_session_the_stop_catches_early_is_told_421(kind: str, tmp_path: Path)
     assert lines[0].startswith(b"421 4.3.2 "), said
     assert lines[1:] == [b""], said  # and then the end of the connection
     assert left == 0
+
+
+async def _stop_with_a_silent_client(kind: str, directory: Path) -> tuple[bytes, int]:
+    cert, key = self_signed(directory)
+    listen = "tls_listen = 127.0.0.1:0\n" if kind == "smtps" else "listen = 127.0.0.1:0 proxy=yes\n"
+    text = f"{listen}tls_cert = {cert}\ntls_key = {key}\ntimeout = 180\n"
+    text += "tls_handshake_timeout = 60\n"  # the longest allowed: longer than the wait below
+    worker = await started_worker(text, build_server_context(str(cert), str(key)))
+    client = socket.create_connection(address(worker), timeout=30)
+    while not worker.state.sessions:
+        await asyncio.sleep(0.01)
+    # An hour's grace: a stop that waited for the client would time out here.
+    await asyncio.wait_for(worker.stop(3600.0), 30)
+    said = await asyncio.to_thread(client.recv, 4096)
+    client.close()
+    return said, len(worker.state.sessions)
+
+
+@pytest.mark.parametrize("kind", ["proxy", "smtps"])
+def test_a_client_that_sends_nothing_does_not_hold_the_stop(kind: str, tmp_path: Path) -> None:
+    said, left = uvloop.run(_stop_with_a_silent_client(kind, tmp_path))
+    assert said == b""  # dropped: it could not have read a 421 before its greeting
+    assert left == 0

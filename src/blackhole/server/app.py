@@ -34,7 +34,10 @@ log = logging.getLogger("blackhole.server")
 Bound = Sequence[tuple[Listener, socket.socket]]
 # The contexts of listeners with cert=/key=, by (cert, key) as configured.
 ListenerTLS = Mapping[tuple[str, str], ssl.SSLContext]
-# Seconds the sessions cut at the end of a stop get to send their 421 and close.
+# Seconds a stop waits for a session's PROXY header or TLS handshake, so as
+# to tell it 421 after (Worker.stop); and the sessions cut at the end of a
+# stop get to send their 421 and close.
+EARLY_WAIT = 2.0
 CUT_FLUSH = 1.0
 
 
@@ -194,7 +197,13 @@ class Worker:
         self.state.stopping = True
         for session in list(self.state.sessions):
             session.shutdown()
-        await self._sessions_gone(grace)
+        # A session before its greeting or in a TLS handshake is told 421 once
+        # that is done, if it is done soon (Endings.shutdown).
+        early = min(grace, EARLY_WAIT)
+        await self._sessions_gone(early)
+        for session in list(self.state.sessions):
+            session.cut_early()
+        await self._sessions_gone(grace - early)
         for session in list(self.state.sessions):
             session.cut()
         # Their 421s are queued: a moment for them to go out before the loop

@@ -28,18 +28,28 @@ class Endings(SessionBase):
         Before its greeting (a PROXY header or an SMTPS handshake to come) or
         in a STARTTLS handshake, a session cannot read a 421 yet: it is told
         once it can (``server.stopping``, read by ``_begin`` and
-        ``tls_ready``), and the grace period bounds the wait.
+        ``tls_ready``), if that is soon (``cut_early``).
         """
         core = self.core
         if core is None:
             steer = self.steer
-            if self.closing or (steer is not None and steer.tls_fault is not None):
-                self._abort()  # closing already, or a rule hangs its STARTTLS
+            if steer is not None and steer.tls_fault is not None:
+                self.cut()  # a rule hangs its STARTTLS: nothing will come
             return
         self._ended_by("shutdown")
         self.obs.meter.started = time.perf_counter()
         core.shutdown()
         self._pump(core)
+
+    def cut_early(self) -> None:
+        """The stop waited long enough for a PROXY header or a handshake.
+
+        Proxies and TLS clients send theirs within milliseconds; a client
+        that sends nothing would hold the stop for the whole grace period,
+        and could not read a 421 anyway.
+        """
+        if self.core is None:
+            self.cut()
 
     def cut(self) -> None:
         """The grace period is over: say 421 4.3.2 (even mid-DATA), then close.

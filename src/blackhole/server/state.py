@@ -22,6 +22,10 @@ class Session(Protocol):
         """421 now if idle, else after the current transaction."""
         ...
 
+    def cut_early(self) -> None:
+        """Close if still before the greeting or in a TLS handshake."""
+        ...
+
     def cut(self) -> None:
         """421 even mid-transaction, and close."""
         ...
