@@ -119,6 +119,7 @@ class Worker:
         listener_tls: ListenerTLS | None = None,
     ) -> None:
         """New settings for new sessions; sessions in flight keep theirs."""
+        self.state.read_log_level()  # the new config's, set up by now
         challenge = _challenge_maker(self.rng, mailname)
         # Listeners are matched by address and by their rank among listeners
         # with that address: several "127.0.0.1:0" listeners (port 0, each

@@ -13,7 +13,6 @@ in ``protocol``.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from typing import TYPE_CHECKING, Final
 
@@ -31,7 +30,6 @@ if TYPE_CHECKING:
     from blackhole.server.context import ListenerContext
     from blackhole.server.state import ServerState
 
-session_log: Final = logging.getLogger("blackhole.session")
 # Final: read directly by the compiled build, where time.perf_counter is a
 # lookup in the time module at every read.
 _clock: Final = time.perf_counter
@@ -69,9 +67,9 @@ class SMTPProtocol(Securing):
         # matches the client reads this, and only this.
         self.client = None
         self._header = None  # proxy=yes: until the header is in
-        # Read once: asking the logger is a Python call, and a message's
-        # answer would ask it every time.
-        self.debug = session_log.isEnabledFor(logging.DEBUG)
+        # The worker's, read once (ServerState.read_log_level): asking the
+        # logger is a Python call, and a message's answer would ask it every time.
+        self.debug = server.debug
         # Made only for an accepted connection: counted from here.
         self.obs = SessionObservation(server.observation, ctx.name, self.session_id)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -13,6 +14,11 @@ from blackhole.server.observing import Observation
 
 if TYPE_CHECKING:
     from blackhole.server.rulestate import WorkerRules
+
+# The loggers of the sessions' own lines (server.answers, server.endings)
+# and of the rules' (server.steering).
+_session_log = logging.getLogger("blackhole.session")
+_rules_log = logging.getLogger("blackhole.rules")
 
 
 class Session(Protocol):
@@ -48,12 +54,14 @@ class ServerState:
     __slots__ = (
         "_last_id",
         "clock",
+        "debug",
         "idle",
         "loop",
         "observation",
         "policy",
         "prefix",
         "rules",
+        "rules_debug",
         "sessions",
         "stats",
         "stopping",
@@ -84,6 +92,21 @@ class ServerState:
         # header or an SMTPS handshake to come) or in a STARTTLS handshake is
         # told 421 as soon as it can read one (Endings.shutdown).
         self.stopping = False
+        self.debug = False
+        self.rules_debug = False
+        self.read_log_level()
+
+    def read_log_level(self) -> None:
+        """Whether sessions and their rules log at debug level: read here,
+        not by each session.
+
+        Asking a logger is a Python call of some hundreds of instructions,
+        and a new connection asked twice. ``observe.logs.setup_logging`` sets
+        the level before the worker starts and at a reload, after which the
+        worker reads it again (``Worker.reload``).
+        """
+        self.debug = _session_log.isEnabledFor(logging.DEBUG)
+        self.rules_debug = _rules_log.isEnabledFor(logging.DEBUG)
 
     def next_session_id(self) -> str:
         # An integer, not itertools.count(): next() is a lookup in builtins

@@ -58,10 +58,11 @@ class Steering(Carrying):
         super().__init__(session)
         self.rules = rules
         self._core = core
-        # At debug level every rule that does not hold says so. The level is
-        # read once per session: the logging call costs hundreds of
-        # instructions, and it was read at every watched event.
-        self._debug = log.isEnabledFor(logging.DEBUG)
+        # At debug level every rule that does not hold says so. The worker
+        # read the level once (ServerState.read_log_level): a logging call
+        # costs hundreds of instructions, and this was read at every watched
+        # event.
+        self._debug = session.server.rules_debug
         # A verdict screen() reached for the stage event the core reports next.
         self._early: Verdict | None = None
         self._client = session.client[0] if session.client is not None else None
