@@ -177,8 +177,17 @@ def main() -> int:
     args = parser.parse_args()
     if args.reloads < 1 or args.clients < 1 or args.workers < 1:
         parser.error("--reloads, --clients and --workers must be at least 1")
-    with tempfile.TemporaryDirectory(prefix="blackhole-soak-") as tmp:
-        outcomes = soak(args, Path(tmp))
+    if args.wait <= 0:
+        parser.error("--wait must be more than 0 seconds")
+    try:
+        with tempfile.TemporaryDirectory(prefix="blackhole-soak-") as tmp:
+            outcomes = soak(args, Path(tmp))
+    except TimeoutError as exc:  # the server did not start, or a reload was not logged
+        print(f"reload_soak: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # --python cannot be run
+        print(f"reload_soak: cannot run {args.python}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     lost = {outcome: n for outcome, n in outcomes.items() if outcome != "ok"}
     print(
         f"{sum(outcomes.values())} sessions over {args.reloads} reloads: {outcomes['ok']} accepted"

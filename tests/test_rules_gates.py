@@ -207,8 +207,8 @@ def test_a_session_skips_a_value_no_rule_matches_and_acts_on_one_that_does() -> 
 def test_at_debug_level_every_rule_still_says_why_it_does_not_hold(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # The level is the one in force when the session starts: as for every
-    # setting a reload changes, sessions in flight keep theirs.
+    # The level is the one in force when the worker starts (its ServerState),
+    # which -d or -q set for the worker's life.
     with caplog.at_level(logging.DEBUG, logger="blackhole.rules"):
         a = Adapter(RCPT_RULES)
         a.say(b"EHLO c\r\n")

@@ -119,7 +119,6 @@ class Worker:
         listener_tls: ListenerTLS | None = None,
     ) -> None:
         """New settings for new sessions; sessions in flight keep theirs."""
-        self.state.read_log_level()  # the new config's, set up by now
         challenge = _challenge_maker(self.rng, mailname)
         # Listeners are matched by address and by their rank among listeners
         # with that address: several "127.0.0.1:0" listeners (port 0, each
@@ -181,8 +180,9 @@ class Worker:
         A worker being replaced after a reload does this: its clients finish at
         their own pace while its successor takes the new connections.
 
-        Returns once every connection accepted so far is in ``state.sessions``.
-        uvloop makes a connection's protocol as it accepts it but calls
+        Returns once every connection accepted so far is in ``state.sessions``
+        (on uvloop, the worker's loop; asyncio's takes a turn more). uvloop
+        makes a connection's protocol as it accepts it but calls
         ``connection_made`` (which counts the session) from its ready queue,
         which runs in order: one yield, once the listeners are closed, lets
         every such call already queued run first. Counted before, a session
@@ -193,7 +193,8 @@ class Worker:
         await asyncio.sleep(0)
 
     async def stop(self, grace: float) -> None:
-        """Stop accepting, let transactions finish for ``grace`` seconds, then abort."""
+        """Stop accepting, let transactions finish for ``grace`` seconds, then cut
+        what is left (421 4.3.2) and give that up to ``CUT_FLUSH`` to go out."""
         await self.stop_accepting()
         self.state.stopping = True
         for session in list(self.state.sessions):

@@ -32,9 +32,6 @@ class Endings(SessionBase):
         """
         core = self.core
         if core is None:
-            steer = self.steer
-            if steer is not None and steer.tls_fault is not None:
-                self.cut()  # a rule hangs its STARTTLS: nothing will come
             return
         self._ended_by("shutdown")
         self.obs.meter.started = time.perf_counter()
@@ -52,7 +49,7 @@ class Endings(SessionBase):
             self.cut()
 
     def cut(self) -> None:
-        """The grace period is over: say 421 4.3.2 (even mid-DATA), then close.
+        """The stop is done waiting: say 421 4.3.2 (even mid-DATA), then close.
 
         RFC 5321 section 3.8: a server that must shut down may send 421 at
         any time and close; the client then knows to retry, rather than

@@ -67,7 +67,7 @@ class SessionBase(asyncio.Protocol):
     client: tuple[str, int] | None
     _header: HeaderWait | None  # proxy=yes: until the header is in
     obs: SessionObservation
-    debug: bool  # "blackhole.session" logs at debug level (read once per session)
+    debug: bool  # "blackhole.session" logs at debug level (ServerState's, read once)
 
     def _pump(self, core: SMTPConnection) -> None:
         """Act on the core's events, then write its output (``SMTPProtocol``'s)."""

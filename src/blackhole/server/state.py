@@ -92,19 +92,11 @@ class ServerState:
         # header or an SMTPS handshake to come) or in a STARTTLS handshake is
         # told 421 as soon as it can read one (Endings.shutdown).
         self.stopping = False
-        self.debug = False
-        self.rules_debug = False
-        self.read_log_level()
-
-    def read_log_level(self) -> None:
-        """Whether sessions and their rules log at debug level: read here,
-        not by each session.
-
-        Asking a logger is a Python call of some hundreds of instructions,
-        and a new connection asked twice. ``observe.logs.setup_logging`` sets
-        the level before the worker starts and at a reload, after which the
-        worker reads it again (``Worker.reload``).
-        """
+        # Whether sessions and their rules log at debug level: read once
+        # here, not by each session (asking a logger is a Python call of
+        # about 1,000 instructions, and a new connection asked twice). The
+        # level is set before the worker starts (observe.logs) by -d or -q,
+        # which a reload keeps: it holds for the worker's life.
         self.debug = _session_log.isEnabledFor(logging.DEBUG)
         self.rules_debug = _rules_log.isEnabledFor(logging.DEBUG)
 

@@ -59,9 +59,8 @@ class Steering(Carrying):
         self.rules = rules
         self._core = core
         # At debug level every rule that does not hold says so. The worker
-        # read the level once (ServerState.read_log_level): a logging call
-        # costs hundreds of instructions, and this was read at every watched
-        # event.
+        # read the level once (ServerState): a logging call costs about 1,000
+        # instructions, and this was read at every watched event.
         self._debug = session.server.rules_debug
         # A verdict screen() reached for the stage event the core reports next.
         self._early: Verdict | None = None
