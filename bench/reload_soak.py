@@ -8,33 +8,30 @@ while connections arrive. Every session must end with its message accepted:
 a refused connection, an EOF or a reset is a lost session, and the soak
 exits 1 and names them.
 
-    python bench/reload_soak.py [--reloads 30] [--clients 4] [--workers 2]
+    python bench/reload_soak.py [--reloads 100] [--clients 4] [--workers 2]
 
-Everything goes to 127.0.0.1; the number of reloads is bounded, each waits
-at most ``--wait`` seconds, and the server is stopped (by process group) in
-a ``finally`` block.
+The server is this interpreter's Blackhole, run by the testing API
+(``blackhole.testing.process``): run the script with ``.venv-mypyc/bin/python``
+for the compiled build. Everything goes to 127.0.0.1; the number of reloads
+is bounded, each waits at most ``--wait`` seconds, and the server is stopped
+in a ``finally`` block (and stops by itself if this script dies).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
-import importlib.util
-import os
-import queue
 import re
 import signal
 import smtplib
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-REPO_DIR = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(r"listening on smtp://127\.0\.0\.1:(\d+)")
+from blackhole.testing.process import ServerProcess, StartError
+
 MESSAGE = "Subject: soak\r\n\r\nhello\r\n"
 
 
@@ -73,70 +70,31 @@ class Clients:
             thread.join(20)
 
 
-class Server:
-    """``python -m blackhole -c CONF`` in a process group of its own; its log, line by line."""
-
-    def __init__(self, python: str, config: Path) -> None:
-        env = dict(os.environ)
-        if importlib.util.find_spec("blackhole") is None and python == sys.executable:
-            env["PYTHONPATH"] = os.pathsep.join(
-                filter(None, [str(REPO_DIR / "src"), env.get("PYTHONPATH")])
-            )
-        self.proc = subprocess.Popen(
-            [python, "-m", "blackhole", "-c", str(config)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            errors="replace",
-            env=env,
-            start_new_session=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-
-    def wait_for(self, pattern: str, seconds: float) -> re.Match[str]:
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if "ERROR" in line or "Traceback" in line:
-                print(f"  server: {line}", file=sys.stderr)
-            match = re.search(pattern, line)
-            if match:
-                return match
-        raise TimeoutError(f"no log line matching {pattern!r} within {seconds:g} s")
-
-    def stop(self) -> int:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            return self.proc.wait()
+def wait_for_line(server: ServerProcess, pattern: str, seconds: float) -> None:
+    """Poll the server's recent log lines for ``pattern`` (bounded by ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    while not re.search(pattern, server.text()):
+        if not server.running() or time.monotonic() >= deadline:
+            raise TimeoutError(f"no log line matching {pattern!r} within {seconds:g} s")
+        time.sleep(0.01)  # polling the log, bounded by --wait
 
 
 def config_text(workers: int, second_listener: bool) -> str:
     listen = "127.0.0.1:0" + (", 127.0.0.1:0 mode=bounce" if second_listener else "")
     # A generous timeout and grace: a session that ends badly here is lost,
     # not timed out.
-    return f"listen = {listen}\nworkers = {workers}\ntimeout = 30\ngrace_period = 30\n"
+    text = f"listen = {listen}\nworkers = {workers}\ntimeout = 30\ngrace_period = 30\n"
+    # The testing API's server process waits for the control API at start-up.
+    return text + "control_listen = 127.0.0.1:0\n"
 
 
 def soak(args: argparse.Namespace, workdir: Path) -> collections.Counter[str]:
     config = workdir / "blackhole.conf"
     config.write_text(config_text(args.workers, False))
-    server = Server(args.python, config)
+    server = ServerProcess.start(config, args.wait)
     try:
-        port = int(server.wait_for(LISTENING.pattern, args.wait).group(1))
+        port = server.port("smtp")
+        assert port is not None  # the config has an smtp listener
         clients = Clients(port, args.clients)
         clients.start()
         try:
@@ -146,8 +104,9 @@ def soak(args: argparse.Namespace, workdir: Path) -> collections.Counter[str]:
                 # are replaced every time.
                 config.write_text(config_text(args.workers, generation % 2 == 0))
                 sent = clients.ok()
-                os.kill(server.proc.pid, signal.SIGHUP)
-                server.wait_for(rf"configuration reloaded \(generation {generation}\)", args.wait)
+                server.proc.send_signal(signal.SIGHUP)
+                pattern = rf"configuration reloaded \(generation {generation}\)"
+                wait_for_line(server, pattern, args.wait)
                 deadline = time.monotonic() + args.wait
                 while clients.ok() < sent + args.clients and time.monotonic() < deadline:
                     time.sleep(0.01)  # polling a count, bounded by --wait
@@ -163,17 +122,12 @@ def soak(args: argparse.Namespace, workdir: Path) -> collections.Counter[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reloads", type=int, default=30, help="SIGHUPs to send (default 30)")
+    parser.add_argument("--reloads", type=int, default=100, help="SIGHUPs to send (default 100)")
     parser.add_argument(
         "--clients", type=int, default=4, help="clients sending at once (default 4)"
     )
     parser.add_argument("--workers", type=int, default=2, help="the server's workers (default 2)")
     parser.add_argument("--wait", type=float, default=30.0, help="longest wait for one reload, s")
-    parser.add_argument(
-        "--python",
-        default=sys.executable,
-        help="the interpreter whose Blackhole runs, e.g. .venv-mypyc/bin/python",
-    )
     args = parser.parse_args()
     if args.reloads < 1 or args.clients < 1 or args.workers < 1:
         parser.error("--reloads, --clients and --workers must be at least 1")
@@ -182,11 +136,8 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="blackhole-soak-") as tmp:
             outcomes = soak(args, Path(tmp))
-    except TimeoutError as exc:  # the server did not start, or a reload was not logged
+    except (StartError, TimeoutError) as exc:  # it did not start, or a reload was not logged
         print(f"reload_soak: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # --python cannot be run
-        print(f"reload_soak: cannot run {args.python}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     lost = {outcome: n for outcome, n in outcomes.items() if outcome != "ok"}
     print(
