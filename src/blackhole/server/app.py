@@ -202,20 +202,24 @@ class Worker:
         # A session before its greeting or in a TLS handshake is told 421 once
         # that is done, if it is done soon (Endings.shutdown).
         early = min(grace, EARLY_WAIT)
-        await self._sessions_gone(early)
+        await self.sessions_gone(early)
         for session in list(self.state.sessions):
             session.cut_early()
-        await self._sessions_gone(grace - early)
+        await self.sessions_gone(grace - early)
         for session in list(self.state.sessions):
             session.cut()
         # Their 421s are queued: a moment for them to go out before the loop
         # (and, in a worker process, the process) ends.
-        await self._sessions_gone(CUT_FLUSH)
+        await self.sessions_gone(CUT_FLUSH)
         log.debug("worker stopped: %s", self.state.stats)
 
-    async def _sessions_gone(self, seconds: float) -> None:
+    async def sessions_gone(self, seconds: float, unless: asyncio.Event | None = None) -> None:
+        """Return once every session has ended, ``seconds`` have passed, or
+        ``unless`` is set (polled: sessions end in callbacks, not in tasks)."""
         deadline = self.loop.time() + seconds
         while self.state.sessions and self.loop.time() < deadline:
+            if unless is not None and unless.is_set():
+                return
             await asyncio.sleep(0.05)
 
 

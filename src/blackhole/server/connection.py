@@ -67,8 +67,8 @@ class SMTPProtocol(Securing):
         # matches the client reads this, and only this.
         self.client = None
         self._header = None  # proxy=yes: until the header is in
-        # The worker's, read once (ServerState.read_log_level): asking the
-        # logger is a Python call, and a message's answer would ask it every time.
+        # The worker's, read once (ServerState): asking the logger is a
+        # Python call, and a message's answer would ask it every time.
         self.debug = server.debug
         # Made only for an accepted connection: counted from here.
         self.obs = SessionObservation(server.observation, ctx.name, self.session_id)

@@ -249,10 +249,7 @@ class Runner:
         await worker.stop_accepting()
         count = len(worker.state.sessions)
         log.debug("replaced: taking no new connections, %d session(s) to finish", count)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-        while worker.state.sessions and not self.stop.is_set() and loop.time() < deadline:
-            await asyncio.sleep(0.05)
+        await worker.sessions_gone(grace, unless=self.stop)
 
     def _on_channel(self) -> None:
         messages = self.channel.receive()
