@@ -361,6 +361,20 @@ def test_non_finite_values_and_a_non_string_name() -> None:
     assert info.value.problems == ['rule "x": ttl: inf is not a positive number of seconds']
 
 
+@pytest.mark.parametrize("key", ["close", "drop", "reset", "hang"])
+def test_a_switch_set_to_false_is_no_action(key: str) -> None:
+    message = (
+        'rules.toml:1: rule "r": needs at least one action: reply, delay, close, drop, reset,'
+        " hang or tarpit (or tls at starttls, or a greylist)"
+    )
+    assert rule_problems(f"{key} = false") == [message]
+    rule = parse_text(f'[[rule]]\nname = "r"\nat = "rcpt"\n{key} = false\nreply = "450"\n', "r")
+    assert not getattr(rule.rules[0].actions, key)
+    with pytest.raises(RulesError) as info:
+        parse_object({"name": "x", "at": "rcpt", key: False}, now=0.0)
+    assert info.value.problems == [message.replace('rules.toml:1: rule "r"', 'rule "x"')]
+
+
 def test_the_tls_matcher_alone_is_no_action() -> None:
     assert rule_problems("tls = true", at="starttls") == [
         'rules.toml:1: rule "r": needs at least one action: reply, delay, close, drop, reset,'

@@ -153,7 +153,12 @@ class _RuleReader:
         selection = self._selection()
         actions = self._actions(stage)
         tls_action = "tls" in self.raw and not isinstance(self.raw["tls"], bool)
-        if not tls_action and not any(k in self.raw for k in ACTING_KEYS):
+        # ``drop = false`` (close, reset, hang alike) is the default spelled
+        # out: it does nothing, so it is no action. A rule with no other
+        # would match, count a hit and stop the rules after it from being
+        # consulted while changing nothing.
+        acting = any(k in self.raw and self.raw[k] is not False for k in ACTING_KEYS)
+        if not tls_action and not acting:
             self.problem(None, NO_ACTION)
         if self.problems or stage is None or self.name is None:
             return None
