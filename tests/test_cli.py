@@ -243,6 +243,29 @@ def test_test_refuses_what_start_up_refuses(
     assert capsys.readouterr().out == f"Config OK: {good}\n"
 
 
+def test_test_reads_the_control_token_file_as_start_up_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Regression: -t said "Config OK" for an empty token file; the start
+    # then refused it with exit 64.
+    token = tmp_path / "token"
+    conf = tmp_path / "control.conf"
+    conf.write_text(f"control_listen = 127.0.0.1:0\ncontrol_token_file = {token}\n")
+    for text in ("  \n", "two words\n"):
+        token.write_text(text)
+        assert main(["-t", "-c", str(conf)]) == 64
+        assert capsys.readouterr().err.splitlines() == [
+            f"blackhole: control_token_file {str(token)!r} must hold one token, without spaces",
+            "blackhole: config test failed: 1 problem",
+        ]
+    token.unlink()
+    assert main(["-t", "-c", str(conf)]) == 64
+    assert f"control_token_file file {str(token)!r} does not exist" in capsys.readouterr().err
+    token.write_text("s3cret\n")
+    assert main(["-t", "-c", str(conf)]) == 0
+    assert capsys.readouterr().out == f"Config OK: {conf}\n"
+
+
 def test_test_does_not_start_the_server(
     install_server: Callable[..., FakeServer], capsys: pytest.CaptureFixture[str]
 ) -> None:

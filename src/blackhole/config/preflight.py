@@ -27,7 +27,7 @@ _CAP_NET_BIND_SERVICE = 10  # linux/capability.h
 def preflight(config: Config) -> list[str]:
     """Every problem start-up would meet with ``config`` on this host; empty when none."""
     problems: list[str] = []
-    for check in (_accounts, _tls_files, _log_file, _ports, client_installed):
+    for check in (_accounts, _tls_files, _log_file, _control_token, _ports, client_installed):
         try:
             check(config)
         except BlackholeError as exc:
@@ -66,6 +66,12 @@ def _tls_files(config: Config) -> None:
             problems += getattr(exc, "problems", None) or [str(exc)]
     if problems:
         raise ConfigError(problems)
+
+
+def _control_token(config: Config) -> None:
+    # Read as start-up reads it: a file that is missing, empty or holds
+    # more than one word stops the start (exit 64).
+    _on_demand("blackhole.supervisor.hubsockets", "load_token")(config)
 
 
 def _log_file(config: Config) -> None:
