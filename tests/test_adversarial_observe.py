@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import ssl
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -177,7 +179,36 @@ def test_a_refused_mail_is_counted_with_its_own_reply(bh: Blackhole, events: Eve
         ("rejected", 550, "no-sender"),
         ("accepted", 250, None),
     ]
+    # OBSERVE.md: ``sender`` is the MAIL FROM address, the refused one too.
+    assert [line["sender"] for line in lines] == ["bad@example.com", "a@example.com"]
     assert bh.stats()["messages"] == {"accepted": 1, "rejected": 1, "deferred": 0, "dropped": 0}
+
+
+@pytest.mark.parametrize("ending", ["RSET", "QUIT"])
+def test_a_transaction_refused_at_rcpt_names_its_sender_however_it_ends(
+    bh: Blackhole, events: EventLog, ending: str
+) -> None:
+    """smtplib sends RSET after its recipients are refused: the message is
+    counted at that RSET's reply, and its line still names the sender and
+    the recipients the transaction had."""
+    bh.add_rule({"name": "full", "at": "rcpt", "recipient": "full@example.com",
+                 "reply": "452 4.2.2 Mailbox full"})  # fmt: skip
+    with Client.connect(bh.port) as client:
+        client.expect("EHLO adversarial", 250)
+        client.expect("MAIL FROM:<a@example.com>", 250)
+        client.expect("RCPT TO:<one@example.com>", 250)
+        client.expect("RCPT TO:<full@example.com>", 452)
+        client.expect("RSET", 250)  # the transaction ends here
+        if ending == "QUIT":
+            client.expect("MAIL FROM:<c@example.com>", 250)
+            client.expect("RCPT TO:<full@example.com>", 452)
+        client.expect("QUIT", 221)
+    events.sessions(1)
+    lines = [line for line in events.lines() if line["type"] == "message"]
+    expected = [("a@example.com", ["one@example.com"], "deferred")]
+    if ending == "QUIT":
+        expected.append(("c@example.com", [], "deferred"))
+    assert [(line["sender"], line["recipients"], line["outcome"]) for line in lines] == expected
 
 
 def test_a_refused_mail_inside_a_transaction_leaves_it_open(bh: Blackhole) -> None:
@@ -230,6 +261,122 @@ def test_a_hang_ends_by_whoever_gives_up(bh: Blackhole, events: EventLog, who: s
             assert client.closed(timeout=IDLE_TIMEOUT * 5)
     [session] = events.sessions(1)
     assert session["end"] == ("client_closed" if who == "client" else "timeout")
+
+
+def leave_with_a_reset(client: Client) -> None:
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.close()
+
+
+@pytest.mark.parametrize("at", ["rcpt", "end"])
+def test_a_client_leaving_during_a_delay_ends_its_session_at_once(
+    bh: Blackhole, events: EventLog, at: str
+) -> None:
+    """docs/observability.md: ``dropped`` is a connection that ended inside the
+    transaction, the client leaving; the accepted count is the 250s clients
+    saw. The delay (60 s) outlasts every wait here: the session must end as
+    the client resets, not when the delay runs out, and count no answer."""
+    bh.add_rule({"name": "slow", "at": at, "delay": 60})
+    client = Client.connect(bh.port)
+    client.expect("EHLO adversarial", 250)
+    client.expect("MAIL FROM:<a@example.com>", 250)
+    client.send(b"RCPT TO:<b@example.com>\r\n")
+    if at == "end":
+        assert client.reply().code == 250
+        client.expect("DATA", 354)
+        client.send(BODY + b".\r\n")
+    wait_until(lambda: bh.stats()["rules"].get("slow") == 1, what="the delay rule's hit")
+    leave_with_a_reset(client)
+    [session] = events.sessions(1)
+    assert session["end"] == "client_closed"
+    assert bh.stats()["messages"] == {"accepted": 0, "rejected": 0, "deferred": 0, "dropped": 1}
+    assert bh.stats()["sessions_open"] == 0
+
+
+def test_a_client_leaving_during_the_modes_delay_is_not_counted_answered(
+    tmp_path: Path,
+) -> None:
+    """The same for the mode's own delay (``delay``), which no rule gives."""
+    events = EventLog(tmp_path / "events.jsonl")
+    with Blackhole(delay="60", event_log=str(events.path)) as slow:
+        client = Client.connect(slow.port)
+        client.expect("EHLO adversarial", 250)
+        client.expect("MAIL FROM:<a@example.com>", 250)
+        client.expect("RCPT TO:<b@example.com>", 250)
+        client.expect("DATA", 354)
+        client.send(BODY + b".\r\n")
+        delayed = ("blackhole_injected_delay_seconds_total", frozenset({("rule", "mode")}))
+        wait_until(lambda: samples(slow).get(delayed) == 60, what="the delay begun")
+        leave_with_a_reset(client)
+        [session] = events.sessions(1)
+        assert session["end"] == "client_closed"
+        counts = slow.stats()["messages"]
+        assert counts == {"accepted": 0, "rejected": 0, "deferred": 0, "dropped": 1}
+
+
+@pytest.mark.parametrize("command", ["DATA", "BDAT"])
+def test_a_message_cut_short_counts_the_data_read(
+    bh: Blackhole, events: EventLog, command: str
+) -> None:
+    """docs/observability.md: a message line's ``size`` is the bytes of message
+    data read, null only when none was; ``blackhole_message_bytes_total``
+    counts the data received. A client that leaves in the middle of its
+    message has sent data all the same."""
+    content = b"Subject: cut\r\n\r\n" + b"x" * 998 + b"\r\n"
+    client = Client.connect(bh.port)
+    client.expect("EHLO adversarial", 250)
+    client.expect("MAIL FROM:<a@example.com>", 250)
+    client.expect("RCPT TO:<b@example.com>", 250)
+    if command == "DATA":
+        client.expect("DATA", 354)
+        client.send(content)
+    else:
+        client.send(b"BDAT %d\r\n" % len(content) + content)
+        assert client.reply().code == 250  # the chunk is read
+    client.close()  # a FIN: behind the data, so the server reads it all first
+    events.sessions(1)
+    [line] = [line for line in events.lines() if line["type"] == "message"]
+    assert line["outcome"] == "dropped"
+    assert line["size"] == len(content)
+    assert bh.stats()["bytes"] == line["size"]
+
+
+def test_an_idle_timeout_inside_a_transaction_defers_its_message(
+    bh: Blackhole, events: EventLog
+) -> None:
+    """OBSERVE.md: a message is deferred when the server's last reply in its
+    transaction was a 4xx. The idle timeout's 421 is that reply."""
+    with Client.connect(bh.port) as client:
+        client.expect("EHLO adversarial", 250)
+        client.expect("MAIL FROM:<a@example.com>", 250)
+        client.expect("RCPT TO:<b@example.com>", 250)
+        client.sock.settimeout(IDLE_TIMEOUT * 5)
+        assert client.reply().code == 421
+    [session] = events.sessions(1)
+    assert session["end"] == "timeout"
+    [line] = [line for line in events.lines() if line["type"] == "message"]
+    assert (line["outcome"], line["reply"]["code"]) == ("deferred", 421)
+    assert bh.stats()["messages"] == {"accepted": 0, "rejected": 0, "deferred": 1, "dropped": 0}
+
+
+def test_a_stop_that_cuts_a_transaction_short_counts_its_421(tmp_path: Path) -> None:
+    """A stop lets a transaction finish for ``grace_period``, then says 421
+    4.3.2 (RFC 5321 section 3.8): that reply is counted like any other, and
+    it defers the message it cut short."""
+    events = EventLog(tmp_path / "events.jsonl")
+    with Blackhole(event_log=str(events.path), grace_period=1) as server:
+        client = Client.connect(server.port)
+        client.expect("EHLO adversarial", 250)
+        client.expect("MAIL FROM:<a@example.com>", 250)
+        client.expect("RCPT TO:<b@example.com>", 250)
+        server.stop()
+        reply = client.reply()
+        assert (reply.code, reply.enhanced) == (421, "4.3.2")
+        client.close()
+    [session] = events.sessions(1)
+    assert session["end"] == "shutdown"
+    [line] = [line for line in events.lines() if line["type"] == "message"]
+    assert (line["outcome"], line["reply"]["code"]) == ("deferred", 421)
 
 
 def test_a_failed_handshake_by_rule_ends_in_error_and_counts_failed(

@@ -181,8 +181,11 @@ def test_a_delayed_answer_holds_input_until_it_is_given() -> None:
     message = b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nhi\r\n.\r\n"
     session.data_received(b"EHLO c\r\n" + message)
     transport.take()
+    # Still reading, so that a client hanging up is seen at once...
+    assert transport.reading
+    session.data_received(b"NOOP\r\n")
+    # ...until it sends more: that is held, and reading stops.
     assert not transport.reading
-    session.data_received(b"NOOP\r\n")  # arrived before reading stopped
     harness.loop.advance(4.9)
     assert transport.take() == b""
     harness.loop.advance(0.2)

@@ -193,6 +193,20 @@ def test_auth_errors(server: ServerProcess) -> None:
         c.expect(f"AUTH LOGIN {b64('a')}", 503, "5.5.1")  # twice
 
 
+@pytest.mark.parametrize("response", [b"\xff\xfe", b"\x00", b"dXNlcg==\x7f"])
+def test_a_response_that_is_not_text_is_not_decodable(
+    server: ServerProcess, response: bytes
+) -> None:
+    """RFC 4954 section 4: a SASL response that cannot be decoded gets 501
+    5.5.2. It is no command, so not the 500 a command of such bytes gets."""
+    with Smtp.connect(server.port("smtp")) as c:
+        c.ehlo()
+        c.expect("AUTH LOGIN", 334)
+        c.expect(response, 501, "5.5.2")
+        c.expect("NOOP", 250)  # the exchange is over; commands again
+        c.expect(f"AUTH PLAIN {OK}", 235)
+
+
 def test_auth_then_starttls_forgets_it(server: ServerProcess) -> None:
     # RFC 3207 section 4.2: everything learnt before TLS is discarded, AUTH too.
     with Smtp.connect(server.port("smtp")) as c:

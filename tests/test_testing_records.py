@@ -59,6 +59,9 @@ def test_a_reply_without_enhanced_code_reads_plainly() -> None:
         .summary()
         .startswith("<a@example.com> -> (no recipients)")
     )
+    # No address read is not the null reverse-path.
+    assert Message.from_json({**RECORD, "sender": None}).summary().startswith("(no sender) -> ")
+    assert Message.from_json({**RECORD, "sender": ""}).summary().startswith("<> -> ")
 
 
 def test_headers_compare_as_mappings() -> None:

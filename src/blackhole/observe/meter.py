@@ -58,7 +58,10 @@ _END: Final = 4
 _AUTH: Final = 5
 _KINDS = {
     "MAIL": _MAIL,
-    **dict.fromkeys(("RCPT", "DATA", "BDAT"), _INSIDE),
+    # "server": a 421 no command asked for (idle timeout, stop). Inside a
+    # transaction it is the server's last reply there: the message is
+    # deferred by it, not dropped (OBSERVE.md, Counting).
+    **dict.fromkeys(("RCPT", "DATA", "BDAT", "server"), _INSIDE),
     **dict.fromkeys(("RSET", "HELO", "EHLO", "LHLO", "QUIT", "STARTTLS"), _ENDS),
     "end": _END,
     "AUTH": _AUTH,  # not the transaction's: counted by result (its final reply)

@@ -13,7 +13,7 @@ DATA and BDAT, which go on to read content, are ``intake.py``'s.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from blackhole.protocol import hooks as H
 from blackhole.protocol import info, sasl
@@ -59,6 +59,12 @@ class Commands:
     # The transaction (reset by _reset_transaction).
     sender: str | None = None  # "" for the null reverse-path
     recipients: list[str]
+    # The MAIL FROM address and recipients of the transaction last begun,
+    # refused or not, kept after it ends (an RSET, a refused MAIL): the event
+    # log names them for a transaction counted without data, whose count
+    # comes once its last reply is sent (protocol.metering).
+    last_sender: str | None = None
+    last_recipients: Sequence[str] = ()
     smtputf8 = False
     binarymime = False
     _reader: DataReader | None = None
@@ -231,12 +237,16 @@ class Commands:
             return R.R501_MAIL_SYNTAX
         if self.settings.auth_required and not self.authenticated:
             return R.R530_AUTH_REQUIRED
-        return parse_mail(arg[5:], self.settings.max_message_size)
+        params = parse_mail(arg[5:], self.settings.max_message_size)
+        if isinstance(params, MailParams):  # the address, even if a rule refuses it
+            self.last_sender, self.last_recipients = params.address, ()
+        return params
 
     def do_mail(self, params: MailParams) -> None:
         self._reset_transaction()
         self.message_number += 1
         self.sender = params.address
+        self.last_recipients = self.recipients  # grows with each RCPT accepted
         self.smtputf8 = params.smtputf8
         self.binarymime = params.binarymime
         self._out.append(R.R250_MAIL_OK.wire)

@@ -237,6 +237,14 @@ class SMTPConnection(Dispatch):
         else:
             self._close(R.R421_SHUTDOWN, "shutdown")
 
+    def shutdown_now(self) -> None:
+        """The stop waited long enough: 421 now, even inside a transaction
+        (RFC 5321 section 3.8), counted as every reply is."""
+        if self._mode is M.CLOSED:
+            return
+        self._prompted_by(SERVER)
+        self._close(None if self._mode is M.HUNG else R.R421_SHUTDOWN, "shutdown")
+
     @property
     def in_transaction(self) -> bool:
         return self.state in (S.MAIL, S.RCPT, S.BDAT) or self._mode in (

@@ -115,16 +115,22 @@ class Dispatch(Staging):
         commit(self, facts)
 
     def _unparsed(self, raw: bytes, reply: Reply) -> None:
-        """A line that is no command (not UTF-8, control bytes): 500, and any
-        AUTH exchange is over; but one that starts like an HTTP request or
-        header is cut without a reply, as a well-formed one is."""
+        """A line that is no command (not UTF-8, control bytes): 500; but one
+        that starts like an HTTP request or header is cut without a reply, as
+        a well-formed one is.
+
+        Inside an AUTH exchange the line is a SASL response, not a command:
+        RFC 4954 section 4 answers one that cannot be decoded 501 5.5.2, and
+        the reply is AUTH's, its result counted as a failure.
+        """
+        if self._mode is M.SASL:
+            self._finish_auth(R.R501_AUTH_BASE64, ok=False)
+            return
         self._prompted_by(UNPARSED)
-        if self._mode is not M.SASL:
-            verb = raw.partition(b" ")[0].decode("latin-1").upper()
-            if self.settings.forbids(verb):
-                self._cut("drop", "forbidden command")
-                return
-        self._abort_sasl()
+        verb = raw.partition(b" ")[0].decode("latin-1").upper()
+        if self.settings.forbids(verb):
+            self._cut("drop", "forbidden command")
+            return
         self._unusable(reply)
 
     def _junk_over(self) -> bool:

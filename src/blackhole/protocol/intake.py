@@ -36,6 +36,16 @@ class Intake(Commands):
         # TYPE_CHECKING stub: mypyc compiles no conditional class bodies.
         raise NotImplementedError
 
+    @property
+    def content_read(self) -> int | None:
+        """Bytes of this transaction's message data read so far, for a
+        session that ends in the middle of it; None when none was read."""
+        reader = self._reader
+        if reader is not None:
+            return reader.read_so_far(self._in) or None
+        chunks = self._chunks
+        return chunks.size or None if chunks is not None else None
+
     def check_data(self, arg: str) -> str | Reply:
         if arg.strip():
             return R.R501_NO_ARGS

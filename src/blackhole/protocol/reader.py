@@ -210,6 +210,14 @@ class DataReader:
             del buf[:n]
         return False
 
+    def read_so_far(self, buf: bytearray) -> int:
+        """The content read when the session ends before the terminator:
+        what was counted, and what ``buf`` still holds back (the last few
+        octets, in case they began a terminator), less any prefix byte and
+        stuffed dot among them."""
+        held = bytes(buf[min(self._skip, len(buf)) :])
+        return self.size + len(held) - held.count(_STUFFED)
+
     def _account(self, buf: bytearray, n: int, stuffed: int) -> None:
         skip = min(self._skip, n)
         self._skip -= skip

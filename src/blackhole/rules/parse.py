@@ -153,12 +153,8 @@ class _RuleReader:
         selection = self._selection()
         actions = self._actions(stage)
         tls_action = "tls" in self.raw and not isinstance(self.raw["tls"], bool)
-        # ``drop = false`` (close, reset, hang alike) is the default spelled
-        # out: it does nothing, so it is no action. A rule with no other
-        # would match, count a hit and stop the rules after it from being
-        # consulted while changing nothing.
-        acting = any(k in self.raw and self.raw[k] is not False for k in ACTING_KEYS)
-        if not tls_action and not acting:
+        # ``drop = false`` does nothing: no action (it would hide the rules after it).
+        if not tls_action and all(self.raw.get(k, False) is False for k in ACTING_KEYS):
             self.problem(None, NO_ACTION)
         if self.problems or stage is None or self.name is None:
             return None

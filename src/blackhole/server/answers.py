@@ -3,6 +3,12 @@
 A message's answer comes from the steering's rules when the worker has any,
 else from the mode (``policy``). A delayed answer is a timer, never a sleep:
 input is held meanwhile (``server.flow``) and other sessions run on.
+
+Reading goes on while an answer waits: what the client pipelines is held
+back (and reading stops at its first byte), but a client that hangs up is
+seen at once. Its session ends then, and its message counts as dropped: it
+never saw the answer. Paused, the socket's EOF or reset went unnoticed until
+the delay ran out, and the answer was counted as given to a client long gone.
 """
 
 from __future__ import annotations
@@ -54,10 +60,7 @@ class Answers(FlowControl):
             )
         if delay > 0:
             self.obs.delayed(delay)
-            # Hold input (the client may pipeline the next transaction) and
-            # answer later; other sessions are not blocked by this.
-            assert self.transport is not None
-            self.transport.pause_reading()
+            # Answer later; other sessions are not blocked by this.
             self._delay = self.loop.call_later(delay, self._deliver, reply)
             return True
         core.send(reply)
@@ -85,8 +88,6 @@ class Answers(FlowControl):
 
     def hold(self, delay: float, then: Callable[[], None]) -> None:
         """Run ``then`` in ``delay`` seconds; input is held meanwhile."""
-        assert self.transport is not None
-        self.transport.pause_reading()
         self._delay = self.loop.call_later(delay, self._held, then)
 
     def _held(self, then: Callable[[], None]) -> None:

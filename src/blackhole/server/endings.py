@@ -61,8 +61,12 @@ class Endings(SessionBase):
             self._abort()
             return
         self._ended_by("shutdown")
-        transport.write(R.R421_SHUTDOWN.wire)
-        self._close()
+        # Through the core, not written past it: the 421 is a reply like any
+        # other, counted, and the transaction it cuts short ends with it.
+        core = self.core
+        self.obs.meter.started = time.perf_counter()
+        core.shutdown_now()
+        self._pump(core)
 
     def _close(self) -> None:
         """Close after what was written drains; the idle timer bounds the wait."""
@@ -108,6 +112,7 @@ class Endings(SessionBase):
         core, self.core = self.core, None
         if core is not None:
             core.unanswered()
+            self.obs.data_cut(core.content_read)
         # The transport points back at this protocol: let go of it, so that
         # reference counting frees the session now (no cycle left for the GC).
         self.transport = None

@@ -252,6 +252,12 @@ class SessionObservation:
         """The mode (config, listener flag or X-Blackhole-Delay) held a reply."""
         self.observation.counters.delay(MODE_RULE_SLOT, seconds)
 
+    def data_cut(self, size: int | None) -> None:
+        """The session ended with ``size`` bytes of a message's data read
+        and the message not complete: the size its drop is counted with."""
+        if self.meter.size is None:
+            self.meter.size = size
+
     def message_read(self, event: MessageReceived) -> None:
         self.meter.size = event.size
         self.event = event
@@ -330,8 +336,8 @@ class SessionObservation:
 
 
 def _sender(core: SMTPConnection | None) -> str | None:
-    return core.sender if core is not None else None
+    return core.last_sender if core is not None else None
 
 
 def _recipients(core: SMTPConnection | None) -> list[str]:
-    return list(core.recipients) if core is not None else []
+    return list(core.last_recipients) if core is not None else []

@@ -121,4 +121,6 @@ class Message:
     def summary(self) -> str:
         """One line for failure messages: who sent what to whom, and the answer."""
         to = ", ".join(self.recipients) or "(no recipients)"
-        return f"<{self.sender or ''}> -> {to}: {self.reply}"
+        # None: no MAIL FROM address was read; "" is the null reverse-path, <>.
+        sender = "(no sender)" if self.sender is None else f"<{self.sender}>"
+        return f"{sender} -> {to}: {self.reply}"
