@@ -110,6 +110,11 @@ def test_file_rules_are_listed_and_their_names_taken(
     assert call(srv, "/rules", "POST", clash)[0] == 409
     _status, listed = call(srv, "/rules")
     assert [rule["name"] for rule in listed] == ["full", "every-other", "never"]
+    # Each with its fields, as the file has them (docs/observability.md).
+    assert listed[1] == {
+        "name": "every-other", "at": "rcpt", "recipient": "*@every.test", "every": 2,
+        "reply": "451 4.3.0 Every other one", "source": "file", "hits": 0, "spent": False,
+    }  # fmt: skip
 
 
 def test_a_reloaded_rules_file_is_what_get_rules_lists(

@@ -55,12 +55,6 @@ class ApiRuleBook:
     def wire(self) -> tuple[ApiRule, ...]:
         return tuple(api for api, _rule in self._entries)
 
-    def fields(self, name: str) -> JSON:
-        for api, rule in self._entries:
-            if rule.name == name:
-                return dict(api.fields)
-        raise UnknownRuleError(name)
-
     def add(self, fields: JSON, ttl: float | None, now: float) -> Rule:
         api = ApiRule(dict(fields), ttl, now)
         try:

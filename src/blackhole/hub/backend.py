@@ -107,9 +107,8 @@ class HubBackend:
         """One rule as GET /rules lists it (and POST /rules answers it)."""
         hits = figures.get(rule.name, RuleFigures(0, 0, 0.0)).hits
         times = rule.selection.times
-        entry: JSON = {"name": rule.name, "at": str(rule.stage)}
+        entry: JSON = {"name": rule.name, "at": str(rule.stage), **dict(rule.fields)}
         if rule.source == "api":
-            entry.update(self.hub.book.fields(rule.name))
             left = None if rule.expires is None else round(max(0.0, rule.expires - now), 3)
             entry["expires"] = left
         entry.update(

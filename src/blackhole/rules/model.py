@@ -7,8 +7,8 @@ Every field holds a plain value (numbers, strings, tuples, enums), so that a
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from blackhole.protocol.hooks import Stage, TLSFault
 from blackhole.protocol.replies import Reply
@@ -104,3 +104,7 @@ class Rule:
     started: float | None = None
     expires: float | None = None
     line: int | None = None  # the [[rule]] header's line, for messages
+    # Its keys and values as written (a TOML table, a JSON object), for
+    # GET /rules; an API rule's ``ttl`` is not one of them.
+    # (Lists among them: out of eq and hash, which the fingerprint stands for.)
+    fields: tuple[tuple[str, Any], ...] = field(default=(), compare=False)

@@ -158,9 +158,9 @@ class _RuleReader:
             self.problem(None, NO_ACTION)
         if self.problems or stage is None or self.name is None:
             return None
-        return Rule(
-            self.name, stage, matchers, selection, actions, source, fingerprint(self.raw), started
-        )
+        fields = tuple(self.raw.items())
+        return Rule(self.name, stage, matchers, selection, actions, source, fingerprint(self.raw),
+                    started, fields=fields)  # fmt: skip
 
     def _stage(self) -> Stage | None:
         at = self.raw.get("at")
