@@ -112,7 +112,9 @@ class Endings(SessionBase):
         core, self.core = self.core, None
         if core is not None:
             core.unanswered()
-            self.obs.data_cut(core.content_read)
+            cut_short = core.content_read
+            if cut_short is not None:  # rare: no meter attribute read per session
+                self.obs.data_cut(cut_short)
         # The transport points back at this protocol: let go of it, so that
         # reference counting frees the session now (no cycle left for the GC).
         self.transport = None

@@ -252,7 +252,7 @@ class SessionObservation:
         """The mode (config, listener flag or X-Blackhole-Delay) held a reply."""
         self.observation.counters.delay(MODE_RULE_SLOT, seconds)
 
-    def data_cut(self, size: int | None) -> None:
+    def data_cut(self, size: int) -> None:
         """The session ended with ``size`` bytes of a message's data read
         and the message not complete: the size its drop is counted with."""
         if self.meter.size is None:
