@@ -379,6 +379,43 @@ def test_a_stop_that_cuts_a_transaction_short_counts_its_421(tmp_path: Path) -> 
     assert (line["outcome"], line["reply"]["code"]) == ("deferred", 421)
 
 
+def test_a_stop_during_a_delayed_answer_defers_the_message_read(tmp_path: Path) -> None:
+    """The data was read: the message the stop's 421 defers has its size."""
+    events = EventLog(tmp_path / "events.jsonl")
+    with Blackhole(event_log=str(events.path), grace_period=1, delay="30") as server:
+        client = Client.connect(server.port)
+        client.expect("EHLO adversarial", 250)
+        client.mail_rcpt()
+        client.expect("DATA", 354)
+        client.send(BODY + b".\r\n")
+        delayed = ("blackhole_injected_delay_seconds_total", frozenset({("rule", "mode")}))
+        wait_until(lambda: samples(server).get(delayed) == 30, what="the delay begun")
+        server.stop()
+        assert client.reply().code == 421
+        client.close()
+    events.sessions(1)
+    [line] = [line for line in events.lines() if line["type"] == "message"]
+    assert (line["outcome"], line["reply"]["code"], line["size"]) == ("deferred", 421, len(BODY))
+
+
+def test_a_mail_refused_by_its_own_checks_names_no_earlier_sender(
+    bh: Blackhole, events: EventLog
+) -> None:
+    with Client.connect(bh.port) as client:
+        client.expect("EHLO adversarial", 250)
+        assert client.transaction(BODY).code == 250
+        client.expect("MAIL FROM:<big@example.com> SIZE=999999999999", 552)
+        client.expect("MAIL FROM: garbage", 501)
+        client.expect("QUIT", 221)
+    events.sessions(1)
+    lines = [line for line in events.lines() if line["type"] == "message"]
+    assert [(line["outcome"], line["sender"], line["recipients"]) for line in lines] == [
+        ("accepted", "a@example.com", ["b@example.com"]),
+        ("rejected", None, []),
+        ("rejected", None, []),
+    ]
+
+
 def test_a_failed_handshake_by_rule_ends_in_error_and_counts_failed(
     bh: Blackhole, events: EventLog
 ) -> None:

@@ -50,3 +50,11 @@ def test_a_bdat_chunk_counts_whole() -> None:
     assert core.content_read == 60
     core.receive_data(b"x" * 40)
     assert core.content_read == 100
+
+
+def test_commands_pipelined_behind_the_content_are_not_content() -> None:
+    # The message is complete and waits for its answer; the input holds
+    # the next transaction's commands.
+    core = started(b"DATA\r\none\r\n.\r\nMAIL FROM:<c@d>\r\nRCPT TO:<e@f>\r\n")
+    assert not core.reading_content
+    assert core.content_read == 5

@@ -273,7 +273,9 @@ class SessionMeter:
         if state == _IDLE:
             return
         if state >= 0:
-            self._count(state, self._last, None)
+            # The size: data was read when a 421 of the server's own (a
+            # timeout, a stop) refused the message during or after it.
+            self._count(state, self._last, self.size)
         elif not abandoned:
             self._count(_DROPPED, None, self.size)
         self._transaction, self.size = _IDLE, None

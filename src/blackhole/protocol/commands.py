@@ -233,13 +233,15 @@ class Commands:
     # --- the transaction ----------------------------------------------------------
 
     def check_mail(self, arg: str) -> MailParams | Reply:
+        # A new transaction is tried: the last one's facts are no longer it.
+        self.last_sender, self.last_recipients = None, ()
         if arg[:5].upper() != "FROM:":
             return R.R501_MAIL_SYNTAX
         if self.settings.auth_required and not self.authenticated:
             return R.R530_AUTH_REQUIRED
         params = parse_mail(arg[5:], self.settings.max_message_size)
         if isinstance(params, MailParams):  # the address, even if a rule refuses it
-            self.last_sender, self.last_recipients = params.address, ()
+            self.last_sender = params.address
         return params
 
     def do_mail(self, params: MailParams) -> None:

@@ -214,6 +214,7 @@ class SMTPConnection(Dispatch):
         self.auth_user = None
         self.helo = None
         self._reset_transaction()
+        self.last_sender, self.last_recipients = None, ()
         self._in.clear()
         self._mode = M.COMMAND
 
@@ -229,12 +230,14 @@ class SMTPConnection(Dispatch):
         """Server stopping: idle sessions get 421 now, others after their transaction."""
         if self._mode is M.CLOSED:
             return
-        self._prompted_by(SERVER)
         if self._mode is M.HUNG:
             self._close(None, "shutdown")
         elif self.in_transaction or self._mode is M.STAGE:
+            # No reply now: what the pending command or stage answers is
+            # still that command's (protocol.metering).
             self._draining = True
         else:
+            self._prompted_by(SERVER)
             self._close(R.R421_SHUTDOWN, "shutdown")
 
     def shutdown_now(self) -> None:
@@ -252,6 +255,11 @@ class SMTPConnection(Dispatch):
             M.BDAT,
             M.WAITING,
         )
+
+    @property
+    def has_input(self) -> bool:
+        """Input is buffered that has not been acted on yet (pipelined)."""
+        return bool(self._in)
 
     @property
     def reading_content(self) -> bool:

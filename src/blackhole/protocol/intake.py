@@ -42,7 +42,10 @@ class Intake(Commands):
         session that ends in the middle of it; None when none was read."""
         reader = self._reader
         if reader is not None:
-            return reader.read_so_far(self._in) or None
+            # Past its end (an end stage or an answer pending), what the
+            # input holds is commands pipelined behind it, not content.
+            held = reader.read_so_far(self._in) if self._mode is M.DATA else reader.size
+            return held or None
         chunks = self._chunks
         return chunks.size or None if chunks is not None else None
 

@@ -59,6 +59,7 @@ class SMTPProtocol(Securing):
         self._ended = False  # _finish() has run
         self._write_paused = False
         self._backlog = b""  # input read but not yet given to the core
+        self._half_closed = False
         # SMTPS only: bytes read before start_tls() took over the transport.
         self._early = None
         self.steer = None  # set when the worker has rules
@@ -171,6 +172,14 @@ class SMTPProtocol(Securing):
             self._internal_error()
 
     def eof_received(self) -> bool:
+        core = self.core
+        if self._delay is not None and core is not None and (self._backlog or core.has_input):
+            # A half-close behind commands pipelined while an answer waits
+            # (``printf ... | nc``): the client still reads. They are
+            # answered once the delay is over, then the session closes
+            # (server.flow); True keeps our side open till then.
+            self._half_closed = True
+            return True
         # The client hung up (maybe in the middle of DATA or a delay): nothing
         # is owed to it, and returning False closes our side too.
         return False
@@ -248,6 +257,11 @@ class SMTPProtocol(Securing):
                     self.steer.break_tls(transport)
                     return
                 self.core = None  # nothing is read until the handshake is done
+                if self._backlog:
+                    # Plaintext pipelined behind STARTTLS while a rule's
+                    # delay held it back: dropped (RFC 3207 section 6).
+                    core.discarded_after_starttls += len(self._backlog)
+                    self._backlog = b""
                 transport.pause_reading()
                 self._start_tls(greet=False, core=core)
                 return

@@ -64,4 +64,7 @@ class FlowControl(Endings):
             self._feed(core, backlog)
         held = self._backlog or self._write_paused or self._delay is not None
         if self.core is core and not self.closing and not held:
-            transport.resume_reading()
+            if self._half_closed:
+                self._close()  # all it sent before its EOF is answered
+            else:
+                transport.resume_reading()

@@ -30,6 +30,7 @@ class SessionBase(asyncio.Protocol):
         "_delay",
         "_early",
         "_ended",
+        "_half_closed",
         "_header",
         "_unsent",
         "_write_paused",
@@ -62,6 +63,7 @@ class SessionBase(asyncio.Protocol):
     _ended: bool  # _finish() has run
     _write_paused: bool
     _backlog: bytes  # input read but not yet given to the core
+    _half_closed: bool  # the client's EOF came behind commands owed answers
     _early: bytearray | None  # SMTPS only: bytes read before start_tls() took over
     steer: Steering | None  # set when the worker has rules
     client: tuple[str, int] | None
