@@ -8,7 +8,9 @@ sockets.
 
 from __future__ import annotations
 
+import json
 import socket
+from pathlib import Path
 
 from blackhole.testing import Blackhole
 from tests.proctools import wait_until
@@ -54,3 +56,26 @@ def test_plaintext_behind_a_delayed_starttls_is_dropped() -> None:
         client.expect("NOOP", 250)
         client.expect("QUIT", 221)
         client.close()
+
+
+def test_a_client_leaving_at_a_delayed_content_stage_counts_all_it_sent(
+    tmp_path: Path,
+) -> None:
+    """Bytes held at a content stage are content, not commands owed answers:
+    the client's close ends the session at once, and the message is counted
+    dropped with every octet that had arrived."""
+    events = tmp_path / "events.jsonl"
+    rule = {"name": "slow", "at": "content", "after_bytes": 100, "delay": 60}
+    content = b"Subject: slow\r\n\r\n" + b"x" * 200
+    with Blackhole(rules=[rule], event_log=str(events)) as bh:
+        client = Client.connect(bh.port)
+        client.expect("EHLO stage", 250)
+        client.mail_rcpt()
+        client.expect("DATA", 354)
+        client.send(content)
+        wait_until(lambda: bh.stats()["rules"].get("slow") == 1, what="the content stage")
+        client.close()  # a FIN, behind the content
+        wait_until(lambda: bh.stats()["messages"]["dropped"] == 1, what="the session's end")
+        assert bh.stats()["bytes"] == len(content)
+    [line] = [json.loads(raw) for raw in events.read_text().splitlines() if '"message"' in raw]
+    assert (line["outcome"], line["size"]) == ("dropped", len(content))

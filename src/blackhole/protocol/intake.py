@@ -37,6 +37,12 @@ class Intake(Commands):
         raise NotImplementedError
 
     @property
+    def in_content(self) -> bool:
+        """Inside a message's content, or at a content stage within it."""
+        mode = self._resume if self._mode is M.STAGE else self._mode
+        return mode is M.DATA or mode is M.BDAT
+
+    @property
     def content_read(self) -> int | None:
         """Bytes of this transaction's message data read so far, for a
         session that ends in the middle of it; None when none was read."""
@@ -44,7 +50,7 @@ class Intake(Commands):
         if reader is not None:
             # Past its end (an end stage or an answer pending), what the
             # input holds is commands pipelined behind it, not content.
-            held = reader.read_so_far(self._in) if self._mode is M.DATA else reader.size
+            held = reader.read_so_far(self._in) if self.in_content else reader.size
             return held or None
         chunks = self._chunks
         return chunks.size or None if chunks is not None else None

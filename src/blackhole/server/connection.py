@@ -173,15 +173,26 @@ class SMTPProtocol(Securing):
 
     def eof_received(self) -> bool:
         core = self.core
-        if self._delay is not None and core is not None and (self._backlog or core.has_input):
-            # A half-close behind commands pipelined while an answer waits
-            # (``printf ... | nc``): the client still reads. They are
-            # answered once the delay is over, then the session closes
-            # (server.flow); True keeps our side open till then.
+        # The client's EOF while an answer waits, behind commands it
+        # pipelined: a half-close (``printf ... | nc``), the client still
+        # reading. They are answered once the delay is over, then the
+        # session closes (server.flow); True keeps our side open till then.
+        # A FIN cannot say whether the client still reads: one that
+        # pipelined and then left is answered all the same. TLS has no
+        # half-close (its EOF ends the connection), and bytes held inside a
+        # message's content are no commands.
+        if (
+            self._delay is not None
+            and core is not None
+            and not core.tls
+            and not core.in_content
+            and (self._backlog or core.has_input)
+        ):
             self._half_closed = True
             return True
-        # The client hung up (maybe in the middle of DATA or a delay): nothing
-        # is owed to it, and returning False closes our side too.
+        # Otherwise the client hung up (in the middle of DATA, or during a
+        # delay with nothing more sent): nothing is owed to it, and False
+        # closes our side too.
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
