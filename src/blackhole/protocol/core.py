@@ -220,33 +220,29 @@ class SMTPConnection(Dispatch):
 
     def timeout(self) -> None:
         """The client was idle too long (RFC 5321 4.5.3.2: 421 then close)."""
-        self._prompted_by(SERVER)
-        if self._mode is M.HUNG:
-            self._close(None, "timeout")  # a hung session never answers again
-        elif self._mode is not M.CLOSED:
-            self._close(R.R421_TIMEOUT, "timeout")
+        self._server_close(R.R421_TIMEOUT, "timeout")
 
     def shutdown(self) -> None:
         """Server stopping: idle sessions get 421 now, others after their transaction."""
-        if self._mode is M.CLOSED:
-            return
-        if self._mode is M.HUNG:
-            self._close(None, "shutdown")
-        elif self.in_transaction or self._mode is M.STAGE:
+        if self._mode is not M.HUNG and (self.in_transaction or self._mode is M.STAGE):
             # No reply now: what the pending command or stage answers is
             # still that command's (protocol.metering).
             self._draining = True
         else:
-            self._prompted_by(SERVER)
-            self._close(R.R421_SHUTDOWN, "shutdown")
+            self._server_close(R.R421_SHUTDOWN, "shutdown")
 
     def shutdown_now(self) -> None:
         """The stop waited long enough: 421 now, even inside a transaction
         (RFC 5321 section 3.8), counted as every reply is."""
+        self._server_close(R.R421_SHUTDOWN, "shutdown")
+
+    def _server_close(self, reply: Reply, reason: str) -> None:
+        """A 421 no command asked for, then close; a hung session never
+        answers again, so it just closes."""
         if self._mode is M.CLOSED:
             return
         self._prompted_by(SERVER)
-        self._close(None if self._mode is M.HUNG else R.R421_SHUTDOWN, "shutdown")
+        self._close(None if self._mode is M.HUNG else reply, reason)
 
     @property
     def in_transaction(self) -> bool:
@@ -328,6 +324,5 @@ class SMTPConnection(Dispatch):
         """Shutting down: close once no transaction is open; True if closed."""
         if self.in_transaction or self._mode >= M.STAGE:
             return False
-        self._prompted_by(SERVER)
-        self._close(R.R421_SHUTDOWN, "shutdown")
+        self._server_close(R.R421_SHUTDOWN, "shutdown")
         return True
