@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import smtplib
+import socket
 import ssl
 import time
 from collections.abc import Iterator
@@ -190,6 +191,51 @@ def test_hang_ends_at_the_servers_idle_timeout(server_factory: Factory, tmp_path
     client = Client.connect(server.port(), timeout=10)
     client.send("NOOP\r\n")
     assert client.sock.recv(100) == b""  # closed at 1 s, without a 421
+
+
+def test_a_zero_delay_rule_exempts_from_the_rules_after_it(
+    server_factory: Factory, tmp_path: Path
+) -> None:
+    rules = rule("vip", "rcpt", 'recipient = "vip@*"\ndelay = 0') + rule(
+        "full", "rcpt", 'reply = "452 4.2.2 Mailbox full"'
+    )
+    server = rules_server(server_factory, tmp_path, rules)
+    client = Client.connect(server.port())
+    client.expect("EHLO c.example", 250)
+    client.expect("MAIL FROM:<a@example.com>", 250)
+    client.expect("RCPT TO:<vip@example.com>", 250)
+    client.expect("RCPT TO:<x@example.com>", 452, "4.2.2")
+
+
+def _message_then(server: ServerProcess, timeout: float, after: str) -> Client:
+    """A message sent whole, with ``after`` pipelined behind it."""
+    client = Client.connect(server.port(), timeout=timeout)
+    client.expect("EHLO c", 250)
+    client.mail_rcpt()
+    client.expect("DATA", 354)
+    client.send(f"Subject: x\r\n\r\nhi\r\n.\r\n{after}")
+    return client
+
+
+def test_hang_at_end_never_answers_the_message(server_factory: Factory, tmp_path: Path) -> None:
+    server = rules_server(server_factory, tmp_path, rule("stall", "end", "hang = true"))
+    client = _message_then(server, 1.0, "NOOP\r\n")
+    with pytest.raises(TimeoutError):
+        client.sock.recv(100)
+
+
+def test_hang_at_end_ends_when_the_client_hangs_up(server_factory: Factory, tmp_path: Path) -> None:
+    # Nothing is owed to a client that a rule hangs: its FIN ends the session
+    # at once, with the commands it pipelined behind the message (which will
+    # never be answered) as without them, as a hang at any other stage does.
+    server = rules_server(
+        server_factory, tmp_path, rule("stall", "end", "hang = true"), "timeout = 60\n"
+    )
+    client = _message_then(server, 30, "QUIT\r\n")
+    client.sock.shutdown(socket.SHUT_WR)
+    assert client.sock.recv(100) == b""  # closed now, not after the 60 s timeout
+    assert server.stop() == 0  # no session left for the stop to wait on
+    assert "1 messages (0 accepted, 0 rejected, 0 deferred, 1 dropped)" in server.text()
 
 
 def test_tarpit_trickles_every_reply(server_factory: Factory, tmp_path: Path) -> None:

@@ -236,6 +236,13 @@ class SMTPConnection(Dispatch):
         (RFC 5321 section 3.8), counted as every reply is."""
         self._server_close(R.R421_SHUTDOWN, "shutdown")
 
+    def hang(self, reason: str) -> None:
+        """A rule said hang where the adapter answers (a message's end): as at
+        any stage, nothing is read or answered again (a ``Cut`` event)."""
+        if self._mode is not M.WAITING:
+            raise RuntimeError("hang() is only for the answer to a message")
+        self._cut("hang", reason)
+
     def _server_close(self, reply: Reply, reason: str) -> None:
         """A 421 no command asked for, then close; a hung session never
         answers again, so it just closes."""

@@ -117,8 +117,11 @@ class Carrying:
             reset(transport)
             session._finish()
         elif verdict.hang:
-            # No answer ever: the session ends at the idle timeout, silently.
-            session.hold(session.ctx.timeout, session._close)
+            # No answer ever, as a hang at a stage: the core reads nothing
+            # more, and the session ends when the client hangs up (pipelined
+            # commands or not: none will be answered) or at the idle timeout.
+            core.hang(f"rule {verdict.rule}")
+            return False
         elif verdict.close or (verdict.reply is not None and verdict.reply.code == 421):
             core.send(for_each(event, verdict.reply or CLOSING, answered))
             session._write(transport, core)
