@@ -7,6 +7,7 @@ SMTPS port (RFC 8314) and after STARTTLS (RFC 3207), with TLS 1.2 and 1.3.
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -104,3 +105,15 @@ def test_tls13_handshake_issues_one_ticket(one_worker: ServerProcess) -> None:
     assert "221" in out, out[-500:]
     tickets = re.findall(r"<<< TLS 1.3, Handshake \[length [0-9a-f]+\], NewSessionTicket", out)
     assert len(tickets) == 1, out[-2000:]
+
+
+def test_a_reload_makes_new_ticket_keys(one_worker: ServerProcess) -> None:
+    # docs/tls-and-auth.md: a reload loads the certificates again, with new
+    # keys; a ticket issued before it gets a full handshake.
+    ctx = client_context("1.3")
+    first, _ = session(one_worker, "smtps", ctx, None)
+    assert first is not None and first.has_ticket
+    one_worker.proc.send_signal(signal.SIGHUP)
+    one_worker.wait_for(r"configuration reloaded")
+    _second, resumed = session(one_worker, "smtps", ctx, first)
+    assert not resumed
