@@ -128,6 +128,28 @@ def test_every_command_and_reply_counts_with_its_verb() -> None:
     assert session.meter.commands == 7
 
 
+@pytest.mark.parametrize(
+    ("response", "code"), [(b"\xff\xfe", 501), (b"QUFB" * 4000, 500)], ids=["not-text", "overlong"]
+)
+def test_a_sasl_response_that_ends_the_exchange_is_auths_failure(
+    response: bytes, code: int
+) -> None:
+    # RFC 4954: 501 for a response that cannot be decoded, 500 5.5.6 for one
+    # over the line limit. Either is AUTH's reply and a failed AUTH, never a
+    # command of its own.
+    session = Session()
+    results: list[bool] = []
+    session.meter.on_auth = results.append
+    session.send(b"EHLO c\r\nAUTH LOGIN\r\n" + response + b"\r\nNOOP\r\n")
+    snapshot = session.end()
+    replies = {key: n for key, n in snapshot.replies().items() if n}
+    assert replies == {
+        ("connect", 220): 1, ("EHLO", 250): 1, ("AUTH", 334): 1, ("AUTH", code): 1,
+        ("NOOP", 250): 1,
+    }  # fmt: skip
+    assert results == [False]
+
+
 def test_replies_are_counted_by_the_time_they_are_handed_out() -> None:
     """Before the adapter writes them: data_to_send() has counted them."""
     session = Session()

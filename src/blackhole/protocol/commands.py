@@ -309,12 +309,6 @@ class Commands:
             self.authenticated = True
             self.auth_user = exchange.user if exchange is not None else None
 
-    def _abort_sasl(self) -> None:
-        # A line that is not even text ends an AUTH exchange (it gets a 500).
-        self._sasl = None
-        if self._mode is M.SASL:
-            self._mode = M.COMMAND
-
     def check_starttls(self, arg: str) -> str | Reply:
         if arg.strip():
             return R.R501_STARTTLS_SYNTAX

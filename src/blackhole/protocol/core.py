@@ -307,15 +307,16 @@ class SMTPConnection(Dispatch):
                     return
                 if self._overlong or nl > MAX_AUTH_LINE:
                     # Over the hard cap whether it came in one read or many:
-                    # one 500 at its end, never parsed (it could be an AUTH
-                    # line or a SASL response), and any exchange is over.
-                    # RFC 4954 section 6: 5.5.6 for a SASL response.
+                    # one 500 at its end, never parsed.
                     del buf[: nl + 1]
                     self._overlong = False
-                    reply = R.R500_AUTH_LINE_TOO_LONG if mode is M.SASL else R.R500_LINE_TOO_LONG
-                    self._abort_sasl()
-                    self._prompted_by(UNPARSED)
-                    self._unusable(reply)
+                    if mode is M.SASL:
+                        # RFC 4954 section 6: 5.5.6 for a SASL response, which
+                        # ends the exchange: AUTH's reply, a failed AUTH.
+                        self._finish_auth(R.R500_AUTH_LINE_TOO_LONG, ok=False)
+                    else:
+                        self._prompted_by(UNPARSED)
+                        self._unusable(R.R500_LINE_TOO_LONG)
                     continue
                 line = bytes(buf[:nl])
                 del buf[: nl + 1]
