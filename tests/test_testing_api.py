@@ -73,6 +73,36 @@ def test_rules_are_added_and_removed_at_run_time(bh: Blackhole) -> None:
     assert bh.rules() == []
 
 
+def test_a_rule_reaches_connections_open_before_it_on_a_server_without_rules() -> None:
+    # OBSERVE.md: a posted rule is applied before the answer. A test's client
+    # may well keep its connection (a pool, a fixture) across add_rule().
+    with (
+        Blackhole(workers=2) as server,
+        smtplib.SMTP("127.0.0.1", server.port, timeout=10) as client,
+    ):
+        client.ehlo("c.example")
+        server.add_rule(FULL)
+        assert client.mail("a@example.com")[0] == 250
+        assert client.rcpt("x@full.example") == (452, b"4.2.2 Full")
+        server.remove_rule("full")
+        assert client.rcpt("x@full.example")[0] == 250
+
+
+def test_a_rule_at_a_stage_no_rule_watched_reaches_open_connections(bh: Blackhole) -> None:
+    bh.add_rule({"name": "helo", "at": "helo", "helo": "never.invalid", "reply": "550 no"})
+    with smtplib.SMTP("127.0.0.1", bh.port, timeout=10) as client:
+        client.ehlo("c.example")
+        assert client.mail("a@example.com")[0] == 250
+        bh.add_rule(FULL)
+        assert client.rcpt("x@full.example") == (452, b"4.2.2 Full")
+        tls = bh.client_ssl_context()
+        client.rset()
+        client.starttls(context=tls)  # the rules a session follows survive STARTTLS
+        client.ehlo("c.example")
+        bh.add_rule({"name": "tls-mail", "at": "mail", "reply": "451 4.3.0 later"})
+        assert client.mail("a@example.com")[0] == 451
+
+
 def test_control_errors_carry_the_api_message(bh: Blackhole) -> None:
     with pytest.raises(ControlError) as missing:
         bh.remove_rule("nope")

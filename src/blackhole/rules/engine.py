@@ -46,13 +46,19 @@ def _ignore_match(_name: str) -> None:
     return None
 
 
+def _ignore_change() -> None:
+    return None
+
+
 class RuleSet:
     """The rules in force for one server, with their shared store.
 
     ``started`` is when the server started (file rules' windows count from
     it); ``seed`` is the rules file's, else the config file's. ``hits`` counts
     this process's matches by rule name; ``on_match`` is told of each match
-    too (a worker counts it for /stats and GET /rules, summed over workers).
+    too (a worker counts it for /stats and GET /rules, summed over workers),
+    and ``on_change`` of each change of the rules in force (a worker's open
+    sessions follow it).
     """
 
     __slots__ = (
@@ -66,6 +72,7 @@ class RuleSet:
         "gates",
         "generation",
         "hits",
+        "on_change",
         "on_match",
         "reads_headers",
         "seed",
@@ -91,6 +98,7 @@ class RuleSet:
         self.store = store
         self.hits: Counter[str] = Counter()
         self.on_match: Callable[[str], None] = _ignore_match
+        self.on_change: Callable[[], None] = _ignore_change
         self._by_stage: dict[Stage, tuple[tuple[Rule, bool, bool], ...]] = {}
         self.stages: frozenset[Stage] = frozenset()
         self.stages_after_connect: frozenset[Stage] = frozenset()
@@ -157,6 +165,7 @@ class RuleSet:
                 }
             )
         )
+        self.on_change()
 
     def barred(self, client: str | None) -> frozenset[Stage]:
         """The stages at which no rule can hold for ``client`` (rules.gates.ClientGate).

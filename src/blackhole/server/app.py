@@ -145,15 +145,25 @@ class Worker:
             rules.reload(config)
         elif WorkerRules.wanted(config):
             self.state.rules = self._new_rules(config)
+            self._rules_changed()
 
     def _new_rules(self, config: Config) -> WorkerRules:
         """The worker's rules, their matches counted as each rule's hits."""
         rules = WorkerRules(config, self.store, self.started)
         rules.ruleset.on_match = self.state.observation.rule_matched
+        rules.ruleset.on_change = self._rules_changed
         return rules
 
+    def _rules_changed(self) -> None:
+        """OBSERVE.md: a rule posted is applied before the answer, in open
+        sessions too (a test's client may keep its connection); a rule
+        removed, or a reload's, likewise."""
+        for session in list(self.state.sessions):
+            session.follow_rules()
+
     def set_api_rules(self, rules: list[Rule]) -> None:
-        """The control API's rules, pushed by the hub: in force for every new session.
+        """The control API's rules, pushed by the hub: in force at once, in open
+        sessions too.
 
         A worker without rules gets its rule set only now, so that a server
         nobody steers pays nothing per session.
@@ -162,7 +172,7 @@ class Worker:
             if not rules:
                 return
             self.state.rules = self._new_rules(self.config)
-        self.state.rules.ruleset.replace_api(rules)
+        self.state.rules.ruleset.replace_api(rules)  # open sessions follow (on_change)
 
     async def start(self) -> None:
         backlog = default_backlog()

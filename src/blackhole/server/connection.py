@@ -28,6 +28,7 @@ from blackhole.server.unixsock import UNIX_CLIENT
 
 if TYPE_CHECKING:
     from blackhole.server.context import ListenerContext
+    from blackhole.server.rulestate import WorkerRules
     from blackhole.server.state import ServerState
 
 # Final: read directly by the compiled build, where time.perf_counter is a
@@ -226,10 +227,7 @@ class SMTPProtocol(Securing):
         core.meter = self.obs.meter
         self.obs.core = core
         if rules is not None:
-            if self.client is None and not self.obs.client and self.transport is not None:
-                # SMTPS: the rules came while the handshake ran.
-                self._ask_peer(self.transport)
-            self.steer = Steering(self, rules, core)
+            self._steer(rules, core)
         core.start()
         if core.events:  # the connect stage is watched: the rules come first
             self._pump(core)
@@ -303,6 +301,24 @@ class SMTPProtocol(Securing):
                 transport.write(out)
             else:
                 steer.pacer.write(out)  # a tarpit's pace
+
+    def _steer(self, rules: WorkerRules, core: SMTPConnection) -> None:
+        if self.client is None and not self.obs.client and self.transport is not None:
+            # There were no rules when the connection came (or, on SMTPS,
+            # they came while the handshake ran): the rules read the client.
+            self._ask_peer(self.transport)
+        self.steer = Steering(self, rules, core)
+
+    def follow_rules(self) -> None:
+        """The rules in force changed (the control API, a reload): they decide
+        from the session's next command on."""
+        core, rules = self.core, self.server.rules
+        if core is None or rules is None or self.closing:
+            return  # not begun, or in a TLS handshake: tls_ready() asks again
+        if self.steer is None:
+            self._steer(rules, core)
+        else:
+            self.steer.follow(core)
 
     # --- idle timer (server.idle) ---------------------------------------------------
 

@@ -54,6 +54,8 @@ class Securing(Answers):
         core.tls_started()
         self.core = core
         self.server.stats.starttls += 1
+        if self.server.rules is not None:
+            self.follow_rules()  # they may have changed during the handshake
         if self.server.stopping:
             self.shutdown()
 

@@ -79,6 +79,10 @@ class SessionBase(asyncio.Protocol):
         """Start the SMTP session: the core, the greeting (``SMTPProtocol``'s)."""
         raise NotImplementedError
 
+    def follow_rules(self) -> None:
+        """The rules in force changed (``SMTPProtocol``'s; server.app)."""
+        raise NotImplementedError
+
     def busy(self) -> bool:
         """Not idle although the deadline passed (``SMTPProtocol``'s; server.idle)."""
         raise NotImplementedError

@@ -22,7 +22,11 @@ _rules_log = logging.getLogger("blackhole.rules")
 
 
 class Session(Protocol):
-    """What stopping a worker needs from each of its sessions."""
+    """What stopping a worker, and a change of its rules, need from each session."""
+
+    def follow_rules(self) -> None:
+        """The rules in force changed: they decide from the next command on."""
+        ...
 
     def shutdown(self) -> None:
         """421 now if idle, else after the current transaction."""

@@ -80,6 +80,12 @@ class Steering(Carrying):
         core.content_thresholds = rules.content_thresholds
         core.screen = self.screen
 
+    def follow(self, core: SMTPConnection) -> None:
+        """The rules changed while the session runs: the core watches what
+        they watch from now on (screen() rebars the client by generation)."""
+        core.watch = self.rules.stages
+        core.content_thresholds = self.rules.content_thresholds
+
     @property
     def where(self) -> Where:
         """The session's fixed facts; most sessions under rules that match
