@@ -36,6 +36,13 @@ class ServerProcess:
         ports = [p for s, _h, p in self.listeners if s == scheme]
         return ports[index]
 
+    def control_port(self) -> int:
+        """The control API's port, as its start-up line names it."""
+        line = self.wait_for(r"control API serving on http://")
+        found = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        assert found is not None, line
+        return int(found.group(1))
+
     def wait_for(self, pattern: str, timeout: float = 10.0) -> str:
         """Wait until a log line matches ``pattern`` (regex); return it."""
         rx = re.compile(pattern)

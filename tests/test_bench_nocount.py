@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 import smtplib
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,7 @@ CONFIG = (
 
 
 def stats(srv: ServerProcess) -> Any:
-    line = srv.wait_for(r"control API serving on http://")
-    found = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-    assert found is not None, line
-    conn = http.client.HTTPConnection("127.0.0.1", int(found.group(1)), timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", srv.control_port(), timeout=10)
     try:
         conn.request("GET", "/stats", headers={"Authorization": f"Bearer {TOKEN}"})
         response = conn.getresponse()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 import signal
 import socket
 from collections.abc import Callable
@@ -28,13 +27,6 @@ CONFIG = (
 server = shared_server(CONFIG)
 
 
-def control_port(srv: ServerProcess) -> int:
-    line = srv.wait_for(r"control API serving on http://")
-    found = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-    assert found is not None, line
-    return int(found.group(1))
-
-
 def call(
     srv: ServerProcess,
     method: str,
@@ -43,7 +35,7 @@ def call(
     token: str | None = TOKEN,
 ) -> tuple[int, str, Any]:
     """(status, content type, body as JSON when it is JSON, else text)."""
-    conn = http.client.HTTPConnection("127.0.0.1", control_port(srv), timeout=10)
+    conn = http.client.HTTPConnection("127.0.0.1", srv.control_port(), timeout=10)
     headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     data = None if body is None else json.dumps(body).encode()
     try:

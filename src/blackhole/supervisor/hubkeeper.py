@@ -304,11 +304,20 @@ class HubKeeper:
     def reload(self, config: Config, layout: Layout | None = None) -> None:
         """SIGHUP: re-read the token; a file that cannot be read keeps the old one.
         ``layout``: the counters' layout, with the listeners the reload added."""
+        before = self.spec.token if self.spec is not None else None
         try:
             token = load_token(config)
         except ConfigError as exc:
             log.error("reload: %s; the control API keeps the previous token", exc)
-            token = self.spec.token if self.spec is not None else None
+            token = before
+        if token is None and before is not None and config.control_listen is not None:
+            # The API serves on (control_listen takes a restart): a reload
+            # must never leave it open to whoever reaches its port.
+            log.warning(
+                "reload: no control_token any more; that takes a restart, "
+                "the control API keeps the previous token"
+            )
+            token = before
         rules = file_rules_of(config)
         if self.spec is not None:
             self.spec = replace(self.spec, config=config, token=token, file_rules=rules)

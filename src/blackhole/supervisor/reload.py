@@ -20,6 +20,7 @@ from blackhole.server.app import listener_keys
 from blackhole.server.mailname import resolve_mailname
 from blackhole.server.sockets import bind_listener
 from blackhole.server.unixsock import release
+from blackhole.supervisor.hubsockets import load_token
 from blackhole.supervisor.messages import Settings
 from blackhole.supervisor.tlsfiles import TLSStore
 
@@ -27,8 +28,9 @@ log = logging.getLogger("blackhole.supervisor")
 
 Bound = list[tuple[Listener, socket.socket]]
 
-# These are acted on once, at start-up, before privileges are dropped.
-_FIXED = ("user", "group", "pidfile", "background")
+# These are acted on once, at start-up, before privileges are dropped (the
+# control API's port is bound then too, like the SMTP ports, but only once).
+_FIXED = ("user", "group", "pidfile", "background", "control_listen")
 
 
 def keep_fixed(old: Config, new: Config) -> Config:
@@ -117,12 +119,14 @@ def prepare(old: Settings, bound: Bound, tls_store: TLSStore) -> Prepared:
     """Read and check everything a SIGHUP changes, committing nothing.
 
     Re-reads the config file (keeping the command-line switches and the
-    settings fixed at start-up), the certificate files, the mail name if its
-    setting changed, binds new listeners and reopens the log. Raises a
+    settings fixed at start-up), the control token file, the certificate
+    files, the mail name if its setting changed, binds new listeners and
+    reopens the log. Raises a
     ``BlackholeError`` (``ConfigError`` with every problem) if anything is
     wrong; new sockets are closed again then.
     """
     config = keep_fixed(old.config, reload_config(old.config))
+    load_token(config)  # a token file start-up or -t would refuse refuses the reload
     mailname = old.mailname
     if config.mailname != old.config.mailname:
         mailname = resolve_mailname(config.mailname)
