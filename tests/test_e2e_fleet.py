@@ -82,10 +82,7 @@ class Server:
 
     @property
     def control_port(self) -> int:
-        line = self.process.wait_for(r"control API serving on http://")
-        found = re.search(r"http://127\.0\.0\.1:(\d+)", line)
-        assert found is not None, line
-        return int(found.group(1))
+        return self.process.control_port()
 
     def get(self, path: str) -> tuple[int, str]:
         conn = http.client.HTTPConnection("127.0.0.1", self.control_port, timeout=10)

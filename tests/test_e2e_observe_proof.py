@@ -143,6 +143,8 @@ def test_stats_metrics_event_log_and_records_agree_through_a_kill(
     status, _kind, exposition = call(server, "GET", "/metrics", token=None)
     assert status == 200
     samples = metrics(exposition)
+    restarts = "blackhole_worker_restarts_total"
+    assert samples[restarts, frozenset({("reason", "killed")})] == 1  # SIGKILL from outside
 
     # Every outcome of every listener: what the clients saw <= counted <= that
     # plus the sessions the kill broke (replies counted, never delivered).

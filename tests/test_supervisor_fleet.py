@@ -240,6 +240,7 @@ def test_a_worker_missing_three_heartbeats_is_killed() -> None:
     assert slot(fleet, 1).kill_reason == "did not answer the heartbeat for 3.0s"
     die(fleet, silent, 0)
     assert slot(fleet, 1).start_at == clock.now  # replaced at once
+    assert fleet.restarts == {"heartbeat": 1}
 
 
 def test_a_worker_that_never_gets_ready_is_killed_after_the_start_timeout() -> None:

@@ -94,6 +94,8 @@ class Fleet:
         # (a reload waits for every worker to serve the new settings).
         self.on_ready: Callable[[Slot], None] = _ignore
         self.on_change: Callable[[], None] = _ignore
+        # Workers replaced, by reason (the hub serves them as a metric).
+        self.restarts: dict[str, int] = {}
         # The shared counters (None: workers count privately, as in tests
         # that drive the fleet with fake processes).
         self.counting: Counting | None = None
@@ -151,15 +153,15 @@ class Fleet:
         slot.ready = False
         slot.started_at = self.clock()
         slot.generation = self.settings.generation
-        slot.kill_reason = None
+        slot.kill_reason = slot.kill_cause = None
         slot.failure = None
         slot.rules_refused = False
         slot.heartbeat = self._heartbeat()
         log.debug("worker %d starting (pid %d, %s)", slot.number, process.pid, self.method)
 
-    def kill(self, slot: Slot, reason: str) -> None:
+    def kill(self, slot: Slot, reason: str, cause: str) -> None:
         assert slot.process is not None
-        slot.kill_reason = reason
+        slot.kill_reason, slot.kill_cause = reason, cause
         log.warning("worker %d (pid %d) %s: killing it", slot.number, slot.process.pid, reason)
         slot.process.signal(signal.SIGKILL)
 
@@ -257,11 +259,12 @@ class Fleet:
                 continue
             if not slot.ready:
                 if now - slot.started_at > self.timing.start_timeout:
-                    self.kill(slot, f"did not start within {self.timing.start_timeout:g}s")
+                    timeout = self.timing.start_timeout
+                    self.kill(slot, f"did not start within {timeout:g}s", "start_timeout")
                 continue
             overdue = slot.heartbeat.overdue(now)
             if overdue is not None:
-                self.kill(slot, f"did not answer the heartbeat for {overdue:.1f}s")
+                self.kill(slot, f"did not answer the heartbeat for {overdue:.1f}s", "heartbeat")
             elif ping:
                 process.send(Ping(slot.heartbeat.sent(now)))
 
@@ -286,6 +289,7 @@ class Fleet:
             elif isinstance(message, ReloadFailed):
                 log.error("worker %d: %s", slot.number, message.message)
                 slot.kill_reason = "could not apply the new configuration"
+                slot.kill_cause = "reload_failed"
                 process.signal(signal.SIGTERM)  # replaced by one started with it
             elif isinstance(message, Failed):
                 slot.failure = message
@@ -341,6 +345,9 @@ class Fleet:
             return
         if not self.phase.announced:
             raise _startup_error(slot, reason)
+        # OBSERVE.md blackhole_worker_restarts_total: a few fixed reasons.
+        cause = slot.kill_cause or ("killed" if code < 0 else "exited")
+        self.restarts[cause] = self.restarts.get(cause, 0) + 1
         delay = slot.backoff.delay(uptime)
         slot.start_at = now + delay
         if delay == 0:

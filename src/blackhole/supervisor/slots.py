@@ -51,6 +51,7 @@ class Slot:
     generation: int = 0  # of the Settings the process serves with
     start_at: float | None = None  # a (re)start is due then
     kill_reason: str | None = None  # why we killed it, for the exit line
+    kill_cause: str | None = None  # and as blackhole_worker_restarts_total's reason
     failure: Failed | None = None  # what it said before dying at start-up
     rules_refused: bool = False  # it kept its previous file rules at the last reload
     # The previous process, still serving the old listeners until this one is
