@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from blackhole.config.classic import parse_config
+from blackhole.server.tls import generate_self_signed
 from blackhole.testing import Blackhole, ConfigError, ControlError, StartError, configtext
+from blackhole.testing.process import ServerProcess
 
 FULL = {"name": "full", "at": "rcpt", "recipient": "*@full.example", "reply": "452 4.2.2 Full"}
 
@@ -156,27 +158,32 @@ def test_options_are_config_keys() -> None:
 
 
 def test_option_values_are_written_as_the_config_file_spells_them(tmp_path: Path) -> None:
-    log = tmp_path / "a#b.log"
+    events = tmp_path / "a#b.jsonl"
     settings = configtext.settings_for(
         {"auth_required": True, "forbidden_commands": ["VRFY", "EXPN"], "timeout": 5,
-         "log_file": log},
+         "event_log": events},
         None, tls=None, lmtp=False, record=5,
     )  # fmt: skip
     text = configtext.render(settings)
     assert "auth_required = true\n" in text
     assert "forbidden_commands = VRFY, EXPN\n" in text
-    assert f'log_file = "{log}"\n' in text
-    assert parse_config(text).log_file == str(log)
+    assert f'event_log = "{events}"\n' in text
+    assert parse_config(text).event_log == str(events)
 
 
 def test_config_file_keys_are_replaced_by_options(tmp_path: Path) -> None:
     conf = tmp_path / "blackhole.conf"
-    conf.write_text("listen = 10.0.0.1:25\nmode = bounce\nmailname = mx.example\n")
-    # The file's listen is the harness's to set; its mode is replaced by the option.
+    log = tmp_path / "blackhole.log"
+    conf.write_text(
+        f"listen = 10.0.0.1:25\nmode = bounce\nmailname = mx.example\nlog_file = {log}\n"
+    )
+    # The file's listen and log_file are the harness's to set (it reads the
+    # server's output); its mode is replaced by the option.
     with Blackhole(config=conf, tls=False, mode="accept") as server:
         with smtplib.SMTP("127.0.0.1", server.port) as client:
             assert b"mx.example" in client.ehlo()[1]
         assert send(server.port, ["b@example.com"]) == {}
+    assert not log.exists()
 
 
 @pytest.mark.parametrize(
@@ -184,26 +191,33 @@ def test_config_file_keys_are_replaced_by_options(tmp_path: Path) -> None:
     [
         ({"mdoe": "bounce"}, "unknown key 'mdoe' (did you mean 'mode'?)"),
         ({"listen": ":25"}, "Blackhole sets listen itself"),
+        ({"log_file": "x.log"}, "Blackhole sets log_file itself"),
         ({"mode": "sometimes"}, "mode"),
         ({"timeout": "x\ny"}, "a value is one line"),
     ],
 )
 def test_bad_options_fail_at_once_without_a_process(
-    options: dict[str, object], message: str
+    options: dict[str, object], message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    started = time.monotonic()
+    def no_process(*_args: object) -> None:
+        raise AssertionError("a server was started to find out")
+
+    monkeypatch.setattr(ServerProcess, "start", no_process)
     with pytest.raises((ConfigError, ValueError)) as failed:
         Blackhole(**options).start()
     assert message in str(failed.value)
-    assert time.monotonic() - started < 1.0  # no server was started to find out
 
 
 def test_a_server_that_cannot_start_says_why(tmp_path: Path) -> None:
-    # Valid for the loader, refused by the server at start-up: a directory as log file
-    # passes parse_config (a writable path) but the server cannot open it.
-    with pytest.raises((StartError, ConfigError)) as failed:
-        Blackhole(tls=False, log_file=tmp_path).start()
-    assert str(tmp_path) in str(failed.value)
+    # Valid for the loader, refused by the server at start-up: a certificate
+    # and a key that each look right but are not a pair.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cert, _ = generate_self_signed("127.0.0.1", tmp_path / "a")
+    _, key = generate_self_signed("127.0.0.1", tmp_path / "b")
+    with pytest.raises(StartError) as failed:
+        Blackhole(tls=False, tls_cert=cert, tls_key=key).start()
+    assert f"TLS certificate {cert} and key {key} do not match" in str(failed.value)
 
 
 def test_not_running_is_a_clear_error() -> None:

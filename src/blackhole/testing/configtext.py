@@ -23,22 +23,24 @@ from blackhole.errors import ConfigError
 
 LOOPBACK_ANY_PORT = "127.0.0.1:0"
 
-# Keys the harness sets itself: the listeners and the control API must be on
-# ephemeral loopback ports it can find, and the server must stay in the
-# foreground as the test's child.
-OWNED = frozenset(
-    {
-        "listen",
-        "tls_listen",
-        "lmtp_listen",
-        "control_listen",
-        "control_token",
-        "control_token_file",
-        "pidfile",
-        "user",
-        "group",
-    }
-)
+_PORTS = "ephemeral ports on 127.0.0.1: read bh.port, bh.smtps_port, bh.lmtp_port instead"
+_CHILD = "the server is the test's child, in the foreground"
+# Keys the harness sets itself, and why: the listeners and the control API
+# must be on ephemeral loopback ports it can find, the server must stay in the
+# foreground as the test's child, and its log is its output, where the
+# harness reads its start-up lines (and StartError shows the rest).
+OWNED = {
+    "listen": _PORTS,
+    "tls_listen": _PORTS,
+    "lmtp_listen": _PORTS,
+    "control_listen": _PORTS,
+    "control_token": "the control API is the harness's, on loopback",
+    "control_token_file": "the control API is the harness's, on loopback",
+    "pidfile": _CHILD,
+    "user": _CHILD,
+    "group": _CHILD,
+    "log_file": "the server logs to its output, which the harness reads",
+}
 
 
 def _value(key: str, value: object) -> str:
@@ -90,11 +92,10 @@ def settings_for(
         if key not in OPTION_NAMES:
             raise ConfigError(unknown_key_message(key))
         settings[key] = _value(key, value)
-    taken = sorted(OWNED & settings.keys())
+    taken = sorted(OWNED.keys() & settings.keys())
     if taken:
         raise ConfigError(
-            f"Blackhole sets {', '.join(taken)} itself (ephemeral ports on 127.0.0.1);"
-            " read bh.port, bh.smtps_port, bh.lmtp_port instead"
+            "\n".join(f"Blackhole sets {key} itself ({OWNED[key]})" for key in taken)
         )
     settings.setdefault("mailname", "blackhole.test")
     # Sessions a test left open must not hold its teardown for the default 30 s.
