@@ -9,6 +9,7 @@ that ignored the header cannot pass. HAProxy itself is in test_e2e_haproxy.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import ssl
 import time
@@ -18,9 +19,11 @@ from pathlib import Path
 import pytest
 
 from tests.e2e import assert_clean_log, running
+from tests.proctools import wait_until
 from tests.proxyheaders import inet4, inet6, tlv, v2
 from tests.serverproc import ServerProcess
 from tests.smtpclient import Client, insecure_context
+from tests.test_e2e_counting import event_lines
 
 SEEN = "451 4.7.1 proxied client seen"
 RULES = f"""
@@ -34,10 +37,17 @@ LIMIT = 1  # tls_handshake_timeout: how long a header may take
 
 
 @pytest.fixture(scope="module")
-def server(
-    tmp_path_factory: pytest.TempPathFactory, cert_pair: tuple[Path, Path]
-) -> Iterator[ServerProcess]:
-    directory = tmp_path_factory.mktemp("proxy")
+def directory(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("proxy")
+
+
+@pytest.fixture(scope="module")
+def events(directory: Path) -> Path:
+    return directory / "events.jsonl"
+
+
+@pytest.fixture(scope="module")
+def server(directory: Path, events: Path, cert_pair: tuple[Path, Path]) -> Iterator[ServerProcess]:
     rules = directory / "rules.toml"
     rules.write_text(RULES)
     cert, key = cert_pair
@@ -47,10 +57,26 @@ def server(
         "lmtp_listen = 127.0.0.1:0 proxy=yes\n"
         f"tls_cert = {cert}\ntls_key = {key}\n"
         f"rules = {rules}\nworkers = 1\ntimeout = 20\ntls_handshake_timeout = {LIMIT}\n"
+        f"event_log = {events}\n"
     )
     with running(directory, text, "-d") as server:
         yield server
     assert_clean_log(server)
+
+
+def session_end(events: Path, line: str) -> object:
+    """The event log's ``end`` for the session a log line names ("[w1-7] ...")."""
+    found = re.search(r"\[(w\d+-\d+)\]", line)
+    assert found is not None, line
+    session = found.group(1)
+
+    def ends() -> list[object]:
+        records = event_lines(events) if events.exists() else []
+        return [r["end"] for r in records if r["type"] == "session" and r["session"] == session]
+
+    logged = wait_until(ends, what=f"session {session} in the event log")
+    assert len(logged) == 1, logged
+    return logged[0]
 
 
 def proxied(server: ServerProcess, scheme: str = "smtp") -> socket.socket:
@@ -155,7 +181,7 @@ BAD = {
 @pytest.mark.parametrize("how", ["whole", "byte by byte"])
 @pytest.mark.parametrize("kind", list(BAD))
 def test_an_invalid_header_closes_at_once_without_a_reply(
-    server: ServerProcess, kind: str, how: str
+    server: ServerProcess, events: Path, kind: str, how: str
 ) -> None:
     data, reason = BAD[kind]
     with proxied(server) as sock:
@@ -168,11 +194,16 @@ def test_an_invalid_header_closes_at_once_without_a_reply(
         assert client.closed(timeout=5)
         assert client.buf == b""  # no greeting, no reply: not SMTP yet
         assert time.monotonic() - started < LIMIT  # at once, not at the deadline
-    server.wait_for(rf"no valid PROXY header from 127\.0\.0\.1:{peer_port}, closing: .*{reason}")
+    line = server.wait_for(
+        rf"no valid PROXY header from 127\.0\.0\.1:{peer_port}, closing: .*{reason}"
+    )
+    assert session_end(events, line) == "dropped"  # by the server, not the client
 
 
 @pytest.mark.parametrize("kind", ["silence", "truncated v1", "truncated v2", "slow"])
-def test_a_header_that_does_not_come_in_time_is_closed(server: ServerProcess, kind: str) -> None:
+def test_a_header_that_does_not_come_in_time_is_closed(
+    server: ServerProcess, events: Path, kind: str
+) -> None:
     with proxied(server) as sock:
         peer_port = sock.getsockname()[1]
         started = time.monotonic()
@@ -194,9 +225,10 @@ def test_a_header_that_does_not_come_in_time_is_closed(server: ServerProcess, ki
         assert client.closed(timeout=LIMIT + 5)
         assert client.buf == b""
         assert time.monotonic() - started >= LIMIT * 0.9
-    server.wait_for(
+    line = server.wait_for(
         rf"no valid PROXY header from 127\.0\.0\.1:{peer_port}, closing: no PROXY header within 1 s"
     )
+    assert session_end(events, line) == "timeout"
 
 
 def client_hello() -> tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO, bytes]:

@@ -22,6 +22,7 @@ import pytest
 
 from tests.serverproc import ServerProcess
 from tests.smtpclient import HOST, insecure_context
+from tests.test_e2e_counting import event_lines
 from tests.tlsclients import (
     Factory,
     Smtp,
@@ -478,13 +479,16 @@ def test_plaintext_on_smtps_port_is_named_in_the_log(debug_server: ServerProcess
 
 
 def test_handshake_has_its_own_time_limit(
-    server_factory: Factory, write_config: WriteConfig, cert_pair: tuple[Path, Path]
+    server_factory: Factory,
+    write_config: WriteConfig,
+    cert_pair: tuple[Path, Path],
+    tmp_path: Path,
 ) -> None:
     # A plaintext client on the SMTPS port waits for a greeting that never
     # comes; it used to be held for the whole idle timeout (here 60 s).
-    server = start(
-        server_factory, write_config, cert_pair, "timeout = 60\ntls_handshake_timeout = 1\n", "-d"
-    )
+    events = tmp_path / "events.jsonl"
+    limits = f"timeout = 60\ntls_handshake_timeout = 1\nevent_log = {events}\n"
+    server = start(server_factory, write_config, cert_pair, limits, "-d")
     with _connect(server.port("smtps")) as sock:
         assert _closed(sock, timeout=30), "a silent SMTPS client was kept open"
     with Smtp.connect(server.port("smtp")) as c:
@@ -494,6 +498,9 @@ def test_handshake_has_its_own_time_limit(
     server.wait_for(r"TLS handshake failed: timed out after 1 s")
     assert server.stop() == 0
     assert "Traceback" not in server.text()
+    # The server ended both (OBSERVE.md's session ends), not the clients.
+    ends = [line["end"] for line in event_lines(events) if line["type"] == "session"]
+    assert ends == ["timeout", "timeout"]
 
 
 # --- tls_dhparams and -ls ----------------------------------------------------------

@@ -199,6 +199,11 @@ class SMTPProtocol(Securing):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._header is not None:
             self._header.closed()
+        elif self.core is None and isinstance(exc, ConnectionAbortedError):
+            # The TLS handshake's time limit: the SSL layer (uvloop's and
+            # asyncio's) aborts the connection and says so here, before
+            # start_tls() raises.
+            self._ended_by("timeout")
         self._finish()
 
     # --- the PROXY header (server.proxied calls back) ----------------------------------
@@ -210,8 +215,9 @@ class SMTPProtocol(Securing):
             self.obs.client = client[0]
         self._open(rest)
 
-    def header_failed(self) -> None:
+    def header_failed(self, end: str) -> None:
         self._header = None
+        self._ended_by(end)
         self.server.stats.proxy_failures += 1
         self._abort()
 

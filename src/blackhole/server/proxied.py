@@ -34,7 +34,7 @@ class Proxied(Protocol):
     @property
     def client(self) -> Address | None: ...
     def proxied(self, client: Address | None, rest: bytes) -> None: ...
-    def header_failed(self) -> None: ...
+    def header_failed(self, end: str) -> None: ...
 
 
 class HeaderWait:
@@ -52,7 +52,7 @@ class HeaderWait:
         try:
             header = self._reader.receive_data(data)
         except ProxyHeaderError as exc:
-            self._fail(exc.reason)
+            self._fail(exc.reason, "dropped")
             return
         if header is not None:
             self.cancel()
@@ -61,7 +61,7 @@ class HeaderWait:
 
     def expired(self) -> None:
         self._timer = None
-        self._fail(f"no PROXY header within {self.limit:g} s")
+        self._fail(f"no PROXY header within {self.limit:g} s", "timeout")
 
     def closed(self) -> None:
         """The peer hung up first: a port scan or a health check, not worth a line."""
@@ -86,11 +86,11 @@ class HeaderWait:
                 via,
             )
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, end: str) -> None:
         self.cancel()
         session = self._session
         via = host_port(*session.client) if session.client else "?"
         # A real proxy never gets here: it is someone reaching the port
         # directly, or a proxy set up without send-proxy. Worth a line.
         log.info("[%s] no valid PROXY header from %s, closing: %s", session.session_id, via, reason)
-        session.header_failed()
+        session.header_failed(end)  # the event log's session end
