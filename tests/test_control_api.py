@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import logging
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from blackhole.observe.counters import Counters
 from blackhole.observe.layout import ACCEPTED, Layout, verb_index
 from blackhole.observe.record import Recorder
 from blackhole.observe.snapshot import Figures, RuleFigures, Snapshot
+from tests.proctools import wait_until
 
 TOKEN = "s3cret-token"
 LAYOUT = Layout(("127.0.0.1:2525",))
@@ -321,4 +324,49 @@ def test_garbage_on_the_socket_does_not_stop_the_api(api: Running) -> None:
     with socket.create_connection(("127.0.0.1", api.port), timeout=10) as raw:
         raw.sendall(b"\x16\x03\x01\x00\xff garbage \r\n\r\n")
         assert raw.recv(100).startswith(b"HTTP/1.")
+    assert api.request("GET", "/healthz", token=None)[0] == 200
+
+
+def _raw(port: int, data: bytes) -> bytes:
+    """Send ``data`` as is; everything the server answers until it closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+    return reply
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /stats HTTP/9.9\r\n\r\n",
+        b"GET /stats HTTP/1.1\r\nnot a header line\r\n\r\n",
+        b"POST /rules HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+        b"GET /" + b"x" * 9000 + b" HTTP/1.1\r\n\r\n",
+    ],
+    ids=["version", "header", "length", "long-url"],
+)
+def test_what_is_not_http_gets_400_and_no_error_line(
+    api: Running, caplog: pytest.LogCaptureFixture, request_bytes: bytes
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    status_line = _raw(api.port, request_bytes).split(b"\r\n", 1)[0]
+    assert status_line.split()[1] == b"400", status_line
+    assert not [r for r in caplog.records if r.levelno > logging.DEBUG]
+
+
+def test_a_client_gone_mid_body_is_no_error(api: Running, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    head = (
+        "POST /rules HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+        sock.sendall(head.encode() + b"{")
+    wait_until(
+        lambda: any("left mid-request" in r.getMessage() for r in caplog.records),
+        what="the control API to see the client gone",
+    )
+    assert not [r for r in caplog.records if r.levelno > logging.DEBUG]
     assert api.request("GET", "/healthz", token=None)[0] == 200

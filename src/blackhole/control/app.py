@@ -12,8 +12,14 @@ and nothing a client sends reaches a traceback:
 - bodies over ``MAX_BODY`` bytes get 413 before they are read in full
   (aiohttp's ``client_max_size``);
 - unknown paths 404, wrong methods 405 (aiohttp's router), in JSON too;
+- a client gone before its request was read whole is worth a debug line;
 - a backend failure other than its typed errors is logged here with its
   traceback and answered 500 ``internal error``.
+
+What aiohttp refuses before any handler runs (a request that is not HTTP,
+an overlong line or header) gets aiohttp's own plain-text 400; its log lines
+are the ``HTTP_LOG`` logger's, at debug level only (``control.serve``):
+anyone who reaches the port could otherwise fill the log with tracebacks.
 """
 
 from __future__ import annotations
@@ -32,6 +38,19 @@ from blackhole.observe.metrics import CONTENT_TYPE, render
 from blackhole.rules.store import StoreUnavailableError
 
 log = logging.getLogger(__name__)
+
+
+class _AsDebug(logging.Filter):
+    """aiohttp reports a request it could not read as an error, with a
+    traceback: the client's mistake, worth a debug line at most."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return log.isEnabledFor(logging.DEBUG)
+
+
+HTTP_LOG = logging.getLogger(f"{__name__}.http")
+HTTP_LOG.addFilter(_AsDebug())
 
 MAX_BODY = 64 * 1024  # a rule is a few hundred bytes
 OPEN_PATHS = frozenset({"/healthz", "/metrics"})
@@ -88,6 +107,10 @@ async def _guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(404, str(exc))
     except StoreUnavailableError as exc:
         return _error(503, str(exc))  # Redis is down (state_url): try again later
+    except ConnectionResetError:
+        # The client left in the middle of its body: nobody reads this answer.
+        log.debug("control API: %s %s: the client left mid-request", request.method, request.path)
+        return _error(400, "the request was cut short")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

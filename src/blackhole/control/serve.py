@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from blackhole.control.app import TOKEN, make_app
+from blackhole.control.app import HTTP_LOG, TOKEN, make_app
 from blackhole.control.backend import Backend
 
 
@@ -35,7 +35,11 @@ async def _serve(
     backend: Backend, token: str | None, site: Callable[[web.AppRunner], web.BaseSite]
 ) -> ControlServer:
     runner = web.AppRunner(
-        make_app(backend, token), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        make_app(backend, token),
+        access_log=None,
+        logger=HTTP_LOG,
+        handle_signals=False,
+        shutdown_timeout=1.0,
     )
     await runner.setup()
     try:
