@@ -94,9 +94,7 @@ def settings_for(
         settings[key] = _value(key, value)
     taken = sorted(OWNED.keys() & settings.keys())
     if taken:
-        raise ConfigError(
-            "\n".join(f"Blackhole sets {key} itself ({OWNED[key]})" for key in taken)
-        )
+        raise ConfigError("\n".join(f"Blackhole sets {key} itself ({OWNED[key]})" for key in taken))
     settings.setdefault("mailname", "blackhole.test")
     # Sessions a test left open must not hold its teardown for the default 30 s.
     settings.setdefault("grace_period", "1")
