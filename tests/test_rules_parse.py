@@ -170,8 +170,8 @@ def test_a_file_holds_at_most_the_rules_that_can_be_in_force() -> None:
          " starttls, auth, mail, rcpt, data, content, end, rset, noop, vrfy, quit, command"),
         ('at = "rcpt"\nreply = "450"', "rules.toml:1: rule #1: name: required: a unique name of"
          " letters, digits, '_', '.', '-'"),
-        ('name = "a b"\nat = "rcpt"\nreply = "450"', "rules.toml:2: rule \"a b\": name: 'a b' may"
-         " only hold letters, digits, '_', '.', '-'"),
+        ('name = "a b"\nat = "rcpt"\nreply = "450"', "rules.toml:2: rule #1: name: 'a b': use 1"
+         " to 128 letters, digits, '_', '.', '-'"),
         ('name = "x"\nat = "rcpt"', 'rules.toml:1: rule "x": needs at least one action: reply,'
          " delay, close, drop, reset, hang or tarpit (or tls at starttls, or a greylist)"),
     ],
@@ -349,6 +349,17 @@ def test_api_object_problems_name_the_field(raw: object, messages: list[str]) ->
     with pytest.raises(RulesError) as info:
         parse_object(raw, now=0.0)
     assert sorted(info.value.problems) == sorted(messages)
+
+
+def test_a_name_is_at_most_128_characters() -> None:
+    longest = "n" * 128
+    assert parse_object({"name": longest, "at": "rcpt", "reply": "450"}, now=0.0).name == longest
+    with pytest.raises(RulesError) as info:
+        parse_object({"name": longest + "n", "at": "rcpt", "reply": "450"}, now=0.0)
+    # Shown cut short, and not as every problem's prefix.
+    assert info.value.problems == [
+        f"name: {'n' * 40!r}: use 1 to 128 letters, digits, '_', '.', '-'"
+    ]
 
 
 def test_non_finite_values_and_a_non_string_name() -> None:

@@ -116,6 +116,13 @@ def test_control_errors_carry_the_api_message(bh: Blackhole) -> None:
     with pytest.raises(ControlError) as twice:
         bh.add_rule(FULL)
     assert twice.value.status == 409
+    with pytest.raises(ControlError) as long_name:
+        bh.add_rule({**FULL, "name": "n" * 129})
+    assert long_name.value.status == 400 and long_name.value.field == "name"
+    # Refused by the HTTP layer, in plain text: still a ControlError.
+    with pytest.raises(ControlError) as overlong:
+        bh.remove_rule("n" * 9000)
+    assert overlong.value.status == 400
 
 
 def test_reset_forgets_rule_state(bh: Blackhole) -> None:

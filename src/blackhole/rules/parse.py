@@ -1,10 +1,9 @@
 """Rules from a TOML file or a JSON object into ``Rule`` values, every problem at once.
 
-A broken rules file is refused whole, with each problem on its own line as
-``file:line: rule "name": key: what is wrong`` (or without the line for an
-object from the control API), and misspelt keys get a did-you-mean. tomllib
-gives no line numbers for tables, so the lines of ``[[rule]]`` headers and of
-the keys inside them are found by scanning the text.
+A broken rules file is refused whole, with each problem on its own line as ``file:line:
+rule "name": key: what is wrong`` (or without the line for an object from the control API),
+and misspelt keys get a did-you-mean. tomllib gives no line numbers for tables, so the lines
+of ``[[rule]]`` headers and of the keys inside them are found by scanning the text.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from blackhole.rules.model import Actions, Key, Matchers, Rule, Selection, Sourc
 
 T = TypeVar("T")
 
-NAME = re.compile(r"[A-Za-z0-9_.-]+")
+NAME = re.compile(r"[A-Za-z0-9_.-]{1,128}")  # a label on /metrics, a path in DELETE
 PORT = re.compile(r"[0-9]{1,5}")  # ASCII digits: str.isdigit() takes "²", which int() refuses
 MATCHER_KEYS = (
     "listener", "client", "tls", "helo", "auth_user",
@@ -127,7 +126,8 @@ class _RuleReader:
         self.name = name if isinstance(name, str) else None
 
     def problem(self, key: str | None, message: str) -> None:
-        self.problems.append(self.locate(self.name, key) + message)
+        name = self.name if self.name is None or NAME.fullmatch(self.name) else None
+        self.problems.append(self.locate(name, key) + message)
 
     def get(self, key: str, convert: Callable[[Any], T]) -> T | None:
         if key not in self.raw:
@@ -147,7 +147,7 @@ class _RuleReader:
         elif self.name is None:
             self.problem("name", "required: a unique name of letters, digits, '_', '.', '-'")
         elif not NAME.fullmatch(self.name):
-            self.problem("name", f"{self.name!r} may only hold letters, digits, '_', '.', '-'")
+            self.problem("name", f"{self.name[:40]!r}: use 1 to 128 letters, digits, '_', '.', '-'")
         stage = self._stage()
         matchers = self._matchers(stage)
         selection = self._selection()

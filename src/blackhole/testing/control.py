@@ -43,10 +43,13 @@ class ControlClient:
             data = response.read()
         finally:
             connection.close()
-        answer = json.loads(data) if data and response.status != 204 else None
+        text = data[:200].decode("utf-8", "replace").strip()
+        try:
+            answer = json.loads(data) if data and response.status != 204 else None
+        except ValueError:
+            # The HTTP layer's own plain-text error (an overlong request line, say).
+            raise ControlError(response.status, text, None) from None
         if response.status >= 400:
             detail = answer if isinstance(answer, dict) else {}
-            raise ControlError(
-                response.status, str(detail.get("error", data[:200])), detail.get("field")
-            )
+            raise ControlError(response.status, str(detail.get("error", text)), detail.get("field"))
         return answer
