@@ -62,3 +62,13 @@ def test_an_empty_token_file_is_refused_when_read(tmp_path: Path) -> None:
     config = _load(tmp_path, "control_token_file = token\n")
     with pytest.raises(ConfigError, match="must hold one token"):
         load_token(config)
+
+
+def test_control_listen_on_a_smtp_listeners_port_is_a_clash(tmp_path: Path) -> None:
+    text = "listen = 127.0.0.1:2525\nlmtp_listen = [::1]:2424\ncontrol_listen = [::1]:2424\n"
+    assert _problems(tmp_path, text).endswith(
+        "blackhole.conf:3: control_listen [::1]:2424 is already in lmtp_listen on line 2;"
+        " the control API needs a port of its own"
+    )
+    # Port 0 is any free port: never a clash.
+    assert _load(tmp_path, "listen = 127.0.0.1:0\ncontrol_listen = 127.0.0.1:0\n").control_listen

@@ -32,6 +32,7 @@ from blackhole.config.listen import (
 from blackhole.config.model import Config, Listener
 from blackhole.config.stateurl import state_url
 from blackhole.errors import ConfigError
+from blackhole.net import host_port
 from blackhole.rules.addresses import parse_conventions
 from blackhole.rules.parse import RulesError, parse_file
 
@@ -208,6 +209,14 @@ def _check_listener_clashes(
                     f"{key} repeats {address}, already in {seen[where]} on line {first};"
                     " an address and port can have only one listener",
                 )
+    control = parsed.get("control_listen")
+    if isinstance(control, tuple) and control[1] != 0 and (control[0], control[1]) in seen:
+        taken = seen[control[0], control[1]]
+        problems.add(
+            settings["control_listen"].line,
+            f"control_listen {host_port(*control)} is already in {taken} on line"
+            f" {settings[taken].line}; the control API needs a port of its own",
+        )
 
 
 def load_config(path: str | os.PathLike[str], base: str | os.PathLike[str] | None = None) -> Config:
