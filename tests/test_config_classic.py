@@ -447,14 +447,14 @@ def test_tls_file_unreadable_even_as_root(
     tmp_path: Path, pem: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Root reads any file, so the permission case is simulated for the key alone.
-    real_open = Path.open
+    real_open = os.open
 
-    def guarded_open(self: Path, *args: Any, **kwargs: Any) -> Any:
-        if self == pem["key"]:
+    def guarded_open(path: Any, *args: Any, **kwargs: Any) -> Any:
+        if Path(path) == pem["key"]:
             raise PermissionError(13, "Permission denied")
-        return real_open(self, *args, **kwargs)
+        return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "open", guarded_open)
+    monkeypatch.setattr(os, "open", guarded_open)
     assert problems(tmp_path, f"tls_cert = {pem['cert']}\ntls_key = {pem['key']}\n") == [
         f"FILE:2: tls_key file '{pem['key']}' cannot be read: Permission denied"
     ]
@@ -573,6 +573,27 @@ def test_directory_instead_of_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(tmp_path)
     assert caught.value.problems == [f"{tmp_path}: cannot read the config file: Is a directory"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "too long"])
+def test_a_file_that_is_no_config_file_is_refused_unread(tmp_path: Path, kind: str) -> None:
+    # A FIFO would wait for a writer for ever, /dev/zero never end.
+    path = tmp_path / "blackhole.conf"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path = Path("/dev/zero")
+    else:
+        path.write_text("# " + "x" * (1 << 20) + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    reason = "larger than 1 MiB" if kind == "too long" else "not a regular file"
+    assert caught.value.problems == [f"{path}: cannot read the config file: {reason}"]
+    rules = tmp_path / "rules.conf"
+    rules.write_text(f"rules = {path}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(rules)
+    assert f"{path}: cannot read the rules file: {reason}" in str(caught.value)
 
 
 def test_not_utf8_names_the_line(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from blackhole.config.model import Config, Listener
 from blackhole.config.stateurl import state_url
 from blackhole.errors import ConfigError
 from blackhole.net import host_port
+from blackhole.regular import read_text_file
 from blackhole.rules.addresses import parse_conventions
 from blackhole.rules.parse import RulesError, parse_file
 
@@ -231,7 +232,7 @@ def load_config(path: str | os.PathLike[str], base: str | os.PathLike[str] | Non
     start = Path(base) if base is not None else Path.cwd()
     name = str(files.resolve(os.fspath(path), start))
     try:
-        raw = Path(name).read_bytes()
+        raw = read_text_file(name)
     except OSError as exc:
         raise ConfigError(f"{name}: cannot read the config file: {exc.strerror or exc}") from None
     try:

@@ -19,6 +19,8 @@ import binascii
 import re
 from pathlib import Path
 
+from blackhole.regular import read_regular
+
 # Only the start of a PEM file is read to check what it holds.
 _PEM_SNIFF_BYTES = 1 << 20
 
@@ -35,8 +37,7 @@ def resolve(text: str, base: Path) -> Path:
 
 def _read_head(path: Path) -> bytes:
     try:
-        with path.open("rb") as handle:
-            return handle.read(_PEM_SNIFF_BYTES)
+        return read_regular(path, _PEM_SNIFF_BYTES)
     except FileNotFoundError:
         raise ValueError(f"file {str(path)!r} does not exist") from None
     except IsADirectoryError:

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from blackhole.errors import ConfigError
 from blackhole.observe.layout import MAX_RULES
 from blackhole.protocol.hooks import Stage, TLSFault
+from blackhole.regular import read_text_file
 from blackhole.rules import values
 from blackhole.rules.model import Actions, Key, Matchers, Rule, Selection, Source
 
@@ -364,11 +365,10 @@ def parse_text(text: str, filename: str = "<rules>") -> RuleFile:
 def parse_file(path: str | Path) -> RuleFile:
     """A rules file by path; an unreadable file is a ``RulesError`` too."""
     try:
-        # utf-8-sig, as for the config file: a byte-order mark left by a Windows
-        # editor is not part of line 1 (tomllib takes it for a bad statement).
-        text = Path(path).read_text(encoding="utf-8-sig")
+        text = read_text_file(path).decode("utf-8-sig")  # a BOM is no TOML statement
     except (OSError, UnicodeDecodeError) as exc:
-        raise RulesError(f"{path}: cannot read the rules file: {exc}") from None
+        reason = getattr(exc, "strerror", None) or exc  # OSError's without its "[Errno N]"
+        raise RulesError(f"{path}: cannot read the rules file: {reason}") from None
     return parse_text(text, str(path))
 
 

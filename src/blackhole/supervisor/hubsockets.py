@@ -13,6 +13,7 @@ from pathlib import Path
 
 from blackhole.config.model import Config
 from blackhole.errors import ConfigError, PermissionDenied, Unavailable
+from blackhole.regular import read_text_file
 from blackhole.supervisor.leftovers import PrivateDirectory
 
 
@@ -22,7 +23,7 @@ def load_token(config: Config) -> str | None:
         return config.control_token
     path = config.control_token_file
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = read_text_file(path).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
         raise ConfigError(f"control_token_file {path!r} cannot be read: {reason}") from None
