@@ -296,6 +296,13 @@ def test_parse_config_uses_given_name(tmp_path: Path) -> None:
         ("max_message_size = 0", "max_message_size must be 1 byte or more, not 0"),
         ("max_message_size = 10MB", "max_message_size must be a whole number, not '10MB'"),
         (
+            "max_message_size = 100000000000000000000",
+            "max_message_size must be at most 99999999999999999999 (20 digits, RFC 1870),"
+            " not 100000000000000000000",
+        ),
+        ("timeout = \uff15", "timeout must be a number of seconds, not '５'"),
+        ("random_accept = \uff10.5", "random_accept must be a number from 0.0 to 1.0, not '０.5'"),
+        (
             "dynamic_switch = maybe",
             "dynamic_switch must be true or false (or yes/no, on/off, 1/0), not 'maybe'",
         ),

@@ -39,6 +39,7 @@ def test_reply_parses(text: str, wire: bytes) -> None:
         ("25 short", "'25 short' is not a reply (use \"CODE [X.Y.Z] text\")"),
         ("OK", "'OK' is not a reply (use \"CODE [X.Y.Z] text\")"),
         (452, "452 is not a reply (use \"CODE [X.Y.Z] text\")"),
+        ("\uff14\uff15\uff10 busy", "'４５０ busy' is not a reply (use \"CODE [X.Y.Z] text\")"),
         ("450 4.2.0 a\rb", "'450 4.2.0 a\\rb': reply text must be printable ASCII (no CR or controls)"),  # noqa: E501
         ("450 4.2.0 caf\u00e9", "'450 4.2.0 café': reply text must be printable ASCII (no CR or controls)"),  # noqa: E501
         (
@@ -72,6 +73,7 @@ def test_duration(value: object, seconds: float) -> None:
     [
         ("5 minutes", '\'5 minutes\' is not a duration (use e.g. "300s", "5m", "2h", "1d")'),
         ("5w", '\'5w\' is not a duration (use e.g. "300s", "5m", "2h", "1d")'),
+        ("\uff15m", '\'５m\' is not a duration (use e.g. "300s", "5m", "2h", "1d")'),
         (-3, "-3 is negative"),
         (True, 'True is not a duration (use e.g. "300s", "5m", "2h", "1d")'),
     ],
@@ -137,6 +139,7 @@ def test_delay() -> None:
         (601, "601 is over the maximum of 600 seconds"),
         ("soon", "'soon' is not a delay (use seconds, 3 or \"2-5\")"),
         (False, 'False is not a delay (use seconds, 3 or "2-5")'),
+        ("1-\uff15", "'1-５' is not a delay (use seconds, 3 or \"2-5\")"),  # full-width 5
     ]:
         with pytest.raises(ValueError) as info:
             values.delay(bad)

@@ -23,6 +23,7 @@ MAX_GRACE_PERIOD = 3600.0
 MAX_HEARTBEAT_INTERVAL = 60.0
 MAX_STATS_INTERVAL = 86400.0
 MAX_RECORD = 100_000  # records of a few KiB each: a bounded, modest memory
+MAX_MESSAGE_SIZE = 10**20 - 1
 # RFC 5321 section 4.5.3.1.8: a server must accept at least 100 recipients.
 MIN_RECIPIENTS = 100
 
@@ -37,9 +38,16 @@ def integer(text: str) -> int:
     return int(text)
 
 
+def _ascii_float(text: str) -> float:
+    """float() of ASCII text only: it also reads other scripts' digits ("５")."""
+    if not text.isascii():
+        raise ValueError(text)
+    return float(text)
+
+
 def seconds(text: str) -> float:
     try:
-        value = float(text)
+        value = _ascii_float(text)
     except ValueError:
         raise ValueError(f"must be a number of seconds, not {text!r}") from None
     if not math.isfinite(value):
@@ -112,7 +120,7 @@ def boolean(text: str) -> bool:
 def share(text: str) -> float:
     """A fraction from 0.0 to 1.0 (``random_accept``)."""
     try:
-        value = float(text)
+        value = _ascii_float(text)
     except ValueError:
         raise ValueError(f"must be a number from 0.0 to 1.0, not {text!r}") from None
     if not 0.0 <= value <= 1.0:  # also refuses nan
@@ -124,6 +132,9 @@ def max_message_size(text: str) -> int:
     size = integer(text)
     if size < 1:
         raise ValueError(f"must be 1 byte or more, not {size}")
+    if size > MAX_MESSAGE_SIZE:
+        # RFC 1870 section 4: SIZE's value has at most 20 digits.
+        raise ValueError(f"must be at most {MAX_MESSAGE_SIZE} (20 digits, RFC 1870), not {size}")
     return size
 
 

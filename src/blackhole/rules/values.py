@@ -22,9 +22,12 @@ MAX_REPLY_LINE = 512
 MAX_DELAY = 600.0
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+# re.ASCII: \d alone also takes other scripts' digits ("５m").
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])", re.ASCII)
 # RFC 3463 section 2: class "." subject "." detail, subject and detail 1-3 digits.
-_REPLY = re.compile(r"(\d{3})(?: +(\d)\.(\d{1,3})\.(\d{1,3})(?=$| ))?(?: +(.*))?", re.DOTALL)
+_REPLY = re.compile(
+    r"(\d{3})(?: +(\d)\.(\d{1,3})\.(\d{1,3})(?=$| ))?(?: +(.*))?", re.DOTALL | re.ASCII
+)
 # RFC 5321 4.2: textstring = 1*( %d09 / %d32-126 ).
 _TEXT = re.compile(r"[\t\x20-\x7e]*")
 # ASCII digits only: str.isdigit() also takes "²" and other digits int() refuses,
@@ -111,7 +114,7 @@ def delay(value: object) -> tuple[float, float]:
     elif isinstance(value, str):
         parts = [part.strip() for part in value.split("-")]
         try:
-            if len(parts) > 2:
+            if len(parts) > 2 or not value.isascii():  # float() reads "５" too
                 raise ValueError
             low, high = float(parts[0]), float(parts[-1])
             if not (math.isfinite(low) and math.isfinite(high)):
