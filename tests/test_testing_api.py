@@ -272,9 +272,31 @@ def test_wait_for_async_lets_the_loop_run_and_times_out_the_same_way(bh: Blackho
     assert "expected 1 message within 0.5s; 0 arrived: nothing" in message
 
 
-def test_a_negative_count_is_refused(bh: Blackhole) -> None:
-    with pytest.raises(ValueError, match="0 or more"):
-        bh.wait_for(messages=-1)
+@pytest.mark.parametrize(
+    ("messages", "timeout", "error", "says"),
+    [
+        (-1, 5.0, ValueError, "messages must be 0 or more, not -1"),
+        (1.5, 5.0, TypeError, "messages is a whole number, not 1.5"),
+        ("2", 5.0, TypeError, "messages is a whole number, not '2'"),
+        (1, None, TypeError, "timeout is a number of seconds, 0 or more, not None"),
+        (10_001, 5.0, ValueError, "messages=10001 can never have arrived: record=10000 keeps"),
+    ],
+)
+def test_a_wait_that_cannot_end_well_is_refused_at_once(
+    bh: Blackhole, messages: object, timeout: object, error: type[Exception], says: str
+) -> None:
+    with pytest.raises(error) as refused:
+        bh.wait_for(messages=messages, timeout=timeout)  # type: ignore[arg-type]
+    assert str(refused.value).startswith(says)
+    with pytest.raises(error):
+        asyncio.run(bh.wait_for_async(messages=messages, timeout=timeout))  # type: ignore[arg-type]
+
+
+def test_options_that_are_no_config_values_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="option workers: None is no config value"):
+        Blackhole(workers=None).start()
+    with pytest.raises(ValueError, match="start_timeout is a number of seconds over 0, not 0"):
+        Blackhole(start_timeout=0)
 
 
 def test_messages_are_the_records_oldest_first(bh: Blackhole) -> None:

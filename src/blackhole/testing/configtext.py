@@ -52,9 +52,9 @@ def _value(key: str, value: object) -> str:
     elif isinstance(value, Iterable):
         text = ", ".join(str(item) for item in value)
     else:
-        raise TypeError(f"option {key}: cannot write a {type(value).__name__} into a config file")
+        raise ConfigError(f"option {key}: {value!r} is no config value (a string, number or list)")
     if "\n" in text or "\r" in text:
-        raise ValueError(f"option {key}: a value is one line")
+        raise ConfigError(f"option {key}: a value is one line")
     return text
 
 

@@ -86,6 +86,8 @@ class Blackhole:
         self._tls = tls
         self._lmtp = lmtp
         self._record = record
+        if not _seconds(start_timeout) or not start_timeout:
+            raise ValueError(f"start_timeout is a number of seconds over 0, not {start_timeout!r}")
         self._start_timeout = start_timeout
         self._directory: PrivateDirectory | None = None
         self._cert: Path | None = None
@@ -229,7 +231,7 @@ class Blackhole:
 
         Raises ``TimeoutError`` naming what did arrive.
         """
-        _check_wanted(messages)
+        self._check_wait(messages, timeout)
         deadline = time.monotonic() + timeout
         pause = POLL_FIRST
         while len(self._recorded(messages)) < messages and time.monotonic() < deadline:
@@ -239,7 +241,7 @@ class Blackhole:
 
     async def wait_for_async(self, messages: int, timeout: float = 5.0) -> list[Message]:
         """``wait_for`` for async tests: the event loop keeps running while it waits."""
-        _check_wanted(messages)
+        self._check_wait(messages, timeout)
         deadline = time.monotonic() + timeout
         pause = POLL_FIRST
         while (
@@ -249,6 +251,20 @@ class Blackhole:
             await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, POLL_MAX)
         return _enough(await asyncio.to_thread(self._recorded, None), messages, timeout)
+
+    def _check_wait(self, messages: object, timeout: object) -> None:
+        """A wait that can end: a count ``record`` can hold, a time to give up."""
+        if not isinstance(messages, int) or isinstance(messages, bool):
+            raise TypeError(f"messages is a whole number, not {messages!r}")
+        if messages < 0:
+            raise ValueError(f"messages must be 0 or more, not {messages}")
+        if messages > self._record:
+            raise ValueError(
+                f"messages={messages} can never have arrived: record={self._record} keeps"
+                " only the last that many (Blackhole(record=N))"
+            )
+        if not _seconds(timeout):
+            raise TypeError(f"timeout is a number of seconds, 0 or more, not {timeout!r}")
 
     def add_rule(self, rule: Rule, ttl: float | None = None) -> dict[str, Any]:
         """Add a rule (RULES.md fields); in force on every worker when this returns."""
@@ -290,9 +306,8 @@ def _rule_body(rule: object) -> dict[str, Any]:
     return dict(rule)
 
 
-def _check_wanted(messages: int) -> None:
-    if messages < 0:
-        raise ValueError(f"messages must be 0 or more, not {messages}")
+def _seconds(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
 
 
 def _enough(seen: list[Message], wanted: int, timeout: float) -> list[Message]:
