@@ -140,6 +140,22 @@ def test_a_killed_hub_is_restarted_and_smtp_never_stops(
     assert call(srv, "POST", "/rules", {"name": "again", "at": "mail", "delay": 1})[0] == 201
 
 
+def test_a_stuck_hub_misses_its_heartbeats_and_is_replaced(
+    server_factory: Factory, tmp_path: Path
+) -> None:
+    # SIGSTOP: the hub's loop runs no more (no control API answer, no shared
+    # rule decided) though the process lives and its ports accept.
+    srv = start(server_factory, tmp_path, CONFIG + "heartbeat_interval = 0.2\n")
+    healthy: Callable[[], bool] = lambda: call(srv, "GET", "/healthz", token=None)[0] == 200  # noqa: E731
+    wait_until(healthy, what="healthz")
+    hub = wait_until(lambda: _hub_pid(srv), what="the hub process")
+    kill_quietly(hub, signal.SIGSTOP)
+    srv.wait_for(rf"the hub \(pid {hub}\) did not answer the heartbeat for [\d.]+s: killing it")
+    srv.wait_for(r"the hub is serving again")
+    wait_until(lambda: (p := _hub_pid(srv)) != hub and p, what="a new hub")
+    wait_until(healthy, what="healthz after the restart")
+
+
 def test_control_port_in_use_is_a_clear_start_up_error(
     server_factory: Factory, tmp_path: Path
 ) -> None:

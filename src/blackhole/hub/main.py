@@ -44,7 +44,7 @@ from blackhole.observe.tally import Tally
 from blackhole.rules.store import MemoryStore
 from blackhole.server.app import new_event_loop
 from blackhole.supervisor import capabilities
-from blackhole.supervisor.messages import Failed, Ready
+from blackhole.supervisor.messages import Failed, Ping, Pong, Ready
 from blackhole.supervisor.worker_main import Channel, set_title
 
 log = logging.getLogger("blackhole.hub")
@@ -121,6 +121,8 @@ class HubRunner:
                 self._reload(message)
             elif isinstance(message, StopHub):
                 self.stop.set()
+            elif isinstance(message, Ping):
+                self.channel.send(Pong(message.seq))  # the loop runs (supervisor.heartbeat)
 
     def _reload(self, message: HubReload) -> None:
         try:

@@ -10,6 +10,8 @@ interpreter) and watched through the same sentinel and channel:
   by the user the workers run as) with the UNIX socket the workers connect to;
 - ``start`` launches the hub with both sockets and waits until it serves,
   before the first worker starts;
+- a hub whose loop is stuck (SIGSTOP, a blocking call: no control API answer,
+  no rule decided) misses its heartbeats, as a worker would, and is killed;
 - a hub that dies is restarted (at once, then with back-off) on the same
   sockets: workers reconnect by themselves. API rules and recorded messages
   are lost; rule counts, greylist entries and spent rules are not (they live
@@ -47,9 +49,10 @@ from blackhole.hub.spec import (
 from blackhole.observe.layout import Layout
 from blackhole.rules.model import Rule
 from blackhole.supervisor.backoff import Backoff
+from blackhole.supervisor.heartbeat import Heartbeat
 from blackhole.supervisor.hubsockets import bind_control, load_token, socket_directory
 from blackhole.supervisor.leftovers import PrivateDirectory
-from blackhole.supervisor.messages import Failed, Ready
+from blackhole.supervisor.messages import Failed, Ping, Pong, Ready
 from blackhole.supervisor.process import (
     FORK,
     WorkerProcess,
@@ -97,6 +100,8 @@ class HubKeeper:
         self._failure_code: int | None = None
         self._claims = 0  # ClaimNames sent so far
         self._claimed: NamesClaimed | None = None  # the latest answer
+        self.heartbeat: Heartbeat | None = None  # while it serves
+        self.next_ping = 0.0
 
     @property
     def path(self) -> str | None:
@@ -214,12 +219,17 @@ class HubKeeper:
                 restarted = self.started_at > self._first_start
                 self.ready = True
                 self.process.send(self.fleet)
+                if self.spec is not None:
+                    self.heartbeat = Heartbeat(self.spec.config.heartbeat_interval)
+                    self.next_ping = self.clock()
                 if restarted:
                     log.info("the hub is serving again (pid %d)", message.pid)
                 else:
                     log.debug("hub serving (pid %d)", message.pid)
             elif isinstance(message, Failed):
                 self._failure, self._failure_code = message.message, message.exit_code
+            elif isinstance(message, Pong) and self.heartbeat is not None:
+                self.heartbeat.answered(message.seq)
             elif isinstance(message, NamesClaimed):
                 self._claimed = message
             elif isinstance(message, RuleSlotsBound) and self.spec is not None:
@@ -262,9 +272,11 @@ class HubKeeper:
     # --- watching ---------------------------------------------------------------------
 
     def deadlines(self) -> list[float]:
-        return [self.start_at] if self.start_at is not None else []
+        due = [self.start_at] if self.start_at is not None else []
+        return [*due, self.next_ping] if self.heartbeat is not None else due
 
     def tick(self, close_in_child: Callable[[], Iterable[int]]) -> None:
+        self._check_alive()
         if self.start_at is None or self.clock() < self.start_at:
             return
         try:
@@ -274,6 +286,24 @@ class HubKeeper:
             log.error("cannot start the hub: %s; trying again in %gs", exc, delay)
             self.start_at = self.clock() + delay
 
+    def _check_alive(self) -> None:
+        process, beat = self.process, self.heartbeat
+        if process is None or beat is None:
+            return
+        now = self.clock()
+        overdue = beat.overdue(now)
+        if overdue is not None:
+            log.warning(
+                "the hub (pid %d) did not answer the heartbeat for %.1fs: killing it",
+                process.pid,
+                overdue,
+            )
+            self.heartbeat = None
+            process.signal(signal.SIGKILL)  # exited() restarts it
+        elif now >= self.next_ping:
+            self.next_ping = now + beat.interval
+            process.send(Ping(beat.sent(now)))
+
     def exited(self, stopping: bool) -> None:
         """The hub's sentinel is readable: reap it and, unless stopping, restart it."""
         process = self.process
@@ -282,7 +312,7 @@ class HubKeeper:
         while process.control is not None:
             self.receive()
         code = process.reap()
-        self.process, self.ready = None, False
+        self.process, self.ready, self.heartbeat = None, False, None
         if stopping:
             return
         uptime = self.clock() - self.started_at
@@ -332,7 +362,7 @@ class HubKeeper:
         if self.process is not None:
             self.process.signal(signal.SIGKILL)
             self.process.reap()
-            self.process = None
+            self.process, self.heartbeat = None, None
 
     def stop(self) -> None:
         """Ask the hub to exit, wait a little, kill it if it did not; remove its files."""
