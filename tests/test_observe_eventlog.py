@@ -26,7 +26,7 @@ from blackhole.observe.eventlog import (
 )
 from blackhole.observe.layout import SESSION_ENDS
 from blackhole.observe.messageline import MessageLines, seconds_text, session_line
-from blackhole.observe.record import MAX_HEADER_VALUE, MAX_HEADERS, Recorder, with_headers
+from blackhole.observe.record import MAX_HEADER_TEXT, MAX_HEADER_VALUE, Recorder, with_headers
 
 MESSAGE_FIELDS = {
     "type", "time", "queue_id", "session", "worker", "listener", "client", "helo", "tls",
@@ -162,12 +162,18 @@ def test_record_zero_keeps_nothing_and_negative_is_refused() -> None:
 
 
 def test_headers_are_bounded() -> None:
-    many = [(f"X-{n}", "v" * 5000) for n in range(MAX_HEADERS + 5)]
+    many = [(f"X-{n}", "v" * 5000) for n in range(200)]
     record = with_headers(a_message(), many)
-    assert len(record["headers"]) == MAX_HEADERS
-    assert all(len(value) == MAX_HEADER_VALUE for _name, value in record["headers"])
+    kept = record["headers"]
+    assert [name for name, _value in kept] == [f"X-{n}" for n in range(len(kept))]  # in order
+    assert all(len(value) == MAX_HEADER_VALUE for _name, value in kept)
+    assert sum(len(name) + len(value) for name, value in kept) <= MAX_HEADER_TEXT
+    assert len(kept) == MAX_HEADER_TEXT // (3 + MAX_HEADER_VALUE)  # as many as fit
     assert record["headers_truncated"] is True
     assert with_headers(a_message(), [("A", "b")])["headers_truncated"] is False
+    one_long = with_headers(a_message(), [("A", "b" * 1000)])
+    assert one_long["headers"] == [["A", "b" * MAX_HEADER_VALUE]]
+    assert one_long["headers_truncated"] is True
 
 
 # --- the fast paths give exactly what the standard library gives -------------

@@ -4,9 +4,10 @@ A ``Recorder`` is a bounded ring (``collections.deque`` with ``maxlen``): it
 never holds more than N records, whatever the traffic. A record is the event
 log's message record (``eventlog.message_record``) plus ``headers``, a list of
 ``[name, value]`` pairs from the header section (RFC 5322 2.2), unfolded.
-Headers are bounded too (``MAX_HEADERS`` pairs, values cut at
-``MAX_HEADER_VALUE`` characters, ``headers_truncated`` says so), so that N
-bounds the memory as well as the count.
+Headers are bounded too (values cut at ``MAX_HEADER_VALUE`` characters, and
+fields kept in order while they fit in ``MAX_HEADER_TEXT`` characters in all;
+``headers_truncated`` says when something was left out), so that N bounds the
+memory as well as the count: about N times 10 KiB at most.
 
 Wiring: each worker keeps nothing; it sends every record (plain JSON values)
 over its channel to the process serving the control API, whose one
@@ -20,18 +21,29 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-# RFC 5322 2.1.1: a line is at most 998 characters; far more headers than any
-# real message carries.
+# RFC 5322 2.1.1: a line is at most 998 characters. A real message's header
+# section is a few KiB; 8 KiB keeps it whole, where 200 fields of 998 made
+# 200 KiB records (20 GB for record = 100000).
 MAX_HEADER_VALUE = 998
-MAX_HEADERS = 200
+MAX_HEADER_TEXT = 8192
 
 JSON = dict[str, Any]
 
 
 def with_headers(record: JSON, headers: Sequence[tuple[str, str]]) -> JSON:
     """The message record plus its (bounded) headers; the body is never an argument."""
-    kept = [[name, value[:MAX_HEADER_VALUE]] for name, value in headers[:MAX_HEADERS]]
-    truncated = len(headers) > MAX_HEADERS or any(len(v) > MAX_HEADER_VALUE for _, v in headers)
+    kept: list[list[str]] = []
+    left = MAX_HEADER_TEXT
+    truncated = False
+    for name, value in headers:
+        cut = value[:MAX_HEADER_VALUE]
+        size = len(name) + len(cut)
+        if size > left:
+            truncated = True
+            break
+        truncated = truncated or len(cut) < len(value)
+        kept.append([name, cut])
+        left -= size
     return {**record, "headers": kept, "headers_truncated": truncated}
 
 
