@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import socket
 import ssl
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from blackhole.config.classic import parse_config
 from blackhole.server.tls import generate_self_signed
 from blackhole.testing import Blackhole, ConfigError, ControlError, StartError, configtext
 from blackhole.testing.process import ServerProcess
+from tests.proctools import wait_until
+from tests.smtpclient import Client
 
 FULL = {"name": "full", "at": "rcpt", "recipient": "*@full.example", "reply": "452 4.2.2 Full"}
 
@@ -103,6 +106,27 @@ def test_a_rule_at_a_stage_no_rule_watched_reaches_open_connections(bh: Blackhol
         client.ehlo("c.example")
         bh.add_rule({"name": "tls-mail", "at": "mail", "reply": "451 4.3.0 later"})
         assert client.mail("a@example.com")[0] == 451
+
+
+def test_a_rule_removed_mid_message_keeps_the_content_rules_still_due(bh: Blackhole) -> None:
+    # "early" matches at 100 bytes (its hits show the server is past them) but
+    # acts only after 1000 matches; "late" drops the message at 500 bytes.
+    bh.add_rule({"name": "late", "at": "content", "after_bytes": 500, "drop": True})
+    bh.add_rule({"name": "early", "at": "content", "after_bytes": 100, "after": 1000,
+                 "reply": "451 4.3.0 never"})  # fmt: skip
+    with socket.create_connection(("127.0.0.1", bh.port), timeout=10) as sock:
+        client = Client(sock)
+        client.reply()
+        client.expect("EHLO c.example", 250)
+        client.mail_rcpt()
+        client.expect("DATA", 354)
+        client.send("Subject: x\r\n\r\n" + "a" * 200 + "\r\n")
+        hits = lambda: {r["name"]: r["hits"] for r in bh.rules()}["early"]  # noqa: E731
+        wait_until(lambda: hits() == 1, what="the server past 100 bytes of content")
+        bh.remove_rule("early")
+        client.send("b" * 400 + "\r\n.\r\n")
+        assert client.closed(timeout=10)  # "late" still dropped it at 500 bytes
+        assert client.buf == b""
 
 
 def test_control_errors_carry_the_api_message(bh: Blackhole) -> None:

@@ -9,6 +9,7 @@ watched: the hot path only ever tests ``watch``.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable
 from typing import Any, Final
@@ -194,6 +195,12 @@ class Staging(Intake):
                 self._pause(self._content_event(at, headers, ended), M.COMMAND, done, done)
                 return
         self._emit_message(size, headers)
+
+    def follow_thresholds(self, thresholds: tuple[int, ...]) -> None:
+        """The content rules changed, maybe mid-message: the thresholds still
+        to report are those past the last one reported."""
+        self.content_thresholds = thresholds
+        self._content_next = bisect.bisect_right(thresholds, self._content_at)
 
     def _next_threshold(self, size: int) -> int | None:
         thresholds = self.content_thresholds

@@ -84,7 +84,7 @@ class Steering(Carrying):
         """The rules changed while the session runs: the core watches what
         they watch from now on (screen() rebars the client by generation)."""
         core.watch = self.rules.stages
-        core.content_thresholds = self.rules.content_thresholds
+        core.follow_thresholds(self.rules.content_thresholds)
 
     @property
     def where(self) -> Where:
