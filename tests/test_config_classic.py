@@ -683,3 +683,13 @@ def test_printed_option_list_is_a_valid_config_file(tmp_path: Path) -> None:
     for name in OPTION_NAMES:
         assert f"\n# {name}" in text
     assert load(tmp_path, text) == load(tmp_path, "")
+
+
+def test_refused_files_leave_no_descriptor_open(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    before = len(os.listdir("/proc/self/fd"))
+    for path in (tmp_path, fifo, Path("/dev/zero")) * 20:
+        with pytest.raises(ConfigError):
+            load_config(path)
+    assert len(os.listdir("/proc/self/fd")) == before

@@ -20,12 +20,16 @@ MAX_TEXT_FILE = 1 << 20
 def read_regular(path: str | Path, size: int) -> bytes:
     """Up to ``size`` bytes of a regular file; anything else raises ``OSError``."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as handle:
+    try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
             raise OSError(errno.EISDIR, os.strerror(errno.EISDIR))
         if not stat.S_ISREG(mode):
             raise OSError(errno.EINVAL, "not a regular file")
+    except BaseException:
+        os.close(fd)  # os.fdopen() has not taken it yet
+        raise
+    with os.fdopen(fd, "rb") as handle:
         return handle.read(size)
 
 
