@@ -688,8 +688,9 @@ def test_printed_option_list_is_a_valid_config_file(tmp_path: Path) -> None:
 def test_refused_files_leave_no_descriptor_open(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    before = len(os.listdir("/proc/self/fd"))
+    descriptors = Path("/proc/self/fd")
+    before = len(list(descriptors.iterdir()))
     for path in (tmp_path, fifo, Path("/dev/zero")) * 20:
         with pytest.raises(ConfigError):
             load_config(path)
-    assert len(os.listdir("/proc/self/fd")) == before
+    assert len(list(descriptors.iterdir())) == before
