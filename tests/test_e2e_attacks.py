@@ -26,8 +26,10 @@ from tests.e2e import (
     shared_server,
     start,
 )
+from tests.proctools import wait_until
 from tests.serverproc import ServerProcess
 from tests.smtpclient import Client
+from tests.test_e2e_counting import event_lines
 
 # One server takes every attack in turn, as a real one would; tests that
 # need their own configuration start their own.
@@ -303,6 +305,11 @@ def test_slow_reader_gets_every_reply_in_order(server: ServerProcess) -> None:
         client.expect("QUIT", 221)
 
 
+def session_ends(events: Path) -> list[object]:
+    lines = event_lines(events) if events.exists() else []
+    return [line["end"] for line in lines if line["type"] == "session"]
+
+
 def test_smtps_silent_and_stalled_handshakes_time_out(
     server_factory: Factory, tmp_path: Path, cert_pair: tuple[Path, Path]
 ) -> None:
@@ -310,7 +317,8 @@ def test_smtps_silent_and_stalled_handshakes_time_out(
     server = start(
         server_factory,
         tmp_path,
-        f"tls_listen = 127.0.0.1:0\ntls_cert = {cert}\ntls_key = {key}\ntimeout = 1\n",
+        f"tls_listen = 127.0.0.1:0\ntls_cert = {cert}\ntls_key = {key}\ntimeout = 1\n"
+        f"event_log = {tmp_path / 'events.jsonl'}\n",
     )
     port = server.port("smtps")
     # A client that connects and says nothing, one that stops half-way
@@ -331,6 +339,13 @@ def test_smtps_silent_and_stalled_handshakes_time_out(
         with sock:
             assert sock.recv(100) == b""  # closed, without a word in plaintext
     assert_clean_log(server)
+
+    # The idle timeout ended all three, handshake or not (the event log's end).
+    def three() -> list[object] | None:
+        ends = session_ends(tmp_path / "events.jsonl")
+        return ends if len(ends) == 3 else None
+
+    assert wait_until(three, what="three session lines") == ["timeout"] * 3
 
 
 def test_reset_right_after_starttls_costs_nothing(

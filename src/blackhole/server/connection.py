@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Final
 
 from blackhole.protocol.core import SMTPConnection
 from blackhole.protocol.events import Close, Cut, MessageReceived, StageReached, StartTLS
-from blackhole.server import verdicts
+from blackhole.server import upgrade, verdicts
 from blackhole.server.flow import SLICE
 from blackhole.server.observing import SessionObservation
 from blackhole.server.proxied import HeaderWait
@@ -199,7 +199,7 @@ class SMTPProtocol(Securing):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._header is not None:
             self._header.closed()
-        elif self.core is None and isinstance(exc, ConnectionAbortedError):
+        elif self.core is None and upgrade.timed_out(exc):
             # The TLS handshake's time limit: the SSL layer (uvloop's and
             # asyncio's) aborts the connection and says so here, before
             # start_tls() raises.
@@ -362,6 +362,7 @@ class SMTPProtocol(Securing):
             self._header.expired()
         elif core is None:
             # In a TLS handshake: no plaintext 421 can be sent.
+            self._ended_by("timeout")
             self.tls_failed(f"timed out after {self.ctx.timeout:g} s (idle timeout)")
         else:
             self.server.stats.timeouts += 1

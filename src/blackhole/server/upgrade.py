@@ -36,12 +36,17 @@ class Upgradable(Protocol):
     def tls_failed(self, reason: str) -> None: ...
 
 
-def failure_reason(exc: BaseException | None, limit: float) -> str:
-    """Why a handshake failed, in words a log reader can act on."""
-    if isinstance(exc, TimeoutError) or (
+def timed_out(exc: BaseException | None) -> bool:
+    """Whether ``exc`` says the handshake ran out of its time."""
+    return isinstance(exc, TimeoutError) or (
         # asyncio and uvloop report their ssl_handshake_timeout this way.
         isinstance(exc, ConnectionAbortedError) and "longer than" in str(exc)
-    ):
+    )
+
+
+def failure_reason(exc: BaseException | None, limit: float) -> str:
+    """Why a handshake failed, in words a log reader can act on."""
+    if timed_out(exc):
         return f"timed out after {limit:g} s"
     if isinstance(exc, ssl.SSLError):
         # Set by OpenSSL's errors; absent from an SSLError made in Python.
