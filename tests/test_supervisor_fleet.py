@@ -243,6 +243,18 @@ def test_a_worker_missing_three_heartbeats_is_killed() -> None:
     assert fleet.restarts == {"heartbeat": 1}
 
 
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [(-signal.SIGKILL, "killed"), (-signal.SIGTERM, "killed"), (-signal.SIGSEGV, "crashed"),
+     (-signal.SIGABRT, "crashed"), (0, "exited"), (70, "exited")],
+)  # fmt: skip
+def test_a_worker_lost_is_counted_by_how_it_ended(code: int, reason: str) -> None:
+    fleet, launcher, _clock = make_fleet(workers=1)
+    make_ready(fleet)
+    die(fleet, launcher.started[0], code)
+    assert fleet.restarts == {reason: 1}
+
+
 def test_a_worker_that_never_gets_ready_is_killed_after_the_start_timeout() -> None:
     fleet, launcher, clock = make_fleet(workers=1)
     clock.now += 10.0

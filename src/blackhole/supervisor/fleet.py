@@ -345,8 +345,7 @@ class Fleet:
             return
         if not self.phase.announced:
             raise _startup_error(slot, reason)
-        # OBSERVE.md blackhole_worker_restarts_total: a few fixed reasons.
-        cause = slot.kill_cause or ("killed" if code < 0 else "exited")
+        cause = slot.kill_cause or _exit_cause(code)
         self.restarts[cause] = self.restarts.get(cause, 0) + 1
         delay = slot.backoff.delay(uptime)
         slot.start_at = now + delay
@@ -363,6 +362,20 @@ class Fleet:
             what,
         )
         self.on_change()
+
+
+# The signals of a fault in the process itself (a bug in C code, an abort);
+# any other signal came from outside: kill -9, the OOM killer, a SIGTERM.
+_FAULTS = frozenset(
+    (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT, signal.SIGSYS)
+)
+
+
+def _exit_cause(code: int) -> str:
+    """OBSERVE.md blackhole_worker_restarts_total's reason for an exit we did not ask for."""
+    if code >= 0:
+        return "exited"
+    return "crashed" if -code in _FAULTS else "killed"
 
 
 def _startup_error(slot: Slot, reason: str) -> BlackholeError:
