@@ -85,3 +85,21 @@ def test_a_token_file_start_up_would_refuse_refuses_the_reload(
     server.wait_for(r"still serving with the previous configuration")
     assert status(port, TOKEN) == 200
     assert status(port, "two") == 401
+
+
+def test_a_refused_reload_keeps_the_previous_token(server_factory: Factory, tmp_path: Path) -> None:
+    secret, rules = tmp_path / "token", tmp_path / "rules.toml"
+    secret.write_text(TOKEN + "\n")
+    rules.write_text('[[rule]]\nname = "r"\nat = "rcpt"\nreply = "450 4.2.0 no"\n')
+    config = tmp_path / "blackhole.conf"
+    text = (
+        f"listen = 127.0.0.1:0\ncontrol_listen = 127.0.0.1:0\ncontrol_token_file = {secret}\n"
+        f"rules = {rules}\n"
+    )
+    server, port = start(server_factory, config, text)
+    secret.write_text("rotated-token\n")  # a good new token...
+    rules.write_text("[[rule]]\nname = broken\n")  # ...in a reload refused for another reason
+    server.proc.send_signal(signal.SIGHUP)
+    server.wait_for(r"still serving with the previous configuration")
+    assert status(port, TOKEN) == 200
+    assert status(port, "rotated-token") == 401

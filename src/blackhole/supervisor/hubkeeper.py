@@ -331,12 +331,12 @@ class HubKeeper:
         if self.process is not None and self.ready:
             self.process.send(self.fleet)
 
-    def reload(self, config: Config, layout: Layout | None = None) -> None:
-        """SIGHUP: re-read the token; a file that cannot be read keeps the old one.
-        ``layout``: the counters' layout, with the listeners the reload added."""
+    def reload(self, config: Config, layout: Layout | None = None, new_token: bool = True) -> None:
+        """SIGHUP: the token re-read if ``new_token`` (kept if its file went bad since the
+        reload checked it); ``layout``: the counters', with the listeners the reload added."""
         before = self.spec.token if self.spec is not None else None
         try:
-            token = load_token(config)
+            token = load_token(config) if new_token else before
         except ConfigError as exc:
             log.error("reload: %s; the control API keeps the previous token", exc)
             token = before

@@ -49,7 +49,9 @@ class Reloader:
         self.claim = claim
         self.pending: int | None = None  # generation not yet acknowledged by all
 
-    def reload(self) -> None:
+    def reload(self) -> bool:
+        """SIGHUP: True if the new configuration is being applied, False if
+        there is none to read or it was refused (the old one stays whole)."""
         fleet = self.fleet
         assert fleet.settings is not None
         old = fleet.settings
@@ -57,20 +59,20 @@ class Reloader:
         if source is None:
             log.info("SIGHUP: no config file to re-read (started without -c); logs reopened")
             self._reopen_logs(old.config)
-            return
+            return False
         log.info("SIGHUP: reloading %s", source)
         try:
             prepared = prepare(old, fleet.bound, self.tls_store)
         except BlackholeError as exc:
             self._refuse(exc.problems if isinstance(exc, ConfigError) else [str(exc)], old.config)
-            return
+            return False
         # Last, once nothing else can fail: with no clash the hub holds the new
         # names from now on, so no API rule can take one before the workers have them.
         problems = self._clashes(prepared.settings.config)
         if problems:
             prepared.rebound.abandon()
             self._refuse(problems, old.config)
-            return
+            return False
         fleet.settings = prepared.settings
         config = prepared.settings.config
         rebound = prepared.rebound
@@ -90,6 +92,7 @@ class Reloader:
         for slot in fleet.slots:
             slot.heartbeat.interval = config.heartbeat_interval
         self.check()
+        return True
 
     def _clashes(self, config: Config) -> list[str]:
         """A problem for each new file rule named like an API rule, and one if the

@@ -303,8 +303,10 @@ class Supervisor:
                 reap_orphans(self._children())
             elif signum == signal.SIGHUP:
                 if not self.phase.stopping and self.reloader is not None:
-                    self.reloader.reload()
+                    applied = self.reloader.reload()
                     layout = None if self.counting is None else self.counting.tally.layout
-                    self.hub.reload(self.fleet.config, layout)
+                    # Refused, the old config stays whole, its token too; the
+                    # hub reopens its log all the same (logrotate).
+                    self.hub.reload(self.fleet.config, layout, new_token=applied)
             else:
                 self.drain.on_signal(signal.Signals(signum).name)
