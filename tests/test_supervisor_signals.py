@@ -6,6 +6,7 @@ a signal can arrive between two parts of one message.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -130,6 +131,37 @@ def test_a_transaction_still_open_when_the_grace_period_ends_is_told_421(
     code, text = busy.getreply()  # not a bare EOF: RFC 5321 3.8 allows 421 at any time
     assert (code, text[:5].decode()) == SHUTDOWN
     assert server.proc.wait(15) == 0
+    busy.close()
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """utime + stime of ``pid`` (proc(5)), None once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_the_supervisor_waits_out_the_grace_period_without_spinning(
+    server_factory: Factory, write_config: WriteConfig
+) -> None:
+    # With a heartbeat due in the past, its poll returned at once for the
+    # whole grace period: a CPU at 100 % doing nothing.
+    server = server_factory(write_config(BASE + "workers = 1\ngrace_period = 2\n"))
+    busy = open_transaction(server.port())
+    server.proc.send_signal(signal.SIGTERM)
+    server.wait_for(r"SIGTERM: stopping")
+    start = _cpu_seconds(server.pid)
+    assert start is not None
+    last = start
+    while (now := _cpu_seconds(server.pid)) is not None and server.proc.poll() is None:
+        last = now
+        busy.sock.settimeout(0.1)  # a pace for reading /proc, not a wait for readiness
+        with contextlib.suppress(OSError):
+            busy.sock.recv(100)
+    assert server.proc.wait(15) == 0
+    assert last - start < 0.5  # of a 2 s wait: no busy loop
     busy.close()
 
 

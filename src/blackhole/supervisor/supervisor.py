@@ -241,10 +241,12 @@ class Supervisor:
             self.drain.on_signal("the process that started the server has gone")
 
     def _next_deadline(self) -> float:
-        times = [self.clock() + 1.0, *self.fleet.deadlines(), *self.hub.deadlines()]
         if self.phase.stopping:
-            times.append(self.drain.deadline)
-        elif self.console is not None and (stats := self.console.deadline()) is not None:
+            # Only the drain ticks now: the fleet's and the hub's deadlines,
+            # left in the past (a ping due), made every poll return at once.
+            return min(self.clock() + 1.0, self.drain.deadline)
+        times = [self.clock() + 1.0, *self.fleet.deadlines(), *self.hub.deadlines()]
+        if self.console is not None and (stats := self.console.deadline()) is not None:
             times.append(stats)
         return min(times)
 
