@@ -26,6 +26,7 @@ from tests.proctools import wait_until
 
 TOKEN = "s3cret-token"
 LAYOUT = Layout(("127.0.0.1:2525",))
+LOOP_THREAD = "control-api-loop"
 RULE_FIELDS = {"name", "at", "reply", "recipient", "delay", "drop"}
 
 
@@ -112,7 +113,7 @@ class Running:
 def serve(token: str | None) -> Iterator[Running]:
     """The app on an ephemeral port, on an event loop in a thread of its own."""
     loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread = threading.Thread(target=loop.run_forever, daemon=True, name=LOOP_THREAD)
     thread.start()
     backend = FakeBackend()
     future = asyncio.run_coroutine_threadsafe(start(backend, "127.0.0.1", 0, token), loop)
@@ -199,6 +200,22 @@ def test_rules_lifecycle(api: Running) -> None:
     api.json("POST", "/rules", {"name": "b"})
     assert api.json("DELETE", "/rules") == (204, None)
     assert api.json("GET", "/rules") == (200, [])
+
+
+def test_messages_are_encoded_off_the_event_loop(api: Running) -> None:
+    # record = 100000 of them take seconds to encode: the loop must go on
+    # answering (the hub's heartbeat, the rules' decisions) meanwhile.
+    encoders: list[str] = []
+
+    class Seen(dict[str, Any]):
+        def items(self) -> Any:  # json's encoder asks a dict subclass for its items
+            encoders.append(threading.current_thread().name)
+            return super().items()
+
+    api.backend.recorder.add(Seen(queue_id="Q1", headers=[]))
+    status, messages = api.json("GET", "/messages")
+    assert status == 200 and [m["queue_id"] for m in messages] == ["Q1"]
+    assert encoders and LOOP_THREAD not in encoders
 
 
 def test_reset_and_messages(api: Running) -> None:

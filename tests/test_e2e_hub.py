@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from blackhole.errors import EX_UNAVAILABLE
 from tests.e2e import Factory, config_file, shared_server, start
 from tests.proctools import MailPump, children, cmdline, kill_quietly, wait_until
@@ -140,12 +142,19 @@ def test_a_killed_hub_is_restarted_and_smtp_never_stops(
     assert call(srv, "POST", "/rules", {"name": "again", "at": "mail", "delay": 1})[0] == 201
 
 
+@pytest.mark.parametrize("how", ["at start", "by a reload"])
 def test_a_stuck_hub_misses_its_heartbeats_and_is_replaced(
-    server_factory: Factory, tmp_path: Path
+    server_factory: Factory, tmp_path: Path, how: str
 ) -> None:
     # SIGSTOP: the hub's loop runs no more (no control API answer, no shared
     # rule decided) though the process lives and its ports accept.
-    srv = start(server_factory, tmp_path, CONFIG + "heartbeat_interval = 0.2\n")
+    fast = "mailname = mx.test\n" + CONFIG + "heartbeat_interval = 0.2\n"
+    path = config_file(tmp_path, fast if how == "at start" else "mailname = mx.test\n" + CONFIG)
+    srv = server_factory(path)
+    if how == "by a reload":  # from 5 s (15 s to a kill) to 0.2 s
+        path.write_text(fast)
+        srv.proc.send_signal(signal.SIGHUP)
+        srv.wait_for(r"configuration reloaded")
     healthy: Callable[[], bool] = lambda: call(srv, "GET", "/healthz", token=None)[0] == 200  # noqa: E731
     wait_until(healthy, what="healthz")
     hub = wait_until(lambda: _hub_pid(srv), what="the hub process")

@@ -1,25 +1,23 @@
 """The supervisor's side of the hub (``blackhole.hub``): bind, start, restart, stop.
 
-The supervisor runs no event loop, so the hub is a child process, started the
-way workers are (spawned, or forked when the user cannot run a fresh
-interpreter) and watched through the same sentinel and channel:
+The supervisor runs no event loop, so the hub is a child process, started the way workers are
+(spawned, or forked when the user cannot run a fresh interpreter) and watched through the same
+sentinel and channel:
 
-- before privileges are dropped, ``bind_control`` binds ``control_listen``
-  (a privileged port works; a bind error stops start-up with its exit code);
-- after the drop, ``bind_store`` makes a private directory (mode 0700, owned
-  by the user the workers run as) with the UNIX socket the workers connect to;
-- ``start`` launches the hub with both sockets and waits until it serves,
-  before the first worker starts;
-- a hub whose loop is stuck (SIGSTOP, a blocking call: no control API answer,
-  no rule decided) misses its heartbeats, as a worker would, and is killed;
-- a hub that dies is restarted (at once, then with back-off) on the same
-  sockets: workers reconnect by themselves. API rules and recorded messages
-  are lost; rule counts, greylist entries and spent rules are not (they live
-  in the supervisor's shared region, ``hub.sharedstore``, or in Redis), and
-  the new hub binds the file rules to the counter slots the old one reported
-  (``RuleSlotsBound``), so their hits and actions carry on;
-- ``stop`` ends it once the workers are gone (they ask it for decisions
-  while they drain).
+- before privileges are dropped, ``bind_control`` binds ``control_listen`` (a privileged port
+  works; a bind error stops start-up with its exit code);
+- after the drop, ``bind_store`` makes a private directory (mode 0700, owned by the user the
+  workers run as) with the UNIX socket the workers connect to;
+- ``start`` launches the hub with both sockets and waits until it serves, before the first
+  worker starts;
+- a hub whose loop is stuck (SIGSTOP, a blocking call: no control API answer, no rule
+  decided) misses its heartbeats, as a worker would, and is killed;
+- a hub that dies is restarted (at once, then with back-off) on the same sockets: workers
+  reconnect by themselves. API rules and recorded messages are lost; rule counts, greylist
+  entries and spent rules are not (they live in the supervisor's shared region,
+  ``hub.sharedstore``, or in Redis), and the new hub binds the file rules to the counter
+  slots the old one reported (``RuleSlotsBound``), so their hits and actions carry on;
+- ``stop`` ends it once the workers are gone (they ask it for decisions while they drain).
 """
 
 from __future__ import annotations
@@ -349,6 +347,8 @@ class HubKeeper:
             )
             token = before
         rules = file_rules_of(config)
+        if self.heartbeat is not None:
+            self.heartbeat.interval = config.heartbeat_interval
         if self.spec is not None:
             self.spec = replace(self.spec, config=config, token=token, file_rules=rules)
             if layout is not None:
