@@ -26,7 +26,13 @@ from blackhole.observe.eventlog import (
 )
 from blackhole.observe.layout import SESSION_ENDS
 from blackhole.observe.messageline import MessageLines, seconds_text, session_line
-from blackhole.observe.record import MAX_HEADER_TEXT, MAX_HEADER_VALUE, Recorder, with_headers
+from blackhole.observe.record import (
+    FIELD_COST,
+    MAX_HEADER_TEXT,
+    MAX_HEADER_VALUE,
+    Recorder,
+    with_headers,
+)
 
 MESSAGE_FIELDS = {
     "type", "time", "queue_id", "session", "worker", "listener", "client", "helo", "tls",
@@ -167,13 +173,16 @@ def test_headers_are_bounded() -> None:
     kept = record["headers"]
     assert [name for name, _value in kept] == [f"X-{n}" for n in range(len(kept))]  # in order
     assert all(len(value) == MAX_HEADER_VALUE for _name, value in kept)
-    assert sum(len(name) + len(value) for name, value in kept) <= MAX_HEADER_TEXT
-    assert len(kept) == MAX_HEADER_TEXT // (3 + MAX_HEADER_VALUE)  # as many as fit
+    cost = sum(len(name) + len(value) + FIELD_COST for name, value in kept)
+    assert cost <= MAX_HEADER_TEXT
+    assert len(kept) == MAX_HEADER_TEXT // (3 + MAX_HEADER_VALUE + FIELD_COST)  # as many as fit
     assert record["headers_truncated"] is True
     assert with_headers(a_message(), [("A", "b")])["headers_truncated"] is False
     one_long = with_headers(a_message(), [("A", "b" * 1000)])
     assert one_long["headers"] == [["A", "b" * MAX_HEADER_VALUE]]
     assert one_long["headers_truncated"] is True
+    empty = with_headers(a_message(), [("a", "")] * 8000)  # 8,000 "a:" lines
+    assert len(empty["headers"]) == MAX_HEADER_TEXT // (1 + FIELD_COST)
 
 
 # --- the fast paths give exactly what the standard library gives -------------
