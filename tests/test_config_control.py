@@ -70,5 +70,13 @@ def test_control_listen_on_a_smtp_listeners_port_is_a_clash(tmp_path: Path) -> N
         "blackhole.conf:3: control_listen [::1]:2424 is already in lmtp_listen on line 2;"
         " the control API needs a port of its own"
     )
+    # A wildcard takes every address of its family (each family binds apart).
+    assert "control_listen 127.0.0.1:25 is already in listen on line 1" in _problems(
+        tmp_path, "listen = :25\ncontrol_listen = 127.0.0.1:25\n"
+    )
+    assert "is already in listen" in _problems(
+        tmp_path, "listen = 127.0.0.1:25\ncontrol_listen = 0.0.0.0:25\ncontrol_token = t\n"
+    )
+    assert _load(tmp_path, "listen = [::]:25\ncontrol_listen = 127.0.0.1:25\n").control_listen
     # Port 0 is any free port: never a clash.
     assert _load(tmp_path, "listen = 127.0.0.1:0\ncontrol_listen = 127.0.0.1:0\n").control_listen

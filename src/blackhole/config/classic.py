@@ -184,6 +184,9 @@ def _check_control(
         )
 
 
+_WILDCARDS = frozenset(("0.0.0.0", "::"))
+
+
 def _check_listener_clashes(
     settings: dict[str, Setting], parsed: dict[str, Any], problems: Problems
 ) -> None:
@@ -211,13 +214,26 @@ def _check_listener_clashes(
                     " an address and port can have only one listener",
                 )
     control = parsed.get("control_listen")
-    if isinstance(control, tuple) and control[1] != 0 and (control[0], control[1]) in seen:
-        taken = seen[control[0], control[1]]
+    if isinstance(control, tuple) and (taken := _bound_with(control, seen)) is not None:
+        host, port = control
         problems.add(
             settings["control_listen"].line,
-            f"control_listen {host_port(*control)} is already in {taken} on line"
+            f"control_listen {host_port(host, port)} is already in {taken} on line"
             f" {settings[taken].line}; the control API needs a port of its own",
         )
+
+
+def _bound_with(address: tuple[str, int], seen: dict[tuple[str, int | str], str]) -> str | None:
+    """The listen key of a listener on ``address``'s port that takes ``address``
+    too: the same host, or a wildcard of its family on either side (each
+    family binds apart: IPV6_V6ONLY)."""
+    host, port = address
+    for (other, other_port), key in seen.items():
+        if port == 0 or other_port != port or (":" in host) != (":" in other):
+            continue
+        if other == host or other in _WILDCARDS or host in _WILDCARDS:
+            return key
+    return None
 
 
 def load_config(path: str | os.PathLike[str], base: str | os.PathLike[str] | None = None) -> Config:
