@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from aiohttp.http_exceptions import BadHttpMessage
 
+from blackhole.control.app import HTTP_LOG
 from blackhole.control.backend import RuleConflictError, RuleError, UnknownRuleError
 from blackhole.control.serve import ControlServer, start
 from blackhole.observe.counters import Counters
@@ -387,3 +389,18 @@ def test_a_client_gone_mid_body_is_no_error(api: Running, caplog: pytest.LogCapt
     )
     assert not [r for r in caplog.records if r.levelno > logging.DEBUG]
     assert api.request("GET", "/healthz", token=None)[0] == 200
+
+
+def test_only_what_clients_cause_is_turned_to_debug(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    for exc in (BadHttpMessage("bad"), ConnectionResetError(), RuntimeError("a bug")):
+        try:
+            raise exc
+        except Exception:
+            HTTP_LOG.exception("Error handling request")
+    levels = [(type(r.exc_info[1]).__name__, r.levelname) for r in caplog.records if r.exc_info]
+    assert levels == [
+        ("BadHttpMessage", "DEBUG"),
+        ("ConnectionResetError", "DEBUG"),
+        ("RuntimeError", "ERROR"),  # aiohttp's own trouble stays an error
+    ]

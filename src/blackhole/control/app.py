@@ -17,9 +17,9 @@ and nothing a client sends reaches a traceback:
   traceback and answered 500 ``internal error``.
 
 What aiohttp refuses before any handler runs (a request that is not HTTP,
-an overlong line or header) gets aiohttp's own plain-text 400; its log lines
-are the ``HTTP_LOG`` logger's, at debug level only (``control.serve``):
-anyone who reaches the port could otherwise fill the log with tracebacks.
+an overlong line or header) gets aiohttp's own plain-text 400; aiohttp logs it
+to ``HTTP_LOG`` (``control.serve``), where it is turned to debug level: anyone
+who reaches the port could otherwise fill the log with tracebacks.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from blackhole.control import bodies
 from blackhole.control.backend import Backend, RuleConflictError, RuleError, UnknownRuleError
@@ -43,10 +44,14 @@ log = logging.getLogger(__name__)
 
 
 class _AsDebug(logging.Filter):
-    """aiohttp reports a request it could not read as an error, with a
-    traceback: the client's mistake, worth a debug line at most."""
+    """aiohttp reports a request it could not read (or a client gone) as an
+    error, with a traceback: the client's doing, worth a debug line at most.
+    Anything else it reports keeps its level."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError | ConnectionError):
+            return True
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         return log.isEnabledFor(logging.DEBUG)
 
