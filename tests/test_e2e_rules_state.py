@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import smtplib
 import subprocess
 import sys
 import time
@@ -10,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from blackhole.testing import Blackhole
 from tests.e2e import Factory, start
 from tests.rulesrv import rules_server
 from tests.smtpclient import Client
+from tests.test_adversarial_observe import samples
 
 
 def rcpt_codes(port: int, recipients: list[str], sender: str = "a@example.com") -> list[int]:
@@ -265,3 +268,23 @@ def test_first_is_counted_across_workers_through_the_hub(
         for client in clients:
             client.close()
     assert sorted(codes) == [250] * 9 + [451] * 3, codes
+
+
+RULE_D = frozenset({("rule", "d")})
+
+
+def test_a_delay_range_draws_the_same_delays_whatever_the_workers() -> None:
+    # RULES.md: a decision depends on the seed, the rule, the key and the
+    # match count of that key, "never on which worker took the connection".
+    # The delays drawn show in their metric: the same sum, or not.
+    rule = {"name": "d", "at": "noop", "delay": "0-0.1"}
+    drawn = []
+    for workers in (1, 3):
+        with Blackhole(workers=workers, seed=7, tls=False, rules=[rule]) as bh:
+            for _ in range(6):
+                with smtplib.SMTP(bh.host, bh.port, timeout=10) as client:
+                    client.ehlo("c.example")
+                    assert client.noop()[0] == 250
+            drawn.append(samples(bh)["blackhole_injected_delay_seconds_total", RULE_D])
+    assert drawn[0] > 0
+    assert drawn[1] == pytest.approx(drawn[0], abs=1e-9)

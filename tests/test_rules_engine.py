@@ -89,7 +89,7 @@ def test_rules_without_state_never_touch_the_store() -> None:
 [[rule]]
 name = "plain"
 at = "mail"
-delay = "1-3"
+delay = 2
 reply = "451 4.3.0 later"
 
 [[rule]]
@@ -101,9 +101,22 @@ close = true
         store=NoStore(),
     )
     verdict = run(rules, Stage.MAIL)
-    assert verdict is not None and 1.0 <= verdict.delay <= 3.0
+    assert verdict is not None and verdict.delay == 2.0
     assert run(rules, Stage.RCPT, now=5.0) is None
     assert run(rules, Stage.RCPT, now=15.0) == Verdict("windowed", reply=CLOSING, close=True)
+
+
+def test_a_delay_range_is_drawn_from_the_count_all_workers_share() -> None:
+    # RULES.md: never from which worker took the connection. Two workers'
+    # rule sets on one store draw, in turns, what one worker draws alone.
+    text = '[[rule]]\nname = "d"\nat = "mail"\ndelay = "1-3"\n'
+    alone = ruleset(text)
+    shared = MemoryStore()
+    one, two = ruleset(text, store=shared), ruleset(text, store=shared)
+    drawn = [run(alone, Stage.MAIL) for _ in range(4)]
+    turns = [run(worker, Stage.MAIL) for worker in (one, two, two, one)]
+    assert [v.delay for v in turns if v] == [v.delay for v in drawn if v]
+    assert len({v.delay for v in drawn if v}) == 4  # a range, drawn anew each time
 
 
 def test_greylist_default_reply_and_pass_after_period() -> None:

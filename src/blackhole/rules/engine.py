@@ -7,7 +7,7 @@ or not it acts, so every rule up to and including the acting one counts.
 
 The rules are indexed by stage: a stage no rule watches costs a dictionary
 lookup, and ``stages`` tells the core which stages to report at all. Only
-rules with a stateful selection (``Selection.stateful``) ask the store.
+rules with a stateful selection or a delay range (``Rule.stateful``) ask the store.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ class RuleSet:
                 (
                     rule,
                     rule.matchers != _NO_MATCHERS or stage is Stage.CONTENT,
-                    rule.selection.stateful,
+                    rule.stateful,
                 )
                 for rule in rules
             )
@@ -150,7 +150,7 @@ class RuleSet:
         self.waiting_stages = (
             frozenset()
             if self.store.synchronous
-            else frozenset(r.stage for r in self.rules if r.selection.stateful)
+            else frozenset(r.stage for r in self.rules if r.stateful)
         )
         # Collecting a message's header fields costs every message: only
         # sessions that begin while a rule can read them do it.
@@ -347,8 +347,7 @@ class RuleSet:
         return ask
 
     def _stateless(self, rule: Rule, facts: Facts, now: float, debug: bool) -> Verdict | None:
-        # No shared count: the delay range is drawn from this process's
-        # count of the rule's matches.
+        # No count is needed: no selection to count for, no delay range to draw.
         act = in_window(rule.selection, self._elapsed(rule, now))
         return self._selected(rule, facts, "", act, self.hits[rule.name], debug=debug)
 

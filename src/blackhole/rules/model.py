@@ -108,3 +108,11 @@ class Rule:
     # GET /rules; an API rule's ``ttl`` is not one of them.
     # (Lists among them: out of eq and hash, which the fingerprint stands for.)
     fields: tuple[tuple[str, Any], ...] = field(default=(), compare=False)
+
+    @property
+    def stateful(self) -> bool:
+        """Whether deciding counts in the store shared by every worker: for its
+        selection, or for a delay range, drawn from the shared match count
+        (RULES.md: never from which worker took the connection)."""
+        delay = self.actions.delay
+        return self.selection.stateful or (delay is not None and delay[0] != delay[1])
