@@ -304,3 +304,22 @@ def test_starttls_hang_is_a_handshake_timeout(
     smtp.ehlo()
     with pytest.raises(TimeoutError):
         smtp.starttls(context=ssl._create_unverified_context())  # noqa: S323
+
+
+@pytest.mark.parametrize("stage", ["rcpt", "data", "noop"])
+def test_size_holds_from_mail_on_with_the_declared_size(
+    server_factory: Factory, tmp_path: Path, stage: str
+) -> None:
+    # RULES.md: size is usable from mail, at every later stage: SIZE= until
+    # the end of the data.
+    big = rule("big", stage, 'size = "1000-"\nreply = "452 4.3.1 too big for now"')
+    server = rules_server(server_factory, tmp_path, big)
+    last = {"rcpt": "RCPT TO:<b@example.com>", "data": "DATA", "noop": "NOOP"}[stage]
+    for declared, code in ((" SIZE=50000", 452), (" SIZE=10", 250), ("", 250)):
+        client = Client.connect(server.port())
+        client.expect("EHLO c.example", 250)
+        client.expect(f"MAIL FROM:<a@example.com>{declared}", 250)
+        if stage == "data":
+            client.expect("RCPT TO:<b@example.com>", 250)
+        client.expect(last, code if stage != "data" or code == 452 else 354)
+        client.close()

@@ -58,6 +58,7 @@ class Commands:
     message_number = 0  # MAIL commands accepted in this session
     # The transaction (reset by _reset_transaction).
     sender: str | None = None  # "" for the null reverse-path
+    declared_size: int | None = None  # MAIL's SIZE= (RFC 1870), for the rules' size
     recipients: list[str]
     # The MAIL FROM address and recipients of the transaction last begun,
     # refused or not, kept after it ends (an RSET, a refused MAIL): the event
@@ -124,7 +125,7 @@ class Commands:
         self._marks += (len(self._out), verb)
 
     def _reset_transaction(self) -> None:
-        self.sender = None
+        self.sender = self.declared_size = None
         self.recipients = []
         self.smtputf8 = False
         self.binarymime = False
@@ -248,6 +249,7 @@ class Commands:
         self._reset_transaction()
         self.message_number += 1
         self.sender = params.address
+        self.declared_size = params.size
         self.last_recipients = self.recipients  # grows with each RCPT accepted
         self.smtputf8 = params.smtputf8
         self.binarymime = params.binarymime

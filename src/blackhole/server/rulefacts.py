@@ -91,7 +91,8 @@ def stage_facts(where: Where, core: SMTPConnection, event: StageReached) -> Fact
         # when none is reached: this event brings the bytes since the last
         # one (rules.match.crossed), and the headers once they have ended.
         tuple(event.headers) if event.headers is not None else None,
-        event.size if stage is H.MAIL else None,  # size
+        # RULES.md size: SIZE= from mail on (the real size is end's).
+        event.size if stage is H.MAIL else core.declared_size,
         event.message or None,
         content,  # content_bytes
         content - event.before,  # chunk_bytes
@@ -116,7 +117,7 @@ def command_facts(where: Where, core: SMTPConnection, stage: Stage, value: str |
         tuple(core.recipients),
         value if stage is H.RCPT else None,  # recipient
         None,  # headers
-        None,  # size: only mail's
+        core.declared_size,  # size: SIZE= of the transaction's MAIL
         core.message_number or None,
     )
 
