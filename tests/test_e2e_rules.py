@@ -323,3 +323,21 @@ def test_size_holds_from_mail_on_with_the_declared_size(
             client.expect("RCPT TO:<b@example.com>", 250)
         client.expect(last, code if stage != "data" or code == 452 else 354)
         client.close()
+
+
+def test_a_positive_reply_other_than_220_at_starttls_starts_no_tls(
+    server_factory: Factory, tmp_path: Path, cert_pair: tuple[Path, Path]
+) -> None:
+    # RFC 3207 4: a client starts TLS after a 220 only; a server that took
+    # any 2xx for a go-ahead waited for a handshake that never came.
+    cert, key = cert_pair
+    server = rules_server(
+        server_factory,
+        tmp_path,
+        rule("odd", "starttls", 'reply = "250 2.0.0 not now"'),
+        f"tls_cert = {cert}\ntls_key = {key}\n",
+    )
+    client = Client.connect(server.port())
+    client.expect("EHLO c.example", 250)
+    client.expect("STARTTLS", 250)
+    client.expect("NOOP", 250)  # still plaintext SMTP

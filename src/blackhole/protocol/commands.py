@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
+from typing import Final
 
 from blackhole.protocol import hooks as H
 from blackhole.protocol import info, sasl
@@ -28,6 +29,8 @@ from blackhole.protocol.reader import ChunkReader, DataReader, HeaderScanner
 from blackhole.protocol.replies import Reply
 from blackhole.protocol.settings import SessionSettings
 from blackhole.protocol.states import State, ehlo_reply
+
+_GO_AHEAD: Final = {"DATA": (300, 400), "STARTTLS": (220, 221)}  # see Commands._positive
 
 
 class Commands:
@@ -84,11 +87,12 @@ class Commands:
     # A watched stage waiting for resolve(): the mode to go back to, and what
     # to run for a positive verdict (None: as usual) or a refusal.
     _resume = M.COMMAND
-    # The class of a rule's reply that lets the paused stage go on: 2xx, but
-    # 3xx for the DATA command, whose go-ahead is 354 (RFC 5321 4.2.1, 4.3.2;
-    # BDAT's is 250, RFC 3030 2). Any other reply takes the failure path, so
-    # that client and server stay in step.
-    _positive = 2
+    # The codes of a rule's reply that let the paused stage go on (low, high):
+    # 2xx, but 3xx for the DATA command, whose go-ahead is 354 (RFC 5321 4.2.1,
+    # 4.3.2; BDAT's is 250, RFC 3030 2), and only 220 for STARTTLS (RFC 3207
+    # 4: a client starts TLS on nothing else). Any other reply takes the
+    # failure path, so that client and server stay in step.
+    _positive = (200, 300)
     _apply: Callable[[Reply | None], None] | None = None
     _refuse: Callable[[Reply], None] | None = None
 
@@ -101,7 +105,7 @@ class Commands:
     ) -> None:
         """Report a watched stage and hold input until the adapter resolves it."""
         self._resume, self._apply, self._refuse = resume, apply, refuse
-        self._positive = 3 if event.verb == "DATA" else 2  # BDAT's go-ahead is 250
+        self._positive = _GO_AHEAD.get(event.verb, (200, 300))
         self._mode = M.STAGE
         self.events.append(event)
 

@@ -170,9 +170,9 @@ class SMTPConnection(Dispatch):
         """Apply the rules' verdict on the stage reported by ``StageReached``.
 
         None, or a verdict with nothing for SMTP in it, lets the command run
-        as usual; a positive reply (2xx, or 3xx for DATA, whose own answer is
-        354) takes its success path with the rule's reply; any other reply
-        its failure path. A 421 or ``close`` closes after the
+        as usual; a positive reply (2xx; 3xx for DATA, whose own answer is
+        354; 220 alone for STARTTLS) takes its success path with the rule's
+        reply; any other reply its failure path. A 421 or ``close`` closes after the
         reply; ``drop``/``reset``/``hang`` end the session without one (a
         ``Cut`` event). Delays, tarpits and TLS faults are the adapter's.
         """
@@ -192,7 +192,7 @@ class SMTPConnection(Dispatch):
             self._cut(how, f"rule {verdict.rule}")
         elif verdict.close or (reply is not None and reply.code == 421):
             self._close(reply or R.R421_CLOSING, f"rule {verdict.rule}")
-        elif reply is None or reply.code // 100 == self._positive:
+        elif reply is None or self._positive[0] <= reply.code < self._positive[1]:
             apply(reply)
         else:
             refuse(reply)

@@ -232,9 +232,7 @@ class _RuleReader:
             after_bytes=self.get("after_bytes", _whole(0)) or 0,
             tls=fault,
         )
-        ends = [k for k in ("close", "drop", "reset", "hang") if getattr(actions, k)]
-        if fault is not None:
-            ends.append("tls")
+        ends = [k for k in ("close", "drop", "reset", "hang", "tls") if getattr(actions, k)]
         if len(ends) > 1:
             self.problem(None, f"{' and '.join(ends)} cannot be combined: choose one")
         if fault is not None and actions.reply is not None and actions.reply.code != 220:
