@@ -48,7 +48,7 @@ class FakeBackend:
     def figures(self) -> Figures:
         values = tuple(self.counters.value(i) for i in range(LAYOUT.size))
         rules = {r["name"]: RuleFigures(1, 0, 0.0) for r in self.api_rules}
-        return Figures(Snapshot(LAYOUT, values), rules, 2, {}, 3.5)
+        return Figures(Snapshot(LAYOUT, values), rules, 2, 3.5)
 
     def rules(self) -> list[dict[str, Any]]:
         return self.api_rules

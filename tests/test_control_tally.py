@@ -33,7 +33,7 @@ class TallyBackend:
 
     def figures(self) -> Figures:
         snapshot = self.tally.snapshot()
-        return Figures(snapshot, self.slots.figures(snapshot), 1, {}, 1.0)
+        return Figures(snapshot, self.slots.figures(snapshot), 1, 1.0)
 
     def rules(self) -> list[dict[str, Any]]:
         return []

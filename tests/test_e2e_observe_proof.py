@@ -206,6 +206,11 @@ def test_stats_metrics_event_log_and_records_agree_through_a_kill(
     assert set(queue_ids) <= {record["queue_id"] for record in records}
     assert all(record["headers"] for record in records if record["outcome"] == "accepted")
 
+    # POST /reset zeroes every counter, the supervisor's count of restarts too.
+    assert call(server, "POST", "/reset")[0] == 204
+    after = metrics(call(server, "GET", "/metrics", token=None)[2])
+    assert not [key for key in after if key[0] == restarts]
+
     # The live exposition is valid Prometheus text.
     if shutil.which("promtool") is None:
         pytest.skip("promtool (Debian: prometheus)")

@@ -9,7 +9,14 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from blackhole.observe.counters import Counters
-from blackhole.observe.layout import ACCEPTED, DEFERRED, MODE_RULE_SLOT, Layout, verb_index
+from blackhole.observe.layout import (
+    ACCEPTED,
+    DEFERRED,
+    MODE_RULE_SLOT,
+    RESTART_REASONS,
+    Layout,
+    verb_index,
+)
 from blackhole.observe.metrics import render
 from blackhole.observe.snapshot import Figures, RuleFigures, Snapshot
 
@@ -30,12 +37,12 @@ def busy_figures() -> Figures:
     counters.tls(1, ok=False, seconds=0.0)
     counters.auth(0, ok=True)
     counters.delay(MODE_RULE_SLOT, 2.5)
-    values = tuple(counters.value(i) for i in range(LAYOUT.size))
+    values = [counters.value(i) for i in range(LAYOUT.size)]
+    values[LAYOUT.worker_restarts + RESTART_REASONS.index("killed")] = 1  # the supervisor's
     return Figures(
-        snapshot=Snapshot(LAYOUT, values),
+        snapshot=Snapshot(LAYOUT, tuple(values)),
         rules={"mode": RuleFigures(0, 0, 2.5), "greylist": RuleFigures(7, 3, 0.0)},
         workers=2,
-        restarts={"killed": 1},
         uptime=12.0,
     )
 
@@ -102,7 +109,7 @@ def test_promtool_check_metrics(figures: str) -> None:
     if figures == "busy":
         text = render(busy_figures)
     else:
-        text = render(lambda: Figures(Snapshot.empty(LAYOUT), {}, 0, {}, 0.0))
+        text = render(lambda: Figures(Snapshot.empty(LAYOUT), {}, 0, 0.0))
     result = subprocess.run(
         ["promtool", "check", "metrics"], input=text, capture_output=True, check=False
     )

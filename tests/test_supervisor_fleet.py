@@ -15,6 +15,7 @@ import pytest
 from blackhole.config.model import Config
 from blackhole.errors import BlackholeError, PermissionDenied
 from blackhole.supervisor.backoff import Backoff
+from blackhole.supervisor.counting import Counting
 from blackhole.supervisor.draining import Drain
 from blackhole.supervisor.fleet import Fleet, Phase, Timing
 from blackhole.supervisor.messages import (
@@ -223,9 +224,15 @@ def test_heartbeats_go_to_ready_workers_only_and_answers_clear_them() -> None:
     assert slot(fleet, 1).heartbeat.outstanding_since == clock.now
 
 
+def counted_restarts(fleet: Fleet) -> dict[str, int]:
+    assert fleet.counting is not None
+    return fleet.counting.tally.snapshot().restarts()
+
+
 def test_a_worker_missing_three_heartbeats_is_killed() -> None:
     fleet, launcher, clock = make_fleet(workers=2)
     make_ready(fleet)
+    fleet.counting = Counting(["127.0.0.1:25"], 2)
     silent, chatty = launcher.started
     for second in range(4):
         clock.now = 1000.0 + second * INTERVAL
@@ -240,7 +247,7 @@ def test_a_worker_missing_three_heartbeats_is_killed() -> None:
     assert slot(fleet, 1).kill_reason == "did not answer the heartbeat for 3.0s"
     die(fleet, silent, 0)
     assert slot(fleet, 1).start_at == clock.now  # replaced at once
-    assert fleet.restarts == {"heartbeat": 1}
+    assert counted_restarts(fleet) == {"heartbeat": 1}
 
 
 @pytest.mark.parametrize(
@@ -251,8 +258,11 @@ def test_a_worker_missing_three_heartbeats_is_killed() -> None:
 def test_a_worker_lost_is_counted_by_how_it_ended(code: int, reason: str) -> None:
     fleet, launcher, _clock = make_fleet(workers=1)
     make_ready(fleet)
+    fleet.counting = Counting(["127.0.0.1:25"], 1)
     die(fleet, launcher.started[0], code)
-    assert fleet.restarts == {reason: 1}
+    assert counted_restarts(fleet) == {reason: 1}
+    fleet.counting.tally.reset()  # POST /reset: counted with the workers' figures
+    assert counted_restarts(fleet) == {}
 
 
 def test_a_worker_that_never_gets_ready_is_killed_after_the_start_timeout() -> None:

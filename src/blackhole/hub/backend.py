@@ -90,7 +90,6 @@ class HubBackend:
             snapshot=snapshot,
             rules=rules,
             workers=len(self.fleet.serving),
-            restarts=dict(self.fleet.restarts),
             uptime=max(0.0, time.time() - self.started),
         )
 

@@ -8,7 +8,7 @@ answers ``Start`` with ``supervisor.messages.Ready`` (or ``Failed``) and
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from blackhole.config.model import Config
 from blackhole.observe.layout import Layout
@@ -63,7 +63,6 @@ class FleetState:
 
     workers: int  # slots configured
     serving: tuple[int, ...]  # numbers of the slots whose worker is ready
-    restarts: dict[str, int] = field(default_factory=dict)  # by reason
 
 
 @dataclass(frozen=True, slots=True)

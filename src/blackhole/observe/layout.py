@@ -53,6 +53,11 @@ MECHANISMS: tuple[str, ...] = ("PLAIN", "LOGIN", "CRAM-MD5", "unknown")
 SESSION_ENDS: tuple[str, ...] = (
     "quit", "timeout", "client_closed", "dropped", "reset", "shutdown", "error",
 )  # fmt: skip
+# Why a worker was replaced (blackhole_worker_restarts_total): counted by the
+# supervisor into the retired totals, so that POST /reset zeroes them too.
+RESTART_REASONS: tuple[str, ...] = (
+    "killed", "crashed", "exited", "heartbeat", "start_timeout", "reload_failed",
+)  # fmt: skip
 
 # Bucket upper bounds (Prometheus ``le``). Sizes: 1 KiB to 64 MiB by fours;
 # reply times: 100 us (a pipelined reply) to 10 s; TLS handshakes: 1 ms to 10 s.
@@ -136,6 +141,7 @@ class Layout:
         self.rule_hits = self._block(RULE_SLOTS)
         self.rule_actions = self._block(RULE_SLOTS)
         self.rule_delay = self._block(RULE_SLOTS)  # microseconds
+        self.worker_restarts = self._block(len(RESTART_REASONS))
         self.size = self._next
 
     def _block(self, length: int) -> int:

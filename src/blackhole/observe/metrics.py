@@ -127,7 +127,7 @@ class BlackholeCollector(Collector):
         restarts = _counter(
             "blackhole_worker_restarts_total", "Workers replaced, by reason.", ["reason"]
         )
-        for reason, value in sorted(figures.restarts.items()):
+        for reason, value in sorted(snap.restarts().items()):
             restarts.add_metric([reason], value)
         yield from (workers, restarts)
 

@@ -19,6 +19,7 @@ from blackhole.observe.layout import (
     OUTCOMES,
     REPLY_BOUNDS,
     REPLY_VERBS,
+    RESTART_REASONS,
     RESULTS,
     SESSION_ENDS,
     SIZE_BOUNDS,
@@ -131,6 +132,12 @@ class Snapshot:
     def commands(self) -> dict[str, int]:
         return {verb: self.values[self.layout.commands + i] for i, verb in enumerate(VERBS)}
 
+    def restarts(self) -> dict[str, int]:
+        """Workers replaced, by reason: only the reasons that occurred."""
+        base = self.layout.worker_restarts
+        found = {reason: self.values[base + i] for i, reason in enumerate(RESTART_REASONS)}
+        return {reason: value for reason, value in found.items() if value}
+
     def session_ends(self) -> dict[str, int]:
         base = self.layout.session_ends
         return {end: self.values[base + i] for i, end in enumerate(SESSION_ENDS)}
@@ -188,13 +195,13 @@ class Snapshot:
 class Figures:
     """Everything the metrics, ``/stats`` and the console report, at one moment.
 
-    ``snapshot`` comes from the workers' counts (``Tally.snapshot``),
-    ``rules`` from ``RuleSlots.figures``; ``workers`` (serving now),
-    ``restarts`` (by reason) and ``uptime`` (seconds) from the supervisor.
+    ``snapshot`` comes from the workers' counts (``Tally.snapshot``, with the
+    supervisor's count of workers replaced), ``rules`` from
+    ``RuleSlots.figures``; ``workers`` (serving now) and ``uptime`` (seconds)
+    from the supervisor.
     """
 
     snapshot: Snapshot
     rules: Mapping[str, RuleFigures]
     workers: int
-    restarts: Mapping[str, int]
     uptime: float

@@ -161,6 +161,12 @@ class Tally:
                 row[index] = 0
             self._words[_IN_USE + slot] = 0
 
+    def add_retired(self, index: int) -> None:
+        """Count one at ``index`` in the retired totals: what the supervisor
+        itself counts (a worker replaced), folded as a dead worker's are."""
+        with self._locked(fcntl.LOCK_EX):
+            self._row(1)[index] += 1
+
     def in_use(self) -> list[int]:
         with self._locked(fcntl.LOCK_SH):
             return self._in_use()

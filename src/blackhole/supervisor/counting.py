@@ -25,7 +25,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from blackhole.observe.console import progress_line, summary_line
-from blackhole.observe.layout import MAX_LISTENERS, Layout
+from blackhole.observe.layout import MAX_LISTENERS, RESTART_REASONS, Layout
 from blackhole.observe.snapshot import Snapshot
 from blackhole.observe.tally import SlotsExhaustedError, Tally
 
@@ -70,6 +70,11 @@ class Counting:
         slot = self._slots.pop(pid, None)
         if slot is not None:
             self.tally.release(slot)
+
+    def restarted(self, reason: str) -> None:
+        """A worker is being replaced (``layout.RESTART_REASONS``)."""
+        layout = self.tally.layout
+        self.tally.add_retired(layout.worker_restarts + RESTART_REASONS.index(reason))
 
     def release_slot(self, slot: int) -> None:
         """A slot acquired for a worker that never started."""

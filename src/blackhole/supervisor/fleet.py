@@ -94,8 +94,6 @@ class Fleet:
         # (a reload waits for every worker to serve the new settings).
         self.on_ready: Callable[[Slot], None] = _ignore
         self.on_change: Callable[[], None] = _ignore
-        # Workers replaced, by reason (the hub serves them as a metric).
-        self.restarts: dict[str, int] = {}
         # The shared counters (None: workers count privately, as in tests
         # that drive the fleet with fake processes).
         self.counting: Counting | None = None
@@ -345,8 +343,8 @@ class Fleet:
             return
         if not self.phase.announced:
             raise _startup_error(slot, reason)
-        cause = slot.kill_cause or _exit_cause(code)
-        self.restarts[cause] = self.restarts.get(cause, 0) + 1
+        if self.counting is not None:
+            self.counting.restarted(slot.kill_cause or _exit_cause(code))
         delay = slot.backoff.delay(uptime)
         slot.start_at = now + delay
         if delay == 0:

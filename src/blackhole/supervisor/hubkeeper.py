@@ -323,9 +323,9 @@ class HubKeeper:
             "" if delay == 0 else f" in {delay:g}s",
         )
 
-    def fleet_changed(self, slots: Slots, workers: int, restarts: dict[str, int]) -> None:
+    def fleet_changed(self, slots: Slots, workers: int) -> None:
         serving = tuple(s.number for s in slots if s.ready and s.process is not None)
-        self.fleet = FleetState(workers, serving, dict(restarts))
+        self.fleet = FleetState(workers, serving)
         if self.process is not None and self.ready:
             self.process.send(self.fleet)
 

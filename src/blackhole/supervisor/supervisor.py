@@ -270,7 +270,7 @@ class Supervisor:
 
     def _on_ready(self, slot: Slot) -> None:
         assert slot.process is not None
-        self.hub.fleet_changed(self.fleet.slots, len(self.fleet.slots), self.fleet.restarts)
+        self.hub.fleet_changed(self.fleet.slots, len(self.fleet.slots))
         if self.phase.announced:
             log.info("worker %d is serving (pid %d)", slot.number, slot.process.pid)
             self._on_change()
@@ -278,7 +278,7 @@ class Supervisor:
             self._announce()
 
     def _on_change(self) -> None:
-        self.hub.fleet_changed(self.fleet.slots, len(self.fleet.slots), self.fleet.restarts)
+        self.hub.fleet_changed(self.fleet.slots, len(self.fleet.slots))
         if self.reloader is not None:
             self.reloader.check()
 
