@@ -46,7 +46,7 @@ def real_exposition() -> set[str]:
         core.data_to_send()
         counters.tls(0, ok=True, seconds=0.003)
         meter.end(SESSION_ENDS.index("quit"))
-        figures = Figures(tally.snapshot(), {"full": RuleFigures(1, 1, 0.0)}, 1, {}, 1.0)
+        figures = Figures(tally.snapshot(), {"full": RuleFigures(1, 1, 0.0)}, 1, 1.0)
         text = render(lambda: figures).decode()
     finally:
         tally.close()
