@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from blackhole.config.classic import load_config
 from blackhole.config.model import Config, Listener
 from blackhole.errors import ConfigError
 from blackhole.server.tls import (
@@ -521,6 +522,28 @@ def test_dhparams_enable_dhe(tmp_path: Path, dhparams: Path) -> None:
     without_dh = build_server_context(str(rsa_pair.cert), str(rsa_pair.key))
     with EchoServer(without_dh) as srv, pytest.raises((ssl.SSLError, OSError)):
         tls_echo(srv.port, client).close()
+
+
+def test_x942_dh_parameters_work_too(tmp_path: Path) -> None:
+    # `openssl dhparam -dsaparam` writes X9.42 parameters: OpenSSL (and so the
+    # classic server) takes them; the config check refused them.
+    dhx = tmp_path / "dhx.pem"
+    argv = ["openssl", "genpkey", "-genparam", "-algorithm", "DHX", "-pkeyopt", "dh_rfc5114:3"]
+    subprocess.run([*argv, "-out", str(dhx)], check=True, capture_output=True)
+    assert dhx.read_text().startswith("-----BEGIN X9.42 DH PARAMETERS-----")
+    rsa_pair = write_rsa_pair(tmp_path)
+    conf = tmp_path / "blackhole.conf"
+    conf.write_text(
+        f"tls_listen = 127.0.0.1:0\ntls_cert = {rsa_pair.cert}\ntls_key = {rsa_pair.key}\n"
+        f"tls_dhparams = {dhx}\n"
+    )
+    assert load_config(conf).tls_dhparams == str(dhx)
+    client = lax_client()
+    client.maximum_version = ssl.TLSVersion.TLSv1_2
+    client.set_ciphers("DHE-RSA-AES128-GCM-SHA256")
+    context = build_server_context(str(rsa_pair.cert), str(rsa_pair.key), str(dhx))
+    with EchoServer(context) as srv, tls_echo(srv.port, client) as tls:
+        assert cipher_name(tls) == "DHE-RSA-AES128-GCM-SHA256"
 
 
 # --------------------------------------------------------------------------

@@ -26,8 +26,13 @@ _PEM_SNIFF_BYTES = 1 << 20
 
 CERTIFICATE = "-----BEGIN CERTIFICATE-----"
 PRIVATE_KEY = "PRIVATE KEY-----"
-DH_PARAMETERS = "-----BEGIN DH PARAMETERS-----"
-_DH_BLOCK = re.compile(rb"-----BEGIN DH PARAMETERS-----(.*?)-----END DH PARAMETERS-----", re.DOTALL)
+# PKCS #3 "DH PARAMETERS", or X9.42 ones ("X9.42 DH PARAMETERS", from
+# `openssl dhparam -dsaparam`): OpenSSL loads both, and both start with the prime.
+DH_PARAMETERS = "DH PARAMETERS-----"
+_DH_BLOCK = re.compile(
+    rb"-----BEGIN (?:X9\.42 )?DH PARAMETERS-----(.*?)-----END (?:X9\.42 )?DH PARAMETERS-----",
+    re.DOTALL,
+)
 
 
 def resolve(text: str, base: Path) -> Path:
