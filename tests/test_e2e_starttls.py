@@ -594,3 +594,19 @@ def _closed(sock: socket.socket, timeout: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def test_starttls_no_on_a_listener_offers_none_with_a_certificate(
+    server_factory: Factory, write_config: WriteConfig, cert_pair: tuple[Path, Path]
+) -> None:
+    # As the classic server: a client that upgrades whenever STARTTLS is
+    # offered, and checks the certificate, would fail on a self-signed one.
+    listen = "listen = 127.0.0.1:0 starttls=no, 127.0.0.1:0\n"
+    server = start(server_factory, write_config, cert_pair, listen=listen)
+    with smtplib.SMTP(HOST, server.port("smtp", 0), timeout=10) as plain:
+        plain.ehlo()
+        assert not plain.has_extn("starttls")
+        assert plain.docmd("STARTTLS")[0] == 502
+    with smtplib.SMTP(HOST, server.port("smtp", 1), timeout=10) as other:
+        other.ehlo()
+        assert other.has_extn("starttls")  # the flag is this listener's alone

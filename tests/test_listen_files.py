@@ -64,6 +64,17 @@ def test_bad_flags_are_reported(
     assert any(problem in text for text in caught.value.problems), caught.value.problems
 
 
+def test_starttls_is_a_plain_listeners_flag(tmp_path: Path) -> None:
+    (listener,) = parse_listen(":25 starttls=no", base=tmp_path)
+    assert listener.starttls is False
+    assert parse_listen(":25", base=tmp_path)[0].starttls is True
+    with pytest.raises(ListenError) as caught:
+        parse_listen(":465 starttls=no", tls=True, base=tmp_path)
+    assert caught.value.problems == [
+        "entry ':465 starttls=no': starttls= is for plain listeners (this one is TLS already)"
+    ]
+
+
 @pytest.mark.parametrize(("text", "mode"), [("0660", 0o660), ("600", 0o600), ("0o777", 0o777)])
 def test_socket_mode_is_octal(text: str, mode: int) -> None:
     assert socket_mode(text) == mode

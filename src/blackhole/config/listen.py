@@ -3,6 +3,7 @@
 A value is a comma-separated list of entries::
 
     ADDR:PORT [mode=MODE] [delay=N | delay=A-B] [name=NAME] [proxy=yes|no] [cert=PATH key=PATH]
+              [starttls=yes|no]
     unix:PATH [socket_mode=0660] [...the same flags]
 
 ``ADDR`` may be empty (``:25``, every IPv4 address), ``::`` (``:::25``, every
@@ -34,7 +35,7 @@ __all__ = ["ListenError", "parse_address", "parse_delay", "parse_listen", "parse
 ALL_IPV4 = "0.0.0.0"
 ALL_IPV6 = "::"
 
-_FLAGS = ("mode", "delay", "name", "proxy", "cert", "key", "socket_mode")
+_FLAGS = ("mode", "delay", "name", "proxy", "cert", "key", "socket_mode", "starttls")
 # A listener's name is a metrics label value and a rules matcher argument:
 # one word, nothing that needs quoting in either.
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -164,6 +165,7 @@ def parse_listen(
         delay: Delay | None = None
         listener_name: str | None = None
         proxy = False
+        starttls = True
         paths: dict[str, str] = {}
         mode_bits: int | None = None
         seen: set[str] = set()
@@ -175,7 +177,8 @@ def parse_listen(
             if name not in _FLAGS:
                 problems.append(
                     f"{label}: unknown flag {name!r}; the flags are mode=MODE, delay=N or A-B,"
-                    " name=NAME, proxy=yes|no, cert=PATH, key=PATH and socket_mode=MODE"
+                    " name=NAME, proxy=yes|no, cert=PATH, key=PATH, socket_mode=MODE and"
+                    " starttls=yes|no"
                 )
                 continue
             if name in seen:
@@ -189,6 +192,8 @@ def parse_listen(
                     listener_name = _listener_name(flag_value)
                 elif name == "proxy":
                     proxy = _yes_no(flag_value)
+                elif name == "starttls":
+                    starttls = _yes_no(flag_value)
                 elif name == "cert":
                     paths[name] = listenfiles.cert_file(flag_value, base)
                 elif name == "key":
@@ -203,6 +208,8 @@ def parse_listen(
             problems.append(f"{label}: cert= and key= go together; give both")
         if "socket_mode" in seen and path is None and valid:
             problems.append(f"{label}: socket_mode= is for unix: listeners only")
+        if "starttls" in seen and tls:
+            problems.append(f"{label}: starttls= is for plain listeners (this one is TLS already)")
         # Only a wholly valid entry counts: a bad one already has its message,
         # and must not draw a second one (a clash) on top.
         if valid and len(problems) == problems_before:
@@ -220,6 +227,7 @@ def parse_listen(
                     key=paths.get("key"),
                     path=path,
                     socket_mode=mode_bits,
+                    starttls=starttls,
                 )
             )
     if problems:

@@ -57,6 +57,7 @@ class Listener:
     # port 0; socket_mode= is its permission bits (None: as the umask leaves them).
     path: str | None = None
     socket_mode: int | None = None
+    starttls: bool = True  # starttls=no: STARTTLS not offered even with a certificate
 
     @property
     def scheme(self) -> str:

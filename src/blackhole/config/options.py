@@ -28,7 +28,8 @@ OPTIONS: tuple[Option, ...] = (
         "listen",
         "127.0.0.1:2525, when neither listen nor tls_listen is set",
         "ADDR:PORT [mode=MODE] [delay=N|delay=A-B] [name=NAME] [proxy=yes|no]"
-        " [cert=PATH key=PATH], ...; unix:PATH [socket_mode=0660] [flags] for a UNIX socket",
+        " [cert=PATH key=PATH] [starttls=yes|no], ...; unix:PATH [socket_mode=0660] [flags]"
+        " for a UNIX socket",
         "Plain SMTP listeners (STARTTLS offered when tls_cert is set, or the entry has"
         " cert=/key=). :PORT means every IPv4 address, :::PORT every IPv6 address."
         " proxy=yes: a PROXY protocol v1/v2 header (HAProxy send-proxy) comes first"

@@ -50,7 +50,7 @@ def build_context(
         # server stopped reading switches altogether on flagged listeners.
         dynamic_switch=config.dynamic_switch,
         lmtp=listener.lmtp,
-        tls_available=ssl_context is not None and not listener.tls,
+        tls_available=ssl_context is not None and not listener.tls and listener.starttls,
         tls_active=listener.tls,  # SMTPS: the core starts after the handshake
         auth_required=config.auth_required,
         auth_tls_only=config.auth_tls_only,
