@@ -30,8 +30,8 @@ VALID_KEYS = ", ".join(OPTION_NAMES)
 BOOL_WORDS = "true or false (or yes/no, on/off, 1/0)"
 HEARTBEAT = "heartbeat_interval must be more than 0 and at most 60 seconds"
 LISTEN_FLAGS = (
-    "the flags are mode=MODE, delay=N or A-B, name=NAME, proxy=yes|no, cert=PATH, key=PATH"
-    " and socket_mode=MODE"
+    "the flags are mode=MODE, delay=N or A-B, name=NAME, proxy=yes|no, cert=PATH, key=PATH,"
+    " socket_mode=MODE and starttls=yes|no"
 )
 
 

@@ -187,7 +187,7 @@ def test_parse_listen_reports_every_problem_at_once() -> None:
         "entry ':25 mode=drop delay=99': delay 99 seconds is over the maximum of 60",
         "entry 'localhost': no port; write HOST:PORT, or :PORT for every IPv4 address",
         "entry ':26 speed=1': unknown flag 'speed'; the flags are mode=MODE, delay=N or A-B,"
-        " name=NAME, proxy=yes|no, cert=PATH, key=PATH and socket_mode=MODE",
+        " name=NAME, proxy=yes|no, cert=PATH, key=PATH, socket_mode=MODE and starttls=yes|no",
         "entry ':27 mode=accept mode=bounce': mode is given twice",
         "entry ':28 bounce': 'bounce' is not a flag; flags look like mode=bounce",
         "entry '5': is not an address; a comma starts a new listener, so write a delay range"
