@@ -546,6 +546,15 @@ def test_x942_dh_parameters_work_too(tmp_path: Path) -> None:
         assert cipher_name(tls) == "DHE-RSA-AES128-GCM-SHA256"
 
 
+def test_a_dh_group_under_2048_bits_is_named_too_small(tmp_path: Path) -> None:
+    small = tmp_path / "dh1024.pem"
+    argv = ["openssl", "dhparam", "-dsaparam", "-out", str(small), "1024"]
+    subprocess.run(argv, check=True, capture_output=True)
+    rsa_pair = write_rsa_pair(tmp_path)
+    with pytest.raises(ConfigError, match=r"is too small a group \(DH_KEY_TOO_SMALL\)"):
+        build_server_context(str(rsa_pair.cert), str(rsa_pair.key), str(small))
+
+
 # --------------------------------------------------------------------------
 # bad files: ConfigError naming the file, never a traceback or a prompt
 # --------------------------------------------------------------------------

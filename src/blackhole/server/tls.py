@@ -151,8 +151,14 @@ def _load_dhparams(ctx: ssl.SSLContext, dhparams: str) -> None:
         ctx.load_dh_params(dhparams)
     except (ssl.SSLError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or str(exc)
+        # OpenSSL 3 refuses a group under 2048 bits at its default security level.
+        what = (
+            "too small a group"
+            if reason == "DH_KEY_TOO_SMALL"
+            else "not a PEM 'DH PARAMETERS' file"
+        )
         raise ConfigError(
-            f"TLS dhparams {dhparams} is not a PEM 'DH PARAMETERS' file ({reason}); "
+            f"TLS dhparams {dhparams} is {what} ({reason}); "
             "make one with: openssl genpkey -genparam -algorithm DH -pkeyopt group:ffdhe2048"
         ) from None
     except OSError as exc:
