@@ -274,16 +274,23 @@ def test_content_drop_after_bytes(server_factory: Factory, tmp_path: Path) -> No
     assert client.sock.recv(100) == b""
 
 
+def starttls_rule(
+    server_factory: Factory, tmp_path: Path, cert_pair: tuple[Path, Path], name: str, body: str
+) -> ServerProcess:
+    """A server with a certificate (so that STARTTLS is offered) and one starttls rule."""
+    cert, key = cert_pair
+    return rules_server(
+        server_factory,
+        tmp_path,
+        rule(name, "starttls", body),
+        f"tls_cert = {cert}\ntls_key = {key}\n",
+    )
+
+
 def test_starttls_fail_is_a_handshake_error(
     server_factory: Factory, tmp_path: Path, cert_pair: tuple[Path, Path]
 ) -> None:
-    cert, key = cert_pair
-    server = rules_server(
-        server_factory,
-        tmp_path,
-        rule("tlsfail", "starttls", 'tls = "fail"'),
-        f"tls_cert = {cert}\ntls_key = {key}\n",
-    )
+    server = starttls_rule(server_factory, tmp_path, cert_pair, "tlsfail", 'tls = "fail"')
     smtp = smtplib.SMTP("127.0.0.1", server.port(), timeout=10)
     smtp.ehlo()
     with pytest.raises(ssl.SSLError, match="handshake failure"):
@@ -293,13 +300,7 @@ def test_starttls_fail_is_a_handshake_error(
 def test_starttls_hang_is_a_handshake_timeout(
     server_factory: Factory, tmp_path: Path, cert_pair: tuple[Path, Path]
 ) -> None:
-    cert, key = cert_pair
-    server = rules_server(
-        server_factory,
-        tmp_path,
-        rule("tlshang", "starttls", 'tls = "hang"'),
-        f"tls_cert = {cert}\ntls_key = {key}\n",
-    )
+    server = starttls_rule(server_factory, tmp_path, cert_pair, "tlshang", 'tls = "hang"')
     smtp = smtplib.SMTP("127.0.0.1", server.port(), timeout=1)
     smtp.ehlo()
     with pytest.raises(TimeoutError):
@@ -330,12 +331,8 @@ def test_a_positive_reply_other_than_220_at_starttls_starts_no_tls(
 ) -> None:
     # RFC 3207 4: a client starts TLS after a 220 only; a server that took
     # any 2xx for a go-ahead waited for a handshake that never came.
-    cert, key = cert_pair
-    server = rules_server(
-        server_factory,
-        tmp_path,
-        rule("odd", "starttls", 'reply = "250 2.0.0 not now"'),
-        f"tls_cert = {cert}\ntls_key = {key}\n",
+    server = starttls_rule(
+        server_factory, tmp_path, cert_pair, "odd", 'reply = "250 2.0.0 not now"'
     )
     client = Client.connect(server.port())
     client.expect("EHLO c.example", 250)

@@ -509,11 +509,17 @@ def dhparams(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dhparams(tmp_path_factory.mktemp("dh"))
 
 
-def test_dhparams_enable_dhe(tmp_path: Path, dhparams: Path) -> None:
-    rsa_pair = write_rsa_pair(tmp_path)
+def dhe_client() -> ssl.SSLContext:
+    """A TLS 1.2 client that offers a DHE suite only."""
     client = lax_client()
     client.maximum_version = ssl.TLSVersion.TLSv1_2
     client.set_ciphers("DHE-RSA-AES128-GCM-SHA256")
+    return client
+
+
+def test_dhparams_enable_dhe(tmp_path: Path, dhparams: Path) -> None:
+    rsa_pair = write_rsa_pair(tmp_path)
+    client = dhe_client()
 
     with_dh = build_server_context(str(rsa_pair.cert), str(rsa_pair.key), str(dhparams))
     with EchoServer(with_dh) as srv, tls_echo(srv.port, client) as tls:
@@ -538,11 +544,8 @@ def test_x942_dh_parameters_work_too(tmp_path: Path) -> None:
         f"tls_dhparams = {dhx}\n"
     )
     assert load_config(conf).tls_dhparams == str(dhx)
-    client = lax_client()
-    client.maximum_version = ssl.TLSVersion.TLSv1_2
-    client.set_ciphers("DHE-RSA-AES128-GCM-SHA256")
     context = build_server_context(str(rsa_pair.cert), str(rsa_pair.key), str(dhx))
-    with EchoServer(context) as srv, tls_echo(srv.port, client) as tls:
+    with EchoServer(context) as srv, tls_echo(srv.port, dhe_client()) as tls:
         assert cipher_name(tls) == "DHE-RSA-AES128-GCM-SHA256"
 
 
