@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
-from typing import Final, Protocol
+from typing import Final
+
+from blackhole.server.sessionbase import SessionBase
 
 # Final: read directly by the compiled build, where heapq.heappush is a
 # lookup in the heapq module at every call.
@@ -31,26 +33,15 @@ _pop: Final = heapq.heappop
 SLOT: Final = 0.25
 
 
-class Watched(Protocol):
-    """What the wheel needs from a session."""
-
-    last: float  # loop time of the last sign of life
-    idle_slot: float | None  # the wheel's: the end of the slot it is filed under
-
-    def busy(self) -> bool:
-        """True if the session is not idle although its deadline passed."""
-        ...
-
-    def expire(self) -> None:
-        """A whole timeout without a sign of life: end the session."""
-        ...
-
-
 class IdleWheel:
     """A worker's sessions with an armed idle timer, filed by the end of their slot.
 
     The sessions are filed themselves, with their timeout: no timer object per
     session, and nothing of the wheel's points at a session once it is disarmed.
+    A session's ``last`` (its last sign of life) and ``idle_slot`` (the end of
+    the slot it is filed under, if armed) are attributes of ``SessionBase``:
+    typed as such, the compiled build reads and writes them in place, where
+    through a protocol type each was a lookup by name.
     """
 
     __slots__ = ("_ends", "_handle", "_loop", "_slots", "_when")
@@ -58,7 +49,7 @@ class IdleWheel:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         # Slot end (loop time) -> the sessions due by then, with their timeout.
-        self._slots: dict[float, dict[Watched, float]] = {}
+        self._slots: dict[float, dict[SessionBase, float]] = {}
         # The slot ends not yet served, as a heap. A slot whose sessions all
         # ended keeps its place here: the loop timer is never moved for it,
         # and only comes by once for nothing (the common case, with sessions
@@ -71,7 +62,7 @@ class IdleWheel:
         """How many sessions have their idle timer armed."""
         return sum(len(due) for due in self._slots.values())
 
-    def arm(self, session: Watched, limit: float) -> None:
+    def arm(self, session: SessionBase, limit: float) -> None:
         """Expire ``session`` once ``limit`` seconds pass without a sign of life."""
         if session.idle_slot is not None:
             return  # armed already: it re-arms itself when it fires early
@@ -89,7 +80,7 @@ class IdleWheel:
         due[session] = limit
         session.idle_slot = end
 
-    def cancel(self, session: Watched) -> None:
+    def cancel(self, session: SessionBase) -> None:
         end = session.idle_slot
         if end is not None:
             session.idle_slot = None
@@ -123,7 +114,7 @@ class IdleWheel:
         if ends and ends[0] < self._when:
             self._schedule(ends[0])
 
-    def _serve(self, due: dict[Watched, float], end: float, now: float) -> None:
+    def _serve(self, due: dict[SessionBase, float], end: float, now: float) -> None:
         for session, limit in due.items():
             if session.idle_slot != end:
                 continue  # disarmed while the slot was being served
