@@ -138,8 +138,6 @@ def test_a_sasl_response_that_ends_the_exchange_is_auths_failure(
     # over the line limit. Either is AUTH's reply and a failed AUTH, never a
     # command of its own.
     session = Session()
-    results: list[bool] = []
-    session.meter.on_auth = results.append
     session.send(b"EHLO c\r\nAUTH LOGIN\r\n" + response + b"\r\nNOOP\r\n")
     snapshot = session.end()
     replies = {key: n for key, n in snapshot.replies().items() if n}
@@ -147,7 +145,18 @@ def test_a_sasl_response_that_ends_the_exchange_is_auths_failure(
         ("connect", 220): 1, ("EHLO", 250): 1, ("AUTH", 334): 1, ("AUTH", code): 1,
         ("NOOP", 250): 1,
     }  # fmt: skip
-    assert results == [False]
+    assert {key: n for key, n in snapshot.auth().items() if n} == {("LOGIN", "failed"): 1}
+
+
+def test_an_auth_result_counts_under_the_mechanism_its_command_named() -> None:
+    # An unknown mechanism's 504 is a failure of "unknown"; the next AUTH's
+    # result is its own mechanism's, named in any case.
+    session = Session()
+    session.send(b"EHLO c\r\nAUTH XOAUTH9\r\nAUTH plain AGEAYg==\r\n")
+    snapshot = session.end()
+    assert {key: n for key, n in snapshot.auth().items() if n} == {
+        ("unknown", "failed"): 1, ("PLAIN", "ok"): 1,
+    }  # fmt: skip
 
 
 def test_replies_are_counted_by_the_time_they_are_handed_out() -> None:

@@ -22,6 +22,12 @@ cdef object _clock
 cdef inline Py_ssize_t _bucket(double value, double* bounds, Py_ssize_t count)
 
 
+cdef class VerbSlots:
+    cdef readonly dict by_verb
+    cdef readonly tuple unknown
+    cdef readonly Py_ssize_t messages, message_bytes, size_histogram
+
+
 cdef class SessionMeter:
     # The Counters, not a view of its slot here: a typed view is ~200 bytes,
     # and there is a meter per open session.
@@ -33,7 +39,7 @@ cdef class SessionMeter:
     cdef Py_ssize_t _outcomes, _bytes, _sizes, _transaction
     cdef public Py_ssize_t listener, commands
     cdef public double started
-    cdef public object size, on_message, on_auth
+    cdef public object size, on_message
 
     @cython.locals(
         now=double, seconds=double, command=Py_ssize_t, codes=Py_ssize_t, histogram=Py_ssize_t,

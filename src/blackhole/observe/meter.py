@@ -36,6 +36,7 @@ from blackhole.observe.layout import (
     DEFERRED,
     DROPPED,
     FIRST_CODE,
+    MECHANISMS,
     MICROS,
     OUTCOMES,
     REJECTED,
@@ -45,6 +46,7 @@ from blackhole.observe.layout import (
     VERBS,
     Layout,
     histogram_width,
+    mechanism_index,
 )
 
 # The compiled build compiles this module with Cython, its C types in
@@ -55,7 +57,13 @@ _MAIL: Final = 1
 _INSIDE: Final = 2
 _ENDS: Final = 3
 _END: Final = 4
+# AUTH's replies are not the transaction's: its result (its final reply)
+# counts under a mechanism, _AUTH + its index in MECHANISMS. The AUTH
+# command's mark stands for "unknown" (an AUTH refused before any exchange,
+# or naming a mechanism the server lacks); the core marks the replies of an
+# exchange "AUTH <mechanism>" once it begins (protocol.metering).
 _AUTH: Final = 5
+_AUTH_MARKS = {f"AUTH {mechanism}": mechanism for mechanism in MECHANISMS[:-1]}
 _KINDS = {
     "MAIL": _MAIL,
     # "server": a 421 no command asked for (idle timeout, stop). Inside a
@@ -64,7 +72,7 @@ _KINDS = {
     **dict.fromkeys(("RCPT", "DATA", "BDAT", "server"), _INSIDE),
     **dict.fromkeys(("RSET", "HELO", "EHLO", "LHLO", "QUIT", "STARTTLS"), _ENDS),
     "end": _END,
-    "AUTH": _AUTH,  # not the transaction's: counted by result (its final reply)
+    "AUTH": _AUTH + mechanism_index("unknown"),
 }
 # Transaction states besides an outcome: none open, open with a positive last reply.
 _IDLE: Final = -1
@@ -96,17 +104,25 @@ Slot = tuple[int, int, int, int]
 
 
 class VerbSlots:
-    """A worker's reply indices by verb, shared by its sessions' meters."""
+    """A worker's indices in its layout, shared by its sessions' meters: the
+    reply verbs' (one dict lookup per reply) and the message blocks' bases.
 
-    __slots__ = ("by_verb", "unknown")
+    A C class in the compiled build (meter.pxd): a meter made for each
+    session reads these as C fields, not as attributes looked up by name.
+    """
 
-    def __init__(self, by_verb: dict[str, Slot]) -> None:
+    __slots__ = ("by_verb", "message_bytes", "messages", "size_histogram", "unknown")
+
+    def __init__(self, by_verb: dict[str, Slot], layout: Layout) -> None:
         self.by_verb = by_verb
         self.unknown = by_verb["unknown"]
+        self.messages = layout.messages
+        self.message_bytes = layout.message_bytes
+        self.size_histogram = layout.size_histogram
 
 
 def verb_slots(layout: Layout) -> VerbSlots:
-    """Every reply verb's indices in ``layout``: one dict lookup per reply."""
+    """Every reply verb's indices in ``layout``, and its message blocks'."""
     slots: dict[str, Slot] = {}
     for reply_index, verb in enumerate(REPLY_VERBS):
         command = layout.commands + reply_index if verb in VERBS else -1
@@ -116,17 +132,17 @@ def verb_slots(layout: Layout) -> VerbSlots:
             layout.reply_histograms + reply_index * _REPLY_WIDTH,
             _KINDS.get(verb, _PLAIN),
         )
-    return VerbSlots(slots)
+    _command, codes, histogram, _kind = slots["AUTH"]
+    for mark, mechanism in _AUTH_MARKS.items():
+        # AUTH's replies, under the mechanism; not another command.
+        slots[mark] = (-1, codes, histogram, _AUTH + mechanism_index(mechanism))
+    return VerbSlots(slots, layout)
 
 
 MessageSink = Callable[[int, bytes | None, int | None], None]
 
 
 def _no_message(_outcome: int, _reply: bytes | None, _size: int | None) -> None:
-    return None
-
-
-def _no_auth(_ok: bool) -> None:
     return None
 
 
@@ -155,7 +171,6 @@ class SessionMeter:
         "_unknown",
         "commands",
         "listener",
-        "on_auth",
         "on_message",
         "size",
         "started",
@@ -163,10 +178,9 @@ class SessionMeter:
 
     def __init__(self, counters: Counters, listener: int, slots: VerbSlots) -> None:
         self._counters = counters
-        layout = counters.layout
-        self._outcomes = layout.messages + listener * _OUTCOMES
-        self._bytes = layout.message_bytes + listener
-        self._sizes = layout.size_histogram
+        self._outcomes = slots.messages + listener * _OUTCOMES
+        self._bytes = slots.message_bytes + listener
+        self._sizes = slots.size_histogram
         self._by_verb = slots.by_verb
         self._unknown = slots.unknown
         self.listener = listener
@@ -177,7 +191,6 @@ class SessionMeter:
         self.started = _clock()
         self.size: int | None = None  # of the message whose data was read
         self.on_message: MessageSink = _no_message
-        self.on_auth: Callable[[bool], None] = _no_auth  # an AUTH exchange's result
         self.commands = 0  # command lines in this session (the event log's)
         counters.connection(listener)
 
@@ -245,9 +258,9 @@ class SessionMeter:
                 self.commands += 1
 
     def _transaction_reply(self, kind: int, code: int, wire: bytes) -> None:
-        if kind == _AUTH:
+        if kind >= _AUTH:
             if code != 334:  # RFC 4954 4: 334 is a challenge, anything else ends it
-                self.on_auth(code == 235)
+                self._counters.auth(kind - _AUTH, code == 235)
         elif kind == _END:
             outcome = _ACCEPTED if code < 400 else _DEFERRED if code < 500 else _REJECTED
             self._count(outcome, wire, self.size)

@@ -32,14 +32,10 @@ def _no_message(_outcome: int, _reply: bytes | None, _size: int | None) -> None:
     return None
 
 
-def _no_auth(_ok: bool) -> None:
-    return None
-
-
 class UncountedMeter:
     """What the adapter sets on a ``SessionMeter``, with nothing counted."""
 
-    __slots__ = ("commands", "listener", "on_auth", "on_message", "size", "started")
+    __slots__ = ("commands", "listener", "on_message", "size", "started")
 
     def __init__(self, listener: int) -> None:
         self.listener = listener
@@ -47,7 +43,6 @@ class UncountedMeter:
         self.size: int | None = None
         self.commands = 0
         self.on_message: Callable[[int, bytes | None, int | None], None] = _no_message
-        self.on_auth: Callable[[bool], None] = _no_auth
 
     def replies(self, out: list[bytes], marks: list[int | str]) -> None:
         return None

@@ -56,7 +56,6 @@ class Commands:
     # Session facts, for rules and the event log.
     authenticated = False
     auth_user: str | None = None  # the AUTH user (never a password)
-    auth_mechanism: str | None = None  # of the last AUTH command, as typed (for counts)
     helo: str | None = None  # the HELO/EHLO argument
     message_number = 0  # MAIL commands accepted in this session
     # The transaction (reset by _reset_transaction).
@@ -280,7 +279,11 @@ class Commands:
         return arg
 
     def do_auth(self, arg: str) -> None:
-        self.auth_mechanism = arg.strip().partition(" ")[0].upper()
+        mechanism = arg.strip().partition(" ")[0].upper()
+        if mechanism in sasl.MECHANISMS:
+            # The exchange's replies, its result among them, are counted
+            # under its mechanism (protocol.metering).
+            self._prompted_by(f"AUTH {mechanism}")
         self._sasl, reply = sasl.begin(arg, self.settings.challenge)
         self._sasl_reply(reply)
 

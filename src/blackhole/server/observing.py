@@ -41,7 +41,6 @@ from blackhole.observe.layout import (
     OUTCOMES,
     SESSION_ENDS,
     Layout,
-    mechanism_index,
 )
 from blackhole.observe.messageline import MessageLines, session_line
 from blackhole.observe.meter import SessionMeter, verb_slots
@@ -80,10 +79,6 @@ def listener_labels(bound: Sequence[tuple[Listener, socket.socket]]) -> list[str
 
 
 def _ignore_record(_record: JSON) -> None:
-    return None
-
-
-def _auth_ignored(_ok: bool) -> None:
     return None
 
 
@@ -192,7 +187,6 @@ class SessionObservation:
             if observation.counting
             else UncountedMeter(listener_index)
         )
-        self.meter.on_auth = self._auth_done
         self.rule: str | None = None  # the last rule that acted, for the message's line
         self.end = "client_closed"  # until the server knows better
         self.messages = 0
@@ -222,11 +216,6 @@ class SessionObservation:
         self.observation.counters.tls(self.meter.listener, ok, seconds)
         if ok:
             self.tls = tls_field(version, cipher)
-
-    def _auth_done(self, ok: bool) -> None:
-        core = self.core
-        mechanism = core.auth_mechanism if core is not None else None
-        self.observation.counters.auth(mechanism_index(mechanism or "unknown"), ok)
 
     def rule_acted(self, rule: str, delay: float) -> None:
         """A rule's verdict was carried out (server.steering): counted under the
@@ -315,7 +304,6 @@ class SessionObservation:
     def close(self) -> None:
         """The session is over: count its end, write its line."""
         meter = self.meter
-        meter.on_auth = _auth_ignored  # was a method of self: no cycle left for the GC
         meter.end(_END_INDEX[self.end])
         log = self.observation.event_log
         if log is not None:
