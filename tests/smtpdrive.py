@@ -21,7 +21,7 @@ from blackhole.protocol import (
     StageReached,
     StartTLS,
 )
-from blackhole.protocol.hooks import Stage, Verdict
+from blackhole.protocol.hooks import Stage, Verdict, bits
 from blackhole.protocol.replies import Reply, queued
 
 # What the transcripts see as the CRAM-MD5 challenge (RFC 2195: <...@host>).
@@ -85,7 +85,7 @@ class Driver:
         content_threshold: int | None = None,
     ) -> Driver:
         conn = SMTPConnection(settings or make_settings())
-        conn.watch = watch
+        conn.watch = bits(watch)
         conn.content_thresholds = () if content_threshold is None else (content_threshold,)
         driver = cls(conn, answer, decide=decide)
         conn.start()

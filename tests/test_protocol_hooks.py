@@ -13,7 +13,7 @@ import pytest
 
 from blackhole.protocol import MessageReceived, SMTPConnection, StageReached, sasl
 from blackhole.protocol import replies as R
-from blackhole.protocol.hooks import Stage, Verdict
+from blackhole.protocol.hooks import Stage, Verdict, bits
 from blackhole.protocol.states import COMMANDS, TABLE, State, ehlo_reply, help_summary
 from tests.smtpdrive import Driver, make_settings
 
@@ -92,17 +92,17 @@ def test_watch_can_change_at_any_time() -> None:
     driver = Driver.start(make_settings())
     driver.feed(b"EHLO c\r\n")
     assert driver.stages == []
-    driver.conn.watch = frozenset({Stage.NOOP})
+    driver.conn.watch = bits({Stage.NOOP})
     driver.feed(b"NOOP\r\n")
     assert [e.stage for e in driver.stages] == [Stage.NOOP]
-    driver.conn.watch = frozenset()
+    driver.conn.watch = 0
     driver.feed(b"NOOP\r\n")
     assert len(driver.stages) == 1
 
 
 def test_input_is_held_while_a_stage_waits() -> None:
     conn = SMTPConnection(make_settings())
-    conn.watch = frozenset({Stage.HELO})
+    conn.watch = bits({Stage.HELO})
     conn.start()
     conn.data_to_send()
     conn.receive_data(b"EHLO c\r\nNOOP\r\n")
@@ -119,7 +119,7 @@ def test_resolve_without_a_stage_is_a_bug_and_after_an_end_a_no_op() -> None:
     conn.start()
     with pytest.raises(RuntimeError):
         conn.resolve(None)
-    conn.watch = frozenset({Stage.NOOP})
+    conn.watch = bits({Stage.NOOP})
     conn.receive_data(b"NOOP\r\n")
     conn.timeout()  # the client went idle while the rules were deciding
     conn.resolve(None)
@@ -128,7 +128,7 @@ def test_resolve_without_a_stage_is_a_bug_and_after_an_end_a_no_op() -> None:
 
 def test_shutdown_while_a_stage_waits_closes_after_it() -> None:
     conn = SMTPConnection(make_settings())
-    conn.watch = frozenset({Stage.NOOP})
+    conn.watch = bits({Stage.NOOP})
     conn.start()
     conn.receive_data(b"NOOP\r\n")
     conn.shutdown()

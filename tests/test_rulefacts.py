@@ -5,7 +5,7 @@ from __future__ import annotations
 from blackhole.protocol import replies as R
 from blackhole.protocol.core import SMTPConnection
 from blackhole.protocol.events import MessageReceived, StageReached
-from blackhole.protocol.hooks import Stage
+from blackhole.protocol.hooks import Stage, bits
 from blackhole.protocol.settings import SessionSettings
 from blackhole.rules.match import Facts
 from blackhole.server.rulefacts import Where, command_facts, stage_facts
@@ -34,7 +34,7 @@ def test_command_facts_are_the_facts_of_the_event_reported() -> None:
     # Steering.screen decides a command stage with command_facts before the
     # core reports it; the rules must see what stage_facts makes of the event.
     core = SMTPConnection(SessionSettings(mailname="mx.test"))
-    core.watch = frozenset(Stage)
+    core.watch = bits(Stage)
     early: list[Facts | None] = []
 
     def screen(stage: Stage, value: str | None) -> bool:

@@ -23,7 +23,6 @@ from blackhole.protocol import replies as R
 from blackhole.protocol import states as S
 from blackhole.protocol.events import Close, Cut, Event, StageReached, StartTLS
 from blackhole.protocol.grammar import MailParams, parse_mail, parse_rcpt
-from blackhole.protocol.hooks import Stage
 from blackhole.protocol.modes import Mode
 from blackhole.protocol.reader import ChunkReader, DataReader, HeaderScanner
 from blackhole.protocol.replies import Reply
@@ -50,7 +49,7 @@ class Commands:
     _marks: list[int | str]  # which verb each queued reply answers (protocol.metering)
     events: deque[Event]  # for the adapter, oldest first (next_event pops one)
     _junk: int
-    watch: frozenset[Stage]
+    watch: int  # the stages watched, as hooks.bits() (SMTPConnection's)
     discarded_after_starttls: int
 
     # Session facts, for rules and the event log.
@@ -297,7 +296,7 @@ class Commands:
             self._mode = M.SASL
             return
         exchange = self._sasl
-        if reply.code in (235, 535) and exchange is not None and H.AUTH in self.watch:
+        if reply.code in (235, 535) and exchange is not None and self.watch & H.AUTH_BIT:
             # The auth stage is the exchange's verdict, once the user is known.
             def apply(rule: Reply | None) -> None:
                 self._finish_auth(rule or reply, ok=rule is not None or reply.code == 235)

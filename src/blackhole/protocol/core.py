@@ -40,15 +40,13 @@ from blackhole.protocol.metering import CONNECT, END, NULL_METER, SERVER, UNPARS
 from blackhole.protocol.replies import Reply
 from blackhole.protocol.settings import SessionSettings
 
-_NO_STAGES: frozenset[Stage] = frozenset()
-
 
 class SMTPConnection(Dispatch):
     """One SMTP session, from greeting to close."""
 
-    # The stages the adapter wants to hear about; it may set this at any time
-    # (before start() for connect). Empty, a command costs one truth test.
-    watch = _NO_STAGES
+    # The stages the adapter wants to hear about, as hooks.bits() of them; it
+    # may set this at any time (before start() for connect).
+    watch = 0
     # Report the content stage as the content reaches each of these byte
     # counts (ascending), and at its end if none was reached.
     content_thresholds: tuple[int, ...] = ()
@@ -82,7 +80,7 @@ class SMTPConnection(Dispatch):
         # line marks its replies: a meter then takes it as one reply to one
         # prompt (its cheapest case). "connect" has no command to count.
         self._marks += (0, CONNECT)
-        if H.CONNECT in self.watch:
+        if self.watch & H.CONNECT_BIT:
             self._pause(StageReached(H.CONNECT), M.COMMAND, self._greet, self._refuse_session)
             return
         self._out.append(greeting.wire)

@@ -81,7 +81,7 @@ class Dispatch(Staging):
             # refused in skip_bdat). Any other command comes after it: a MAIL
             # starts the next message without an RSET first.
             self._end_transaction()
-        if self.watch and not staged and H.COMMAND in self.watch:
+        if self.watch & H.COMMAND_BIT and not staged:
             self._command_stage(raw, verb, text)
             return
         # The dispatch, inline: this is the per-command hot path.
@@ -90,7 +90,7 @@ class Dispatch(Staging):
         if entry is None:
             self._unknown_command(verb)
             return
-        check, commit, next_state, stage, junk, refusal, refuser = entry
+        check, commit, next_state, _stage, bit, junk, refusal, refuser = entry
         if refusal is not None:
             if refuser is None:
                 self._out.append(refusal.wire)
@@ -108,7 +108,7 @@ class Dispatch(Staging):
             else:
                 refuser(self, arg, facts)  # BDAT: its chunk is still read
             return
-        if stage is not None and self.watch and stage in self.watch:
+        if self.watch & bit:
             self._command_reached(verb, entry, facts)
             return
         self.state = next_state
@@ -186,6 +186,7 @@ def _resolve(key: tuple[State, str], table: dict[tuple[State, str], Row] = TABLE
         getattr(cls, entry.commit),
         entry.next,
         entry.stage,
+        H.BIT[entry.stage] if entry.stage is not None else 0,
         entry.junk,
         entry.refusal,
         getattr(cls, entry.refuse) if entry.refuse else None,

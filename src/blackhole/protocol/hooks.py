@@ -11,6 +11,7 @@ out. A fault is a value, not a code path: no stage grows an ``if fault:``.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -54,6 +55,23 @@ NOOP: Final = Stage.NOOP
 VRFY: Final = Stage.VRFY
 QUIT: Final = Stage.QUIT
 COMMAND: Final = Stage.COMMAND
+
+# Each stage as one bit of ``SMTPConnection.watch``: whether a stage is
+# watched, asked at every command of a session under rules, is then an AND
+# of two integers where a set's lookup hashed the stage.
+BIT: Final[dict[Stage, int]] = {stage: 1 << index for index, stage in enumerate(Stage)}
+CONNECT_BIT: Final = BIT[CONNECT]
+AUTH_BIT: Final = BIT[AUTH]
+CONTENT_BIT: Final = BIT[CONTENT]
+COMMAND_BIT: Final = BIT[COMMAND]
+
+
+def bits(stages: Iterable[Stage]) -> int:
+    """``stages`` as ``SMTPConnection.watch`` holds them."""
+    watch = 0
+    for stage in stages:
+        watch |= BIT[stage]
+    return watch
 
 
 class TLSFault(enum.StrEnum):

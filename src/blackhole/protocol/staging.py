@@ -36,6 +36,7 @@ Entry = tuple[
     Callable[..., None],  # commit(self, facts)
     State,  # next state on success
     Stage | None,  # the rules stage reported
+    int,  # that stage's bit (hooks.BIT), 0 for none
     bool,  # a junk command
     Reply | None,  # the 503 when refused in this state
     Callable[..., None] | None,  # refuser(self, arg, reply): BDAT reads its chunk
@@ -111,7 +112,7 @@ class Staging(Intake):
         Apart from ``_command_reached``: its closures are objects made at
         every call, which a command the screen lets through never needs.
         """
-        _, commit, next_state, stage, _, _, refuser = entry
+        _, commit, next_state, stage, _, _, _, refuser = entry
         assert stage is not None
         # type(), not isinstance(): re.Match cannot be subclassed, and in the
         # compiled build isinstance() of a class it does not own is a call.
@@ -146,7 +147,7 @@ class Staging(Intake):
         that every rule acts at its own ``after_bytes`` however the content
         was cut into reads; the next is checked once this one is resolved.
         """
-        if H.CONTENT not in self.watch:
+        if not self.watch & H.CONTENT_BIT:
             return
         at = self._next_threshold(size)
         if at is None:
@@ -164,7 +165,7 @@ class Staging(Intake):
         answer. The same events in the same order however the chunk came in
         (one read, or many); a LAST chunk's are the message's below.
         """
-        if chunks.counting and not chunks.last and H.CONTENT in self.watch:
+        if chunks.counting and not chunks.last and self.watch & H.CONTENT_BIT:
             at = self._next_threshold(chunks.size)
             if at is not None:
 
@@ -180,7 +181,7 @@ class Staging(Intake):
         """The content has ended: the thresholds it reached and not yet reported,
         or the end itself if none was (the content stage is reported at least
         once per message, with every header read); then the message."""
-        if H.CONTENT in self.watch:
+        if self.watch & H.CONTENT_BIT:
             at = self._next_threshold(size)
             ended = at is None and not self._content_at and not self._content_ended
             if ended:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 from blackhole.protocol import hooks as H
-from blackhole.protocol.hooks import Stage, Verdict
+from blackhole.protocol.hooks import CONNECT_BIT, Stage, Verdict, bits
 from blackhole.protocol.memo import remember
 from blackhole.protocol.replies import Reply
 from blackhole.rules.gates import ClientGate, Gate, client_gates, gates
@@ -76,8 +76,9 @@ class RuleSet:
         "on_match",
         "reads_headers",
         "seed",
+        "stage_bits",
+        "stage_bits_after_connect",
         "stages",
-        "stages_after_connect",
         "started",
         "store",
         "waiting_stages",
@@ -101,7 +102,8 @@ class RuleSet:
         self.on_change: Callable[[], None] = _ignore_change
         self._by_stage: dict[Stage, tuple[tuple[Rule, bool, bool], ...]] = {}
         self.stages: frozenset[Stage] = frozenset()
-        self.stages_after_connect: frozenset[Stage] = frozenset()
+        self.stage_bits = 0  # stages as hooks.bits(), what a session's core watches
+        self.stage_bits_after_connect = 0
         self.waiting_stages: frozenset[Stage] = frozenset()
         self.content_thresholds: tuple[int, ...] = ()
         self.gates: dict[Stage, Gate] = {}
@@ -135,9 +137,9 @@ class RuleSet:
             for stage, rules in by_stage.items()
         }
         self.stages = frozenset(self._by_stage)
-        # What a session watches once its client is barred from connect (a
-        # set made here, not one per session).
-        self.stages_after_connect = self.stages - {Stage.CONNECT}
+        self.stage_bits = bits(self.stages)
+        # What a session watches once its client is barred from connect.
+        self.stage_bits_after_connect = self.stage_bits & ~CONNECT_BIT
         # A value no rule of its stage can match skips the stage (rules.gates).
         self.gates = gates(by_stage)
         self._client_gates = client_gates(by_stage)

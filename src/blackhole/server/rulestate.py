@@ -16,7 +16,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from blackhole.config.model import Config
-from blackhole.protocol.hooks import Stage
+from blackhole.protocol.hooks import Stage, bits
 from blackhole.rules.addresses import MOX, SES
 from blackhole.rules.engine import RuleSet
 from blackhole.rules.store import MemoryStore, Store
@@ -104,6 +104,13 @@ class WorkerRules:
         for name in self.conventions:
             stages = stages | _CONVENTION_STAGES[name]
         return stages
+
+    @property
+    def stage_bits(self) -> int:
+        """``stages``, as the core watches them (hooks.bits())."""
+        if not self.conventions:
+            return self.ruleset.stage_bits
+        return bits(self.stages)
 
     @property
     def content_thresholds(self) -> tuple[int, ...]:

@@ -74,16 +74,16 @@ class Steering(Carrying):
             # The greeting is the core's first step, so its stage is screened
             # here, before start(): by the client, the only thing known yet.
             # (No conventions here: the rules' stages are the ruleset's.)
-            core.watch = rules.ruleset.stages_after_connect
+            core.watch = rules.ruleset.stage_bits_after_connect
         else:
-            core.watch = rules.stages
+            core.watch = rules.stage_bits
         core.content_thresholds = rules.content_thresholds
         core.screen = self.screen
 
     def follow(self, core: SMTPConnection) -> None:
         """The rules changed while the session runs: the core watches what
         they watch from now on (screen() rebars the client by generation)."""
-        core.watch = self.rules.stages
+        core.watch = self.rules.stage_bits
         core.follow_thresholds(self.rules.content_thresholds)
 
     @property
