@@ -39,6 +39,12 @@ _CONTROL_TO_SPACE: Final = bytes(
 )
 
 
+# Every verb of the tables, as itself: a verb sent in upper case, as clients
+# send them, is found here rather than copied by upper() (RFC 5321 section
+# 2.4: verbs are case-insensitive, so any other case is upper()ed).
+_KNOWN_VERBS: Final = {verb: verb for _state, verb in (*TABLE, *LMTP_TABLE)}
+
+
 class Dispatch(Staging):
     """The command-line half of ``SMTPConnection``."""
 
@@ -62,7 +68,8 @@ class Dispatch(Staging):
             self._sasl_step(text)
             return
         verb, _, arg = text.partition(" ")
-        verb = verb.upper()
+        known = _KNOWN_VERBS.get(verb)
+        verb = known if known is not None else verb.upper()
         if not staged:
             # _prompted_by, inline: hot path. Two appends, not += of a
             # tuple: a compiled append is a C call, the tuple is an object.
