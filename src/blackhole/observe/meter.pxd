@@ -41,6 +41,7 @@ cdef class SessionMeter:
     cdef public double started
     cdef public object size, on_message
 
+    cdef void _place(self, VerbSlots slots, Py_ssize_t listener)
     @cython.locals(
         now=double, seconds=double, command=Py_ssize_t, codes=Py_ssize_t, histogram=Py_ssize_t,
         kind=Py_ssize_t, code=Py_ssize_t, outcome=Py_ssize_t, bucket=Py_ssize_t,

@@ -178,11 +178,7 @@ class SessionMeter:
 
     def __init__(self, counters: Counters, listener: int, slots: VerbSlots) -> None:
         self._counters = counters
-        self._outcomes = slots.messages + listener * _OUTCOMES
-        self._bytes = slots.message_bytes + listener
-        self._sizes = slots.size_histogram
-        self._by_verb = slots.by_verb
-        self._unknown = slots.unknown
+        self._place(slots, listener)
         self.listener = listener
         self._transaction = _IDLE
         self._last = b""  # the last reply in the transaction
@@ -193,6 +189,16 @@ class SessionMeter:
         self.on_message: MessageSink = _no_message
         self.commands = 0  # command lines in this session (the event log's)
         counters.connection(listener)
+
+    def _place(self, slots: VerbSlots, listener: int) -> None:
+        # Apart from __init__ for meter.pxd's types: Cython reads the
+        # argument's fields in C only where they are declared, and it
+        # declares no def method's.
+        self._outcomes = slots.messages + listener * _OUTCOMES
+        self._bytes = slots.message_bytes + listener
+        self._sizes = slots.size_histogram
+        self._by_verb = slots.by_verb
+        self._unknown = slots.unknown
 
     # marks: list[int | str], alternating; Any spares the hot loop a check per item.
     def replies(self, out: list[bytes], marks: list[Any]) -> None:

@@ -124,7 +124,9 @@ class Commands:
 
     def _prompted_by(self, verb: str) -> None:
         """The replies queued from now on answer ``verb`` (protocol.metering)."""
-        self._marks += (len(self._out), verb)
+        marks = self._marks
+        marks.append(len(self._out))  # two appends: no tuple made
+        marks.append(verb)
 
     def _reset_transaction(self) -> None:
         self.sender = self.declared_size = None
