@@ -84,15 +84,15 @@ class SMTPProtocol(Securing):
         server = self.server
         server.sessions.add(self)
         server.stats.connections += 1
-        listener = self.ctx.listener
+        ctx = self.ctx
         observation = server.observation
-        if listener.path is not None:
+        if ctx.unix:
             self.obs.client = UNIX_CLIENT  # a UNIX socket's peer has no address
         elif (
             server.rules is not None
             or observation.event_log is not None
             or observation.record
-            or listener.proxy
+            or ctx.proxy
         ):
             # Only rules, the event log, recorded messages and a PROXY
             # header's log lines read the client. Asking the transport costs
@@ -100,10 +100,10 @@ class SMTPProtocol(Securing):
             # dropped: a session that nothing reads it of does not ask.
             self._ask_peer(transport)
         self.last = self.server.clock()
-        server.idle.arm(self, self.ctx.timeout)
-        if listener.proxy:
+        server.idle.arm(self, ctx.timeout)
+        if ctx.proxy:
             # The PROXY header comes before the greeting and the TLS handshake.
-            limit = min(self.ctx.tls_handshake_timeout, self.ctx.timeout)
+            limit = min(ctx.tls_handshake_timeout, ctx.timeout)
             self._header = HeaderWait(self.loop, self, limit)
             return
         self._open()

@@ -27,10 +27,11 @@ class ListenerContext:
     # ``settings`` with the header fields collected: for the sessions that
     # begin while a rule with a ``header`` matcher is in force.
     header_settings: SessionSettings | None = None
-
-    @property
-    def implicit_tls(self) -> bool:
-        return self.listener.tls
+    # The listener's flags every connection reads, copied here: this class is
+    # compiled, and reading them from the Listener is a lookup by name each.
+    implicit_tls: bool = False  # SMTPS: TLS before the greeting
+    proxy: bool = False  # a PROXY protocol header comes first
+    unix: bool = False  # a UNIX socket: the peer has no address
 
 
 def build_context(
@@ -76,4 +77,7 @@ def build_context(
         config.tls_handshake_timeout,
         ssl_context,
         header_settings=replace(settings, collect_headers=True),
+        implicit_tls=listener.tls,
+        proxy=listener.proxy,
+        unix=listener.path is not None,
     )
