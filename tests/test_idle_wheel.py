@@ -28,10 +28,12 @@ class Client(FakeTransport):
         self.loop = loop
         self.closed_at: float | None = None
         self.reading_replies = False
+        self.last_moved: float | None = None  # when the buffer was last seen to move
 
     def get_write_buffer_size(self) -> int:
         if self.reading_replies:
             self.unsent += 1
+            self.last_moved = self.loop.time()
         return self.unsent
 
     def close(self) -> None:
@@ -158,7 +160,10 @@ def test_a_busy_session_gets_another_whole_timeout() -> None:
     assert sessions.expired_at(session) is None and len(wheel) == 1
     client.reading_replies = False
     loop.advance(30.0 + SLOT)
-    assert sessions.expired_at(session) is not None
+    expired_at = sessions.expired_at(session)
+    # A whole timeout from the last time it was found busy, not part of one.
+    assert client.last_moved is not None and expired_at is not None
+    assert client.last_moved + 30.0 <= expired_at <= client.last_moved + 30.0 + SLOT
 
 
 def test_an_earlier_slot_moves_the_loop_timer_forward() -> None:

@@ -13,12 +13,14 @@ from itertools import accumulate
 import pytest
 
 from blackhole.observe.counters import Counters
-from blackhole.observe.layout import SESSION_ENDS, SIZE_BOUNDS, Layout
+from blackhole.observe.layout import MECHANISMS, SESSION_ENDS, SIZE_BOUNDS, Layout
 from blackhole.observe.meter import SessionMeter, verb_slots
 from blackhole.observe.snapshot import Snapshot
 from blackhole.protocol import replies as R
+from blackhole.protocol import sasl
 from blackhole.protocol.core import SMTPConnection
-from blackhole.protocol.events import MessageReceived
+from blackhole.protocol.events import MessageReceived, StageReached
+from blackhole.protocol.hooks import Stage, Verdict, bits
 from blackhole.protocol.replies import Reply
 from blackhole.protocol.settings import SessionSettings
 
@@ -157,6 +159,44 @@ def test_an_auth_result_counts_under_the_mechanism_its_command_named() -> None:
     assert {key: n for key, n in snapshot.auth().items() if n} == {
         ("unknown", "failed"): 1, ("PLAIN", "ok"): 1,
     }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("settings", "lines", "code"),
+    [
+        ({}, b"AUTH login\r\n", 503),  # before EHLO: out of sequence
+        ({}, b"EHLO c\r\nAUTH PLAIN AGEAYg==\r\nAUTH login\r\n", 503),  # authenticated
+        ({"auth_tls_only": True}, b"EHLO c\r\nAUTH login\r\n", 538),  # TLS first
+    ],
+    ids=["out-of-sequence", "authenticated-already", "tls-required"],
+)
+def test_an_auth_refused_before_its_exchange_fails_the_mechanism_it_names(
+    settings: dict[str, object], lines: bytes, code: int
+) -> None:
+    # OBSERVE.md: blackhole_auth_total's mechanism is the one the client named.
+    session = Session(QUEUED, **settings)
+    assert f"{code} ".encode() in session.send(lines)
+    auth = {key: n for key, n in session.end().auth().items() if n}
+    assert auth.pop(("LOGIN", "failed")) == 1
+    assert auth in ({}, {("PLAIN", "ok"): 1})
+
+
+def test_an_auth_a_command_rule_refuses_fails_the_mechanism_it_names() -> None:
+    session = Session()
+    session.core.watch = bits({Stage.COMMAND})
+    session.core.receive_data(b"EHLO c\r\nAUTH LOGIN\r\n")
+    while (event := session.core.next_event()) is not None:
+        assert isinstance(event, StageReached)
+        refused = event.verb == "AUTH"
+        session.core.resolve(Verdict("no-auth", reply=Reply(454, "4.7.0", "not now")) if refused else None)
+    assert session.core.data_to_send().endswith(b"454 4.7.0 not now\r\n")
+    assert {key: n for key, n in session.end().auth().items() if n} == {("LOGIN", "failed"): 1}
+
+
+def test_every_mechanism_the_server_offers_has_its_own_auth_counts() -> None:
+    # The core marks an exchange with its mechanism (sasl); the counts are
+    # laid out by layout.MECHANISMS: one missing there would go uncounted.
+    assert (*sasl.MECHANISMS, "unknown") == MECHANISMS
 
 
 def test_replies_are_counted_by_the_time_they_are_handed_out() -> None:

@@ -280,13 +280,23 @@ class Commands:
         return arg
 
     def do_auth(self, arg: str) -> None:
-        mechanism = arg.strip().partition(" ")[0].upper()
-        if mechanism in sasl.MECHANISMS:
-            # The exchange's replies, its result among them, are counted
-            # under its mechanism (protocol.metering).
-            self._prompted_by(f"AUTH {mechanism}")
+        self._auth_named(arg)
         self._sasl, reply = sasl.begin(arg, self.settings.challenge)
         self._sasl_reply(reply)
+
+    def refuse_auth(self, arg: str, refusal: Reply) -> None:
+        """AUTH refused before any exchange (out of sequence, authenticated
+        already, TLS required, a rule): a failure of the mechanism it names."""
+        self._auth_named(arg)
+        self._out.append(refusal.wire)
+
+    def _auth_named(self, arg: str) -> None:
+        """AUTH's replies from here are counted under the mechanism ``arg``
+        names, when the server has it; under "unknown" otherwise (the AUTH
+        command's own mark, protocol.metering)."""
+        mechanism = arg.strip().partition(" ")[0].upper()
+        if mechanism in sasl.MECHANISMS:
+            self._prompted_by(f"AUTH {mechanism}")
 
     def _sasl_step(self, text: str) -> None:
         assert self._sasl is not None

@@ -38,7 +38,7 @@ class ReplyMeter(Protocol):
     def unanswered(self, marks: list[int | str]) -> None:
         """The session ended before the commands marked after ``marks[0:2]`` were
         answered (a rule's drop or reset, the client leaving): each was still a
-        command line received."""
+        command line received (an ``AUTH <mechanism>`` mark is no command)."""
         ...
 
 

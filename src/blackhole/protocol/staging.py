@@ -78,6 +78,8 @@ class Staging(Intake):
                 # answer; it is read and dropped, never run as commands, and
                 # inside a transaction the transaction has failed.
                 self.skip_bdat(text.partition(" ")[2], reply)
+            elif verb == "AUTH":
+                self.refuse_auth(text.partition(" ")[2], reply)
             else:
                 self._out.append(reply.wire)
 

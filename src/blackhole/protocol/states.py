@@ -151,6 +151,7 @@ COMMANDS: dict[str, Command] = {
         f"AUTH {' | '.join(_MECHANISMS)} [initial-response]",
         (f"AUTH {' '.join(_MECHANISMS)}",),  # RFC 4954
         Offer.AUTH,
+        refuse="refuse_auth",  # counted under the mechanism it names
     ),
     "HELP": Command("help", SESSION, None, None, "HELP [command]", ("HELP",), junk=True),
     "VRFY": Command("vrfy", SESSION, None, Stage.VRFY, "VRFY <address>", ("VRFY",), junk=True),

@@ -6,7 +6,8 @@ others are not consulted for that event. A rule's matches are counted whether
 or not it acts, so every rule up to and including the acting one counts.
 
 The rules are indexed by stage: a stage no rule watches costs a dictionary
-lookup, and ``stages`` tells the core which stages to report at all. Only
+lookup, and ``stage_bits`` (``stages`` as the core's ``watch`` holds them)
+tells the core which stages to report at all. Only
 rules with a stateful selection or a delay range (``Rule.stateful``) ask the store.
 """
 
