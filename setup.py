@@ -34,10 +34,11 @@ from pathlib import Path
 from setuptools import setup
 
 ROOT = Path(__file__).resolve().parent
-# The oldest mypy this build has been tested with: older ones may reject the
-# code or compile it differently.
+# The oldest mypy and Cython this build has been tested with: older ones may
+# reject the code or compile it differently (observe/meter.pxd cimports
+# Cython's cpython.time).
 MYPY = "mypy>=2.4"
-CYTHON = "Cython>=3.0"
+CYTHON = "Cython>=3.3"
 BUILD = ROOT / "build" / "mypyc"
 
 

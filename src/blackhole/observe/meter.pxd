@@ -4,6 +4,9 @@
 # constants and the hot path's locals are C numbers. Names declared here are
 # C variables, invisible to other modules: only private ones.
 cimport cython
+# time.perf_counter() in meter.py is then CPython's clock read in C (Cython's
+# cpython.time), not a call of the Python function: a reply batch reads it.
+from cpython cimport time
 
 from blackhole.observe.counters cimport Counters
 
@@ -15,7 +18,6 @@ cdef double _MICROS, _FIRST_BOUND
 cdef double[16] _BOUNDS
 cdef double[9] _SIZES
 cdef Py_ssize_t _REPLY_BUCKETS, _SIZE_BUCKETS
-cdef object _clock
 
 
 @cython.locals(index=Py_ssize_t)
