@@ -43,6 +43,7 @@ cdef class SessionMeter:
     cdef public double started
     cdef public object size, on_message
 
+    cpdef void start(self)
     cdef void _place(self, VerbSlots slots, Py_ssize_t listener)
     @cython.locals(
         now=double, seconds=double, command=Py_ssize_t, codes=Py_ssize_t, histogram=Py_ssize_t,

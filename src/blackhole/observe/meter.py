@@ -189,6 +189,11 @@ class SessionMeter:
         self.commands = 0  # command lines in this session (the event log's)
         counters.connection(listener)
 
+    def start(self) -> None:
+        """The input that completes a command arrived now (or an injected
+        delay ended): the time to its reply counts from here."""
+        self.started = time.perf_counter()
+
     def _place(self, slots: VerbSlots, listener: int) -> None:
         # Apart from __init__ for meter.pxd's types: Cython reads the
         # argument's fields in C only where they are declared, and it

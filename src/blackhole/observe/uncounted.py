@@ -44,6 +44,9 @@ class UncountedMeter:
         self.commands = 0
         self.on_message: Callable[[int, bytes | None, int | None], None] = _no_message
 
+    def start(self) -> None:
+        return None
+
     def replies(self, out: list[bytes], marks: list[int | str]) -> None:
         return None
 

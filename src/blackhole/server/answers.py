@@ -14,7 +14,6 @@ the delay ran out, and the answer was counted as given to a client long gone.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Final
 
@@ -76,7 +75,7 @@ class Answers(FlowControl):
         if core is None or self.transport is None or self.closing:
             return
         self.last = self.server.clock()
-        self.obs.meter.started = time.perf_counter()  # delay excluded
+        self.obs.meter.start()  # delay excluded
         try:
             core.send(reply)
             self._pump(core)
@@ -93,7 +92,7 @@ class Answers(FlowControl):
     def _held(self, then: Callable[[], None]) -> None:
         self._delay = None
         self.last = self.server.clock()
-        self.obs.meter.started = time.perf_counter()  # the injected delay excluded
+        self.obs.meter.start()  # the injected delay excluded
         then()
 
     def carry_on(self, core: SMTPConnection) -> None:

@@ -13,7 +13,6 @@ in ``protocol``.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING, Final
 
 from blackhole.protocol.core import SMTPConnection
@@ -30,10 +29,6 @@ if TYPE_CHECKING:
     from blackhole.server.context import ListenerContext
     from blackhole.server.rulestate import WorkerRules
     from blackhole.server.state import ServerState
-
-# Final: read directly by the compiled build, where time.perf_counter is a
-# lookup in the time module at every read.
-_clock: Final = time.perf_counter
 
 # A Close event's reason -> the event log's session end (OBSERVE.md); any
 # other reason (a rule's close, too many unknown commands) is "dropped".
@@ -162,7 +157,7 @@ class SMTPProtocol(Securing):
         if self._backlog:
             self._backlog += data  # reading is paused; this is only a safety net
             return
-        self.obs.meter.started = _clock()
+        self.obs.meter.start()
         try:
             if len(data) <= SLICE and not self._write_paused and self._delay is None:
                 core.receive_data(data)
@@ -366,7 +361,7 @@ class SMTPProtocol(Securing):
             self.tls_failed(f"timed out after {self.ctx.timeout:g} s (idle timeout)")
         else:
             self.server.stats.timeouts += 1
-            self.obs.meter.started = _clock()
+            self.obs.meter.start()
             core.timeout()
             self._pump(core)
 

@@ -8,7 +8,6 @@ line written). ``_ended_by`` records how, for counts and the event log.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Final
 
 from blackhole.protocol import replies as R
@@ -34,7 +33,7 @@ class Endings(SessionBase):
         if core is None:
             return
         self._ended_by("shutdown")
-        self.obs.meter.started = time.perf_counter()
+        self.obs.meter.start()
         core.shutdown()
         self._pump(core)
 
@@ -64,7 +63,7 @@ class Endings(SessionBase):
         # Through the core, not written past it: the 421 is a reply like any
         # other, counted, and the transaction it cuts short ends with it.
         core = self.core
-        self.obs.meter.started = time.perf_counter()
+        self.obs.meter.start()
         core.shutdown_now()
         self._pump(core)
 
