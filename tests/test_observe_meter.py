@@ -185,10 +185,10 @@ def test_an_auth_a_command_rule_refuses_fails_the_mechanism_it_names() -> None:
     session = Session()
     session.core.watch = bits({Stage.COMMAND})
     session.core.receive_data(b"EHLO c\r\nAUTH LOGIN\r\n")
+    refusal = Verdict("no-auth", reply=Reply(454, "4.7.0", "not now"))
     while (event := session.core.next_event()) is not None:
         assert isinstance(event, StageReached)
-        refused = event.verb == "AUTH"
-        session.core.resolve(Verdict("no-auth", reply=Reply(454, "4.7.0", "not now")) if refused else None)
+        session.core.resolve(refusal if event.verb == "AUTH" else None)
     assert session.core.data_to_send().endswith(b"454 4.7.0 not now\r\n")
     assert {key: n for key, n in session.end().auth().items() if n} == {("LOGIN", "failed"): 1}
 
