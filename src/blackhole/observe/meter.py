@@ -59,9 +59,9 @@ _ENDS: Final = 3
 _END: Final = 4
 # AUTH's replies are not the transaction's: its result (its final reply)
 # counts under a mechanism, _AUTH + its index in MECHANISMS. The AUTH
-# command's mark stands for "unknown" (an AUTH refused before any exchange,
-# or naming a mechanism the server lacks); the core marks the replies of an
-# exchange "AUTH <mechanism>" once it begins (protocol.metering).
+# command's mark stands for "unknown" (no mechanism the server has named);
+# the core marks the replies "AUTH <mechanism>" when the command names one
+# (protocol.metering).
 _AUTH: Final = 5
 _AUTH_MARKS = {f"AUTH {mechanism}": mechanism for mechanism in MECHANISMS[:-1]}
 _KINDS = {

@@ -12,11 +12,11 @@ to the next mark were prompted by ``verb``. Verbs are the
 command's (upper case, as typed, so possibly unknown), or one of the replies
 no command prompted: ``connect`` (the greeting), ``end`` (the answer after a
 message's data, RFC 5321 4.1.1.4) and ``server`` (a timeout's or a
-shutdown's 421). An AUTH exchange's replies are marked ``AUTH <mechanism>``
-(``AUTH PLAIN``...) after the command's own mark, once it begins with a
-mechanism the server has: its result is counted under that mechanism, even
-when the next AUTH is pipelined behind it. The first mark is always at
-position 0.
+shutdown's 421). An AUTH command that names a mechanism the server has
+marks its replies ``AUTH <mechanism>`` (``AUTH PLAIN``...) after its own
+mark, whether its exchange begins or it is refused: its result is counted
+under that mechanism, even when the next AUTH is pipelined behind it. The
+first mark is always at position 0.
 """
 
 from __future__ import annotations
