@@ -29,6 +29,7 @@ from blackhole.protocol.replies import Reply
 from blackhole.protocol.settings import SessionSettings
 from blackhole.protocol.states import State, ehlo_reply
 
+_SUCCESS: Final = (200, 300)
 _GO_AHEAD: Final = {"DATA": (300, 400), "STARTTLS": (220, 221)}  # see Commands._positive
 
 
@@ -90,7 +91,7 @@ class Commands:
     # 4.3.2; BDAT's is 250, RFC 3030 2), and only 220 for STARTTLS (RFC 3207
     # 4: a client starts TLS on nothing else). Any other reply takes the
     # failure path, so that client and server stay in step.
-    _positive = (200, 300)
+    _positive = _SUCCESS
     _apply: Callable[[Reply | None], None] | None = None
     _refuse: Callable[[Reply], None] | None = None
 
@@ -103,7 +104,7 @@ class Commands:
     ) -> None:
         """Report a watched stage and hold input until the adapter resolves it."""
         self._resume, self._apply, self._refuse = resume, apply, refuse
-        self._positive = _GO_AHEAD.get(event.verb, (200, 300))
+        self._positive = _GO_AHEAD.get(event.verb, _SUCCESS)
         self._mode = M.STAGE
         self.events.append(event)
 

@@ -50,9 +50,6 @@ class Dispatch(Staging):
 
     _unknown = 0  # unknown commands, answered 502 (toward MAX_UNKNOWN_COMMANDS)
     _junk = 0  # junk commands since the last message (junk_command_limit)
-    # states.TABLE or LMTP_TABLE, resolved: a verb's entry per state, indexed
-    # by the state (set by SMTPConnection).
-    _dispatch: tuple[dict[str, Entry], ...]
 
     def _line(self, raw: bytes, staged: bool = False) -> None:
         """One command line (or SASL response); ``staged``: past the command stage."""

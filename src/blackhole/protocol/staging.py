@@ -48,6 +48,9 @@ class Staging(Intake):
 
     content_thresholds: tuple[int, ...]
     screen: Callable[[Stage, str | None], bool] | None
+    # states.TABLE or LMTP_TABLE, resolved: a verb's entry per state, indexed
+    # by the state (set by SMTPConnection; dispatch.py).
+    _dispatch: tuple[dict[str, Entry], ...]
 
     def _line(self, raw: bytes, staged: bool = False) -> None:
         # In dispatch.py. A method, not a TYPE_CHECKING stub: mypyc compiles no
@@ -73,15 +76,15 @@ class Staging(Intake):
                 refuse(reply)
 
         def refuse(reply: Reply) -> None:
-            if verb == "BDAT":
-                # RFC 3030 2: the chunk follows the command whatever the
-                # answer; it is read and dropped, never run as commands, and
-                # inside a transaction the transaction has failed.
-                self.skip_bdat(text.partition(" ")[2], reply)
-            elif verb == "AUTH":
-                self.refuse_auth(text.partition(" ")[2], reply)
-            else:
+            # As any refusal of the command: its row's handler if it has one
+            # (BDAT's chunk still follows, RFC 3030 2; AUTH's failure counts
+            # under the mechanism it names).
+            entry = self._dispatch[self.state].get(verb)
+            refuser = None if entry is None else entry[7]
+            if refuser is None:
                 self._out.append(reply.wire)
+            else:
+                refuser(self, text.partition(" ")[2], reply)
 
         if verb == "AUTH":
             # RFC 4954 4: an initial response holds credentials; rules see

@@ -7,8 +7,8 @@ or not it acts, so every rule up to and including the acting one counts.
 
 The rules are indexed by stage: a stage no rule watches costs a dictionary
 lookup, and ``stage_bits`` (``stages`` as the core's ``watch`` holds them)
-tells the core which stages to report at all. Only
-rules with a stateful selection or a delay range (``Rule.stateful``) ask the store.
+tells the core which stages to report at all. Only rules with a stateful
+selection or a delay range (``Rule.stateful``) ask the store.
 """
 
 from __future__ import annotations

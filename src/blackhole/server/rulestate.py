@@ -29,6 +29,7 @@ _CONVENTION_STAGES = {
     MOX: frozenset((Stage.MAIL, Stage.RCPT, Stage.END)),
     SES: frozenset((Stage.RCPT, Stage.END)),
 }
+_CONVENTION_BITS = {name: bits(stages) for name, stages in _CONVENTION_STAGES.items()}
 
 
 def run_now(coro: Coroutine[Any, Any, T]) -> T:
@@ -108,9 +109,10 @@ class WorkerRules:
     @property
     def stage_bits(self) -> int:
         """``stages``, as the core watches them (hooks.bits())."""
-        if not self.conventions:
-            return self.ruleset.stage_bits
-        return bits(self.stages)
+        watch = self.ruleset.stage_bits
+        for name in self.conventions:
+            watch |= _CONVENTION_BITS[name]
+        return watch
 
     @property
     def content_thresholds(self) -> tuple[int, ...]:
