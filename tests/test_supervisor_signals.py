@@ -143,15 +143,23 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _draining(
+    server_factory: Factory, write_config: WriteConfig, settings: str
+) -> tuple[ServerProcess, smtplib.SMTP]:
+    """A server with a transaction in flight, stopping: it has said so."""
+    server = server_factory(write_config(BASE + settings))
+    busy = open_transaction(server.port())
+    server.proc.send_signal(signal.SIGTERM)
+    server.wait_for("SIGTERM: stopping")
+    return server, busy
+
+
 def test_the_supervisor_waits_out_the_grace_period_without_spinning(
     server_factory: Factory, write_config: WriteConfig
 ) -> None:
     # With a heartbeat due in the past, its poll returned at once for the
     # whole grace period: a CPU at 100 % doing nothing.
-    server = server_factory(write_config(BASE + "workers = 1\ngrace_period = 2\n"))
-    busy = open_transaction(server.port())
-    server.proc.send_signal(signal.SIGTERM)
-    server.wait_for(r"SIGTERM: stopping")
+    server, busy = _draining(server_factory, write_config, "workers = 1\ngrace_period = 2\n")
     start = _cpu_seconds(server.pid)
     assert start is not None
     last = start
@@ -168,10 +176,7 @@ def test_the_supervisor_waits_out_the_grace_period_without_spinning(
 def test_second_term_during_the_grace_period_stops_at_once(
     server_factory: Factory, write_config: WriteConfig
 ) -> None:
-    server = server_factory(write_config(BASE + "workers = 2\ngrace_period = 600\n"))
-    busy = open_transaction(server.port())
-    server.proc.send_signal(signal.SIGTERM)
-    server.wait_for("SIGTERM: stopping")
+    server, busy = _draining(server_factory, write_config, "workers = 2\ngrace_period = 600\n")
     server.proc.send_signal(signal.SIGTERM)
     # Far below the 600 s of grace: the second signal cut it short.
     assert server.proc.wait(15) == 0
