@@ -23,7 +23,7 @@ import resource
 import signal
 import sys
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import uvloop
 
@@ -99,7 +99,9 @@ async def serve(host: str, port: int, port_file: Path | None) -> None:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, _report)
     if port_file is not None:
-        port_file.write_text(str(server.sockets[0].getsockname()[1]))
+        # uvloop's sockets are a list where typeshed says tuple: compiled by
+        # mypyc (bench/floor_build.py), the declared type would be checked.
+        port_file.write_text(str(cast(Any, server).sockets[0].getsockname()[1]))
     await stop.wait()
     server.close()
 

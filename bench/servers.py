@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from classic_venv import CLASSIC_VERSION, VenvError, classic_env, classic_python
+from floor_build import FloorBuildError, floor_argv
 from procstats import event_loop_of, group_alive
 from scenarios import CLASSIC_SLOW, SCENARIOS, Scenario
 from variants import FEATURES, NO_COUNTING_ENV, Variant, parse_variant
@@ -153,8 +154,12 @@ class Server:
             argv = [sink, *user, "-m", str(self.idle_capacity), f"{HOST}:{self.port}", "4096"]
             return argv, env
         if self.kind == "floor":
-            # bench/floor.py: the least a Python sink on uvloop costs (bench/README.md).
-            argv = [sys.executable, str(BENCH_DIR / "floor.py"), "--listen", f"{HOST}:{self.port}"]
+            # bench/floor.py: the least a Python sink on uvloop costs (bench/README.md),
+            # compiled when this interpreter's Blackhole is (bench/floor_build.py).
+            try:
+                argv = floor_argv(self.workdir, ["--listen", f"{HOST}:{self.port}"])[0]
+            except FloorBuildError as error:
+                raise ServerError(str(error)) from None
             return argv, env
         if self.kind == "s_server":
             # The TLS reference of this machine: OpenSSL's own server on the same key and

@@ -56,6 +56,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from floor_build import FloorBuildError, floor_argv
 from rulesets import RULESETS
 from scenarios import SCENARIOS, Scenario
 from servers import find_tool
@@ -195,7 +196,7 @@ class Served:
 
     def argv(self, port_file: Path, extra: list[str]) -> list[str]:
         if self.floor:
-            return [sys.executable, str(BENCH_DIR / "floor.py"), str(port_file)]
+            return floor_argv(port_file.parent, [str(port_file)])[0]
         argv = [sys.executable, __file__, "--serve", str(port_file), *extra]
         if self.rules is not None:
             argv += ["--rules", self.rules]
@@ -387,6 +388,11 @@ def main() -> int:
         parser.error("--floor: cpu or callgrind")
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
+        if args.floor or args.compare:
+            try:
+                print(f"the floor: bench/floor.py, {floor_argv(workdir, [])[1]}")
+            except FloorBuildError as error:
+                raise SystemExit(str(error)) from None
         if args.compare:
             _compare(load, count, served, args.repeat, workdir)
         elif args.sink:

@@ -20,12 +20,23 @@ from tests.proctools import wait_until
 FLOOR = Path(__file__).resolve().parent.parent / "bench" / "floor.py"
 
 
-@pytest.fixture
-def floor(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+@pytest.fixture(params=["interpreted", "compiled"])
+def floor(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    bench_on_path: None,
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """The floor as bench/worker_cost.py runs it next to each build of Blackhole."""
     port_file = tmp_path / "port"
-    proc = subprocess.Popen(
-        [sys.executable, str(FLOOR), str(port_file)], stdout=subprocess.PIPE, text=True
-    )
+    if request.param == "interpreted":
+        argv = [sys.executable, str(FLOOR), str(port_file)]
+    else:
+        from floor_build import compiled_floor_argv
+
+        # Built by mypyc once per test process, into its own temporary root.
+        argv = compiled_floor_argv(tmp_path_factory.getbasetemp(), [str(port_file)])
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
         text = wait_until(
             lambda: port_file.read_text() if port_file.exists() else "", what="the floor's port"
@@ -102,3 +113,15 @@ def test_run_py_serves_the_floor_in_the_smtp_loads_and_latency_only(tmp_path: Pa
     finally:
         server.stop()
     assert server.proc is None
+
+
+@pytest.mark.usefixtures("bench_on_path")
+def test_the_floor_is_compiled_exactly_when_blackhole_is(tmp_path: Path) -> None:
+    from blackhole.server import connection
+    from floor_build import floor_argv
+
+    compiled = not connection.__file__.endswith(".py")
+    argv, how = floor_argv(tmp_path, ["PORT_FILE"])
+    assert how == ("compiled by mypyc" if compiled else "interpreted")
+    assert argv[0] == sys.executable and argv[-1] == "PORT_FILE"
+    assert any(tmp_path.glob("floor-mypyc/floor.*.so")) == compiled
