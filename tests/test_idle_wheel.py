@@ -101,6 +101,18 @@ def test_a_session_expires_at_its_deadline_or_at_most_one_slot_after(
     assert len(wheel) == 0
 
 
+def test_a_deadline_the_division_rounds_down_is_still_filed_after_it() -> None:
+    # For these (found by search), ceil(deadline / width) * width comes out one
+    # ulp before the deadline: filed there, the timer would fire too early.
+    last, limit = 5919.162340251445, 0.2991213250247085
+    _loop, wheel, sessions = _wheel()
+    session = sessions.new()
+    session.last = last
+    wheel.arm(session, limit)
+    assert session.idle_slot is not None
+    assert session.idle_slot >= last + limit
+
+
 def test_many_sessions_share_one_loop_timer() -> None:
     loop, wheel, every = _wheel()
     sessions = []
