@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from classic_venv import CLASSIC_VERSION, VenvError, classic_env, classic_python
-from floor_build import FloorBuildError, floor_argv
+from floor_build import FloorBuildError, compiled_floor_argv, interpreted_floor_argv
 from procstats import event_loop_of, group_alive
 from scenarios import CLASSIC_SLOW, SCENARIOS, Scenario
 from variants import FEATURES, NO_COUNTING_ENV, Variant, parse_variant
@@ -35,6 +35,7 @@ SBIN = ("/usr/sbin", "/usr/bin", "/sbin", "/bin")
 ALL_SERVERS = (
     "smtp-sink",
     "floor",
+    "floor@mypyc",
     "s_server",
     "aiosmtpd",
     "classic-1w",
@@ -109,8 +110,9 @@ class Server:
     # The scenarios and phases ("tls", "idle") it takes part in; None: all selected.
     phases: frozenset[str] | None = None
     control_port: int = 0  # the control API's, when a feature wants it
-    # Blackhole only: the interpreter, by default this one; blackhole-1w@mypyc
-    # runs REPO/.venv-mypyc's (the compiled build next to the pure one).
+    # Blackhole and the floor: the interpreter, by default this one;
+    # blackhole-1w@mypyc and floor@mypyc run REPO/.venv-mypyc's (the compiled
+    # build next to the pure one).
     python: str = sys.executable
 
     def takes_part(self, phase: str) -> bool:
@@ -154,13 +156,17 @@ class Server:
             argv = [sink, *user, "-m", str(self.idle_capacity), f"{HOST}:{self.port}", "4096"]
             return argv, env
         if self.kind == "floor":
-            # bench/floor.py: the least a Python sink on uvloop costs (bench/README.md),
-            # compiled when this interpreter's Blackhole is (bench/floor_build.py).
+            # bench/floor.py: the least a Python sink on uvloop costs (bench/README.md);
+            # floor@mypyc compiled first (bench/floor_build.py).
+            args = ["--listen", f"{HOST}:{self.port}"]
+            if self.name != "floor@mypyc":
+                return interpreted_floor_argv(self.python, args), env
+            if not Path(self.python).is_file():
+                raise ServerError(f"{self.python} not found (see bench/README.md)")
             try:
-                argv = floor_argv(self.workdir, ["--listen", f"{HOST}:{self.port}"])[0]
+                return compiled_floor_argv(self.python, self.workdir, args), env
             except FloorBuildError as error:
                 raise ServerError(str(error)) from None
-            return argv, env
         if self.kind == "s_server":
             # The TLS reference of this machine: OpenSSL's own server on the same key and
             # defaults. -www: answer and close each connection, never read stdin.
@@ -353,10 +359,12 @@ def make_server(
             raise SystemExit(f"bad server name {name!r}: use classic-Nw")
         workers = int(match.group(1) or 1)
         return Server(name, "classic", workdir, cert, key, workers, capacity, **extra)
-    if name == "floor":
+    if name in ("floor", "floor@mypyc"):
         # The SMTP loads and the latency phase: its script knows no TLS, and
         # idle sessions would only measure uvloop's transports.
-        floor = Server(name, name, workdir, cert, key, 1, capacity, **extra)
+        floor = Server(name, "floor", workdir, cert, key, 1, capacity, **extra)
+        if name == "floor@mypyc":
+            floor.python = str(REPO_DIR / ".venv-mypyc" / "bin" / "python")
         floor.phases = frozenset([*(s.name for s in SCENARIOS), "latency"])
         return floor
     if name in ("smtp-sink", "aiosmtpd", "s_server"):

@@ -35,7 +35,7 @@ def floor(
         from floor_build import compiled_floor_argv
 
         # Built by mypyc once per test process, into its own temporary root.
-        argv = compiled_floor_argv(tmp_path_factory.getbasetemp(), [str(port_file)])
+        argv = compiled_floor_argv(sys.executable, tmp_path_factory.getbasetemp(), [str(port_file)])
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
         text = wait_until(
@@ -96,12 +96,15 @@ def test_sigusr1_reports_its_cpu(floor: tuple[subprocess.Popen[str], int]) -> No
 
 
 @pytest.mark.usefixtures("bench_on_path")
-def test_run_py_serves_the_floor_in_the_smtp_loads_and_latency_only(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["floor", "floor@mypyc"])
+def test_run_py_serves_the_floor_in_the_smtp_loads_and_latency_only(
+    tmp_path: Path, name: str
+) -> None:
     from run import make_servers, parse_args
     from servers import make_cert
 
     cert, key = make_cert(tmp_path)
-    options = parse_args(["--servers", "smtp-sink,floor"])
+    options = parse_args(["--servers", f"smtp-sink,{name}"])
     server = make_servers(options, tmp_path, cert, key)[1]
     assert server.has_smtp and not server.has_tls
     assert server.takes_part("1k-new") and server.takes_part("latency")
@@ -113,6 +116,8 @@ def test_run_py_serves_the_floor_in_the_smtp_loads_and_latency_only(tmp_path: Pa
     finally:
         server.stop()
     assert server.proc is None
+    # floor@mypyc is the same script compiled by .venv-mypyc's mypyc.
+    assert any(tmp_path.rglob("floor-mypyc/floor.*.so")) == (name == "floor@mypyc")
 
 
 @pytest.mark.usefixtures("bench_on_path")
