@@ -12,7 +12,6 @@ test_adversarial_control.py.
 from __future__ import annotations
 
 import http.client
-import json
 import socket
 import ssl
 import struct
@@ -24,6 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from blackhole.testing import Blackhole
+from tests.jsonlines import written_records
 from tests.proctools import wait_until
 from tests.smtpclient import Client
 
@@ -56,7 +56,7 @@ class EventLog:
     def lines(self) -> list[dict[str, Any]]:
         with self.path.open("rb") as file:
             file.seek(self.start)
-            return [json.loads(line) for line in file.read().splitlines()]
+            return written_records(file.read())
 
     def sessions(self, count: int) -> list[dict[str, Any]]:
         """Once ``count`` sessions have ended, their lines."""

@@ -8,11 +8,11 @@ sockets.
 
 from __future__ import annotations
 
-import json
 import socket
 from pathlib import Path
 
 from blackhole.testing import Blackhole
+from tests.jsonlines import written_records
 from tests.proctools import wait_until
 from tests.smtpclient import Client
 
@@ -77,5 +77,7 @@ def test_a_client_leaving_at_a_delayed_content_stage_counts_all_it_sent(
         client.close()  # a FIN, behind the content
         wait_until(lambda: bh.stats()["messages"]["dropped"] == 1, what="the session's end")
         assert bh.stats()["bytes"] == len(content)
-    [line] = [json.loads(raw) for raw in events.read_text().splitlines() if '"message"' in raw]
+    [line] = [
+        record for record in written_records(events.read_text()) if record["type"] == "message"
+    ]
     assert (line["outcome"], line["size"]) == ("dropped", len(content))

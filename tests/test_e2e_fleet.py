@@ -27,6 +27,7 @@ import pytest
 
 from tests.e2e import running
 from tests.haproxy import HAPROXY
+from tests.jsonlines import written_records
 from tests.proctools import wait_until
 from tests.redisserver import RedisServer
 from tests.serverproc import ServerProcess
@@ -109,8 +110,7 @@ class Server:
 
     def lines(self, kind: str) -> list[dict[str, object]]:
         text = self.events.read_text() if self.events.exists() else ""
-        parsed = [json.loads(line) for line in text.splitlines()]
-        return [line for line in parsed if line["type"] == kind]
+        return [line for line in written_records(text) if line["type"] == kind]
 
 
 @dataclass

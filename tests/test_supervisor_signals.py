@@ -7,7 +7,6 @@ a signal can arrive between two parts of one message.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.certs import self_signed
+from tests.jsonlines import written_records
 from tests.proctools import MailPump, send_mail, wait_until, workers
 from tests.serverproc import ServerProcess
 from tests.smtpclient import insecure_context
@@ -292,7 +292,7 @@ def test_hup_reopens_the_log_file_for_logrotate(
     assert send_mail(port) == {}
     # The worker writes to the new file too, and says which worker it is.
     entries = wait_until(
-        lambda: [e for e in map(json.loads, log.read_text().splitlines()) if e.get("worker")],
+        lambda: [e for e in written_records(log.read_text()) if e.get("worker")],
         what="a worker's line in the new file",
     )
     assert {entry["worker"] for entry in entries} == {1}
