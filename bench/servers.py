@@ -161,8 +161,7 @@ class Server:
             args = ["--listen", f"{HOST}:{self.port}"]
             if self.name != "floor@mypyc":
                 return interpreted_floor_argv(self.python, args), env
-            if not Path(self.python).is_file():
-                raise ServerError(f"{self.python} not found (see bench/README.md)")
+            self._check_python()
             try:
                 return compiled_floor_argv(self.python, self.workdir, args), env
             except FloorBuildError as error:
@@ -212,12 +211,16 @@ class Server:
             env.pop(NO_COUNTING_ENV, None)
         conf = self.write_config("Blackhole", *extra)
         if self.python != sys.executable:
-            if not Path(self.python).is_file():
-                raise ServerError(f"{self.python} not found (see bench/README.md)")
+            self._check_python()
         elif not module_available("blackhole"):
             src = str(REPO_DIR / "src")
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
         return [self.python, "-m", "blackhole", "-c", str(conf), "-q"], env
+
+    def _check_python(self) -> None:
+        """An @build server's interpreter (REPO/.venv-BUILD) must have been made."""
+        if not Path(self.python).is_file():
+            raise ServerError(f"{self.python} not found (see bench/README.md)")
 
     def write_config(self, flavour: str, *extra: str) -> Path:
         """A config file for either Blackhole: both read the same keys.
